@@ -1,0 +1,166 @@
+//! The payment event contract of pulih.
+//!
+//! This crate owns everything a payment event must satisfy before it may
+//! enter the platform, and nothing that does I/O beyond reading reference
+//! files:
+//!
+//! - [`validate`]: the Rust twin of `schemas/payment_event.v1.json`, which turns
+//!   untrusted bytes into a [`PaymentEvent`] or a [`Rejection`] with a stable
+//!   [`Reason`] code and a human detail that names the field but never echoes
+//!   a value that could be personal data;
+//! - [`record`]: the record carried on the Kafka topic `pulih.payments.v1`
+//!   (`schemas/payment_record.v1.json`), in which the merchant id is replaced
+//!   by a keyed pseudonym;
+//! - [`reference`]: the district (kecamatan) and KBLI 2020 reference tables;
+//! - [`pseudonym`]: the keyed HMAC-SHA256 pseudonymisation of merchant ids.
+//!
+//! Dependencies and why: `serde`/`serde_json` parse the JSON; `time` does the
+//! calendar arithmetic of RFC 3339 timestamps (smaller than `chrono` and
+//! without its historical soundness issues); `hmac` + `sha2` (RustCrypto,
+//! audited, constant-time tag comparison) compute the pseudonyms; `hex`
+//! encodes them.
+
+pub mod pseudonym;
+pub mod record;
+pub mod reference;
+mod timestamp;
+mod validate;
+
+pub use pseudonym::{Pseudonymiser, Secret};
+pub use record::PaymentRecord;
+pub use reference::Reference;
+pub use timestamp::Timestamp;
+pub use validate::{validate, Limits, Reason, Rejection};
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the Kafka topic that carries accepted payment records.
+pub const PAYMENTS_TOPIC: &str = "pulih.payments.v1";
+
+/// A payment event that passed validation (`schemas/payment_event.v1.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEvent {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub merchant_id: String,
+    pub district_code: String,
+    pub sector: Sector,
+    pub kbli_code: Option<String>,
+    pub amount_idr: u64,
+    pub channel: Channel,
+    pub merchant_size: MerchantSize,
+}
+
+/// A KBLI 2020 category letter, `A` to `U`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sector(u8);
+
+impl Sector {
+    /// All 21 categories in order.
+    pub fn all() -> impl Iterator<Item = Sector> {
+        (b'A'..=b'U').map(Sector)
+    }
+
+    /// The category for a letter, if it is one of `A`..=`U`.
+    pub fn from_letter(s: &str) -> Option<Sector> {
+        match s.as_bytes() {
+            [c @ b'A'..=b'U'] => Some(Sector(*c)),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        const LETTERS: &str = "ABCDEFGHIJKLMNOPQRSTU";
+        let i = usize::from(self.0 - b'A');
+        &LETTERS[i..i + 1]
+    }
+
+    /// Position in `A`..=`U`, 0 to 20.
+    pub fn index(self) -> usize {
+        usize::from(self.0 - b'A')
+    }
+}
+
+impl Serialize for Sector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Sector::from_letter(&s)
+            .ok_or_else(|| serde::de::Error::custom("sector must be a KBLI 2020 category A-U"))
+    }
+}
+
+/// How the payment was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Qris,
+    DebitCard,
+    CreditCard,
+    Ewallet,
+    BankTransfer,
+    Other,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 6] = [
+        Channel::Qris,
+        Channel::DebitCard,
+        Channel::CreditCard,
+        Channel::Ewallet,
+        Channel::BankTransfer,
+        Channel::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Qris => "qris",
+            Channel::DebitCard => "debit_card",
+            Channel::CreditCard => "credit_card",
+            Channel::Ewallet => "ewallet",
+            Channel::BankTransfer => "bank_transfer",
+            Channel::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Size class of the merchant under PP 7/2021.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantSize {
+    Micro,
+    Small,
+    Medium,
+}
+
+impl MerchantSize {
+    pub const ALL: [MerchantSize; 3] = [MerchantSize::Micro, MerchantSize::Small, MerchantSize::Medium];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MerchantSize::Micro => "micro",
+            MerchantSize::Small => "small",
+            MerchantSize::Medium => "medium",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MerchantSize> {
+        MerchantSize::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// True for 1 to `max` characters of `[A-Za-z0-9_-]`.
+pub(crate) fn is_token(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,175 @@
+//! Event time: strict RFC 3339 parsing and a canonical UTC rendering.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::{Date, Month, OffsetDateTime, UtcOffset};
+
+/// An instant in UTC with millisecond resolution, as milliseconds since the
+/// Unix epoch.
+///
+/// It is parsed from RFC 3339 with an explicit offset and at least
+/// millisecond precision (`2024-03-01T09:15:02.123+07:00`), the same rule as
+/// the `occurred_at` pattern in `schemas/payment_event.v1.json`; digits
+/// beyond the millisecond are truncated. It is rendered as
+/// `2024-03-01T02:15:02.123Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn from_unix_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Parses the contract's RFC 3339 form; `None` if it is not exactly that.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let b = s.as_bytes();
+        // YYYY-MM-DDTHH:MM:SS.fff (23 bytes) + fraction + offset
+        if b.len() < 24 {
+            return None;
+        }
+        let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        let year = digits(0..4)?;
+        let month = digits(5..7)?;
+        let day = digits(8..10)?;
+        let hour = digits(11..13)?;
+        let minute = digits(14..16)?;
+        let second = digits(17..19)?;
+        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+            return None;
+        }
+        let frac_len = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(3..=9).contains(&frac_len) {
+            return None;
+        }
+        let millis = digits(20..23)?;
+        let rest = &b[20 + frac_len..];
+        let offset_secs: i32 = match rest {
+            [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let two = |a: u8, b: u8| -> Option<i32> {
+                    (a.is_ascii_digit() && b.is_ascii_digit())
+                        .then(|| i32::from(a - b'0') * 10 + i32::from(b - b'0'))
+                };
+                let (oh, om) = (two(*h1, *h2)?, two(*m1, *m2)?);
+                if oh > 23 || om > 59 {
+                    return None;
+                }
+                let secs = oh * 3600 + om * 60;
+                if *sign == b'-' {
+                    -secs
+                } else {
+                    secs
+                }
+            }
+            _ => return None,
+        };
+        if hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+        let date =
+            Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+                .ok()?;
+        let offset = UtcOffset::from_whole_seconds(offset_secs).ok()?;
+        let local = date
+            .with_hms_milli(hour as u8, minute as u8, second as u8, millis as u16)
+            .ok()?
+            .assume_offset(offset);
+        let nanos = local.unix_timestamp_nanos();
+        Some(Timestamp(i64::try_from(nanos.div_euclid(1_000_000)).ok()?))
+    }
+
+    fn to_datetime(self) -> Option<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_datetime() {
+            Some(t) if (0..=9999).contains(&t.year()) => write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            ),
+            _ => write!(f, "<out of range: {} ms>", self.0),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom("timestamp is not RFC 3339 with milliseconds"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_offsets_to_the_same_instant() {
+        let a = Timestamp::parse_rfc3339("2024-03-01T09:15:02.123+07:00").unwrap();
+        let b = Timestamp::parse_rfc3339("2024-03-01T02:15:02.123Z").unwrap();
+        let c = Timestamp::parse_rfc3339("2024-03-01t02:15:02.123456789z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a.to_string(), "2024-03-01T02:15:02.123Z");
+        assert_eq!(a.unix_millis(), 1_709_259_302_123);
+    }
+
+    #[test]
+    fn rejects_what_the_contract_rejects() {
+        for bad in [
+            "2024-03-01T09:15:02+07:00",        // no fraction
+            "2024-03-01T09:15:02.12+07:00",     // too short a fraction
+            "2024-03-01T09:15:02.1234567890Z",  // ten digits
+            "2024-03-01 09:15:02.123Z",         // space separator
+            "2024-03-01T09:15:02.123",          // no offset
+            "2024-02-30T09:15:02.123Z",         // no such day
+            "2023-02-29T09:15:02.123Z",         // not a leap year
+            "2024-03-01T24:00:00.000Z",         // hour 24
+            "2024-03-01T23:59:60.000Z",         // leap second
+            "2024-03-01T09:15:02.123+0700",     // offset without colon
+            "2024-03-01T09:15:02.123+24:00",    // offset out of range
+            "２０２４-03-01T09:15:02.123Z",     // non-ASCII digits
+            "",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(Timestamp::parse_rfc3339("2024-02-29T23:59:59.999-12:30").is_some());
+    }
+
+    #[test]
+    fn renders_before_the_epoch() {
+        let t = Timestamp::parse_rfc3339("1969-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(t.unix_millis(), -1);
+        assert_eq!(t.to_string(), "1969-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,556 @@
+//! Validation of untrusted payment events, the Rust twin of
+//! `schemas/payment_event.v1.json`.
+//!
+//! Checks run in a fixed order and the first failure is reported: size,
+//! UTF-8, JSON syntax, object shape, unknown and duplicate fields, missing
+//! fields (in schema order), then each field in schema order. A detail names
+//! the field and the rule, and never repeats a value that could be personal
+//! data: unknown field names are shown only when they are plain identifiers,
+//! and field values only when they are short codes of the expected shape.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::reference::Reference;
+use crate::{is_token, Channel, MerchantSize, PaymentEvent, Sector, Timestamp};
+
+/// Why an event was rejected. The snake_case code ([`Reason::code`]) is a
+/// stable interface: producers and dashboards match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The record is larger than the configured maximum.
+    TooLarge,
+    /// The bytes are not valid UTF-8.
+    InvalidUtf8,
+    /// The text is not JSON (or is empty, or nests too deeply).
+    InvalidJson,
+    /// The JSON is valid but not an object.
+    NotAnObject,
+    /// A field the contract does not define (the guard against personal data).
+    UnknownField,
+    /// The same field twice.
+    DuplicateField,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong JSON type (for example a number for `event_id`).
+    WrongType,
+    BadEventId,
+    BadTimestamp,
+    BadMerchantId,
+    UnknownDistrict,
+    BadSector,
+    BadKbliCode,
+    KbliSectorMismatch,
+    AmountOutOfRange,
+    BadChannel,
+    BadMerchantSize,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 18] = [
+        Reason::TooLarge,
+        Reason::InvalidUtf8,
+        Reason::InvalidJson,
+        Reason::NotAnObject,
+        Reason::UnknownField,
+        Reason::DuplicateField,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::BadEventId,
+        Reason::BadTimestamp,
+        Reason::BadMerchantId,
+        Reason::UnknownDistrict,
+        Reason::BadSector,
+        Reason::BadKbliCode,
+        Reason::KbliSectorMismatch,
+        Reason::AmountOutOfRange,
+        Reason::BadChannel,
+        Reason::BadMerchantSize,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::TooLarge => "too_large",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::InvalidJson => "invalid_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::UnknownField => "unknown_field",
+            Reason::DuplicateField => "duplicate_field",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::BadEventId => "bad_event_id",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::BadMerchantId => "bad_merchant_id",
+            Reason::UnknownDistrict => "unknown_district",
+            Reason::BadSector => "bad_sector",
+            Reason::BadKbliCode => "bad_kbli_code",
+            Reason::KbliSectorMismatch => "kbli_sector_mismatch",
+            Reason::AmountOutOfRange => "amount_out_of_range",
+            Reason::BadChannel => "bad_channel",
+            Reason::BadMerchantSize => "bad_merchant_size",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A rejected event: a stable reason, the field concerned (if any) and a
+/// sentence for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub field: Option<&'static str>,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, field: Option<&'static str>, detail: impl Into<String>) -> Self {
+        Rejection { reason, field, detail: detail.into() }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Limits applied before parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted record in bytes.
+    pub max_record_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_record_bytes: 16 * 1024 }
+    }
+}
+
+/// Largest accepted amount in whole rupiah.
+pub const MAX_AMOUNT_IDR: u64 = 1_000_000_000;
+
+const FIELDS: [&str; 9] = [
+    "event_id",
+    "occurred_at",
+    "merchant_id",
+    "district_code",
+    "sector",
+    "kbli_code",
+    "amount_idr",
+    "channel",
+    "merchant_size",
+];
+const OPTIONAL: [bool; 9] = [false, false, false, false, false, true, false, false, false];
+
+/// Validates one event. Never panics, whatever the bytes.
+pub fn validate(bytes: &[u8], reference: &Reference, limits: &Limits) -> Result<PaymentEvent, Rejection> {
+    if bytes.len() > limits.max_record_bytes {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            None,
+            format!("record is {} bytes, more than the limit of {}", bytes.len(), limits.max_record_bytes),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(Reason::InvalidUtf8, None, format!("record is not valid UTF-8 (at byte {})", e.valid_up_to()))
+    })?;
+    let fields = parse_fields(text)?;
+    check_fields(fields, reference)
+}
+
+/// The top-level fields of an object, by position in [`FIELDS`].
+type Fields = [Option<Value>; 9];
+
+fn parse_fields(text: &str) -> Result<Fields, Rejection> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = de.deserialize_any(TopLevel).map_err(|e| {
+        Rejection::new(Reason::InvalidJson, None, format!("record is not valid JSON: {}", json_error(&e)))
+    })?;
+    de.end().map_err(|e| Rejection::new(Reason::InvalidJson, None, format!("record is not valid JSON: {}", json_error(&e))))?;
+    match parsed {
+        TopLevelResult::Fields(f) => Ok(f),
+        TopLevelResult::Reject(r) => Err(r),
+    }
+}
+
+/// serde_json errors say where, never what the bytes were.
+fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Eof => "unexpected end of input",
+        Category::Syntax => "syntax error",
+        Category::Io => "read error",
+        Category::Data => "unexpected value",
+    };
+    if e.to_string().contains("recursion limit") {
+        return format!("nesting too deep at line {} column {}", e.line(), e.column());
+    }
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+enum TopLevelResult {
+    Fields(Fields),
+    Reject(Rejection),
+}
+
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = TopLevelResult;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields: Fields = Default::default();
+        let mut first_problem: Option<Rejection> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value: Value = map.next_value()?;
+            if first_problem.is_some() {
+                continue; // keep consuming so JSON syntax errors still win
+            }
+            match FIELDS.iter().position(|f| *f == key) {
+                Some(i) if fields[i].is_some() => {
+                    first_problem = Some(Rejection::new(
+                        Reason::DuplicateField,
+                        Some(FIELDS[i]),
+                        format!("field `{}` appears more than once", FIELDS[i]),
+                    ));
+                }
+                Some(i) => fields[i] = Some(value),
+                None => {
+                    first_problem = Some(Rejection::new(
+                        Reason::UnknownField,
+                        None,
+                        format!("unknown field {}; only the fields of payment_event.v1 are accepted", describe_key(&key)),
+                    ));
+                }
+            }
+        }
+        Ok(match first_problem {
+            Some(r) => TopLevelResult::Reject(r),
+            None => TopLevelResult::Fields(fields),
+        })
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(not_an_object("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(not_an_object("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(not_an_object("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(not_an_object("a number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(not_an_object("a string"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(not_an_object("null"))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(not_an_object("an array"))
+    }
+}
+
+fn not_an_object(what: &str) -> TopLevelResult {
+    TopLevelResult::Reject(Rejection::new(
+        Reason::NotAnObject,
+        None,
+        format!("record must be a JSON object, found {what}"),
+    ))
+}
+
+/// Names an unknown key without repeating anything that is not a plain
+/// identifier (a key could itself be a name or a phone number).
+fn describe_key(key: &str) -> String {
+    let plain = (1..=64).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && key.bytes().any(|b| b.is_ascii_lowercase());
+    if plain {
+        format!("`{key}`")
+    } else {
+        format!("({} characters, not shown because it is not a lowercase identifier)", key.chars().count())
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string_field(fields: &mut Fields, i: usize) -> Result<Option<String>, Rejection> {
+    match fields[i].take() {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(Rejection::new(
+            Reason::WrongType,
+            Some(FIELDS[i]),
+            format!("`{}` must be a string, found {}", FIELDS[i], type_name(&other)),
+        )),
+    }
+}
+
+fn check_fields(mut fields: Fields, reference: &Reference) -> Result<PaymentEvent, Rejection> {
+    if let Some(i) = (0..FIELDS.len()).find(|&i| !OPTIONAL[i] && fields[i].is_none()) {
+        return Err(Rejection::new(
+            Reason::MissingField,
+            Some(FIELDS[i]),
+            format!("required field `{}` is missing", FIELDS[i]),
+        ));
+    }
+    // Types first, in schema order, so one record gets one stable answer.
+    let amount = fields[6].take();
+    if let Some(v) = &amount {
+        if !v.is_number() {
+            return Err(Rejection::new(
+                Reason::WrongType,
+                Some("amount_idr"),
+                format!("`amount_idr` must be an integer, found {}", type_name(v)),
+            ));
+        }
+    }
+    let mut strings: [Option<String>; 9] = Default::default();
+    for i in [0, 1, 2, 3, 4, 5, 7, 8] {
+        strings[i] = string_field(&mut fields, i)?;
+    }
+    let [event_id, occurred_at, merchant_id, district_code, sector, kbli_code, _, channel, merchant_size] = strings;
+    let (event_id, occurred_at, merchant_id, district_code, sector, channel, merchant_size) = (
+        event_id.unwrap_or_default(),
+        occurred_at.unwrap_or_default(),
+        merchant_id.unwrap_or_default(),
+        district_code.unwrap_or_default(),
+        sector.unwrap_or_default(),
+        channel.unwrap_or_default(),
+        merchant_size.unwrap_or_default(),
+    );
+
+    if !is_token(&event_id, 1, 64) {
+        return Err(Rejection::new(
+            Reason::BadEventId,
+            Some("event_id"),
+            format!("`event_id` must be 1-64 characters of [A-Za-z0-9_-] (got {} characters)", event_id.chars().count()),
+        ));
+    }
+    let occurred_at = Timestamp::parse_rfc3339(&occurred_at).ok_or_else(|| {
+        Rejection::new(
+            Reason::BadTimestamp,
+            Some("occurred_at"),
+            "`occurred_at` must be an RFC 3339 date-time with a UTC offset and at least millisecond precision, e.g. 2024-03-01T09:15:02.123+07:00",
+        )
+    })?;
+    if !is_token(&merchant_id, 8, 64) {
+        return Err(Rejection::new(
+            Reason::BadMerchantId,
+            Some("merchant_id"),
+            format!(
+                "`merchant_id` must be a producer-side pseudonym of 8-64 characters of [A-Za-z0-9_-] (got {} characters)",
+                merchant_id.chars().count()
+            ),
+        ));
+    }
+    if reference.district(&district_code).is_none() {
+        let shown = if is_code_shape(&district_code) { format!(" `{district_code}`") } else { String::new() };
+        return Err(Rejection::new(
+            Reason::UnknownDistrict,
+            Some("district_code"),
+            format!("`district_code`{shown} is not a kecamatan code in the district reference table"),
+        ));
+    }
+    let sector = Sector::from_letter(&sector).ok_or_else(|| {
+        Rejection::new(Reason::BadSector, Some("sector"), "`sector` must be a KBLI 2020 category letter A-U")
+    })?;
+    if let Some(kbli) = &kbli_code {
+        let kbli_sector = reference.kbli_sector(kbli).ok_or_else(|| {
+            Rejection::new(
+                Reason::BadKbliCode,
+                Some("kbli_code"),
+                "`kbli_code` must be a 5-digit KBLI 2020 code of an existing division",
+            )
+        })?;
+        if kbli_sector != sector {
+            return Err(Rejection::new(
+                Reason::KbliSectorMismatch,
+                Some("kbli_code"),
+                format!(
+                    "`kbli_code` {kbli} belongs to category {}, but `sector` is {}",
+                    kbli_sector.as_str(),
+                    sector.as_str()
+                ),
+            ));
+        }
+    }
+    let amount_idr = amount
+        .as_ref()
+        .and_then(integral_u64)
+        .filter(|a| (1..=MAX_AMOUNT_IDR).contains(a))
+        .ok_or_else(|| {
+            Rejection::new(
+                Reason::AmountOutOfRange,
+                Some("amount_idr"),
+                format!("`amount_idr` must be a whole number of rupiah from 1 to {MAX_AMOUNT_IDR}"),
+            )
+        })?;
+    let channel = Channel::parse(&channel).ok_or_else(|| {
+        Rejection::new(
+            Reason::BadChannel,
+            Some("channel"),
+            "`channel` must be one of qris, debit_card, credit_card, ewallet, bank_transfer, other",
+        )
+    })?;
+    let merchant_size = MerchantSize::parse(&merchant_size).ok_or_else(|| {
+        Rejection::new(Reason::BadMerchantSize, Some("merchant_size"), "`merchant_size` must be one of micro, small, medium")
+    })?;
+    Ok(PaymentEvent {
+        event_id,
+        occurred_at,
+        merchant_id,
+        district_code,
+        sector,
+        kbli_code,
+        amount_idr,
+        channel,
+        merchant_size,
+    })
+}
+
+/// JSON Schema's `integer`: any number with no fractional part (`5`, `5.0`,
+/// `5e2`), as a `u64` if it is a non-negative one that fits.
+fn integral_u64(v: &Value) -> Option<u64> {
+    let n = v.as_number()?;
+    if let Some(u) = n.as_u64() {
+        return Some(u);
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f)).then_some(f as u64)
+}
+
+fn is_code_shape(s: &str) -> bool {
+    s.len() == 8
+        && s.bytes().enumerate().all(|(i, b)| if i % 3 == 2 { b == b'.' } else { b.is_ascii_digit() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"{"event_id":"evt-1","occurred_at":"2024-03-01T09:15:02.123+07:00","merchant_id":"m-00000001","district_code":"31.74.09","sector":"I","kbli_code":"56101","amount_idr":25000,"channel":"qris","merchant_size":"micro"}"#;
+
+    fn check(s: &str) -> Result<PaymentEvent, Rejection> {
+        validate(s.as_bytes(), &Reference::jakarta(), &Limits::default())
+    }
+
+    fn reason(s: &str) -> &'static str {
+        check(s).unwrap_err().reason.code()
+    }
+
+    fn with(field: &str, json_value: &str) -> String {
+        let mut v: serde_json::Map<String, Value> = serde_json::from_str(VALID).unwrap();
+        v.insert(field.into(), serde_json::from_str(json_value).unwrap());
+        Value::Object(v).to_string()
+    }
+
+    #[test]
+    fn accepts_a_valid_event() {
+        let e = check(VALID).unwrap();
+        assert_eq!(e.event_id, "evt-1");
+        assert_eq!(e.sector.as_str(), "I");
+        assert_eq!(e.amount_idr, 25_000);
+        assert_eq!(e.occurred_at.to_string(), "2024-03-01T02:15:02.123Z");
+        assert_eq!(e.channel, Channel::Qris);
+    }
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert!(codes.iter().all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        assert_eq!(reason(""), "invalid_json");
+        assert_eq!(reason("{"), "invalid_json");
+        assert_eq!(reason(&format!("{VALID} {{}}")), "invalid_json");
+        assert_eq!(reason("[1,2]"), "not_an_object");
+        assert_eq!(reason("\"x\""), "not_an_object");
+        assert_eq!(reason("null"), "not_an_object");
+        assert_eq!(reason(&with("customer_name", "\"Budi\"")), "unknown_field");
+        assert_eq!(reason(&VALID.replace("\"channel\":\"qris\"", "\"channel\":\"qris\",\"channel\":\"qris\"")), "duplicate_field");
+        assert_eq!(reason(&VALID.replace("\"event_id\":\"evt-1\",", "")), "missing_field");
+        assert_eq!(reason(&with("event_id", "12")), "wrong_type");
+        assert_eq!(reason(&with("amount_idr", "\"25000\"")), "wrong_type");
+        assert_eq!(reason(&with("kbli_code", "null")), "wrong_type");
+        assert_eq!(reason(&with("event_id", "\"has space\"")), "bad_event_id");
+        assert_eq!(reason(&with("event_id", "\"\"")), "bad_event_id");
+        assert_eq!(reason(&with("occurred_at", "\"2024-03-01T09:15:02+07:00\"")), "bad_timestamp");
+        assert_eq!(reason(&with("occurred_at", "\"2024-03-01T09:15:02.123\"")), "bad_timestamp");
+        assert_eq!(reason(&with("merchant_id", "\"short\"")), "bad_merchant_id");
+        assert_eq!(reason(&with("district_code", "\"31.76.01\"")), "unknown_district");
+        assert_eq!(reason(&with("sector", "\"V\"")), "bad_sector");
+        assert_eq!(reason(&with("sector", "\"i\"")), "bad_sector");
+        assert_eq!(reason(&with("kbli_code", "\"5610\"")), "bad_kbli_code");
+        assert_eq!(reason(&with("kbli_code", "\"34000\"")), "bad_kbli_code");
+        assert_eq!(reason(&with("kbli_code", "\"47111\"")), "kbli_sector_mismatch");
+        assert_eq!(reason(&with("amount_idr", "0")), "amount_out_of_range");
+        assert_eq!(reason(&with("amount_idr", "-5")), "amount_out_of_range");
+        assert_eq!(reason(&with("amount_idr", "1000000001")), "amount_out_of_range");
+        assert_eq!(reason(&with("amount_idr", "2.5")), "amount_out_of_range");
+        assert_eq!(reason(&with("channel", "\"cash\"")), "bad_channel");
+        assert_eq!(reason(&with("merchant_size", "\"large\"")), "bad_merchant_size");
+        assert_eq!(reason(&format!("{VALID}\u{0}")), "invalid_json");
+    }
+
+    #[test]
+    fn integral_floats_are_integers_like_json_schema_says() {
+        assert_eq!(check(&with("amount_idr", "25000.0")).unwrap().amount_idr, 25_000);
+        assert_eq!(check(&with("amount_idr", "1e9")).unwrap().amount_idr, 1_000_000_000);
+    }
+
+    #[test]
+    fn details_never_echo_personal_values() {
+        let r = check(&with("Budi Santoso 0812-3456-7890", "1")).unwrap_err();
+        assert_eq!(r.reason, Reason::UnknownField);
+        assert!(!r.detail.contains("Budi") && !r.detail.contains("0812"), "{}", r.detail);
+        let r = check(&with("phone", "\"0812-3456-7890\"")).unwrap_err();
+        assert!(r.detail.contains("`phone`") && !r.detail.contains("0812"), "{}", r.detail);
+        let r = check(&with("merchant_id", "\"Budi Santoso\"")).unwrap_err();
+        assert!(!r.detail.contains("Budi"), "{}", r.detail);
+        let r = check(&with("district_code", "\"Jl. Melati 5\"")).unwrap_err();
+        assert!(!r.detail.contains("Melati"), "{}", r.detail);
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_or_too_big() {
+        let r = validate(b"{\"event_id\":\"\xff\"}", &Reference::jakarta(), &Limits::default()).unwrap_err();
+        assert_eq!(r.reason, Reason::InvalidUtf8);
+        let limits = Limits { max_record_bytes: 100 };
+        let r = validate(VALID.as_bytes(), &Reference::jakarta(), &limits).unwrap_err();
+        assert_eq!(r.reason, Reason::TooLarge);
+        let deep = "[".repeat(100_000);
+        assert_eq!(validate(deep.as_bytes(), &Reference::jakarta(), &Limits { max_record_bytes: 1 << 20 }).unwrap_err().reason, Reason::InvalidJson);
+    }
+}
