@@ -1,0 +1,205 @@
+//! Versioned migrations from `schemas/clickhouse/`, embedded in the binary.
+
+use sha2::{Digest, Sha256};
+
+use crate::{Store, StoreError};
+
+/// One migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migration {
+    ($version:expr, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $file,
+            sql: include_str!(concat!("../../../schemas/clickhouse/", $file)),
+        }
+    };
+}
+
+/// Every migration, in order. Keep in step with `schemas/clickhouse/`.
+pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_activity_1m.sql")];
+
+/// Where one migration stands in a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationStatus {
+    Applied { version: u32, name: String },
+    Pending { version: u32, name: String },
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+
+    /// Statements end with `;` at the end of a line; `--` comment lines are
+    /// dropped.
+    pub fn statements(&self) -> Vec<String> {
+        let body: String = self
+            .sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut out = Vec::new();
+        let mut current = String::new();
+        for line in body.lines() {
+            current.push_str(line);
+            current.push('\n');
+            if line.trim_end().ends_with(';') {
+                let stmt = current.trim().trim_end_matches(';').trim().to_owned();
+                if !stmt.is_empty() {
+                    out.push(stmt);
+                }
+                current.clear();
+            }
+        }
+        let rest = current.trim();
+        if !rest.is_empty() {
+            out.push(rest.to_owned());
+        }
+        out
+    }
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct AppliedRow {
+    version: u32,
+    name: String,
+    checksum: String,
+}
+
+impl Store {
+    async fn ensure_bookkeeping(&self) -> Result<(), StoreError> {
+        let admin = self.client.clone().with_database("default");
+        admin
+            .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database))
+            .execute()
+            .await
+            .map_err(self.err(format!("create database {}", self.database)))?;
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version UInt32, name String, checksum String, applied_at DateTime('UTC')) \
+                 ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await
+            .map_err(self.err("create schema_migrations"))
+    }
+
+    async fn applied(&self) -> Result<Vec<AppliedRow>, StoreError> {
+        self.client
+            .query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all::<AppliedRow>()
+            .await
+            .map_err(self.err("read schema_migrations"))
+    }
+
+    /// Which migrations are applied and which are pending.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        self.ensure_bookkeeping().await?;
+        let applied = self.applied().await?;
+        Ok(MIGRATIONS
+            .iter()
+            .map(|m| {
+                if applied.iter().any(|a| a.version == m.version) {
+                    MigrationStatus::Applied { version: m.version, name: m.name.into() }
+                } else {
+                    MigrationStatus::Pending { version: m.version, name: m.name.into() }
+                }
+            })
+            .collect())
+    }
+
+    /// Applies pending migrations in order and returns the names applied.
+    /// An applied migration whose file changed since is an error.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>, MigrateError> {
+        self.ensure_bookkeeping().await?;
+        let applied = self.applied().await?;
+        let mut done = Vec::new();
+        for m in MIGRATIONS {
+            if let Some(a) = applied.iter().find(|a| a.version == m.version) {
+                if a.checksum != m.checksum() {
+                    return Err(MigrateError::Changed { version: m.version, name: a.name.clone() });
+                }
+                continue;
+            }
+            for stmt in m.statements() {
+                self.client.query(&stmt).execute().await.map_err(self.err(format!("migration {}", m.name)))?;
+            }
+            self.client
+                .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(m.checksum())
+                .execute()
+                .await
+                .map_err(self.err("record migration"))?;
+            tracing::info!(message = "Applied migration.", name = m.name, database = %self.database);
+            done.push(m.name);
+        }
+        Ok(done)
+    }
+}
+
+/// Why `migrate` stopped.
+#[derive(Debug)]
+pub enum MigrateError {
+    Store(StoreError),
+    Changed { version: u32, name: String },
+}
+
+impl From<StoreError> for MigrateError {
+    fn from(e: StoreError) -> Self {
+        MigrateError::Store(e)
+    }
+}
+
+impl std::fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MigrateError::Store(e) => e.fmt(f),
+            MigrateError::Changed { version, name } => write!(
+                f,
+                "migration {version} ({name}) was changed after it was applied; add a new migration instead of editing an applied one"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MigrateError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_list_matches_the_folder() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/clickhouse");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let names: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(files, names);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{} is numbered without gaps", m.name);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert!(!m.statements().is_empty());
+        }
+    }
+
+    #[test]
+    fn splits_statements_at_line_ends() {
+        let m = Migration { version: 9, name: "x", sql: "-- c;\nCREATE TABLE a (s String DEFAULT ';')\nENGINE = Memory;\n\nSELECT 1;\n" };
+        assert_eq!(m.statements(), vec!["CREATE TABLE a (s String DEFAULT ';')\nENGINE = Memory", "SELECT 1"]);
+    }
+}
