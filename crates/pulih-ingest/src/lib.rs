@@ -1,1 +1,166 @@
-//! x
+//! Intake of payment events into Kafka.
+//!
+//! [`Intake`] is the one path by which an event enters the platform: it
+//! validates the raw bytes against the contract, pseudonymises the merchant
+//! id for the authenticated producer, and produces the record to
+//! `pulih.payments.v1` keyed by `district_code|sector` with an idempotent
+//! producer (`acks=all`). The simulator uses it today; the HTTP gateway and
+//! the backfill loader sit on the same path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulih_event::{validate, Limits, PaymentRecord, Pseudonymiser, Reference, Rejection};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+
+/// Kafka connection settings shared by producers and admin calls.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions to create the topic with if it does not exist.
+    pub partitions: i32,
+    /// Raw librdkafka settings, applied last.
+    pub options: BTreeMap<String, String>,
+}
+
+/// A Kafka call that failed, with the broker address.
+#[derive(Debug)]
+pub struct KafkaFailure {
+    pub brokers: String,
+    pub action: &'static str,
+    pub source: KafkaError,
+}
+
+impl std::fmt::Display for KafkaFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Kafka at {}: {} failed: {} (is the broker running? `deploy/local/services.sh up` starts one on 127.0.0.1:9092)",
+            self.brokers, self.action, self.source
+        )
+    }
+}
+
+impl std::error::Error for KafkaFailure {}
+
+impl KafkaConfig {
+    fn client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.options {
+            cc.set(k, v);
+        }
+        cc
+    }
+
+    fn fail(&self, action: &'static str) -> impl FnOnce(KafkaError) -> KafkaFailure + '_ {
+        move |source| KafkaFailure { brokers: self.brokers.clone(), action, source }
+    }
+
+    /// Creates the topic with `partitions` partitions unless it exists.
+    pub async fn ensure_topic(&self) -> Result<(), KafkaFailure> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().map_err(self.fail("create admin client"))?;
+        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics([&topic], &opts).await.map_err(self.fail("create topic"))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(self.fail("create topic")(KafkaError::AdminOp(code))),
+            }
+        }
+        Ok(())
+    }
+
+    /// An idempotent producer (`acks=all`): a record acknowledged is durable
+    /// and written once, even when the client retries.
+    pub fn producer(&self) -> Result<FutureProducer, KafkaFailure> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        for (k, v) in &self.options {
+            cc.set(k, v);
+        }
+        cc.create().map_err(self.fail("create producer"))
+    }
+}
+
+/// Validates, pseudonymises and produces events for one producer.
+#[derive(Clone)]
+pub struct Intake {
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+    reference: Arc<Reference>,
+    pseudonymiser: Pseudonymiser,
+    limits: Limits,
+}
+
+/// The result of offering one event.
+pub enum Offer {
+    /// Queued for Kafka; await the future for the acknowledgement.
+    Queued(DeliveryFuture),
+    Rejected(Rejection),
+}
+
+impl Intake {
+    pub fn new(
+        kafka: KafkaConfig,
+        reference: Arc<Reference>,
+        pseudonymiser: Pseudonymiser,
+        limits: Limits,
+    ) -> Result<Intake, KafkaFailure> {
+        let producer = kafka.producer()?;
+        Ok(Intake { kafka, producer, reference, pseudonymiser, limits })
+    }
+
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.kafka
+    }
+
+    /// Validates `raw` and, if it is valid, queues its record. Waits while
+    /// the producer queue is full.
+    pub async fn offer(&self, producer_id: &str, raw: &[u8]) -> Result<Offer, KafkaFailure> {
+        let event = match validate(raw, &self.reference, &self.limits) {
+            Ok(e) => e,
+            Err(r) => return Ok(Offer::Rejected(r)),
+        };
+        let record = PaymentRecord::from_event(event, producer_id, &self.pseudonymiser);
+        let key = record.kafka_key();
+        let payload = record.to_json();
+        let mut fr = FutureRecord::to(&self.kafka.topic).key(&key).payload(&payload);
+        loop {
+            match self.producer.send_result(fr) {
+                Ok(f) => return Ok(Offer::Queued(f)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    fr = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(self.kafka.fail("produce")(e)),
+            }
+        }
+    }
+
+    /// Waits until everything queued is acknowledged (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaFailure> {
+        self.producer.flush(Timeout::After(timeout)).map_err(self.kafka.fail("flush producer"))
+    }
+}
+
+/// Awaits one delivery: `Ok` once the broker acknowledged it.
+pub async fn delivered(f: DeliveryFuture, brokers: &str) -> Result<(), KafkaFailure> {
+    match f.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((source, _))) => Err(KafkaFailure { brokers: brokers.into(), action: "deliver record", source }),
+        Err(_) => Err(KafkaFailure { brokers: brokers.into(), action: "deliver record", source: KafkaError::Canceled }),
+    }
+}
