@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pulih_event::PaymentRecord;
 use pulih_store::{ActivityRow, Store};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -70,7 +71,23 @@ impl std::fmt::Display for AggregateError {
 
 impl std::error::Error for AggregateError {}
 
-fn consumer(config: &AggregatorConfig) -> Result<StreamConsumer, AggregateError> {
+/// Logs client errors through `tracing`, except reaching the end of a
+/// partition, which `exit_at_end` asks for and is not an error.
+pub struct Context;
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(message = "Kafka client error.", %error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+type Consumer_ = StreamConsumer<Context>;
+
+fn consumer(config: &AggregatorConfig) -> Result<Consumer_, AggregateError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
@@ -81,7 +98,7 @@ fn consumer(config: &AggregatorConfig) -> Result<StreamConsumer, AggregateError>
     for (k, v) in &config.kafka_options {
         cc.set(k, v);
     }
-    cc.create().map_err(|source| AggregateError::Kafka { brokers: config.brokers.clone(), source })
+    cc.create_with_context(Context).map_err(|source| AggregateError::Kafka { brokers: config.brokers.clone(), source })
 }
 
 fn now_micros() -> u64 {
@@ -187,7 +204,7 @@ pub async fn run(
     Ok(stats)
 }
 
-fn is_at_end(consumer: &StreamConsumer, at_end: &HashSet<i32>) -> bool {
+fn is_at_end(consumer: &Consumer_, at_end: &HashSet<i32>) -> bool {
     let Ok(assignment) = consumer.assignment() else { return false };
     let parts = assignment.elements();
     !parts.is_empty() && parts.iter().all(|e| at_end.contains(&e.partition()))
@@ -195,7 +212,7 @@ fn is_at_end(consumer: &StreamConsumer, at_end: &HashSet<i32>) -> bool {
 
 /// Upserts changed windows (retrying until it succeeds), then commits.
 async fn flush(
-    consumer: &StreamConsumer,
+    consumer: &Consumer_,
     config: &AggregatorConfig,
     store: &Store,
     windows: &mut Windows,

@@ -1,0 +1,235 @@
+//! Layered configuration: built-in defaults (`default.toml`) → config file →
+//! environment (`PULIH_SECTION__KEY`). Unknown keys are errors, and every
+//! error names the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use pulih_event::Secret;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: Kafka,
+    pub clickhouse: ClickHouse,
+    pub pseudonymisation: Pseudonymisation,
+    pub reference: ReferenceFiles,
+    pub aggregate: Aggregate,
+    pub simulate: Simulate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kafka {
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouse {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pseudonymisation {
+    pub key_id: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceFiles {
+    pub districts_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregate {
+    pub group_id: String,
+    pub window_secs: u32,
+    pub allowed_lateness_secs: u32,
+    pub emit_interval_ms: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Simulate {
+    pub producer_id: String,
+    pub merchants: u32,
+    pub seed: u64,
+}
+
+/// A configuration problem, naming the key or file concerned.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configuration error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn key_error(key: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("`{key}`: {msg}"))
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist if given), then the
+    /// environment, and checks the values.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, Env::prefixed("PULIH_").split("__"))
+    }
+
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // PULIH_CONFIG names the file; it is not a key.
+        fig = fig.merge(env.ignore(&["config"]));
+        let config: Config = fig.extract().map_err(|e| {
+            let mut msg = e.to_string();
+            if !e.path.is_empty() {
+                msg = format!("`{}`: {}", e.path.join("."), e.kind);
+            }
+            ConfigError(msg)
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = &self.clickhouse.url;
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)) {
+            return Err(key_error("clickhouse.url", format!("{url:?} is not an http:// or https:// URL with a host")));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(key_error("kafka.brokers", "must name at least one host:port"));
+        }
+        for b in self.kafka.brokers.split(',') {
+            let ok = b.trim().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(key_error("kafka.brokers", format!("{b:?} is not host:port")));
+            }
+        }
+        if !(1..=10_000).contains(&self.kafka.partitions) {
+            return Err(key_error("kafka.partitions", "must be from 1 to 10000"));
+        }
+        if self.kafka.topic.is_empty() {
+            return Err(key_error("kafka.topic", "must not be empty"));
+        }
+        if self.clickhouse.database.is_empty() || !self.clickhouse.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(key_error("clickhouse.database", "must be letters, digits and _"));
+        }
+        if self.aggregate.window_secs == 0 || 86_400 % self.aggregate.window_secs != 0 {
+            return Err(key_error("aggregate.window_secs", "must divide a day (60, 300, 3600, ...)"));
+        }
+        if self.aggregate.emit_interval_ms == 0 {
+            return Err(key_error("aggregate.emit_interval_ms", "must be positive"));
+        }
+        let pid = &self.simulate.producer_id;
+        if pid.is_empty() || pid.len() > 64 || !pid.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+            return Err(key_error("simulate.producer_id", "must be 1-64 characters of [a-z0-9_-]"));
+        }
+        Ok(())
+    }
+
+    /// The pseudonymiser, for commands that produce events.
+    pub fn pseudonymiser(&self) -> Result<pulih_event::Pseudonymiser, ConfigError> {
+        if self.pseudonymisation.secret.expose().is_empty() {
+            return Err(key_error(
+                "pseudonymisation.secret",
+                "is not set; set it in the config file or PULIH_PSEUDONYMISATION__SECRET (generate one with `openssl rand -hex 32`)",
+            ));
+        }
+        pulih_event::Pseudonymiser::new(&self.pseudonymisation.key_id, &self.pseudonymisation.secret)
+            .map_err(|e| key_error("pseudonymisation", e))
+    }
+
+    pub fn reference(&self) -> Result<pulih_event::Reference, ConfigError> {
+        if self.reference.districts_file.as_os_str().is_empty() {
+            return Ok(pulih_event::Reference::jakarta());
+        }
+        pulih_event::Reference::load(&self.reference.districts_file).map_err(|e| key_error("reference.districts_file", e))
+    }
+
+    pub fn store(&self) -> pulih_store::StoreConfig {
+        pulih_store::StoreConfig {
+            url: self.clickhouse.url.clone(),
+            database: self.clickhouse.database.clone(),
+            user: self.clickhouse.user.clone(),
+            password: self.clickhouse.password.expose().to_owned(),
+        }
+    }
+
+    pub fn kafka(&self) -> pulih_ingest::KafkaConfig {
+        pulih_ingest::KafkaConfig {
+            brokers: self.kafka.brokers.clone(),
+            topic: self.kafka.topic.clone(),
+            partitions: self.kafka.partitions,
+            options: self.kafka.options.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("pulih-config-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pulih.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_from(Some(&path), Env::prefixed("PULIH_TEST_NOTHING_"))
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load_from(None, Env::prefixed("PULIH_TEST_NOTHING_")).unwrap();
+        assert_eq!(c.kafka.topic, "pulih.payments.v1");
+        assert_eq!(c.clickhouse.database, "pulih");
+        assert!(c.pseudonymiser().unwrap_err().to_string().contains("`pseudonymisation.secret`"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_toml("[kafka]\nbrokerz = \"x:1\"\n").unwrap_err().to_string();
+        assert!(e.contains("brokerz"), "{e}");
+        let e = load_toml("[clickhouse]\nurl = \"localhost:8123\"\n").unwrap_err().to_string();
+        assert!(e.contains("`clickhouse.url`"), "{e}");
+        let e = load_toml("[aggregate]\nwindow_secs = \"sixty\"\n").unwrap_err().to_string();
+        assert!(e.contains("aggregate.window_secs"), "{e}");
+        let e = load_toml("[aggregate]\nwindow_secs = 7\n").unwrap_err().to_string();
+        assert!(e.contains("`aggregate.window_secs`"), "{e}");
+        let e = load_toml("[kafka]\nbrokers = \"localhost\"\n").unwrap_err().to_string();
+        assert!(e.contains("`kafka.brokers`"), "{e}");
+        let e = load_toml("[reference]\ndistricts_file = \"/nonexistent.tsv\"\n").unwrap().reference().unwrap_err().to_string();
+        assert!(e.contains("`reference.districts_file`"), "{e}");
+        let e = load_toml("[pseudonymisation]\nsecret = \"short\"\n").unwrap().pseudonymiser().unwrap_err().to_string();
+        assert!(e.contains("at least 32 bytes"), "{e}");
+        let e = Config::load_from(Some(Path::new("/nonexistent/pulih.toml")), Env::prefixed("X_")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/pulih.toml does not exist"), "{e}");
+        let e = load_toml("[kafka\n").unwrap_err().to_string();
+        assert!(e.contains("pulih.toml"), "{e}");
+    }
+}

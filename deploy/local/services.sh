@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Installs (when missing) and runs the services pulih needs, on 127.0.0.1:
+#
+#   Kafka API   Tansu 0.6.0 broker        127.0.0.1:9092
+#   ClickHouse  Debian's clickhouse-server 127.0.0.1:8123 (HTTP), :9000 (native)
+#
+# Usage: deploy/local/services.sh up|down|status|install
+#
+#   install  installs what is missing (Debian packages, Tansu) and exits
+#   up       installs what is missing, starts both services, waits until ready
+#   down     stops them
+#   status   says what runs
+#   reset    stops them and deletes their data
+#
+# Environment:
+#   PULIH_SERVICES_DIR   state folder (pid files, logs, data); default target/services
+#   PULIH_KAFKA_STORAGE  sqlite (default: the log is kept in
+#                        $PULIH_SERVICES_DIR/tansu/pulih.db and survives a broker
+#                        restart) or memory (faster, but needs a Tansu built with
+#                        the dynostore feature, which the install below omits)
+#
+# The script is idempotent: `up` on running services only checks them.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="${PULIH_SERVICES_DIR:-$ROOT/target/services}"
+KAFKA_STORAGE="${PULIH_KAFKA_STORAGE:-sqlite}"
+TANSU_VERSION="0.6.0"
+KAFKA_PORT=9092
+CH_HTTP_PORT=8123
+
+say() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root to run: $* (install sudo or run as root)"; fi
+}
+
+install_debian_packages() {
+    local missing=()
+    command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    # Build tools for the bundled librdkafka and for Tansu's SQLite.
+    command -v cc >/dev/null || missing+=(build-essential)
+    command -v make >/dev/null || missing+=(make)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+    command -v curl >/dev/null || missing+=(curl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+            || die "apt-get install ${missing[*]} failed"
+    fi
+    # Debian starts no service in a container, but stop the packaged one if
+    # it runs: ours uses the same ports.
+    if pgrep -f '/etc/clickhouse-server/config.xml' >/dev/null 2>&1; then
+        say "stopping the system clickhouse-server (it holds port $CH_HTTP_PORT)"
+        as_root service clickhouse-server stop >/dev/null 2>&1 || true
+    fi
+}
+
+tansu_bin() {
+    local b
+    for b in "$(command -v tansu 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
+        if [ -n "$b" ] && [ -x "$b" ] && "$b" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+            echo "$b"; return 0
+        fi
+    done
+    return 1
+}
+
+install_tansu() {
+    if tansu_bin >/dev/null; then return 0; fi
+    command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs) first"
+    say "installing Tansu $TANSU_VERSION with cargo (about 10-15 minutes once on 2 cores)"
+    cargo install --locked "tansu@$TANSU_VERSION" --features libsql >"$STATE/tansu-install.log" 2>&1 \
+        || die "cargo install tansu failed; see $STATE/tansu-install.log"
+    tansu_bin >/dev/null || die "tansu installed but not found in ${CARGO_HOME:-$HOME/.cargo}/bin"
+}
+
+wait_for() { # name check-command timeout-seconds log
+    local name=$1 check=$2 timeout=$3 log=$4 i
+    for ((i = 0; i < timeout * 5; i++)); do
+        if eval "$check"; then return 0; fi
+        sleep 0.2
+    done
+    say "$name did not become ready within ${timeout}s; last lines of $log:"
+    tail -n 20 "$log" >&2 || true
+    die "$name failed to start"
+}
+
+running() { # pidfile
+    [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+start_tansu() {
+    local pidfile="$STATE/tansu.pid" log="$STATE/tansu.log" storage
+    if running "$pidfile"; then say "kafka (tansu) already running, pid $(cat "$pidfile")"; return 0; fi
+    if port_open $KAFKA_PORT; then die "port $KAFKA_PORT is taken by another program; stop it first"; fi
+    case "$KAFKA_STORAGE" in
+        memory) storage="memory://tansu/" ;;
+        sqlite) mkdir -p "$STATE/tansu"; storage="sqlite://pulih.db" ;;
+        *) die "PULIH_KAFKA_STORAGE must be memory or sqlite, not '$KAFKA_STORAGE'" ;;
+    esac
+    mkdir -p "$STATE/tansu"
+    (cd "$STATE/tansu" && exec setsid "$(tansu_bin)" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine "$storage" >"$log" 2>&1 </dev/null) &
+    echo $! >"$pidfile"
+    wait_for "kafka (tansu)" "port_open $KAFKA_PORT" 30 "$log"
+    say "kafka (tansu $TANSU_VERSION, $KAFKA_STORAGE storage) ready on 127.0.0.1:$KAFKA_PORT"
+}
+
+start_clickhouse() {
+    local pidfile="$STATE/clickhouse.pid" log="$STATE/clickhouse/server.log" data="$STATE/clickhouse/data/"
+    if running "$pidfile"; then say "clickhouse already running, pid $(cat "$pidfile")"; return 0; fi
+    if port_open $CH_HTTP_PORT; then die "port $CH_HTTP_PORT is taken by another program; stop it first"; fi
+    mkdir -p "$data"
+    local bin
+    bin="$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)"
+    (exec setsid "$bin" --config-file="$ROOT/deploy/clickhouse/local/config.xml" -- \
+        --path="$data" --tmp_path="$data/tmp/" --user_files_path="$data/user_files/" \
+        --format_schema_path="$data/format_schemas/" \
+        --logger.log="$log" --logger.errorlog="$STATE/clickhouse/server.err.log" \
+        >"$STATE/clickhouse/stdout.log" 2>&1 </dev/null) &
+    echo $! >"$pidfile"
+    wait_for "clickhouse" "curl -sf 'http://127.0.0.1:$CH_HTTP_PORT/?query=SELECT%201' >/dev/null" 60 "$STATE/clickhouse/stdout.log"
+    say "clickhouse $(curl -s "http://127.0.0.1:$CH_HTTP_PORT/?query=SELECT%20version()") ready on 127.0.0.1:$CH_HTTP_PORT"
+}
+
+stop() { # name pidfile
+    local pid
+    if running "$2"; then
+        pid=$(cat "$2")
+        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+        say "$1 stopped"
+    else
+        say "$1 not running"
+    fi
+    rm -f "$2"
+}
+
+status() {
+    local rc=0
+    if running "$STATE/tansu.pid" && port_open $KAFKA_PORT; then say "kafka (tansu): running on 127.0.0.1:$KAFKA_PORT"; else say "kafka (tansu): stopped"; rc=1; fi
+    if running "$STATE/clickhouse.pid" && port_open $CH_HTTP_PORT; then say "clickhouse: running on 127.0.0.1:$CH_HTTP_PORT"; else say "clickhouse: stopped"; rc=1; fi
+    return $rc
+}
+
+mkdir -p "$STATE"
+case "${1:-}" in
+    install) install_debian_packages; install_tansu ;;
+    up) install_debian_packages; install_tansu; start_tansu; start_clickhouse ;;
+    reset) stop "kafka (tansu)" "$STATE/tansu.pid"; stop clickhouse "$STATE/clickhouse.pid"; rm -rf "$STATE/tansu" "$STATE/clickhouse"; say "state removed" ;;
+    down) stop "kafka (tansu)" "$STATE/tansu.pid"; stop clickhouse "$STATE/clickhouse.pid" ;;
+    status) status ;;
+    restart-kafka) stop "kafka (tansu)" "$STATE/tansu.pid"; start_tansu ;;
+    *) die "usage: $0 up|down|status|install|reset|restart-kafka" ;;
+esac
