@@ -1,1 +1,6 @@
-fn main(){}
+//! End-to-end tests against the real broker (Tansu) and ClickHouse started
+//! by `deploy/local/services.sh up`. Each test uses its own topic, consumer
+//! group and database.
+
+mod e2e;
+mod store;

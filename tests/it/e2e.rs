@@ -1,0 +1,135 @@
+//! A known set of events goes through intake → Kafka → aggregator →
+//! ClickHouse; the rows must equal aggregates computed here independently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulih_event::{Limits, Pseudonymiser, Reference, Secret};
+use pulih_ingest::{delivered, Intake, Offer};
+use pulih_store::Store;
+use pulih_stream::aggregator::{self, AggregatorConfig};
+use pulih_stream::window::WindowConfig;
+use pulih_tests::{fast_group_options, kafka_config, store_config, unique};
+use serde_json::json;
+
+/// 2024-03-01T00:00:00Z
+const T0_S: i64 = 1_709_251_200;
+
+struct Spec {
+    district: &'static str,
+    sector: &'static str,
+    merchant: &'static str,
+    /// Seconds after T0.
+    at_s: i64,
+    amount: u64,
+}
+
+fn event(i: usize, s: &Spec) -> Vec<u8> {
+    let t = time::OffsetDateTime::from_unix_timestamp(T0_S + s.at_s).unwrap();
+    let occurred_at = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.250Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    serde_json::to_vec(&json!({
+        "event_id": format!("it-{i}"),
+        "occurred_at": occurred_at,
+        "merchant_id": s.merchant,
+        "district_code": s.district,
+        "sector": s.sector,
+        "amount_idr": s.amount,
+        "channel": "qris",
+        "merchant_size": "micro",
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_events_land_as_exact_counts_and_sums() {
+    let kafka = kafka_config("e2e", 3);
+    kafka.ensure_topic().await.expect("broker reachable: run deploy/local/services.sh up");
+    let store = Store::new(&store_config("e2e"));
+    store.migrate().await.expect("ClickHouse reachable: run deploy/local/services.sh up");
+
+    // Out of order within the lateness bound, several cells, windows and
+    // merchants, a merchant paying twice in one window.
+    let cells = [("31.74.09", "I"), ("31.71.01", "G"), ("31.01.02", "A"), ("31.75.06", "G")];
+    let merchants = ["m-aaaa0001", "m-aaaa0002", "m-aaaa0003"];
+    let mut specs = Vec::new();
+    for i in 0..600usize {
+        let (district, sector) = cells[i % cells.len()];
+        specs.push(Spec {
+            district,
+            sector,
+            merchant: merchants[(i * 7) % merchants.len()],
+            // Five minutes of events, visited out of order.
+            at_s: ((i * 37) % 300) as i64,
+            amount: 1_000 + (i as u64 * 7_919) % 500_000,
+        });
+    }
+
+    let reference = Arc::new(Reference::jakarta());
+    let pseudonymiser = Pseudonymiser::new("k1", &Secret::new("integration-test-secret-0123456789abcdef")).unwrap();
+    let intake = Intake::new(kafka.clone(), reference, pseudonymiser, Limits::default()).unwrap();
+    let mut futures = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        match intake.offer("bank-it", &event(i, s)).await.unwrap() {
+            Offer::Queued(f) => futures.push(f),
+            Offer::Rejected(r) => panic!("event {i} rejected: {r}"),
+        }
+    }
+    // One invalid event never reaches Kafka.
+    let bad = br#"{"event_id":"bad","customer_name":"Budi"}"#;
+    assert!(matches!(intake.offer("bank-it", bad).await.unwrap(), Offer::Rejected(_)));
+    for f in futures {
+        delivered(f, &kafka.brokers).await.unwrap();
+    }
+
+    // Expected rows, computed without the windowing core.
+    let mut expected: BTreeMap<(String, String, u32), (u64, u64, BTreeSet<&str>)> = BTreeMap::new();
+    for s in &specs {
+        let minute = ((T0_S + s.at_s) / 60 * 60) as u32;
+        let e = expected.entry((s.district.into(), s.sector.into(), minute)).or_default();
+        e.0 += 1;
+        e.1 += s.amount;
+        e.2.insert(s.merchant);
+    }
+
+    let config = AggregatorConfig {
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        group_id: unique("it-e2e"),
+        window: WindowConfig { window_ms: 60_000, allowed_lateness_ms: 600_000 },
+        emit_interval: Duration::from_millis(200),
+        exit_at_end: true,
+        kafka_options: fast_group_options(),
+    };
+    let stats = tokio::time::timeout(
+        Duration::from_secs(120),
+        aggregator::run(config, store.clone(), std::future::pending()),
+    )
+    .await
+    .expect("aggregator reached the end of the topic within 120 s")
+    .unwrap();
+    assert_eq!(stats.records, specs.len() as u64);
+    assert_eq!(stats.applied, specs.len() as u64);
+    assert_eq!(stats.late + stats.undecodable, 0);
+
+    let rows = store.activity_rows().await.unwrap();
+    let got: BTreeMap<(String, String, u32), (u64, u64, u32)> = rows
+        .iter()
+        .map(|r| ((r.district_code.clone(), r.sector.clone(), r.window_start), (r.txn_count, r.amount_idr_sum, r.merchants_active)))
+        .collect();
+    assert_eq!(rows.len(), got.len(), "one row per window after FINAL");
+    let want: BTreeMap<(String, String, u32), (u64, u64, u32)> = expected
+        .into_iter()
+        .map(|(k, (n, sum, m))| (k, (n, sum, m.len() as u32)))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), cells.len() * 5, "4 cells x 5 minutes");
+}
