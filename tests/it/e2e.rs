@@ -52,13 +52,24 @@ fn event(i: usize, s: &Spec) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_events_land_as_exact_counts_and_sums() {
     let kafka = kafka_config("e2e", 3);
-    kafka.ensure_topic().await.expect("broker reachable: run deploy/local/services.sh up");
+    kafka
+        .ensure_topic()
+        .await
+        .expect("broker reachable: run deploy/local/services.sh up");
     let store = Store::new(&store_config("e2e"));
-    store.migrate().await.expect("ClickHouse reachable: run deploy/local/services.sh up");
+    store
+        .migrate()
+        .await
+        .expect("ClickHouse reachable: run deploy/local/services.sh up");
 
     // Out of order within the lateness bound, several cells, windows and
     // merchants, a merchant paying twice in one window.
-    let cells = [("31.74.09", "I"), ("31.71.01", "G"), ("31.01.02", "A"), ("31.75.06", "G")];
+    let cells = [
+        ("31.74.09", "I"),
+        ("31.71.01", "G"),
+        ("31.01.02", "A"),
+        ("31.75.06", "G"),
+    ];
     let merchants = ["m-aaaa0001", "m-aaaa0002", "m-aaaa0003"];
     let mut specs = Vec::new();
     for i in 0..600usize {
@@ -74,7 +85,11 @@ async fn known_events_land_as_exact_counts_and_sums() {
     }
 
     let reference = Arc::new(Reference::jakarta());
-    let pseudonymiser = Pseudonymiser::new("k1", &Secret::new("integration-test-secret-0123456789abcdef")).unwrap();
+    let pseudonymiser = Pseudonymiser::new(
+        "k1",
+        &Secret::new("integration-test-secret-0123456789abcdef"),
+    )
+    .unwrap();
     let intake = Intake::new(kafka.clone(), reference, pseudonymiser, Limits::default()).unwrap();
     let mut futures = Vec::new();
     for (i, s) in specs.iter().enumerate() {
@@ -85,16 +100,22 @@ async fn known_events_land_as_exact_counts_and_sums() {
     }
     // One invalid event never reaches Kafka.
     let bad = br#"{"event_id":"bad","customer_name":"Budi"}"#;
-    assert!(matches!(intake.offer("bank-it", bad).await.unwrap(), Offer::Rejected(_)));
+    assert!(matches!(
+        intake.offer("bank-it", bad).await.unwrap(),
+        Offer::Rejected(_)
+    ));
     for f in futures {
         delivered(f, &kafka.brokers).await.unwrap();
     }
 
     // Expected rows, computed without the windowing core.
-    let mut expected: BTreeMap<(String, String, u32), (u64, u64, BTreeSet<&str>)> = BTreeMap::new();
+    type Key = (String, String, u32);
+    let mut expected: BTreeMap<Key, (u64, u64, BTreeSet<&str>)> = BTreeMap::new();
     for s in &specs {
         let minute = ((T0_S + s.at_s) / 60 * 60) as u32;
-        let e = expected.entry((s.district.into(), s.sector.into(), minute)).or_default();
+        let e = expected
+            .entry((s.district.into(), s.sector.into(), minute))
+            .or_default();
         e.0 += 1;
         e.1 += s.amount;
         e.2.insert(s.merchant);
@@ -104,7 +125,10 @@ async fn known_events_land_as_exact_counts_and_sums() {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
         group_id: unique("it-e2e"),
-        window: WindowConfig { window_ms: 60_000, allowed_lateness_ms: 600_000 },
+        window: WindowConfig {
+            window_ms: 60_000,
+            allowed_lateness_ms: 600_000,
+        },
         emit_interval: Duration::from_millis(200),
         exit_at_end: true,
         kafka_options: fast_group_options(),
@@ -121,12 +145,17 @@ async fn known_events_land_as_exact_counts_and_sums() {
     assert_eq!(stats.late + stats.undecodable, 0);
 
     let rows = store.activity_rows().await.unwrap();
-    let got: BTreeMap<(String, String, u32), (u64, u64, u32)> = rows
+    let got: BTreeMap<Key, (u64, u64, u32)> = rows
         .iter()
-        .map(|r| ((r.district_code.clone(), r.sector.clone(), r.window_start), (r.txn_count, r.amount_idr_sum, r.merchants_active)))
+        .map(|r| {
+            (
+                (r.district_code.clone(), r.sector.clone(), r.window_start),
+                (r.txn_count, r.amount_idr_sum, r.merchants_active),
+            )
+        })
         .collect();
     assert_eq!(rows.len(), got.len(), "one row per window after FINAL");
-    let want: BTreeMap<(String, String, u32), (u64, u64, u32)> = expected
+    let want: BTreeMap<Key, (u64, u64, u32)> = expected
         .into_iter()
         .map(|(k, (n, sum, m))| (k, (n, sum, m.len() as u32)))
         .collect();

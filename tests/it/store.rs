@@ -4,12 +4,23 @@ use pulih_tests::store_config;
 #[tokio::test]
 async fn migrate_is_idempotent_and_recorded() {
     let store = Store::new(&store_config("migrate"));
-    assert!(matches!(store.migration_status().await.unwrap()[0], MigrationStatus::Pending { .. }));
+    assert!(matches!(
+        store.migration_status().await.unwrap()[0],
+        MigrationStatus::Pending { .. }
+    ));
     let first = store.migrate().await.unwrap();
     assert_eq!(first.len(), MIGRATIONS.len());
-    assert!(store.migrate().await.unwrap().is_empty(), "second run applies nothing");
+    assert!(
+        store.migrate().await.unwrap().is_empty(),
+        "second run applies nothing"
+    );
     let status = store.migration_status().await.unwrap();
-    assert!(status.iter().all(|s| matches!(s, MigrationStatus::Applied { .. })), "{status:?}");
+    assert!(
+        status
+            .iter()
+            .all(|s| matches!(s, MigrationStatus::Applied { .. })),
+        "{status:?}"
+    );
     // The table is there and empty.
     assert!(store.activity_rows().await.unwrap().is_empty());
 }

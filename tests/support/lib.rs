@@ -18,8 +18,15 @@ pub fn clickhouse_url() -> String {
 /// A name unique to this test run: `prefix_<time>_<pid>_<n>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
-    format!("{prefix}_{t}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!(
+        "{prefix}_{t}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Store settings for a fresh database named after the test.
@@ -44,8 +51,11 @@ pub fn kafka_config(test: &str, partitions: i32) -> pulih_ingest::KafkaConfig {
 
 /// Consumer settings that make group joins fast.
 pub fn fast_group_options() -> std::collections::BTreeMap<String, String> {
-    [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }

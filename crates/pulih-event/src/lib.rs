@@ -143,7 +143,11 @@ pub enum MerchantSize {
 }
 
 impl MerchantSize {
-    pub const ALL: [MerchantSize; 3] = [MerchantSize::Micro, MerchantSize::Small, MerchantSize::Medium];
+    pub const ALL: [MerchantSize; 3] = [
+        MerchantSize::Micro,
+        MerchantSize::Small,
+        MerchantSize::Medium,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

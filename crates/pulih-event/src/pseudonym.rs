@@ -52,7 +52,9 @@ pub struct Pseudonymiser {
 
 impl fmt::Debug for Pseudonymiser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pseudonymiser").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Pseudonymiser")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,10 @@ impl Pseudonymiser {
         }
         let mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
             .map_err(|e| format!("secret cannot key HMAC-SHA256: {e}"))?;
-        Ok(Pseudonymiser { key_id: key_id.to_owned(), mac })
+        Ok(Pseudonymiser {
+            key_id: key_id.to_owned(),
+            mac,
+        })
     }
 
     pub fn key_id(&self) -> &str {
@@ -118,12 +123,17 @@ mod tests {
         assert_ne!(k, a.merchant_key("bank-b", "merchant-0001"));
         assert_ne!(k, a.merchant_key("bank-a", "merchant-0002"));
         // The separator keeps ("ab", "c...") and ("a", "bc...") apart.
-        assert_ne!(a.merchant_key("ab", "cdefghij"), a.merchant_key("a", "bcdefghij"));
+        assert_ne!(
+            a.merchant_key("ab", "cdefghij"),
+            a.merchant_key("a", "bcdefghij")
+        );
     }
 
     #[test]
     fn refuses_weak_secrets_and_bad_key_ids() {
-        assert!(Pseudonymiser::new("k1", &Secret::new("short")).unwrap_err().contains("at least 32 bytes"));
+        assert!(Pseudonymiser::new("k1", &Secret::new("short"))
+            .unwrap_err()
+            .contains("at least 32 bytes"));
         assert!(Pseudonymiser::new("k 1", &Secret::new("x".repeat(32))).is_err());
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
     }

@@ -27,7 +27,11 @@ pub struct PaymentRecord {
 
 impl PaymentRecord {
     /// Pseudonymises a validated event from an authenticated producer.
-    pub fn from_event(event: PaymentEvent, producer_id: &str, pseudonymiser: &Pseudonymiser) -> PaymentRecord {
+    pub fn from_event(
+        event: PaymentEvent,
+        producer_id: &str,
+        pseudonymiser: &Pseudonymiser,
+    ) -> PaymentRecord {
         PaymentRecord {
             merchant_key: pseudonymiser.merchant_key(producer_id, &event.merchant_id),
             merchant_key_id: pseudonymiser.key_id().to_owned(),
@@ -80,7 +84,10 @@ mod tests {
         let rec = PaymentRecord::from_event(ev, "bank-a", &p);
         let json = String::from_utf8(rec.to_json()).unwrap();
         assert!(!json.contains("warung-sri-0001"), "{json}");
-        assert!(json.contains(r#""occurred_at":"2024-03-01T02:15:02.123Z""#), "{json}");
+        assert!(
+            json.contains(r#""occurred_at":"2024-03-01T02:15:02.123Z""#),
+            "{json}"
+        );
         assert!(!json.contains("kbli_code"), "{json}");
         assert_eq!(rec.kafka_key(), "31.74.09|I");
         assert_eq!(PaymentRecord::from_json(json.as_bytes()).unwrap(), rec);

@@ -85,7 +85,10 @@ impl Reference {
     }
 
     /// Builds the tables from the text of a district file.
-    pub fn from_sources(districts_name: &str, districts_text: &str) -> Result<Reference, ReferenceError> {
+    pub fn from_sources(
+        districts_name: &str,
+        districts_text: &str,
+    ) -> Result<Reference, ReferenceError> {
         let districts = parse_districts(districts_name, districts_text)?;
         let categories = parse_categories("kbli2020_categories.tsv", KBLI_CATEGORIES)?;
         let mut division_sector = [None; 100];
@@ -101,7 +104,12 @@ impl Reference {
             .enumerate()
             .map(|(i, d)| (d.code.clone(), i))
             .collect();
-        Ok(Reference { districts, by_code, categories, division_sector })
+        Ok(Reference {
+            districts,
+            by_code,
+            categories,
+            division_sector,
+        })
     }
 
     pub fn districts(&self) -> &[District] {
@@ -136,25 +144,41 @@ fn data_lines<'a>(text: &'a str, header: &str) -> impl Iterator<Item = (usize, &
 }
 
 fn parse_districts(name: &str, text: &str) -> Result<Vec<District>, ReferenceError> {
-    let err = |line, message: String| ReferenceError { source_name: name.to_owned(), line, message };
+    let err = |line, message: String| ReferenceError {
+        source_name: name.to_owned(),
+        line,
+        message,
+    };
     let mut out: Vec<District> = Vec::new();
     let mut seen = HashMap::new();
     for (n, line) in data_lines(text, "code\tname\tregency_code\tregency_name") {
         let cols: Vec<&str> = line.split('\t').collect();
         let [code, dname, regency_code, regency_name] = cols[..] else {
-            return Err(err(n, format!("expected 4 tab-separated columns, found {}", cols.len())));
+            return Err(err(
+                n,
+                format!("expected 4 tab-separated columns, found {}", cols.len()),
+            ));
         };
         if !is_code(code, 3) {
-            return Err(err(n, format!("district code {code:?} is not of the form NN.NN.NN")));
+            return Err(err(
+                n,
+                format!("district code {code:?} is not of the form NN.NN.NN"),
+            ));
         }
         if !is_code(regency_code, 2) || !code.starts_with(&format!("{regency_code}.")) {
-            return Err(err(n, format!("regency code {regency_code:?} is not the NN.NN prefix of {code}")));
+            return Err(err(
+                n,
+                format!("regency code {regency_code:?} is not the NN.NN prefix of {code}"),
+            ));
         }
         if dname.trim().is_empty() || regency_name.trim().is_empty() {
             return Err(err(n, "names must not be empty".into()));
         }
         if let Some(first) = seen.insert(code.to_owned(), n) {
-            return Err(err(n, format!("district code {code} already given on line {first}")));
+            return Err(err(
+                n,
+                format!("district code {code} already given on line {first}"),
+            ));
         }
         out.push(District {
             code: code.to_owned(),
@@ -170,12 +194,19 @@ fn parse_districts(name: &str, text: &str) -> Result<Vec<District>, ReferenceErr
 }
 
 fn parse_categories(name: &str, text: &str) -> Result<Vec<Category>, ReferenceError> {
-    let err = |line, message: String| ReferenceError { source_name: name.to_owned(), line, message };
+    let err = |line, message: String| ReferenceError {
+        source_name: name.to_owned(),
+        line,
+        message,
+    };
     let mut out = Vec::new();
     for (n, line) in data_lines(text, "category\tdivisions\tname_id\tname_en") {
         let cols: Vec<&str> = line.split('\t').collect();
         let [letter, divisions, name_id, name_en] = cols[..] else {
-            return Err(err(n, format!("expected 4 tab-separated columns, found {}", cols.len())));
+            return Err(err(
+                n,
+                format!("expected 4 tab-separated columns, found {}", cols.len()),
+            ));
         };
         let sector = Sector::from_letter(letter)
             .ok_or_else(|| err(n, format!("{letter:?} is not a category letter A-U")))?;
@@ -189,7 +220,12 @@ fn parse_categories(name: &str, text: &str) -> Result<Vec<Category>, ReferenceEr
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        out.push(Category { sector, name_id: name_id.into(), name_en: name_en.into(), divisions });
+        out.push(Category {
+            sector,
+            name_id: name_id.into(),
+            name_en: name_en.into(),
+            divisions,
+        });
     }
     Ok(out)
 }
@@ -197,7 +233,13 @@ fn parse_categories(name: &str, text: &str) -> Result<Vec<Category>, ReferenceEr
 /// `parts` groups of two ASCII digits joined by dots.
 fn is_code(s: &str, parts: usize) -> bool {
     s.len() == parts * 3 - 1
-        && s.bytes().enumerate().all(|(i, b)| if i % 3 == 2 { b == b'.' } else { b.is_ascii_digit() })
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i % 3 == 2 {
+                b == b'.'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
 }
 
 #[cfg(test)]
@@ -208,11 +250,21 @@ mod tests {
     fn jakarta_has_44_districts_in_6_regencies() {
         let r = Reference::jakarta();
         assert_eq!(r.districts().len(), 44);
-        let mut regencies: Vec<_> = r.districts().iter().map(|d| d.regency_code.as_str()).collect();
+        let mut regencies: Vec<_> = r
+            .districts()
+            .iter()
+            .map(|d| d.regency_code.as_str())
+            .collect();
         regencies.dedup();
-        assert_eq!(regencies, ["31.01", "31.71", "31.72", "31.73", "31.74", "31.75"]);
+        assert_eq!(
+            regencies,
+            ["31.01", "31.71", "31.72", "31.73", "31.74", "31.75"]
+        );
         assert_eq!(r.district("31.74.09").unwrap().name, "Jagakarsa");
-        assert_eq!(r.district("31.71.01").unwrap().regency_name, "Kota Administrasi Jakarta Pusat");
+        assert_eq!(
+            r.district("31.71.01").unwrap().regency_name,
+            "Kota Administrasi Jakarta Pusat"
+        );
         assert!(r.district("31.76.01").is_none());
     }
 
@@ -225,7 +277,10 @@ mod tests {
         assert_eq!(r.kbli_sector("56101").map(Sector::as_str), Some("I"));
         assert_eq!(r.kbli_sector("01111").map(Sector::as_str), Some("A"));
         assert_eq!(r.kbli_sector("99000").map(Sector::as_str), Some("U"));
-        for missing in ["04000", "34000", "40000", "44000", "48000", "54000", "57000", "67000", "76000", "83000", "89000", "00000"] {
+        for missing in [
+            "04000", "34000", "40000", "44000", "48000", "54000", "57000", "67000", "76000",
+            "83000", "89000", "00000",
+        ] {
             assert_eq!(r.kbli_sector(missing), None, "{missing}");
         }
         assert_eq!(r.kbli_sector("4711"), None);
@@ -234,8 +289,15 @@ mod tests {
 
     #[test]
     fn bad_district_files_name_the_line() {
-        let e = Reference::from_sources("x.tsv", "# c\n31.01.01\tA\t31.01\tB\n31.01.01\tA\t31.01\tB\n").unwrap_err();
-        assert_eq!(e.to_string(), "x.tsv:3: district code 31.01.01 already given on line 2");
+        let e = Reference::from_sources(
+            "x.tsv",
+            "# c\n31.01.01\tA\t31.01\tB\n31.01.01\tA\t31.01\tB\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.tsv:3: district code 31.01.01 already given on line 2"
+        );
         let e = Reference::from_sources("x.tsv", "31.01.1\tA\t31.01\tB\n").unwrap_err();
         assert!(e.to_string().starts_with("x.tsv:1: district code"), "{e}");
         let e = Reference::from_sources("x.tsv", "31.01.01\tA\t31.02\tB\n").unwrap_err();
@@ -244,6 +306,9 @@ mod tests {
         assert!(e.to_string().contains("4 tab-separated columns"), "{e}");
         assert!(Reference::from_sources("x.tsv", "# nothing\n").is_err());
         let e = Reference::load(Path::new("/nonexistent/d.tsv")).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/d.tsv: cannot read"), "{e}");
+        assert!(
+            e.to_string().starts_with("/nonexistent/d.tsv: cannot read"),
+            "{e}"
+        );
     }
 }

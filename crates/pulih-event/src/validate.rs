@@ -111,7 +111,11 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: Reason, field: Option<&'static str>, detail: impl Into<String>) -> Self {
-        Rejection { reason, field, detail: detail.into() }
+        Rejection {
+            reason,
+            field,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -132,7 +136,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_record_bytes: 16 * 1024 }
+        Limits {
+            max_record_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -153,16 +159,28 @@ const FIELDS: [&str; 9] = [
 const OPTIONAL: [bool; 9] = [false, false, false, false, false, true, false, false, false];
 
 /// Validates one event. Never panics, whatever the bytes.
-pub fn validate(bytes: &[u8], reference: &Reference, limits: &Limits) -> Result<PaymentEvent, Rejection> {
+pub fn validate(
+    bytes: &[u8],
+    reference: &Reference,
+    limits: &Limits,
+) -> Result<PaymentEvent, Rejection> {
     if bytes.len() > limits.max_record_bytes {
         return Err(Rejection::new(
             Reason::TooLarge,
             None,
-            format!("record is {} bytes, more than the limit of {}", bytes.len(), limits.max_record_bytes),
+            format!(
+                "record is {} bytes, more than the limit of {}",
+                bytes.len(),
+                limits.max_record_bytes
+            ),
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(Reason::InvalidUtf8, None, format!("record is not valid UTF-8 (at byte {})", e.valid_up_to()))
+        Rejection::new(
+            Reason::InvalidUtf8,
+            None,
+            format!("record is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        )
     })?;
     let fields = parse_fields(text)?;
     check_fields(fields, reference)
@@ -174,11 +192,21 @@ type Fields = [Option<Value>; 9];
 fn parse_fields(text: &str) -> Result<Fields, Rejection> {
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = de.deserialize_any(TopLevel).map_err(|e| {
-        Rejection::new(Reason::InvalidJson, None, format!("record is not valid JSON: {}", json_error(&e)))
+        Rejection::new(
+            Reason::InvalidJson,
+            None,
+            format!("record is not valid JSON: {}", json_error(&e)),
+        )
     })?;
-    de.end().map_err(|e| Rejection::new(Reason::InvalidJson, None, format!("record is not valid JSON: {}", json_error(&e))))?;
+    de.end().map_err(|e| {
+        Rejection::new(
+            Reason::InvalidJson,
+            None,
+            format!("record is not valid JSON: {}", json_error(&e)),
+        )
+    })?;
     match parsed {
-        TopLevelResult::Fields(f) => Ok(f),
+        TopLevelResult::Fields(f) => Ok(*f),
         TopLevelResult::Reject(r) => Err(r),
     }
 }
@@ -193,13 +221,17 @@ fn json_error(e: &serde_json::Error) -> String {
         Category::Data => "unexpected value",
     };
     if e.to_string().contains("recursion limit") {
-        return format!("nesting too deep at line {} column {}", e.line(), e.column());
+        return format!(
+            "nesting too deep at line {} column {}",
+            e.line(),
+            e.column()
+        );
     }
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 enum TopLevelResult {
-    Fields(Fields),
+    Fields(Box<Fields>),
     Reject(Rejection),
 }
 
@@ -233,14 +265,17 @@ impl<'de> Visitor<'de> for TopLevel {
                     first_problem = Some(Rejection::new(
                         Reason::UnknownField,
                         None,
-                        format!("unknown field {}; only the fields of payment_event.v1 are accepted", describe_key(&key)),
+                        format!(
+                            "unknown field {}; only the fields of payment_event.v1 are accepted",
+                            describe_key(&key)
+                        ),
                     ));
                 }
             }
         }
         Ok(match first_problem {
             Some(r) => TopLevelResult::Reject(r),
-            None => TopLevelResult::Fields(fields),
+            None => TopLevelResult::Fields(Box::new(fields)),
         })
     }
 
@@ -280,12 +315,17 @@ fn not_an_object(what: &str) -> TopLevelResult {
 /// identifier (a key could itself be a name or a phone number).
 fn describe_key(key: &str) -> String {
     let plain = (1..=64).contains(&key.len())
-        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && key.bytes().any(|b| b.is_ascii_lowercase());
     if plain {
         format!("`{key}`")
     } else {
-        format!("({} characters, not shown because it is not a lowercase identifier)", key.chars().count())
+        format!(
+            "({} characters, not shown because it is not a lowercase identifier)",
+            key.chars().count()
+        )
     }
 }
 
@@ -307,7 +347,11 @@ fn string_field(fields: &mut Fields, i: usize) -> Result<Option<String>, Rejecti
         Some(other) => Err(Rejection::new(
             Reason::WrongType,
             Some(FIELDS[i]),
-            format!("`{}` must be a string, found {}", FIELDS[i], type_name(&other)),
+            format!(
+                "`{}` must be a string, found {}",
+                FIELDS[i],
+                type_name(&other)
+            ),
         )),
     }
 }
@@ -335,7 +379,8 @@ fn check_fields(mut fields: Fields, reference: &Reference) -> Result<PaymentEven
     for i in [0, 1, 2, 3, 4, 5, 7, 8] {
         strings[i] = string_field(&mut fields, i)?;
     }
-    let [event_id, occurred_at, merchant_id, district_code, sector, kbli_code, _, channel, merchant_size] = strings;
+    let [event_id, occurred_at, merchant_id, district_code, sector, kbli_code, _, channel, merchant_size] =
+        strings;
     let (event_id, occurred_at, merchant_id, district_code, sector, channel, merchant_size) = (
         event_id.unwrap_or_default(),
         occurred_at.unwrap_or_default(),
@@ -350,7 +395,10 @@ fn check_fields(mut fields: Fields, reference: &Reference) -> Result<PaymentEven
         return Err(Rejection::new(
             Reason::BadEventId,
             Some("event_id"),
-            format!("`event_id` must be 1-64 characters of [A-Za-z0-9_-] (got {} characters)", event_id.chars().count()),
+            format!(
+                "`event_id` must be 1-64 characters of [A-Za-z0-9_-] (got {} characters)",
+                event_id.chars().count()
+            ),
         ));
     }
     let occurred_at = Timestamp::parse_rfc3339(&occurred_at).ok_or_else(|| {
@@ -371,15 +419,25 @@ fn check_fields(mut fields: Fields, reference: &Reference) -> Result<PaymentEven
         ));
     }
     if reference.district(&district_code).is_none() {
-        let shown = if is_code_shape(&district_code) { format!(" `{district_code}`") } else { String::new() };
+        let shown = if is_code_shape(&district_code) {
+            format!(" `{district_code}`")
+        } else {
+            String::new()
+        };
         return Err(Rejection::new(
             Reason::UnknownDistrict,
             Some("district_code"),
-            format!("`district_code`{shown} is not a kecamatan code in the district reference table"),
+            format!(
+                "`district_code`{shown} is not a kecamatan code in the district reference table"
+            ),
         ));
     }
     let sector = Sector::from_letter(&sector).ok_or_else(|| {
-        Rejection::new(Reason::BadSector, Some("sector"), "`sector` must be a KBLI 2020 category letter A-U")
+        Rejection::new(
+            Reason::BadSector,
+            Some("sector"),
+            "`sector` must be a KBLI 2020 category letter A-U",
+        )
     })?;
     if let Some(kbli) = &kbli_code {
         let kbli_sector = reference.kbli_sector(kbli).ok_or_else(|| {
@@ -420,7 +478,11 @@ fn check_fields(mut fields: Fields, reference: &Reference) -> Result<PaymentEven
         )
     })?;
     let merchant_size = MerchantSize::parse(&merchant_size).ok_or_else(|| {
-        Rejection::new(Reason::BadMerchantSize, Some("merchant_size"), "`merchant_size` must be one of micro, small, medium")
+        Rejection::new(
+            Reason::BadMerchantSize,
+            Some("merchant_size"),
+            "`merchant_size` must be one of micro, small, medium",
+        )
     })?;
     Ok(PaymentEvent {
         event_id,
@@ -448,7 +510,13 @@ fn integral_u64(v: &Value) -> Option<u64> {
 
 fn is_code_shape(s: &str) -> bool {
     s.len() == 8
-        && s.bytes().enumerate().all(|(i, b)| if i % 3 == 2 { b == b'.' } else { b.is_ascii_digit() })
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i % 3 == 2 {
+                b == b'.'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
 }
 
 #[cfg(test)]
@@ -484,7 +552,9 @@ mod tests {
     #[test]
     fn codes_are_unique_snake_case() {
         let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
-        assert!(codes.iter().all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+        assert!(codes.iter().all(|c| c
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());
@@ -499,44 +569,85 @@ mod tests {
         assert_eq!(reason("\"x\""), "not_an_object");
         assert_eq!(reason("null"), "not_an_object");
         assert_eq!(reason(&with("customer_name", "\"Budi\"")), "unknown_field");
-        assert_eq!(reason(&VALID.replace("\"channel\":\"qris\"", "\"channel\":\"qris\",\"channel\":\"qris\"")), "duplicate_field");
-        assert_eq!(reason(&VALID.replace("\"event_id\":\"evt-1\",", "")), "missing_field");
+        assert_eq!(
+            reason(&VALID.replace(
+                "\"channel\":\"qris\"",
+                "\"channel\":\"qris\",\"channel\":\"qris\""
+            )),
+            "duplicate_field"
+        );
+        assert_eq!(
+            reason(&VALID.replace("\"event_id\":\"evt-1\",", "")),
+            "missing_field"
+        );
         assert_eq!(reason(&with("event_id", "12")), "wrong_type");
         assert_eq!(reason(&with("amount_idr", "\"25000\"")), "wrong_type");
         assert_eq!(reason(&with("kbli_code", "null")), "wrong_type");
         assert_eq!(reason(&with("event_id", "\"has space\"")), "bad_event_id");
         assert_eq!(reason(&with("event_id", "\"\"")), "bad_event_id");
-        assert_eq!(reason(&with("occurred_at", "\"2024-03-01T09:15:02+07:00\"")), "bad_timestamp");
-        assert_eq!(reason(&with("occurred_at", "\"2024-03-01T09:15:02.123\"")), "bad_timestamp");
+        assert_eq!(
+            reason(&with("occurred_at", "\"2024-03-01T09:15:02+07:00\"")),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            reason(&with("occurred_at", "\"2024-03-01T09:15:02.123\"")),
+            "bad_timestamp"
+        );
         assert_eq!(reason(&with("merchant_id", "\"short\"")), "bad_merchant_id");
-        assert_eq!(reason(&with("district_code", "\"31.76.01\"")), "unknown_district");
+        assert_eq!(
+            reason(&with("district_code", "\"31.76.01\"")),
+            "unknown_district"
+        );
         assert_eq!(reason(&with("sector", "\"V\"")), "bad_sector");
         assert_eq!(reason(&with("sector", "\"i\"")), "bad_sector");
         assert_eq!(reason(&with("kbli_code", "\"5610\"")), "bad_kbli_code");
         assert_eq!(reason(&with("kbli_code", "\"34000\"")), "bad_kbli_code");
-        assert_eq!(reason(&with("kbli_code", "\"47111\"")), "kbli_sector_mismatch");
+        assert_eq!(
+            reason(&with("kbli_code", "\"47111\"")),
+            "kbli_sector_mismatch"
+        );
         assert_eq!(reason(&with("amount_idr", "0")), "amount_out_of_range");
         assert_eq!(reason(&with("amount_idr", "-5")), "amount_out_of_range");
-        assert_eq!(reason(&with("amount_idr", "1000000001")), "amount_out_of_range");
+        assert_eq!(
+            reason(&with("amount_idr", "1000000001")),
+            "amount_out_of_range"
+        );
         assert_eq!(reason(&with("amount_idr", "2.5")), "amount_out_of_range");
         assert_eq!(reason(&with("channel", "\"cash\"")), "bad_channel");
-        assert_eq!(reason(&with("merchant_size", "\"large\"")), "bad_merchant_size");
+        assert_eq!(
+            reason(&with("merchant_size", "\"large\"")),
+            "bad_merchant_size"
+        );
         assert_eq!(reason(&format!("{VALID}\u{0}")), "invalid_json");
     }
 
     #[test]
     fn integral_floats_are_integers_like_json_schema_says() {
-        assert_eq!(check(&with("amount_idr", "25000.0")).unwrap().amount_idr, 25_000);
-        assert_eq!(check(&with("amount_idr", "1e9")).unwrap().amount_idr, 1_000_000_000);
+        assert_eq!(
+            check(&with("amount_idr", "25000.0")).unwrap().amount_idr,
+            25_000
+        );
+        assert_eq!(
+            check(&with("amount_idr", "1e9")).unwrap().amount_idr,
+            1_000_000_000
+        );
     }
 
     #[test]
     fn details_never_echo_personal_values() {
         let r = check(&with("Budi Santoso 0812-3456-7890", "1")).unwrap_err();
         assert_eq!(r.reason, Reason::UnknownField);
-        assert!(!r.detail.contains("Budi") && !r.detail.contains("0812"), "{}", r.detail);
+        assert!(
+            !r.detail.contains("Budi") && !r.detail.contains("0812"),
+            "{}",
+            r.detail
+        );
         let r = check(&with("phone", "\"0812-3456-7890\"")).unwrap_err();
-        assert!(r.detail.contains("`phone`") && !r.detail.contains("0812"), "{}", r.detail);
+        assert!(
+            r.detail.contains("`phone`") && !r.detail.contains("0812"),
+            "{}",
+            r.detail
+        );
         let r = check(&with("merchant_id", "\"Budi Santoso\"")).unwrap_err();
         assert!(!r.detail.contains("Budi"), "{}", r.detail);
         let r = check(&with("district_code", "\"Jl. Melati 5\"")).unwrap_err();
@@ -545,12 +656,30 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_text_or_too_big() {
-        let r = validate(b"{\"event_id\":\"\xff\"}", &Reference::jakarta(), &Limits::default()).unwrap_err();
+        let r = validate(
+            b"{\"event_id\":\"\xff\"}",
+            &Reference::jakarta(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(r.reason, Reason::InvalidUtf8);
-        let limits = Limits { max_record_bytes: 100 };
+        let limits = Limits {
+            max_record_bytes: 100,
+        };
         let r = validate(VALID.as_bytes(), &Reference::jakarta(), &limits).unwrap_err();
         assert_eq!(r.reason, Reason::TooLarge);
         let deep = "[".repeat(100_000);
-        assert_eq!(validate(deep.as_bytes(), &Reference::jakarta(), &Limits { max_record_bytes: 1 << 20 }).unwrap_err().reason, Reason::InvalidJson);
+        assert_eq!(
+            validate(
+                deep.as_bytes(),
+                &Reference::jakarta(),
+                &Limits {
+                    max_record_bytes: 1 << 20
+                }
+            )
+            .unwrap_err()
+            .reason,
+            Reason::InvalidJson
+        );
     }
 }

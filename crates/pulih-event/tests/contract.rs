@@ -49,17 +49,29 @@ fn schema_and_validator_agree_on_the_corpus() {
         let by_schema = schema.is_valid(event);
         let by_rust = rust_verdict(&serde_json::to_vec(event).unwrap());
         assert_eq!(by_rust, expect, "case {name:?}: Rust validator");
-        assert_eq!(by_schema, expect == "valid", "case {name:?}: JSON Schema says valid={by_schema}");
+        assert_eq!(
+            by_schema,
+            expect == "valid",
+            "case {name:?}: JSON Schema says valid={by_schema}"
+        );
         valid += usize::from(by_schema);
     }
-    assert!(valid >= 20 && valid < cases.len() - 40, "corpus must hold both kinds");
+    assert!(
+        valid >= 20 && valid < cases.len() - 40,
+        "corpus must hold both kinds"
+    );
 }
 
 #[test]
 fn raw_inputs_get_their_reason() {
     for case in corpus("raw_inputs.ndjson") {
         let raw = case["raw"].as_str().unwrap();
-        assert_eq!(rust_verdict(raw.as_bytes()), case["expect"].as_str().unwrap(), "case {}", case["name"]);
+        assert_eq!(
+            rust_verdict(raw.as_bytes()),
+            case["expect"].as_str().unwrap(),
+            "case {}",
+            case["name"]
+        );
     }
 }
 
@@ -71,21 +83,28 @@ fn garbage_never_panics() {
         assert_ne!(rust_verdict(&valid[..n]), "valid", "truncated at {n}");
     }
     // Binary noise, a 64 MiB record, invalid UTF-8 inside a string.
-    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     assert_ne!(rust_verdict(&noise), "valid");
     let huge = vec![b' '; 64 << 20];
     assert_eq!(rust_verdict(&huge), "too_large");
     let mut bad_utf8 = valid.to_vec();
     bad_utf8[15] = 0xC3;
     assert_eq!(rust_verdict(&bad_utf8), "invalid_utf8");
-    let limits = Limits { max_record_bytes: 8 << 20 };
+    let limits = Limits {
+        max_record_bytes: 8 << 20,
+    };
     let deep = format!("{}{}", "{\"a\":".repeat(200_000), "}".repeat(200_000));
     assert!(validate(deep.as_bytes(), &Reference::jakarta(), &limits).is_err());
 }
 
 #[test]
 fn schema_district_enum_is_the_reference_table() {
-    let path = format!("{}/../../schemas/payment_event.v1.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../schemas/payment_event.v1.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let in_schema: Vec<&str> = schema["properties"]["district_code"]["enum"]
         .as_array()
@@ -94,7 +113,11 @@ fn schema_district_enum_is_the_reference_table() {
         .map(|v| v.as_str().unwrap())
         .collect();
     let reference = Reference::jakarta();
-    let in_table: Vec<&str> = reference.districts().iter().map(|d| d.code.as_str()).collect();
+    let in_table: Vec<&str> = reference
+        .districts()
+        .iter()
+        .map(|d| d.code.as_str())
+        .collect();
     assert_eq!(in_schema, in_table);
 }
 

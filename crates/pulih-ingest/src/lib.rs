@@ -61,16 +61,25 @@ impl KafkaConfig {
     }
 
     fn fail(&self, action: &'static str) -> impl FnOnce(KafkaError) -> KafkaFailure + '_ {
-        move |source| KafkaFailure { brokers: self.brokers.clone(), action, source }
+        move |source| KafkaFailure {
+            brokers: self.brokers.clone(),
+            action,
+            source,
+        }
     }
 
     /// Creates the topic with `partitions` partitions unless it exists.
     pub async fn ensure_topic(&self) -> Result<(), KafkaFailure> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config().create().map_err(self.fail("create admin client"))?;
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(self.fail("create admin client"))?;
         let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics([&topic], &opts).await.map_err(self.fail("create topic"))?;
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(self.fail("create topic"))?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -120,7 +129,13 @@ impl Intake {
         limits: Limits,
     ) -> Result<Intake, KafkaFailure> {
         let producer = kafka.producer()?;
-        Ok(Intake { kafka, producer, reference, pseudonymiser, limits })
+        Ok(Intake {
+            kafka,
+            producer,
+            reference,
+            pseudonymiser,
+            limits,
+        })
     }
 
     pub fn kafka(&self) -> &KafkaConfig {
@@ -137,7 +152,9 @@ impl Intake {
         let record = PaymentRecord::from_event(event, producer_id, &self.pseudonymiser);
         let key = record.kafka_key();
         let payload = record.to_json();
-        let mut fr = FutureRecord::to(&self.kafka.topic).key(&key).payload(&payload);
+        let mut fr = FutureRecord::to(&self.kafka.topic)
+            .key(&key)
+            .payload(&payload);
         loop {
             match self.producer.send_result(fr) {
                 Ok(f) => return Ok(Offer::Queued(f)),
@@ -152,7 +169,9 @@ impl Intake {
 
     /// Waits until everything queued is acknowledged (or `timeout` passes).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaFailure> {
-        self.producer.flush(Timeout::After(timeout)).map_err(self.kafka.fail("flush producer"))
+        self.producer
+            .flush(Timeout::After(timeout))
+            .map_err(self.kafka.fail("flush producer"))
     }
 }
 
@@ -160,7 +179,15 @@ impl Intake {
 pub async fn delivered(f: DeliveryFuture, brokers: &str) -> Result<(), KafkaFailure> {
     match f.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((source, _))) => Err(KafkaFailure { brokers: brokers.into(), action: "deliver record", source }),
-        Err(_) => Err(KafkaFailure { brokers: brokers.into(), action: "deliver record", source: KafkaError::Canceled }),
+        Ok(Err((source, _))) => Err(KafkaFailure {
+            brokers: brokers.into(),
+            action: "deliver record",
+            source,
+        }),
+        Err(_) => Err(KafkaFailure {
+            brokers: brokers.into(),
+            action: "deliver record",
+            source: KafkaError::Canceled,
+        }),
     }
 }

@@ -16,7 +16,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 /// Relative weight of each KBLI category A..U among the simulated merchants.
-const SECTOR_WEIGHTS: [u32; 21] = [2, 0, 12, 0, 1, 2, 45, 5, 20, 3, 1, 1, 2, 2, 0, 2, 2, 2, 6, 0, 0];
+const SECTOR_WEIGHTS: [u32; 21] = [
+    2, 0, 12, 0, 1, 2, 45, 5, 20, 3, 1, 1, 2, 2, 0, 2, 2, 2, 6, 0, 0,
+];
 
 /// One simulated merchant.
 #[derive(Debug, Clone)]
@@ -54,7 +56,11 @@ impl Simulator {
     /// (letters, digits, `-`, `_`) prefixes event ids so runs never collide.
     pub fn new(reference: &Reference, merchants: usize, seed: u64, run_id: &str) -> Simulator {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let districts: Vec<String> = reference.districts().iter().map(|d| d.code.clone()).collect();
+        let districts: Vec<String> = reference
+            .districts()
+            .iter()
+            .map(|d| d.code.clone())
+            .collect();
         let total: u32 = SECTOR_WEIGHTS.iter().sum();
         let merchants = (0..merchants.max(1))
             .map(|i| {
@@ -70,7 +76,9 @@ impl Simulator {
                         }
                     })
                     .unwrap_or(6);
-                let sector = Sector::all().nth(sector_index).unwrap_or(Sector::from_letter("G").unwrap());
+                let sector = Sector::all()
+                    .nth(sector_index)
+                    .unwrap_or(Sector::from_letter("G").unwrap());
                 let size = match rng.gen_range(0..100) {
                     0..=84 => MerchantSize::Micro,
                     85..=96 => MerchantSize::Small,
@@ -100,7 +108,13 @@ impl Simulator {
                 }
             })
             .collect();
-        Simulator { rng, districts, merchants, run_id: run_id.to_owned(), next_seq: 0 }
+        Simulator {
+            rng,
+            districts,
+            merchants,
+            run_id: run_id.to_owned(),
+            next_seq: 0,
+        }
     }
 
     /// The next event as JSON bytes of `schemas/payment_event.v1.json`, at
@@ -134,7 +148,8 @@ pub fn jakarta_time(t: Timestamp) -> String {
     let local = t.unix_millis() + 7 * 3_600_000;
     let secs = local.div_euclid(1000);
     let ms = local.rem_euclid(1000);
-    let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let dt =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{ms:03}+07:00",
         dt.year(),
@@ -162,11 +177,16 @@ mod tests {
             let t = Timestamp::from_unix_millis(t0.unix_millis() + i * 37);
             let ev = a.next_event(t);
             assert_eq!(ev, b.next_event(t));
-            let parsed = validate(&ev, &r, &Limits::default()).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&ev)));
+            let parsed = validate(&ev, &r, &Limits::default())
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&ev)));
             assert_eq!(parsed.occurred_at, t);
             sectors.insert(parsed.sector);
         }
-        assert!(sectors.len() >= 8, "a realistic mix of sectors, got {}", sectors.len());
+        assert!(
+            sectors.len() >= 8,
+            "a realistic mix of sectors, got {}",
+            sectors.len()
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub struct StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClickHouse at {}: {} failed: {}", self.url, self.action, self.source)?;
+        write!(
+            f,
+            "ClickHouse at {}: {} failed: {}",
+            self.url, self.action, self.source
+        )?;
         if matches!(self.source, clickhouse::error::Error::Network(_)) {
             write!(f, " (is the server running? `deploy/local/services.sh up` starts one on 127.0.0.1:8123)")?;
         }
@@ -90,7 +94,11 @@ impl Store {
             .with_password(&config.password)
             .with_database(&config.database)
             .with_validation(false);
-        Store { client, url: config.url.clone(), database: config.database.clone() }
+        Store {
+            client,
+            url: config.url.clone(),
+            database: config.database.clone(),
+        }
     }
 
     pub fn database(&self) -> &str {
@@ -101,9 +109,16 @@ impl Store {
         &self.client
     }
 
-    fn err(&self, action: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> StoreError + '_ {
+    fn err(
+        &self,
+        action: impl Into<String>,
+    ) -> impl FnOnce(clickhouse::error::Error) -> StoreError + '_ {
         let action = action.into();
-        move |source| StoreError { url: self.url.clone(), action, source }
+        move |source| StoreError {
+            url: self.url.clone(),
+            action,
+            source,
+        }
     }
 
     /// `SELECT 1`: the server answers and the credentials are good.
@@ -124,11 +139,21 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.client.insert::<ActivityRow>("activity_1m").await.map_err(self.err("insert into activity_1m"))?;
+        let mut insert = self
+            .client
+            .insert::<ActivityRow>("activity_1m")
+            .await
+            .map_err(self.err("insert into activity_1m"))?;
         for row in rows {
-            insert.write(row).await.map_err(self.err("insert into activity_1m"))?;
+            insert
+                .write(row)
+                .await
+                .map_err(self.err("insert into activity_1m"))?;
         }
-        insert.end().await.map_err(self.err("insert into activity_1m"))
+        insert
+            .end()
+            .await
+            .map_err(self.err("insert into activity_1m"))
     }
 
     /// Per-sector totals of the final view of `activity_1m`.

@@ -78,7 +78,10 @@ impl Store {
     async fn ensure_bookkeeping(&self) -> Result<(), StoreError> {
         let admin = self.client.clone().with_database("default");
         admin
-            .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database))
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS `{}`",
+                self.database
+            ))
             .execute()
             .await
             .map_err(self.err(format!("create database {}", self.database)))?;
@@ -109,9 +112,15 @@ impl Store {
             .iter()
             .map(|m| {
                 if applied.iter().any(|a| a.version == m.version) {
-                    MigrationStatus::Applied { version: m.version, name: m.name.into() }
+                    MigrationStatus::Applied {
+                        version: m.version,
+                        name: m.name.into(),
+                    }
                 } else {
-                    MigrationStatus::Pending { version: m.version, name: m.name.into() }
+                    MigrationStatus::Pending {
+                        version: m.version,
+                        name: m.name.into(),
+                    }
                 }
             })
             .collect())
@@ -126,12 +135,19 @@ impl Store {
         for m in MIGRATIONS {
             if let Some(a) = applied.iter().find(|a| a.version == m.version) {
                 if a.checksum != m.checksum() {
-                    return Err(MigrateError::Changed { version: m.version, name: a.name.clone() });
+                    return Err(MigrateError::Changed {
+                        version: m.version,
+                        name: a.name.clone(),
+                    });
                 }
                 continue;
             }
             for stmt in m.statements() {
-                self.client.query(&stmt).execute().await.map_err(self.err(format!("migration {}", m.name)))?;
+                self.client
+                    .query(&stmt)
+                    .execute()
+                    .await
+                    .map_err(self.err(format!("migration {}", m.name)))?;
             }
             self.client
                 .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")
@@ -191,15 +207,34 @@ mod tests {
         let names: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(files, names);
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version as usize, i + 1, "{} is numbered without gaps", m.name);
-            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert_eq!(
+                m.version as usize,
+                i + 1,
+                "{} is numbered without gaps",
+                m.name
+            );
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.name
+            );
             assert!(!m.statements().is_empty());
         }
     }
 
     #[test]
     fn splits_statements_at_line_ends() {
-        let m = Migration { version: 9, name: "x", sql: "-- c;\nCREATE TABLE a (s String DEFAULT ';')\nENGINE = Memory;\n\nSELECT 1;\n" };
-        assert_eq!(m.statements(), vec!["CREATE TABLE a (s String DEFAULT ';')\nENGINE = Memory", "SELECT 1"]);
+        let m = Migration {
+            version: 9,
+            name: "x",
+            sql: "-- c;\nCREATE TABLE a (s String DEFAULT ';')\nENGINE = Memory;\n\nSELECT 1;\n",
+        };
+        assert_eq!(
+            m.statements(),
+            vec![
+                "CREATE TABLE a (s String DEFAULT ';')\nENGINE = Memory",
+                "SELECT 1"
+            ]
+        );
     }
 }

@@ -94,15 +94,24 @@ fn consumer(config: &AggregatorConfig) -> Result<Consumer_, AggregateError> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("enable.partition.eof", if config.exit_at_end { "true" } else { "false" });
+        .set(
+            "enable.partition.eof",
+            if config.exit_at_end { "true" } else { "false" },
+        );
     for (k, v) in &config.kafka_options {
         cc.set(k, v);
     }
-    cc.create_with_context(Context).map_err(|source| AggregateError::Kafka { brokers: config.brokers.clone(), source })
+    cc.create_with_context(Context)
+        .map_err(|source| AggregateError::Kafka {
+            brokers: config.brokers.clone(),
+            source,
+        })
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Converts core rows to table rows. `version` is the emit time in
@@ -137,7 +146,10 @@ pub async fn run(
     let consumer = consumer(&config)?;
     consumer
         .subscribe(&[&config.topic])
-        .map_err(|source| AggregateError::Kafka { brokers: config.brokers.clone(), source })?;
+        .map_err(|source| AggregateError::Kafka {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
     tracing::info!(message = "Aggregator started.", topic = %config.topic, group = %config.group_id);
 
     let mut windows = Windows::new(config.window);
@@ -198,14 +210,31 @@ pub async fn run(
             }
         }
     }
-    flush(&consumer, &config, &store, &mut windows, &mut pending, &mut stats, false).await;
-    tracing::info!(message = "Aggregator stopped.", records = stats.records, applied = stats.applied,
-        late = stats.late, undecodable = stats.undecodable, rows_written = stats.rows_written);
+    flush(
+        &consumer,
+        &config,
+        &store,
+        &mut windows,
+        &mut pending,
+        &mut stats,
+        false,
+    )
+    .await;
+    tracing::info!(
+        message = "Aggregator stopped.",
+        records = stats.records,
+        applied = stats.applied,
+        late = stats.late,
+        undecodable = stats.undecodable,
+        rows_written = stats.rows_written
+    );
     Ok(stats)
 }
 
 fn is_at_end(consumer: &Consumer_, at_end: &HashSet<i32>) -> bool {
-    let Ok(assignment) = consumer.assignment() else { return false };
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
     let parts = assignment.elements();
     !parts.is_empty() && parts.iter().all(|e| at_end.contains(&e.partition()))
 }
@@ -246,6 +275,8 @@ async fn flush(
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => pending.clear(),
         // Kept in `pending`: committed with the next flush.
-        Err(error) => tracing::warn!(message = "Offset commit failed; will retry on the next flush.", %error),
+        Err(error) => {
+            tracing::warn!(message = "Offset commit failed; will retry on the next flush.", %error)
+        }
     }
 }

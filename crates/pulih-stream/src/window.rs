@@ -21,7 +21,10 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { window_ms: 60_000, allowed_lateness_ms: 120_000 }
+        WindowConfig {
+            window_ms: 60_000,
+            allowed_lateness_ms: 120_000,
+        }
     }
 }
 
@@ -76,12 +79,17 @@ pub struct Windows {
 impl Windows {
     pub fn new(config: WindowConfig) -> Windows {
         assert!(config.window_ms > 0, "window length must be positive");
-        Windows { config, open: BTreeMap::new(), max_event_ms: None }
+        Windows {
+            config,
+            open: BTreeMap::new(),
+            max_event_ms: None,
+        }
     }
 
     /// Highest event time seen minus the allowed lateness.
     pub fn watermark_ms(&self) -> Option<i64> {
-        self.max_event_ms.map(|m| m.saturating_sub(self.config.allowed_lateness_ms))
+        self.max_event_ms
+            .map(|m| m.saturating_sub(self.config.allowed_lateness_ms))
     }
 
     pub fn open_windows(&self) -> usize {
@@ -103,12 +111,20 @@ impl Windows {
         let end = start.saturating_add(self.config.window_ms);
         if self.watermark_ms().is_some_and(|w| end <= w) {
             // Final and gone: the row in ClickHouse is complete without it.
-            let key = WindowKey { district_code: record.district_code.clone(), sector: record.sector, window_start_ms: start };
+            let key = WindowKey {
+                district_code: record.district_code.clone(),
+                sector: record.sector,
+                window_start_ms: start,
+            };
             if !self.open.contains_key(&key) {
                 return Fold::Late;
             }
         }
-        let key = WindowKey { district_code: record.district_code.clone(), sector: record.sector, window_start_ms: start };
+        let key = WindowKey {
+            district_code: record.district_code.clone(),
+            sector: record.sector,
+            window_start_ms: start,
+        };
         let agg = self.open.entry(key).or_default();
         agg.txn_count += 1;
         agg.amount_idr_sum += record.amount_idr;
@@ -127,7 +143,8 @@ impl Windows {
         let window_ms = self.config.window_ms;
         let mut rows = Vec::new();
         self.open.retain(|key, agg| {
-            let is_final = all_final || watermark.is_some_and(|w| key.window_start_ms + window_ms <= w);
+            let is_final =
+                all_final || watermark.is_some_and(|w| key.window_start_ms + window_ms <= w);
             if agg.dirty || is_final {
                 rows.push(WindowRow {
                     key: key.clone(),
@@ -147,8 +164,8 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulih_event::{Channel, MerchantSize, Timestamp};
     use proptest::prelude::*;
+    use pulih_event::{Channel, MerchantSize, Timestamp};
 
     fn rec(t_ms: i64, district: &str, sector: &str, merchant: u8, amount: u64) -> PaymentRecord {
         PaymentRecord {
@@ -183,15 +200,34 @@ mod tests {
         let rows = w.take_changes(false);
         let got: Vec<_> = rows
             .iter()
-            .map(|r| (r.key.sector.as_str(), r.key.window_start_ms - T0, r.txn_count, r.amount_idr_sum, r.merchants_active, r.is_final))
+            .map(|r| {
+                (
+                    r.key.sector.as_str(),
+                    r.key.window_start_ms - T0,
+                    r.txn_count,
+                    r.amount_idr_sum,
+                    r.merchants_active,
+                    r.is_final,
+                )
+            })
             .collect();
-        assert_eq!(got, [("G", 0, 1, 50, 1, false), ("I", 0, 3, 60, 2, false), ("I", 60_000, 1, 40, 1, false)]);
+        assert_eq!(
+            got,
+            [
+                ("G", 0, 1, 50, 1, false),
+                ("I", 0, 3, 60, 2, false),
+                ("I", 60_000, 1, 40, 1, false)
+            ]
+        );
         assert!(w.take_changes(false).is_empty(), "nothing changed since");
     }
 
     #[test]
     fn windows_become_final_once_the_watermark_passes_and_late_events_are_reported() {
-        let mut w = Windows::new(WindowConfig { window_ms: 60_000, allowed_lateness_ms: 120_000 });
+        let mut w = Windows::new(WindowConfig {
+            window_ms: 60_000,
+            allowed_lateness_ms: 120_000,
+        });
         w.fold(&rec(T0, "31.74.09", "I", 1, 10));
         assert_eq!(w.take_changes(false).len(), 1);
         // An event in a later window, 2 min + 1 window after: [T0, T0+60s) ends at or below the watermark.
@@ -201,7 +237,10 @@ mod tests {
         assert_eq!(w.open_windows(), 1);
         assert_eq!(w.fold(&rec(T0 + 1, "31.74.09", "I", 1, 10)), Fold::Late);
         // Within the lateness bound still counts.
-        assert_eq!(w.fold(&rec(T0 + 61_000, "31.74.09", "I", 1, 10)), Fold::Applied);
+        assert_eq!(
+            w.fold(&rec(T0 + 61_000, "31.74.09", "I", 1, 10)),
+            Fold::Applied
+        );
     }
 
     #[test]
@@ -214,7 +253,10 @@ mod tests {
     }
 
     fn final_rows(records: &[PaymentRecord]) -> Vec<WindowRow> {
-        let mut w = Windows::new(WindowConfig { window_ms: 60_000, allowed_lateness_ms: 3_600_000 });
+        let mut w = Windows::new(WindowConfig {
+            window_ms: 60_000,
+            allowed_lateness_ms: 3_600_000,
+        });
         let mut out = BTreeMap::new();
         for r in records {
             assert_eq!(w.fold(r), Fold::Applied);

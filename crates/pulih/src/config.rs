@@ -99,7 +99,10 @@ impl Config {
         let mut fig = Figment::from(Toml::string(DEFAULTS));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             fig = fig.merge(Toml::file_exact(path));
         }
@@ -118,17 +121,33 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let url = &self.clickhouse.url;
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-        if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)) {
-            return Err(key_error("clickhouse.url", format!("{url:?} is not an http:// or https:// URL with a host")));
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if !rest.is_some_and(|r| {
+            !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
+        }) {
+            return Err(key_error(
+                "clickhouse.url",
+                format!("{url:?} is not an http:// or https:// URL with a host"),
+            ));
         }
         if self.kafka.brokers.trim().is_empty() {
-            return Err(key_error("kafka.brokers", "must name at least one host:port"));
+            return Err(key_error(
+                "kafka.brokers",
+                "must name at least one host:port",
+            ));
         }
         for b in self.kafka.brokers.split(',') {
-            let ok = b.trim().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            let ok = b
+                .trim()
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
             if !ok {
-                return Err(key_error("kafka.brokers", format!("{b:?} is not host:port")));
+                return Err(key_error(
+                    "kafka.brokers",
+                    format!("{b:?} is not host:port"),
+                ));
             }
         }
         if !(1..=10_000).contains(&self.kafka.partitions) {
@@ -137,18 +156,38 @@ impl Config {
         if self.kafka.topic.is_empty() {
             return Err(key_error("kafka.topic", "must not be empty"));
         }
-        if self.clickhouse.database.is_empty() || !self.clickhouse.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(key_error("clickhouse.database", "must be letters, digits and _"));
+        if self.clickhouse.database.is_empty()
+            || !self
+                .clickhouse
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(key_error(
+                "clickhouse.database",
+                "must be letters, digits and _",
+            ));
         }
         if self.aggregate.window_secs == 0 || 86_400 % self.aggregate.window_secs != 0 {
-            return Err(key_error("aggregate.window_secs", "must divide a day (60, 300, 3600, ...)"));
+            return Err(key_error(
+                "aggregate.window_secs",
+                "must divide a day (60, 300, 3600, ...)",
+            ));
         }
         if self.aggregate.emit_interval_ms == 0 {
             return Err(key_error("aggregate.emit_interval_ms", "must be positive"));
         }
         let pid = &self.simulate.producer_id;
-        if pid.is_empty() || pid.len() > 64 || !pid.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
-            return Err(key_error("simulate.producer_id", "must be 1-64 characters of [a-z0-9_-]"));
+        if pid.is_empty()
+            || pid.len() > 64
+            || !pid
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(key_error(
+                "simulate.producer_id",
+                "must be 1-64 characters of [a-z0-9_-]",
+            ));
         }
         Ok(())
     }
@@ -161,15 +200,19 @@ impl Config {
                 "is not set; set it in the config file or PULIH_PSEUDONYMISATION__SECRET (generate one with `openssl rand -hex 32`)",
             ));
         }
-        pulih_event::Pseudonymiser::new(&self.pseudonymisation.key_id, &self.pseudonymisation.secret)
-            .map_err(|e| key_error("pseudonymisation", e))
+        pulih_event::Pseudonymiser::new(
+            &self.pseudonymisation.key_id,
+            &self.pseudonymisation.secret,
+        )
+        .map_err(|e| key_error("pseudonymisation", e))
     }
 
     pub fn reference(&self) -> Result<pulih_event::Reference, ConfigError> {
         if self.reference.districts_file.as_os_str().is_empty() {
             return Ok(pulih_event::Reference::jakarta());
         }
-        pulih_event::Reference::load(&self.reference.districts_file).map_err(|e| key_error("reference.districts_file", e))
+        pulih_event::Reference::load(&self.reference.districts_file)
+            .map_err(|e| key_error("reference.districts_file", e))
     }
 
     pub fn store(&self) -> pulih_store::StoreConfig {
@@ -196,7 +239,11 @@ mod tests {
     use super::*;
 
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("pulih-config-{}-{}", std::process::id(), text.len()));
+        let dir = std::env::temp_dir().join(format!(
+            "pulih-config-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pulih.toml");
         std::fs::write(&path, text).unwrap();
@@ -208,26 +255,53 @@ mod tests {
         let c = Config::load_from(None, Env::prefixed("PULIH_TEST_NOTHING_")).unwrap();
         assert_eq!(c.kafka.topic, "pulih.payments.v1");
         assert_eq!(c.clickhouse.database, "pulih");
-        assert!(c.pseudonymiser().unwrap_err().to_string().contains("`pseudonymisation.secret`"));
+        assert!(c
+            .pseudonymiser()
+            .unwrap_err()
+            .to_string()
+            .contains("`pseudonymisation.secret`"));
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = load_toml("[kafka]\nbrokerz = \"x:1\"\n").unwrap_err().to_string();
+        let e = load_toml("[kafka]\nbrokerz = \"x:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("brokerz"), "{e}");
-        let e = load_toml("[clickhouse]\nurl = \"localhost:8123\"\n").unwrap_err().to_string();
+        let e = load_toml("[clickhouse]\nurl = \"localhost:8123\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`clickhouse.url`"), "{e}");
-        let e = load_toml("[aggregate]\nwindow_secs = \"sixty\"\n").unwrap_err().to_string();
+        let e = load_toml("[aggregate]\nwindow_secs = \"sixty\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("aggregate.window_secs"), "{e}");
-        let e = load_toml("[aggregate]\nwindow_secs = 7\n").unwrap_err().to_string();
+        let e = load_toml("[aggregate]\nwindow_secs = 7\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`aggregate.window_secs`"), "{e}");
-        let e = load_toml("[kafka]\nbrokers = \"localhost\"\n").unwrap_err().to_string();
+        let e = load_toml("[kafka]\nbrokers = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`kafka.brokers`"), "{e}");
-        let e = load_toml("[reference]\ndistricts_file = \"/nonexistent.tsv\"\n").unwrap().reference().unwrap_err().to_string();
+        let e = load_toml("[reference]\ndistricts_file = \"/nonexistent.tsv\"\n")
+            .unwrap()
+            .reference()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`reference.districts_file`"), "{e}");
-        let e = load_toml("[pseudonymisation]\nsecret = \"short\"\n").unwrap().pseudonymiser().unwrap_err().to_string();
+        let e = load_toml("[pseudonymisation]\nsecret = \"short\"\n")
+            .unwrap()
+            .pseudonymiser()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 32 bytes"), "{e}");
-        let e = Config::load_from(Some(Path::new("/nonexistent/pulih.toml")), Env::prefixed("X_")).unwrap_err().to_string();
+        let e = Config::load_from(
+            Some(Path::new("/nonexistent/pulih.toml")),
+            Env::prefixed("X_"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("/nonexistent/pulih.toml does not exist"), "{e}");
         let e = load_toml("[kafka\n").unwrap_err().to_string();
         assert!(e.contains("pulih.toml"), "{e}");

@@ -23,7 +23,11 @@ use pulih_stream::window::WindowConfig;
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "pulih", version, about = "Near-real-time MSME recovery metrics from payment events")]
+#[command(
+    name = "pulih",
+    version,
+    about = "Near-real-time MSME recovery metrics from payment events"
+)]
 struct Cli {
     /// Config file (TOML); see crates/pulih/src/default.toml for every key.
     #[arg(long, global = true, env = "PULIH_CONFIG")]
@@ -78,7 +82,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pulih: cannot start the async runtime: {e}");
@@ -97,7 +104,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PULIH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -139,7 +148,9 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxError> {
@@ -149,9 +160,19 @@ async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxEr
     let reference = Arc::new(config.reference()?);
     let kafka = config.kafka();
     kafka.ensure_topic().await?;
-    let intake = Intake::new(kafka, reference.clone(), config.pseudonymiser()?, Limits::default())?;
+    let intake = Intake::new(
+        kafka,
+        reference.clone(),
+        config.pseudonymiser()?,
+        Limits::default(),
+    )?;
     let run_id = format!("sim{}", now_ms());
-    let mut sim = pulih_sim::Simulator::new(&reference, config.simulate.merchants as usize, config.simulate.seed, &run_id);
+    let mut sim = pulih_sim::Simulator::new(
+        &reference,
+        config.simulate.merchants as usize,
+        config.simulate.seed,
+        &run_id,
+    );
     let total = u64::from(rate) * u64::from(duration);
     let producer_id = config.simulate.producer_id.clone();
     let brokers = config.kafka.brokers.clone();
@@ -180,7 +201,8 @@ async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxEr
         let raw = sim.next_event(Timestamp::from_unix_millis(now_ms()));
         match intake.offer(&producer_id, &raw).await? {
             Offer::Queued(f) => {
-                amount_sum += pulih_event::validate(&raw, &reference, &Limits::default()).map_or(0, |e| e.amount_idr);
+                amount_sum += pulih_event::validate(&raw, &reference, &Limits::default())
+                    .map_or(0, |e| e.amount_idr);
                 if tx.send(f).await.is_err() {
                     break;
                 }
@@ -233,7 +255,10 @@ async fn report(config: &Config) -> Result<(), BoxError> {
     let store = Store::new(&config.store());
     let totals = store.sector_totals().await?;
     let reference = config.reference()?;
-    println!("{:<6} {:<40} {:>8} {:>12} {:>18}", "sector", "name", "windows", "transactions", "amount_idr");
+    println!(
+        "{:<6} {:<40} {:>8} {:>12} {:>18}",
+        "sector", "name", "windows", "transactions", "amount_idr"
+    );
     let (mut txn, mut amount) = (0u64, 0u64);
     for t in &totals {
         let name = reference
@@ -241,7 +266,10 @@ async fn report(config: &Config) -> Result<(), BoxError> {
             .iter()
             .find(|c| c.sector.as_str() == t.sector)
             .map_or("?", |c| c.name_en.as_str());
-        println!("{:<6} {:<40} {:>8} {:>12} {:>18}", t.sector, name, t.windows, t.txn_count, t.amount_idr_sum);
+        println!(
+            "{:<6} {:<40} {:>8} {:>12} {:>18}",
+            t.sector, name, t.windows, t.txn_count, t.amount_idr_sum
+        );
         txn += t.txn_count;
         amount += t.amount_idr_sum;
     }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, unit and property tests, the SQL dialect
+# check on current ClickHouse (chDB), and the end-to-end tests against the
+# real broker and ClickHouse, which this script installs and starts.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+step() { printf '\n== %s\n' "$*" >&2; }
+
+command -v cargo >/dev/null || { echo "test: cargo not found: install Rust with rustup (https://rustup.rs) first" >&2; exit 1; }
+
+step "services (install if missing, start)"
+deploy/local/services.sh up
+
+step "chDB for the current-ClickHouse dialect check"
+if ! python3 -c 'import chdb' 2>/dev/null; then
+    python3 -m pip install --quiet chdb-core 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages chdb-core
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --workspace --all-targets -q -- -D warnings
+
+step "SQL on current ClickHouse (chDB)"
+python3 schemas/clickhouse/check_with_chdb.py
+
+step "cargo test (unit, property and end-to-end tests)"
+cargo test --locked --workspace
