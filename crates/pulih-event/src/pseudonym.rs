@@ -67,7 +67,7 @@ impl Pseudonymiser {
         }
         if secret.0.len() < MIN_SECRET_BYTES {
             return Err(format!(
-                "secret must be at least {MIN_SECRET_BYTES} bytes (it is {}); generate one with `openssl rand -hex 32`",
+                "secret must be at least {MIN_SECRET_BYTES} bytes (it is {}); generate one with `python3 -c 'import secrets; print(secrets.token_hex(32))'`",
                 secret.0.len()
             ));
         }

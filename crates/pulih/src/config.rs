@@ -92,7 +92,14 @@ impl Config {
     /// Loads defaults, then `file` (which must exist if given), then the
     /// environment, and checks the values.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_from(file, Env::prefixed("PULIH_").split("__"))
+        // Only PULIH_SECTION__KEY variables are configuration; others such
+        // as PULIH_CONFIG, PULIH_LOG or the service script's settings are not.
+        Self::load_from(
+            file,
+            Env::prefixed("PULIH_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        )
     }
 
     pub fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
@@ -106,8 +113,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        // PULIH_CONFIG names the file; it is not a key.
-        fig = fig.merge(env.ignore(&["config"]));
+        fig = fig.merge(env);
         let config: Config = fig.extract().map_err(|e| {
             let mut msg = e.to_string();
             if !e.path.is_empty() {
@@ -197,7 +203,7 @@ impl Config {
         if self.pseudonymisation.secret.expose().is_empty() {
             return Err(key_error(
                 "pseudonymisation.secret",
-                "is not set; set it in the config file or PULIH_PSEUDONYMISATION__SECRET (generate one with `openssl rand -hex 32`)",
+                "is not set; set it in the config file or PULIH_PSEUDONYMISATION__SECRET (generate one with `python3 -c 'import secrets; print(secrets.token_hex(32))'`)",
             ));
         }
         pulih_event::Pseudonymiser::new(
@@ -260,6 +266,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`pseudonymisation.secret`"));
+    }
+
+    #[test]
+    fn environment_overrides_and_unrelated_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PULIH_CLICKHOUSE__DATABASE", "from_env");
+            jail.set_env("PULIH_LOG", "debug");
+            jail.set_env("PULIH_KAFKA_STORAGE", "sqlite");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.clickhouse.database, "from_env");
+            jail.set_env("PULIH_KAFKA__BROKERZ", "x:1");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("brokerz"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]
