@@ -21,7 +21,7 @@ use pulih_event::PaymentRecord;
 use pulih_store::{ActivityRow, Store};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::window::{Fold, WindowConfig, WindowRow, Windows};
@@ -77,7 +77,9 @@ pub struct Context;
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !eof {
             tracing::error!(message = "Kafka client error.", %error, reason);
         }
     }
