@@ -231,7 +231,7 @@ fn parse_categories(name: &str, text: &str) -> Result<Vec<Category>, ReferenceEr
 }
 
 /// `parts` groups of two ASCII digits joined by dots.
-fn is_code(s: &str, parts: usize) -> bool {
+pub(crate) fn is_code(s: &str, parts: usize) -> bool {
     s.len() == parts * 3 - 1
         && s.bytes().enumerate().all(|(i, b)| {
             if i % 3 == 2 {

@@ -419,7 +419,7 @@ fn check_fields(mut fields: Fields, reference: &Reference) -> Result<PaymentEven
         ));
     }
     if reference.district(&district_code).is_none() {
-        let shown = if is_code_shape(&district_code) {
+        let shown = if crate::reference::is_code(&district_code, 3) {
             format!(" `{district_code}`")
         } else {
             String::new()
@@ -506,17 +506,6 @@ fn integral_u64(v: &Value) -> Option<u64> {
     }
     let f = n.as_f64()?;
     (f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f)).then_some(f as u64)
-}
-
-fn is_code_shape(s: &str) -> bool {
-    s.len() == 8
-        && s.bytes().enumerate().all(|(i, b)| {
-            if i % 3 == 2 {
-                b == b'.'
-            } else {
-                b.is_ascii_digit()
-            }
-        })
 }
 
 #[cfg(test)]
