@@ -269,6 +269,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
     fn environment_overrides_and_unrelated_variables_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PULIH_CLICKHOUSE__DATABASE", "from_env");
