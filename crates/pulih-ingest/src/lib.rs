@@ -116,8 +116,9 @@ pub struct Intake {
 
 /// The result of offering one event.
 pub enum Offer {
-    /// Queued for Kafka; await the future for the acknowledgement.
-    Queued(DeliveryFuture),
+    /// Queued for Kafka; await the future for the acknowledgement. The
+    /// record is what was sent.
+    Queued(DeliveryFuture, PaymentRecord),
     Rejected(Rejection),
 }
 
@@ -157,7 +158,7 @@ impl Intake {
             .payload(&payload);
         loop {
             match self.producer.send_result(fr) {
-                Ok(f) => return Ok(Offer::Queued(f)),
+                Ok(f) => return Ok(Offer::Queued(f, record)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     fr = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;

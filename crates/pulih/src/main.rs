@@ -200,9 +200,8 @@ async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxEr
         }
         let raw = sim.next_event(Timestamp::from_unix_millis(now_ms()));
         match intake.offer(&producer_id, &raw).await? {
-            Offer::Queued(f) => {
-                amount_sum += pulih_event::validate(&raw, &reference, &Limits::default())
-                    .map_or(0, |e| e.amount_idr);
+            Offer::Queued(f, record) => {
+                amount_sum += record.amount_idr;
                 if tx.send(f).await.is_err() {
                     break;
                 }
