@@ -9,7 +9,8 @@ use pulih_event::{Limits, Pseudonymiser, Reference, Secret};
 use pulih_ingest::{delivered, Intake, Offer};
 use pulih_store::Store;
 use pulih_stream::aggregator::{self, AggregatorConfig};
-use pulih_stream::window::WindowConfig;
+use pulih_stream::core::CoreConfig;
+use pulih_stream::metrics::Metrics;
 use pulih_tests::{fast_group_options, kafka_config, store_config, unique};
 use serde_json::json;
 
@@ -124,25 +125,36 @@ async fn known_events_land_as_exact_counts_and_sums() {
     let config = AggregatorConfig {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
+        dlq_topic: format!("{}.dlq", kafka.topic),
         group_id: unique("it-e2e"),
-        window: WindowConfig {
-            window_ms: 60_000,
+        core: CoreConfig {
             allowed_lateness_ms: 600_000,
+            ..CoreConfig::default()
         },
         emit_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(30),
         exit_at_end: true,
         kafka_options: fast_group_options(),
     };
     let stats = tokio::time::timeout(
         Duration::from_secs(120),
-        aggregator::run(config, store.clone(), std::future::pending()),
+        aggregator::run(
+            config,
+            store.clone(),
+            Arc::new(Reference::jakarta()),
+            Metrics::new(),
+            std::future::pending(),
+        ),
     )
     .await
     .expect("aggregator reached the end of the topic within 120 s")
     .unwrap();
     assert_eq!(stats.records, specs.len() as u64);
     assert_eq!(stats.applied, specs.len() as u64);
-    assert_eq!(stats.late + stats.undecodable, 0);
+    assert_eq!(
+        stats.late + stats.undecodable + stats.duplicates + stats.too_late,
+        0
+    );
 
     let rows = store.activity_rows().await.unwrap();
     let got: BTreeMap<Key, (u64, u64, u32)> = rows

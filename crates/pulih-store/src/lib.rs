@@ -63,10 +63,139 @@ pub struct ActivityRow {
     pub sector: String,
     pub txn_count: u64,
     pub amount_idr_sum: u64,
+    pub amount_idr_min: u64,
+    pub amount_idr_max: u64,
     pub merchants_active: u32,
+    pub txn_qris: u64,
+    pub txn_debit_card: u64,
+    pub txn_credit_card: u64,
+    pub txn_ewallet: u64,
+    pub txn_bank_transfer: u64,
+    pub txn_other: u64,
+    pub txn_micro: u64,
+    pub txn_small: u64,
+    pub txn_medium: u64,
     pub is_final: u8,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// The window's distinct merchant keys, sorted.
+    pub merchant_keys: Vec<[u8; 32]>,
     pub version: u64,
     pub updated_at: u32,
+}
+
+impl ActivityRow {
+    /// Transactions per channel, in the order of `Channel::ALL`.
+    pub fn txn_by_channel(&self) -> [u64; 6] {
+        [
+            self.txn_qris,
+            self.txn_debit_card,
+            self.txn_credit_card,
+            self.txn_ewallet,
+            self.txn_bank_transfer,
+            self.txn_other,
+        ]
+    }
+
+    /// Transactions per merchant size, in the order of `MerchantSize::ALL`.
+    pub fn txn_by_size(&self) -> [u64; 3] {
+        [self.txn_micro, self.txn_small, self.txn_medium]
+    }
+}
+
+/// The columns of `activity_1m`, in the order of [`ActivityRow`].
+pub const ACTIVITY_COLUMNS: &[&str] = &[
+    "window_start",
+    "district_code",
+    "sector",
+    "txn_count",
+    "amount_idr_sum",
+    "amount_idr_min",
+    "amount_idr_max",
+    "merchants_active",
+    "txn_qris",
+    "txn_debit_card",
+    "txn_credit_card",
+    "txn_ewallet",
+    "txn_bank_transfer",
+    "txn_other",
+    "txn_micro",
+    "txn_small",
+    "txn_medium",
+    "is_final",
+    "source_partition",
+    "source_offset",
+    "merchant_keys",
+    "version",
+    "updated_at",
+];
+
+/// One row of `merchant_activity_daily`, in column order.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct DailyRow {
+    /// Days since 1970-01-01, in Asia/Jakarta time.
+    pub day: u16,
+    pub district_code: String,
+    pub sector: String,
+    pub merchant_key: [u8; 32],
+    pub txn_count: u64,
+    pub amount_idr_sum: u64,
+    pub is_final: u8,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub version: u64,
+    pub updated_at: u32,
+}
+
+/// The columns of `merchant_activity_daily`, in the order of [`DailyRow`].
+pub const DAILY_COLUMNS: &[&str] = &[
+    "day",
+    "district_code",
+    "sector",
+    "merchant_key",
+    "txn_count",
+    "amount_idr_sum",
+    "is_final",
+    "source_partition",
+    "source_offset",
+    "version",
+    "updated_at",
+];
+
+/// One row of `aggregator_checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct CheckpointRow {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub max_event_ms: i64,
+    pub max_ts_ms: i64,
+    pub group_id: String,
+    pub updated_at: u32,
+}
+
+/// One row of `aggregator_dedup`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct DedupRow {
+    /// Day of `ts_ms` (UTC), days since 1970-01-01: the table's partition.
+    pub day: u16,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub fingerprint: [u8; 16],
+    pub ts_ms: i64,
+}
+
+/// Which rows to restore for one Kafka partition (see docs/semantics.md).
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreScope {
+    pub partition: i32,
+    /// Rows of windows that end after this (seconds) are restored...
+    pub open_after_s: i64,
+    /// ...and so are rows that cover an offset at or after this one.
+    pub offset_from: i64,
+    /// Nothing older than this (seconds) can change any more.
+    pub oldest_s: i64,
 }
 
 /// Totals over `activity_1m FINAL`.
@@ -134,26 +263,226 @@ impl Store {
             .map_err(self.err("ping"))
     }
 
-    /// Upserts window rows into `activity_1m`.
-    pub async fn insert_activity(&self, rows: &[ActivityRow]) -> Result<(), StoreError> {
+    async fn insert_rows<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
         if rows.is_empty() {
             return Ok(());
         }
+        let action = format!("insert into {table}");
         let mut insert = self
             .client
-            .insert::<ActivityRow>("activity_1m")
+            .insert::<R>(table)
             .await
-            .map_err(self.err("insert into activity_1m"))?;
+            .map_err(self.err(action.clone()))?;
         for row in rows {
-            insert
-                .write(row)
-                .await
-                .map_err(self.err("insert into activity_1m"))?;
+            insert.write(row).await.map_err(self.err(action.clone()))?;
         }
-        insert
-            .end()
+        insert.end().await.map_err(self.err(action))
+    }
+
+    /// Upserts window rows into `activity_1m`.
+    pub async fn insert_activity(&self, rows: &[ActivityRow]) -> Result<(), StoreError> {
+        self.insert_rows("activity_1m", rows).await
+    }
+
+    /// Upserts rows into `merchant_activity_daily`.
+    pub async fn insert_daily(&self, rows: &[DailyRow]) -> Result<(), StoreError> {
+        self.insert_rows("merchant_activity_daily", rows).await
+    }
+
+    /// Appends remembered events to `aggregator_dedup`.
+    pub async fn insert_dedup(&self, rows: &[DedupRow]) -> Result<(), StoreError> {
+        self.insert_rows("aggregator_dedup", rows).await
+    }
+
+    /// Records checkpoints in `aggregator_checkpoint`.
+    pub async fn insert_checkpoints(&self, rows: &[CheckpointRow]) -> Result<(), StoreError> {
+        self.insert_rows("aggregator_checkpoint", rows).await
+    }
+
+    /// The latest checkpoint of a partition, if any.
+    pub async fn checkpoint(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<CheckpointRow>, StoreError> {
+        self.client
+            .query(
+                "SELECT topic, partition, argMax(next_offset, next_offset), argMax(max_event_ms, next_offset), \
+                 argMax(max_ts_ms, next_offset), argMax(group_id, next_offset), argMax(updated_at, next_offset) \
+                 FROM aggregator_checkpoint WHERE topic = ? AND partition = ? GROUP BY topic, partition",
+            )
+            .bind(topic)
+            .bind(partition)
+            .fetch_optional::<CheckpointRow>()
             .await
-            .map_err(self.err("insert into activity_1m"))
+            .map_err(self.err("read aggregator_checkpoint"))
+    }
+
+    /// Remembered events of a partition with `ts_ms >= since_ms` and an
+    /// offset before `before_offset`.
+    pub async fn dedup_entries(
+        &self,
+        topic: &str,
+        partition: i32,
+        since_ms: i64,
+        before_offset: i64,
+    ) -> Result<Vec<DedupRow>, StoreError> {
+        self.client
+            .query(
+                "SELECT day, topic, partition, offset, fingerprint, ts_ms FROM aggregator_dedup \
+                 WHERE topic = ? AND partition = ? AND ts_ms >= ? AND offset < ?",
+            )
+            .bind(topic)
+            .bind(partition)
+            .bind(since_ms)
+            .bind(before_offset)
+            .fetch_all::<DedupRow>()
+            .await
+            .map_err(self.err("read aggregator_dedup"))
+    }
+
+    /// Drops `aggregator_dedup` partitions for days before `before_day`.
+    pub async fn prune_dedup(&self, before_day: u16) -> Result<usize, StoreError> {
+        let days: Vec<u16> = self
+            .client
+            .query(
+                "SELECT DISTINCT toUInt16(min_date) FROM system.parts \
+                 WHERE database = ? AND table = 'aggregator_dedup' AND active AND min_date < toDate(?)",
+            )
+            .bind(&self.database)
+            .bind(iso_date(i64::from(before_day)))
+            .fetch_all()
+            .await
+            .map_err(self.err("list aggregator_dedup partitions"))?;
+        for &day in &days {
+            self.client
+                .query(&format!(
+                    "ALTER TABLE aggregator_dedup DROP PARTITION '{}'",
+                    iso_date(i64::from(day))
+                ))
+                .execute()
+                .await
+                .map_err(self.err("drop an aggregator_dedup partition"))?;
+        }
+        Ok(days.len())
+    }
+
+    /// The latest rows of `activity_1m` that a restored partition needs.
+    pub async fn restore_activity(
+        &self,
+        scope: RestoreScope,
+        window_secs: i64,
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        let sql = format!(
+            "{} WHERE window_start >= toDateTime(?) GROUP BY window_start, district_code, sector \
+             HAVING argMax(source_partition, version) = ? \
+             AND (toInt64(window_start) + ? > ? OR argMax(source_offset, version) >= ?)",
+            latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
+        );
+        self.client
+            .query(&sql)
+            .bind(scope.oldest_s.max(0))
+            .bind(scope.partition)
+            .bind(window_secs)
+            .bind(scope.open_after_s)
+            .bind(scope.offset_from)
+            .fetch_all::<ActivityRow>()
+            .await
+            .map_err(self.err("restore from activity_1m"))
+    }
+
+    /// The latest rows of `merchant_activity_daily` that a restored
+    /// partition needs; `open_after_s` compares with the Jakarta day's end.
+    pub async fn restore_daily(&self, scope: RestoreScope) -> Result<Vec<DailyRow>, StoreError> {
+        let sql = format!(
+            "{} WHERE day >= toDate(?) GROUP BY day, district_code, sector, merchant_key \
+             HAVING argMax(source_partition, version) = ? \
+             AND ((toInt64(day) + 1) * 86400 - 25200 > ? OR argMax(source_offset, version) >= ?)",
+            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
+        );
+        self.client
+            .query(&sql)
+            .bind(iso_date(
+                (scope.oldest_s.max(86_400) - 86_400).div_euclid(86_400),
+            ))
+            .bind(scope.partition)
+            .bind(scope.open_after_s)
+            .bind(scope.offset_from)
+            .fetch_all::<DailyRow>()
+            .await
+            .map_err(self.err("restore from merchant_activity_daily"))
+    }
+
+    /// The latest rows of the given windows, as (start seconds, district, sector).
+    pub async fn activity_for(
+        &self,
+        keys: &[(u32, String, String)],
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = keys
+            .iter()
+            .map(|(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "{} WHERE (window_start, district_code, sector) IN ({list}) GROUP BY window_start, district_code, sector",
+            latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
+        );
+        self.client
+            .query(&sql)
+            .fetch_all::<ActivityRow>()
+            .await
+            .map_err(self.err("read windows from activity_1m"))
+    }
+
+    /// The latest rows of the given merchant-days, as (day, district,
+    /// sector, merchant key).
+    pub async fn daily_for(
+        &self,
+        keys: &[(u16, String, String, [u8; 32])],
+    ) -> Result<Vec<DailyRow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = keys
+            .iter()
+            .map(|(day, d, s, m)| {
+                format!(
+                    "(toDate('{}'), {}, {}, unhex('{}'))",
+                    iso_date(i64::from(*day)),
+                    quote(d),
+                    quote(s),
+                    hex::encode(m)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "{} WHERE (day, district_code, sector, merchant_key) IN ({list}) GROUP BY day, district_code, sector, merchant_key",
+            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
+        );
+        self.client
+            .query(&sql)
+            .fetch_all::<DailyRow>()
+            .await
+            .map_err(self.err("read merchant days from merchant_activity_daily"))
+    }
+
+    /// Every row of the final view of `merchant_activity_daily`, ordered by key.
+    pub async fn daily_rows(&self) -> Result<Vec<DailyRow>, StoreError> {
+        self.client
+            .query(&format!(
+                "SELECT {} FROM merchant_activity_daily FINAL ORDER BY district_code, sector, day, merchant_key",
+                DAILY_COLUMNS.join(", ")
+            ))
+            .fetch_all::<DailyRow>()
+            .await
+            .map_err(self.err("read merchant_activity_daily"))
     }
 
     /// Per-sector totals of the final view of `activity_1m`.
@@ -171,12 +500,81 @@ impl Store {
     /// Every row of the final view of `activity_1m`, ordered by key.
     pub async fn activity_rows(&self) -> Result<Vec<ActivityRow>, StoreError> {
         self.client
-            .query(
-                "SELECT window_start, district_code, sector, txn_count, amount_idr_sum, merchants_active, is_final, version, updated_at \
-                 FROM activity_1m FINAL ORDER BY district_code, sector, window_start",
-            )
+            .query(&format!(
+                "SELECT {} FROM activity_1m FINAL ORDER BY district_code, sector, window_start",
+                ACTIVITY_COLUMNS.join(", ")
+            ))
             .fetch_all::<ActivityRow>()
             .await
             .map_err(self.err("read activity_1m"))
+    }
+}
+
+/// `SELECT` of the latest version of each key: the first `keys` columns
+/// are the grouping key, the rest are taken with `argMax(.., version)`.
+/// (Used instead of `FINAL` + `WHERE`, whose filtering order differs
+/// between ClickHouse releases.)
+fn latest_select(table: &str, columns: &[&str], keys: usize) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < keys {
+                (*c).to_owned()
+            } else if *c == "version" {
+                "max(version)".to_owned()
+            } else {
+                format!("argMax({c}, version)")
+            }
+        })
+        .collect();
+    format!("SELECT {} FROM {table}", cols.join(", "))
+}
+
+/// A ClickHouse string literal.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01), by Howard
+/// Hinnant's civil-from-days algorithm.
+pub fn iso_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso_date(0), "1970-01-01");
+        assert_eq!(iso_date(19_782), "2024-02-29");
+        assert_eq!(iso_date(19_783), "2024-03-01");
+        assert_eq!(iso_date(11_016), "2000-02-29");
+    }
+
+    #[test]
+    fn quotes_literals() {
+        assert_eq!(quote("31.74.09"), "'31.74.09'");
+        assert_eq!(quote("a'b\\c"), "'a\\'b\\\\c'");
     }
 }

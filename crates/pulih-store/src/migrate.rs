@@ -23,7 +23,11 @@ macro_rules! migration {
 }
 
 /// Every migration, in order. Keep in step with `schemas/clickhouse/`.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_activity_1m.sql")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_activity_1m.sql"),
+    migration!(2, "0002_merchant_activity_daily.sql"),
+    migration!(3, "0003_aggregator_state.sql"),
+];
 
 /// Where one migration stands in a database.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,13 +1,19 @@
-//! Stream processing for pulih.
+//! Stream processing for pulih: payment records in, exactly-once
+//! event-time aggregates in ClickHouse out (`docs/semantics.md`).
 //!
-//! - [`window`]: the pure windowing core. It folds payment records into
-//!   tumbling event-time windows keyed by (district, sector), tracks a
-//!   watermark, and hands out the rows that changed. No I/O, no clocks: it is
-//!   driven entirely by its inputs, so it can be property-tested.
+//! - [`core`]: the pure core. Per Kafka partition it folds records into
+//!   tumbling event-time windows and merchant-days, keeps the watermark,
+//!   remembers event ids for de-duplication, and hands out the rows and the
+//!   checkpoint to make durable. No I/O and no clocks: it is driven by its
+//!   inputs only, so it is property-tested through crashes and restores.
+//! - [`decode`]: the hot-path decoder from the Kafka JSON record to the
+//!   core's event.
 //! - [`aggregator`]: the I/O edge. It consumes `pulih.payments.v1` with
-//!   `rdkafka`, feeds the core, upserts changed windows into ClickHouse
-//!   through `pulih-store`, and commits Kafka offsets only after the rows
-//!   that cover them are written.
+//!   `rdkafka`, restores partitions from ClickHouse when they are assigned,
+//!   upserts rows through `pulih-store`, dead-letters what it cannot count,
+//!   and commits Kafka offsets only after what they cover is durable.
 
 pub mod aggregator;
-pub mod window;
+pub mod core;
+pub mod decode;
+pub mod metrics;

@@ -28,6 +28,7 @@ pub struct Config {
 pub struct Kafka {
     pub brokers: String,
     pub topic: String,
+    pub dlq_topic: String,
     pub partitions: i32,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -61,7 +62,11 @@ pub struct Aggregate {
     pub group_id: String,
     pub window_secs: u32,
     pub allowed_lateness_secs: u32,
+    pub correction_horizon_secs: u32,
+    pub dedup_horizon_secs: u32,
+    pub idle_timeout_secs: u32,
     pub emit_interval_ms: u32,
+    pub metrics_addr: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +187,33 @@ impl Config {
         }
         if self.aggregate.emit_interval_ms == 0 {
             return Err(key_error("aggregate.emit_interval_ms", "must be positive"));
+        }
+        if self.aggregate.idle_timeout_secs == 0 {
+            return Err(key_error("aggregate.idle_timeout_secs", "must be positive"));
+        }
+        if self.aggregate.dedup_horizon_secs == 0 {
+            return Err(key_error(
+                "aggregate.dedup_horizon_secs",
+                "must be positive: re-delivered events would be counted twice",
+            ));
+        }
+        if !self.aggregate.metrics_addr.is_empty()
+            && self
+                .aggregate
+                .metrics_addr
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(key_error(
+                "aggregate.metrics_addr",
+                "must be host:port with an IP address, e.g. 127.0.0.1:9464, or empty to serve no metrics",
+            ));
+        }
+        if self.kafka.dlq_topic.is_empty() || self.kafka.dlq_topic == self.kafka.topic {
+            return Err(key_error(
+                "kafka.dlq_topic",
+                "must be set and differ from kafka.topic",
+            ));
         }
         let pid = &self.simulate.producer_id;
         if pid.is_empty()

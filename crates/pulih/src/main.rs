@@ -18,7 +18,8 @@ use pulih_event::{Limits, Timestamp};
 use pulih_ingest::{delivered, Intake, Offer};
 use pulih_store::{MigrationStatus, Store};
 use pulih_stream::aggregator::{self, AggregatorConfig};
-use pulih_stream::window::WindowConfig;
+use pulih_stream::core::CoreConfig;
+use pulih_stream::metrics::Metrics;
 
 use crate::config::Config;
 
@@ -226,28 +227,88 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
     let store = Store::new(&config.store());
     store.ping().await?;
     let a = &config.aggregate;
+    let secs = |s: u32| i64::from(s) * 1000;
     let agg_config = AggregatorConfig {
         brokers: config.kafka.brokers.clone(),
         topic: config.kafka.topic.clone(),
+        dlq_topic: config.kafka.dlq_topic.clone(),
         group_id: a.group_id.clone(),
-        window: WindowConfig {
-            window_ms: i64::from(a.window_secs) * 1000,
-            allowed_lateness_ms: i64::from(a.allowed_lateness_secs) * 1000,
+        core: CoreConfig {
+            window_ms: secs(a.window_secs),
+            allowed_lateness_ms: secs(a.allowed_lateness_secs),
+            correction_horizon_ms: secs(a.correction_horizon_secs),
+            dedup_horizon_ms: secs(a.dedup_horizon_secs),
         },
         emit_interval: Duration::from_millis(u64::from(a.emit_interval_ms)),
+        idle_timeout: Duration::from_secs(u64::from(a.idle_timeout_secs)),
         exit_at_end,
         kafka_options: config.kafka.options.clone(),
     };
-    config.kafka().ensure_topic().await?;
+    let kafka = config.kafka();
+    kafka.ensure_topic().await?;
+    pulih_ingest::KafkaConfig {
+        topic: config.kafka.dlq_topic.clone(),
+        ..kafka
+    }
+    .ensure_topic()
+    .await?;
+    let metrics = Metrics::new();
+    if !a.metrics_addr.is_empty() {
+        let addr: std::net::SocketAddr = a.metrics_addr.parse()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("`aggregate.metrics_addr`: cannot listen on {addr}: {e}"))?;
+        tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
+        tokio::spawn(serve_metrics(listener, metrics.clone()));
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let stats = aggregator::run(agg_config, store, shutdown).await?;
+    let reference = Arc::new(config.reference()?);
+    let stats = aggregator::run(agg_config, store, reference, metrics, shutdown).await?;
     println!(
-        "aggregated records={} applied={} late={} undecodable={} rows_written={}",
-        stats.records, stats.applied, stats.late, stats.undecodable, stats.rows_written
+        "aggregated records={} applied={} late={} replayed={} duplicates={} too_late={} undecodable={} rows_written={}",
+        stats.records,
+        stats.applied,
+        stats.late,
+        stats.replayed,
+        stats.duplicates,
+        stats.too_late,
+        stats.undecodable,
+        stats.rows_written
     );
     Ok(())
+}
+
+/// A minimal HTTP/1.1 responder for `GET /metrics` (and `/healthz`).
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
 }
 
 async fn report(config: &Config) -> Result<(), BoxError> {

@@ -1,0 +1,522 @@
+//! Tests of the core, including a model of the durable store with the
+//! semantics the aggregator relies on (latest version per key wins; the
+//! restore and load queries of `pulih-store`), so that crashes, restores and
+//! moves of partitions between processes can be replayed exhaustively.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use proptest::prelude::*;
+use pulih_event::{Channel, MerchantSize, Sector};
+use pulih_store::{ActivityRow, CheckpointRow, DailyRow, DedupRow};
+
+use super::*;
+
+const T0: i64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+const DISTRICTS: [&[u8; 8]; 3] = [b"31.74.09", b"31.71.01", b"31.01.02"];
+const SECTORS: [&str; 3] = ["G", "I", "C"];
+
+fn ev(id: u32, t_ms: i64, cell: usize, merchant: u8, amount: u64) -> Event {
+    Event {
+        fingerprint: fingerprint("p", &format!("e{id}")),
+        occurred_ms: T0 + t_ms,
+        district: *DISTRICTS[cell % 3],
+        sector: Sector::from_letter(SECTORS[cell / 3 % 3]).unwrap(),
+        merchant: [merchant; 32],
+        amount,
+        channel: Channel::ALL[(id as usize) % 6],
+        size: MerchantSize::ALL[(id as usize) % 3],
+    }
+}
+
+fn config(lateness_ms: i64) -> CoreConfig {
+    CoreConfig {
+        window_ms: 60_000,
+        allowed_lateness_ms: lateness_ms,
+        correction_horizon_ms: 86_400_000,
+        dedup_horizon_ms: 3_600_000,
+    }
+}
+
+/// The durable store: latest version per key, as `FINAL` reads it.
+#[derive(Default)]
+struct Model {
+    activity: BTreeMap<(u32, String, String), ActivityRow>,
+    daily: BTreeMap<(u16, String, String, [u8; 32]), DailyRow>,
+    dedup: Vec<DedupRow>,
+    checkpoints: HashMap<i32, CheckpointRow>,
+}
+
+impl Model {
+    /// Applies a flush in the aggregator's order; `cut` stops it after that
+    /// many rows, as a crash would.
+    fn apply(&mut self, f: &Flush, cut: Option<usize>) {
+        let mut budget = cut.unwrap_or(usize::MAX);
+        for d in &f.dedup {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            self.dedup.push(d.clone());
+        }
+        for r in &f.daily {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            let k = (
+                r.day,
+                r.district_code.clone(),
+                r.sector.clone(),
+                r.merchant_key,
+            );
+            if self
+                .daily
+                .get(&k)
+                .is_none_or(|old| r.version >= old.version)
+            {
+                self.daily.insert(k, r.clone());
+            }
+        }
+        for r in &f.activity {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            let k = (r.window_start, r.district_code.clone(), r.sector.clone());
+            if self
+                .activity
+                .get(&k)
+                .is_none_or(|old| r.version >= old.version)
+            {
+                self.activity.insert(k, r.clone());
+            }
+        }
+        if budget == 0 {
+            return;
+        }
+        for c in &f.checkpoints {
+            let old = self.checkpoints.get(&c.partition);
+            if old.is_none_or(|o| c.next_offset >= o.next_offset) {
+                self.checkpoints.insert(c.partition, c.clone());
+            }
+        }
+    }
+
+    /// What `Store::restore_*` and `Store::dedup_entries` return.
+    fn restore(&self, p: i32, config: &CoreConfig) -> Partition {
+        let cp = self.checkpoints.get(&p);
+        let scope = restore_scope(p, config, cp);
+        let window_s = config.window_ms / 1000;
+        let activity = self
+            .activity
+            .values()
+            .filter(|r| {
+                i64::from(r.window_start) >= scope.oldest_s.max(0)
+                    && r.source_partition == p
+                    && (i64::from(r.window_start) + window_s > scope.open_after_s
+                        || r.source_offset >= scope.offset_from)
+            })
+            .cloned()
+            .collect();
+        let daily = self
+            .daily
+            .values()
+            .filter(|r| {
+                r.source_partition == p
+                    && ((i64::from(r.day) + 1) * 86_400 - 25_200 > scope.open_after_s
+                        || r.source_offset >= scope.offset_from)
+            })
+            .cloned()
+            .collect();
+        let since = dedup_since_ms(config, cp);
+        let before = cp.map_or(0, |c| c.next_offset);
+        let dedup = self
+            .dedup
+            .iter()
+            .filter(|d| d.partition == p && d.ts_ms >= since && d.offset < before)
+            .cloned()
+            .collect();
+        Partition::restore(p, *config, cp, activity, daily, dedup)
+    }
+
+    /// What `Store::activity_for` and `Store::daily_for` return.
+    fn supply(&self, part: &mut Partition) {
+        let w = part.wanted();
+        let activity = w
+            .windows
+            .iter()
+            .filter_map(|k| {
+                self.activity
+                    .get(&(
+                        (k.start_ms / 1000) as u32,
+                        district_str(&k.district).to_owned(),
+                        k.sector.as_str().to_owned(),
+                    ))
+                    .cloned()
+            })
+            .collect();
+        let daily = w
+            .days
+            .iter()
+            .filter_map(|k| {
+                self.daily
+                    .get(&(
+                        k.day as u16,
+                        district_str(&k.district).to_owned(),
+                        k.sector.as_str().to_owned(),
+                        k.merchant,
+                    ))
+                    .cloned()
+            })
+            .collect();
+        part.supply(activity, daily);
+    }
+
+    fn flush(&mut self, part: &mut Partition, all_final: bool, cut: Option<usize>) {
+        self.supply(part);
+        let f = part.take("t", "g", all_final, 0);
+        self.apply(&f, cut);
+    }
+}
+
+/// The values of a window row that must not depend on how it was computed.
+type Values = (u64, u64, u64, u64, u32, [u64; 6], [u64; 3], Vec<[u8; 32]>);
+
+fn values(m: &Model) -> BTreeMap<(u32, String, String), Values> {
+    m.activity
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                (
+                    r.txn_count,
+                    r.amount_idr_sum,
+                    r.amount_idr_min,
+                    r.amount_idr_max,
+                    r.merchants_active,
+                    r.txn_by_channel(),
+                    r.txn_by_size(),
+                    r.merchant_keys.clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn daily_values(m: &Model) -> BTreeMap<(u16, String, String, [u8; 32]), (u64, u64)> {
+    m.daily
+        .iter()
+        .map(|(k, r)| (k.clone(), (r.txn_count, r.amount_idr_sum)))
+        .collect()
+}
+
+/// Aggregates computed directly from the distinct events, without the core.
+fn expected(events: &[Event]) -> BTreeMap<(u32, String, String), Values> {
+    let mut seen = BTreeSet::new();
+    let mut out: BTreeMap<_, (u64, u64, u64, u64, BTreeSet<[u8; 32]>, [u64; 6], [u64; 3])> =
+        BTreeMap::new();
+    for e in events {
+        if !seen.insert(e.fingerprint) {
+            continue;
+        }
+        let k = (
+            (e.occurred_ms.div_euclid(60_000) * 60) as u32,
+            district_str(&e.district).to_owned(),
+            e.sector.as_str().to_owned(),
+        );
+        let v = out
+            .entry(k)
+            .or_insert((0, 0, u64::MAX, 0, BTreeSet::new(), [0; 6], [0; 3]));
+        v.0 += 1;
+        v.1 += e.amount;
+        v.2 = v.2.min(e.amount);
+        v.3 = v.3.max(e.amount);
+        v.4.insert(e.merchant);
+        v.5[Channel::ALL.iter().position(|&c| c == e.channel).unwrap()] += 1;
+        v.6[MerchantSize::ALL.iter().position(|&c| c == e.size).unwrap()] += 1;
+    }
+    out.into_iter()
+        .map(|(k, v)| {
+            let m: Vec<_> = v.4.into_iter().collect();
+            (k, (v.0, v.1, v.2, v.3, m.len() as u32, v.5, v.6, m))
+        })
+        .collect()
+}
+
+/// One clean run of a single process over the partitions, in order.
+fn clean_run(log: &[Vec<(i64, Event)>], config: &CoreConfig) -> Model {
+    let mut m = Model::default();
+    for (p, records) in log.iter().enumerate() {
+        let mut part = Partition::new(p as i32, *config);
+        for (i, (ts, e)) in records.iter().enumerate() {
+            part.fold(i as i64, *ts, e);
+            part.advance(None);
+            if i % 7 == 0 {
+                m.flush(&mut part, false, None);
+            }
+        }
+        m.flush(&mut part, true, None);
+    }
+    m
+}
+
+/// Splits events into partitions by cell, as the Kafka key does, and gives
+/// each record a Kafka timestamp in arrival order.
+fn partitioned(events: &[Event], partitions: usize) -> Vec<Vec<(i64, Event)>> {
+    let mut log = vec![Vec::new(); partitions];
+    for (i, e) in events.iter().enumerate() {
+        let cell = (e.district[7] as usize) * 31 + e.sector.index();
+        log[cell % partitions].push((T0 + i as i64 * 10, e.clone()));
+    }
+    log
+}
+
+fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec(
+        (0i64..900_000, 0usize..9, 0u8..5, 1u64..1_000_000, 0u32..40),
+        1..150,
+    )
+    .prop_map(|specs| {
+        let mut out: Vec<Event> = Vec::new();
+        for (i, (t, cell, m, a, dup)) in specs.into_iter().enumerate() {
+            // About one in eight records re-delivers an earlier event.
+            if dup < 5 && !out.is_empty() {
+                let j = (dup as usize * 7 + i) % out.len();
+                out.push(out[j].clone());
+            } else {
+                out.push(ev(i as u32, t, cell, m, a));
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn counts_sums_extremes_and_distinct_merchants() {
+    let events = vec![
+        ev(1, 1_000, 0, 1, 10),
+        ev(2, 59_999, 0, 1, 20),
+        ev(3, 30_000, 0, 2, 30),
+        ev(4, 60_000, 0, 2, 40),
+        ev(5, 5_000, 3, 3, 50),
+    ];
+    let m = clean_run(&partitioned(&events, 1), &config(120_000));
+    assert_eq!(values(&m), expected(&events));
+    let first = &m.activity[&((T0 / 1000) as u32, "31.74.09".to_owned(), "G".to_owned())];
+    assert_eq!(
+        (
+            first.txn_count,
+            first.amount_idr_sum,
+            first.amount_idr_min,
+            first.amount_idr_max,
+            first.merchants_active
+        ),
+        (3, 60, 10, 30, 2)
+    );
+    assert!(m.activity.values().all(|r| r.is_final == 1));
+    let days = daily_values(&m);
+    assert_eq!(
+        days.len(),
+        3,
+        "merchants 1 and 2 in G, merchant 3 in I, one day"
+    );
+    assert_eq!(days.values().map(|v| v.0).sum::<u64>(), 5);
+}
+
+#[test]
+fn windows_close_on_the_watermark_and_late_records_correct_them() {
+    let c = config(120_000);
+    let mut m = Model::default();
+    let mut p = Partition::new(0, c);
+    assert_eq!(p.fold(0, T0, &ev(1, 0, 0, 1, 10)), Outcome::Applied);
+    m.flush(&mut p, false, None);
+    assert_eq!(m.activity.values().next().unwrap().is_final, 0);
+    // 3 minutes later: [T0, T0+60s) ends at the watermark.
+    assert_eq!(p.fold(1, T0, &ev(2, 180_000, 0, 1, 10)), Outcome::Applied);
+    p.advance(None);
+    m.flush(&mut p, false, None);
+    assert_eq!(p.sizes().0, 1, "the closed window was forgotten");
+    let first = (T0 / 1000) as u32;
+    let key = (first, "31.74.09".to_owned(), "G".to_owned());
+    assert_eq!(
+        (m.activity[&key].is_final, m.activity[&key].txn_count),
+        (1, 1)
+    );
+    let v1 = m.activity[&key].version;
+    // A late record: loaded back from the store, corrected, re-emitted.
+    assert_eq!(p.fold(2, T0, &ev(3, 1, 0, 2, 5)), Outcome::Late);
+    assert_eq!(p.wanted().windows.len(), 1);
+    m.flush(&mut p, false, None);
+    let r = &m.activity[&key];
+    assert_eq!(
+        (
+            r.is_final,
+            r.txn_count,
+            r.amount_idr_sum,
+            r.merchants_active
+        ),
+        (1, 2, 15, 2)
+    );
+    assert!(r.version > v1);
+    // More than the correction horizon behind: too late, nothing changes.
+    assert_eq!(p.fold(3, T0, &ev(4, 200_000, 0, 1, 10)), Outcome::Applied);
+    let mut far = ev(5, 0, 0, 1, 10);
+    far.occurred_ms = T0 - 2 * 86_400_000;
+    assert_eq!(p.fold(4, T0, &far), Outcome::TooLate);
+}
+
+#[test]
+fn duplicates_are_dropped_within_the_horizon_only() {
+    let mut p = Partition::new(0, config(120_000));
+    let e = ev(1, 0, 0, 1, 10);
+    assert_eq!(p.fold(0, T0, &e), Outcome::Applied);
+    assert_eq!(p.fold(1, T0 + 3_599_999, &e), Outcome::Duplicate);
+    let _ = p.take("t", "g", false, 0);
+    assert_eq!(p.fold(2, T0 + 3_600_000, &e), Outcome::Duplicate);
+    assert_eq!(
+        p.fold(3, T0 + 3_600_001, &e),
+        Outcome::Applied,
+        "forgotten after an hour"
+    );
+}
+
+#[test]
+fn a_restored_partition_skips_what_is_durable() {
+    let c = config(120_000);
+    let events: Vec<_> = (0..20)
+        .map(|i| ev(i, i64::from(i) * 1_000, 0, i as u8 % 3, 7))
+        .collect();
+    let mut m = Model::default();
+    let mut p = Partition::new(0, c);
+    for (i, e) in events.iter().enumerate().take(10) {
+        p.fold(i as i64, T0 + i as i64, e);
+    }
+    m.flush(&mut p, false, None); // checkpoint at 10
+    for (i, e) in events.iter().enumerate().skip(10).take(5) {
+        p.fold(i as i64, T0 + i as i64, e);
+    }
+    // Rows for 0..15 are written, the checkpoint is lost.
+    let f = p.take("t", "g", false, 0);
+    m.apply(&f, Some(f.dedup.len() + f.daily.len() + f.activity.len()));
+    assert_eq!(m.checkpoints[&0].next_offset, 10);
+    let mut q = m.restore(0, &c);
+    assert_eq!(q.next_offset(), 10);
+    for (i, e) in events.iter().enumerate().skip(10) {
+        let o = q.fold(i as i64, T0 + i as i64, e);
+        assert_eq!(
+            o,
+            if i < 15 {
+                Outcome::Replayed
+            } else {
+                Outcome::Applied
+            },
+            "offset {i}"
+        );
+    }
+    m.flush(&mut q, true, None);
+    assert_eq!(values(&m), expected(&events));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any order of the same events gives the same final rows, and
+    /// duplicates never change them.
+    #[test]
+    fn order_and_duplicates_do_not_matter(events in events_strategy(), seed in any::<u64>()) {
+        let c = config(3_600_000);
+        let a = clean_run(&partitioned(&events, 1), &c);
+        let mut shuffled = events.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let b = clean_run(&partitioned(&shuffled, 1), &c);
+        prop_assert_eq!(values(&a), expected(&events));
+        prop_assert_eq!(values(&b), expected(&events));
+        prop_assert_eq!(daily_values(&a), daily_values(&b));
+    }
+
+    /// Out-of-order events behind a short lateness bound are corrected, so
+    /// the final rows still equal the direct aggregates.
+    #[test]
+    fn late_events_within_the_horizon_are_never_lost(events in events_strategy()) {
+        let m = clean_run(&partitioned(&events, 1), &config(30_000));
+        prop_assert_eq!(values(&m), expected(&events));
+    }
+
+    /// Partitions spread over processes that crash at random points (a
+    /// flush cut anywhere), and partitions that move between processes,
+    /// give exactly the rows of one clean run.
+    #[test]
+    fn crashes_restores_and_moves_give_the_clean_result(
+        events in events_strategy(),
+        partitions in 1usize..4,
+        steps in prop::collection::vec((0u8..100, 0usize..1000), 1..400),
+        lateness in prop::sample::select(vec![30_000i64, 3_600_000]),
+    ) {
+        let c = config(lateness);
+        let log = partitioned(&events, partitions);
+        let clean = clean_run(&log, &c);
+        prop_assert_eq!(values(&clean), expected(&events));
+
+        let mut m = Model::default();
+        // Two processes; partition p starts in process p % 2.
+        let mut procs: Vec<HashMap<i32, Partition>> = vec![HashMap::new(), HashMap::new()];
+        for p in 0..partitions as i32 {
+            let part = m.restore(p, &c);
+            procs[p as usize % 2].insert(p, part);
+        }
+        for (action, n) in steps {
+            let pr = n % 2;
+            let Some(&p) = procs[pr].keys().nth(n / 2 % procs[pr].len().max(1)) else { continue };
+            match action {
+                0..=69 => {
+                    let part = procs[pr].get_mut(&p).unwrap();
+                    let o = part.next_offset() as usize;
+                    if let Some((ts, e)) = log[p as usize].get(o) {
+                        part.fold(o as i64, *ts, e);
+                        part.advance(None);
+                    }
+                }
+                70..=84 => {
+                    let part = procs[pr].get_mut(&p).unwrap();
+                    m.flush(part, false, None);
+                }
+                85..=93 => {
+                    // kill -9 in the middle of a flush: every partition of
+                    // the process restarts from the store.
+                    let part = procs[pr].get_mut(&p).unwrap();
+                    m.flush(part, false, Some(n % 7));
+                    let ids: Vec<i32> = procs[pr].keys().copied().collect();
+                    for id in ids {
+                        let restored = m.restore(id, &c);
+                        procs[pr].insert(id, restored);
+                    }
+                }
+                _ => {
+                    // Rebalance: the owner flushes and lets go; the other
+                    // process restores it.
+                    let mut part = procs[pr].remove(&p).unwrap();
+                    m.flush(&mut part, false, None);
+                    let restored = m.restore(p, &c);
+                    procs[1 - pr].insert(p, restored);
+                }
+            }
+        }
+        // Both processes read to the end and flush with the input complete.
+        for proc_ in &mut procs {
+            for (&p, part) in proc_.iter_mut() {
+                while let Some((ts, e)) = log[p as usize].get(part.next_offset() as usize) {
+                    let o = part.next_offset();
+                    part.fold(o, *ts, e);
+                    part.advance(None);
+                }
+                m.flush(part, true, None);
+            }
+        }
+        prop_assert_eq!(values(&m), values(&clean));
+        prop_assert_eq!(daily_values(&m), daily_values(&clean));
+    }
+}
