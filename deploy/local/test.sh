@@ -27,5 +27,8 @@ cargo clippy --locked --workspace --all-targets -q -- -D warnings
 step "SQL on current ClickHouse (chDB)"
 python3 schemas/clickhouse/check_with_chdb.py
 
+step "cargo build -p pulih (the crash tests run the binary and kill it)"
+cargo build --locked -p pulih
+
 step "cargo test (unit, property and end-to-end tests)"
 cargo test --locked --workspace

@@ -3,4 +3,5 @@
 //! group and database.
 
 mod e2e;
+mod exactly_once;
 mod store;

@@ -59,3 +59,140 @@ pub fn fast_group_options() -> std::collections::BTreeMap<String, String> {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
 }
+
+/// The repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// The `pulih` binary: `PULIH_BIN`, or `target/debug/pulih` next to this
+/// test executable. `deploy/local/test.sh` builds it before the tests.
+pub fn pulih_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("PULIH_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("pulih"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p pulih` first (deploy/local/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A ClickHouse server of its own, for tests that stop and start it:
+/// the project's local config, on free ports, with data in a temporary
+/// folder under `target/`.
+pub struct PrivateClickHouse {
+    pub http_port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateClickHouse {
+    pub fn start(name: &str) -> PrivateClickHouse {
+        let dir = repo_root().join("target/test-services").join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ch = PrivateClickHouse {
+            http_port: free_port(),
+            dir,
+            child: None,
+        };
+        ch.resume();
+        ch
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again) on the same data and waits until it answers.
+    pub fn resume(&mut self) {
+        let server = ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("clickhouse-server is installed (deploy/local/services.sh install)");
+        let data = self.dir.join("data/");
+        let log = std::fs::File::create(self.dir.join("stdout.log")).unwrap();
+        let child = std::process::Command::new(server)
+            .arg(format!(
+                "--config-file={}",
+                repo_root()
+                    .join("deploy/clickhouse/local/config.xml")
+                    .display()
+            ))
+            .arg("--")
+            .arg(format!("--path={}", data.display()))
+            .arg(format!("--tmp_path={}tmp/", data.display()))
+            .arg(format!("--user_files_path={}user_files/", data.display()))
+            .arg(format!(
+                "--format_schema_path={}format_schemas/",
+                data.display()
+            ))
+            .arg(format!("--http_port={}", self.http_port))
+            .arg(format!("--tcp_port={}", free_port()))
+            .arg(format!(
+                "--logger.log={}",
+                self.dir.join("server.log").display()
+            ))
+            .arg(format!(
+                "--logger.errorlog={}",
+                self.dir.join("server.err.log").display()
+            ))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start clickhouse-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ok =
+                std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok_and(|mut s| {
+                    use std::io::{Read, Write};
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                    s.write_all(b"GET /ping HTTP/1.0\r\n\r\n").is_ok() && {
+                        let mut buf = String::new();
+                        let _ = s.read_to_string(&mut buf);
+                        buf.contains("Ok.")
+                    }
+                });
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private ClickHouse did not start; see {}",
+                self.dir.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the server hard (SIGKILL), as a crash or a pulled cable would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

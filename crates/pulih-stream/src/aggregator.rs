@@ -19,7 +19,7 @@
 //! - **revoke**: the partitions are flushed and committed, then forgotten.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -134,6 +134,8 @@ struct Shared {
     dlq: ThreadedProducer<DefaultProducerContext>,
     shutdown: Arc<AtomicBool>,
     state: Mutex<State>,
+    hang_at: Option<(String, u32)>,
+    hang_count: AtomicU32,
 }
 
 impl Shared {
@@ -293,12 +295,13 @@ impl Shared {
     /// Makes one flush durable, in the order the correctness argument
     /// needs: dedup entries and rows, dead letters, then checkpoints.
     fn write(&self, flush: &Flush, dead: &[DeadRecord]) -> Result<(), String> {
-        self.block_on(async {
-            self.store.insert_dedup(&flush.dedup).await?;
-            self.store.insert_daily(&flush.daily).await?;
-            self.store.insert_activity(&flush.activity).await
-        })
-        .map_err(|e| e.to_string())?;
+        let store = |r: Result<(), StoreError>| r.map_err(|e| e.to_string());
+        store(self.block_on(self.store.insert_dedup(&flush.dedup)))?;
+        self.fault_point("after_dedup");
+        store(self.block_on(self.store.insert_daily(&flush.daily)))?;
+        self.fault_point("after_daily");
+        store(self.block_on(self.store.insert_activity(&flush.activity)))?;
+        self.fault_point("after_activity");
         if !dead.is_empty() {
             for (partition, payload) in dead {
                 let key = partition.to_string();
@@ -320,9 +323,33 @@ impl Shared {
             self.dlq
                 .flush(Duration::from_secs(30))
                 .map_err(|e| format!("dead-letter topic: {e}"))?;
+            self.fault_point("after_dead_letters");
         }
-        self.block_on(self.store.insert_checkpoints(&flush.checkpoints))
-            .map_err(|e| e.to_string())
+        store(self.block_on(self.store.insert_checkpoints(&flush.checkpoints)))?;
+        self.fault_point("after_checkpoint");
+        Ok(())
+    }
+
+    /// Fault injection for crash tests: with `PULIH_TEST_HANG_AT=STEP:N`,
+    /// the N-th time (from 1) a flush passes STEP the process logs it and
+    /// hangs, so a test can kill -9 it at exactly that point.
+    fn fault_point(&self, step: &str) {
+        let Some((at, n)) = &self.hang_at else {
+            return;
+        };
+        if at != step {
+            return;
+        }
+        let seen = self.hang_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if seen == *n {
+            tracing::warn!(
+                message = "Hanging at a fault point (PULIH_TEST_HANG_AT).",
+                step
+            );
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     }
 
     /// Operator watermark: the minimum over assigned partitions that have
@@ -497,7 +524,10 @@ impl ConsumerContext for Ctx {
                     for id in &ids {
                         st.parts.remove(id);
                     }
-                    st.pending = None;
+                    // A flush still pending keeps its rows of these
+                    // partitions: writing them later is harmless, since
+                    // the next owner's rows carry higher versions and
+                    // checkpoints only move forward.
                     shared
                         .metrics
                         .assigned_partitions
@@ -571,8 +601,17 @@ pub fn run_blocking(
     pc.set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all");
+    const CONSUMER_ONLY: [&str; 7] = [
+        "session.",
+        "heartbeat.",
+        "partition.assignment.",
+        "group.",
+        "auto.offset.",
+        "enable.auto.",
+        "max.poll.",
+    ];
     for (k, v) in &config.kafka_options {
-        if !k.starts_with("session.") && !k.starts_with("heartbeat.") {
+        if !CONSUMER_ONLY.iter().any(|p| k.starts_with(p)) {
             pc.set(k, v);
         }
     }
@@ -585,6 +624,10 @@ pub fn run_blocking(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        // Only the partitions that move are revoked on a rebalance, so the
+        // others keep their state; it also recovers a crashed member's
+        // partitions reliably on Tansu.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "enable.partition.eof",
             if config.exit_at_end { "true" } else { "false" },
@@ -606,6 +649,11 @@ pub fn run_blocking(
             pending: None,
             dead: Vec::new(),
         }),
+        hang_at: std::env::var("PULIH_TEST_HANG_AT").ok().and_then(|v| {
+            let (step, n) = v.split_once(':').unwrap_or((v.as_str(), "1"));
+            Some((step.to_owned(), n.parse().ok()?))
+        }),
+        hang_count: AtomicU32::new(0),
     });
     let consumer: BaseConsumer<Ctx> = cc
         .create_with_context(Ctx {

@@ -1,0 +1,632 @@
+//! Exactly-once results against the real broker and ClickHouse: a known
+//! event set with out-of-order, late, too-late and duplicate events goes
+//! through `pulih aggregate` processes that are killed with SIGKILL, moved
+//! between group members, and cut off from ClickHouse; the final rows must
+//! equal aggregates computed here without the core, field by field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pulih_event::{Limits, Pseudonymiser, Reference, Secret};
+use pulih_ingest::{delivered, Intake, KafkaConfig, Offer};
+use pulih_store::{Store, StoreConfig};
+use pulih_tests::{
+    free_port, kafka_config, pulih_bin, repo_root, store_config, unique, PrivateClickHouse,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+/// 2024-03-01T16:55:00Z: Jakarta midnight (17:00Z) falls five minutes in.
+const T0_MS: i64 = 1_709_312_100_000;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Clone)]
+struct Ev {
+    id: String,
+    district: &'static str,
+    sector: &'static str,
+    merchant: String,
+    /// Milliseconds after T0.
+    at_ms: i64,
+    amount: u64,
+    channel: &'static str,
+    size: &'static str,
+    too_late: bool,
+}
+
+const CELLS: [(&str, &str); 8] = [
+    ("31.74.09", "I"),
+    ("31.71.01", "G"),
+    ("31.01.02", "A"),
+    ("31.75.06", "G"),
+    ("31.72.01", "C"),
+    ("31.73.05", "S"),
+    ("31.74.01", "G"),
+    ("31.71.03", "I"),
+];
+const CHANNELS: [&str; 6] = [
+    "qris",
+    "debit_card",
+    "credit_card",
+    "ewallet",
+    "bank_transfer",
+    "other",
+];
+const SIZES: [&str; 3] = ["micro", "small", "medium"];
+
+fn ev(tag: &str, i: usize, at_ms: i64) -> Ev {
+    let (district, sector) = CELLS[i % CELLS.len()];
+    Ev {
+        id: format!("{tag}-{i}"),
+        district,
+        sector,
+        merchant: format!("merchant-{}-{}", i % CELLS.len(), (i * 7) % 8),
+        at_ms,
+        amount: 1_000 + (i as u64 * 7_919) % 900_000,
+        channel: CHANNELS[(i / 6) % 6],
+        size: SIZES[(i / 5) % 3],
+        too_late: false,
+    }
+}
+
+fn iso(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+fn body(e: &Ev) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "event_id": e.id,
+        "occurred_at": iso(T0_MS + e.at_ms),
+        "merchant_id": e.merchant,
+        "district_code": e.district,
+        "sector": e.sector,
+        "amount_idr": e.amount,
+        "channel": e.channel,
+        "merchant_size": e.size,
+    }))
+    .unwrap()
+}
+
+/// Out of order within two minutes, over minutes [from, from + 5).
+fn batch(tag: &str, n: usize, from_min: i64) -> Vec<Ev> {
+    (0..n)
+        .map(|i| {
+            let jitter = ((i * 7_919) % 120_000) as i64;
+            let at = from_min * 60_000 + ((i as i64 * 300_000) / n as i64 + jitter).min(299_999);
+            ev(tag, i, at)
+        })
+        .collect()
+}
+
+/// Late (behind the watermark, within the horizon), duplicates of
+/// `earlier`, too late (three days behind), and new events.
+fn batch3(earlier: &[Ev]) -> Vec<Ev> {
+    let mut out = Vec::new();
+    for i in 0..60 {
+        out.push(ev("late", i, ((i * 997) % 60_000) as i64));
+    }
+    for e in earlier.iter().step_by(10) {
+        out.push(e.clone());
+    }
+    for i in 0..12 {
+        let mut e = ev("old", i, -3 * DAY_MS + i as i64 * 1_000);
+        e.too_late = true;
+        out.push(e);
+    }
+    out.extend(batch("b3", 120, 10));
+    out
+}
+
+type WindowValues = (u64, u64, u64, u64, u32, [u64; 6], [u64; 3]);
+type DayKey = (u16, String, String, [u8; 32]);
+
+struct Expected {
+    windows: BTreeMap<(String, String, u32), WindowValues>,
+    days: BTreeMap<DayKey, (u64, u64)>,
+}
+
+/// The rows one clean run must give, computed directly from the events.
+fn expected(sent: &[Ev], pseudonymiser: &Pseudonymiser) -> Expected {
+    let mut seen = BTreeSet::new();
+    type Acc = (u64, u64, u64, u64, BTreeSet<String>, [u64; 6], [u64; 3]);
+    let mut w: BTreeMap<(String, String, u32), Acc> = BTreeMap::new();
+    let mut days = BTreeMap::new();
+    for e in sent {
+        if !seen.insert(e.id.clone()) || e.too_late {
+            continue;
+        }
+        let t = T0_MS + e.at_ms;
+        let key = (
+            e.district.to_owned(),
+            e.sector.to_owned(),
+            (t.div_euclid(60_000) * 60) as u32,
+        );
+        let a = w
+            .entry(key)
+            .or_insert((0, 0, u64::MAX, 0, BTreeSet::new(), [0; 6], [0; 3]));
+        a.0 += 1;
+        a.1 += e.amount;
+        a.2 = a.2.min(e.amount);
+        a.3 = a.3.max(e.amount);
+        a.4.insert(e.merchant.clone());
+        a.5[CHANNELS.iter().position(|c| *c == e.channel).unwrap()] += 1;
+        a.6[SIZES.iter().position(|c| *c == e.size).unwrap()] += 1;
+        let mut merchant = [0u8; 32];
+        hex::decode_to_slice(
+            pseudonymiser.merchant_key("bank-x", &e.merchant),
+            &mut merchant,
+        )
+        .unwrap();
+        let day = (t + 7 * 3_600_000).div_euclid(DAY_MS) as u16;
+        let d = days
+            .entry((day, e.district.to_owned(), e.sector.to_owned(), merchant))
+            .or_insert((0u64, 0u64));
+        d.0 += 1;
+        d.1 += e.amount;
+    }
+    Expected {
+        windows: w
+            .into_iter()
+            .map(|(k, a)| (k, (a.0, a.1, a.2, a.3, a.4.len() as u32, a.5, a.6)))
+            .collect(),
+        days,
+    }
+}
+
+struct Run {
+    kafka: KafkaConfig,
+    store_config: StoreConfig,
+    store: Store,
+    intake: Intake,
+    pseudonymiser: Pseudonymiser,
+    group: String,
+    dir: PathBuf,
+    sent: Vec<Ev>,
+}
+
+impl Run {
+    async fn new(name: &str, partitions: i32, clickhouse_url: Option<String>) -> Run {
+        let kafka = kafka_config(name, partitions);
+        kafka
+            .ensure_topic()
+            .await
+            .expect("broker reachable: run deploy/local/services.sh up");
+        let mut store_config = store_config(name);
+        if let Some(url) = clickhouse_url {
+            store_config.url = url;
+        }
+        let store = Store::new(&store_config);
+        store
+            .migrate()
+            .await
+            .expect("ClickHouse reachable: run deploy/local/services.sh up");
+        let pseudonymiser = Pseudonymiser::new(
+            "k1",
+            &Secret::new("exactly-once-test-secret-0123456789abcdef"),
+        )
+        .unwrap();
+        let intake = Intake::new(
+            kafka.clone(),
+            Arc::new(Reference::jakarta()),
+            pseudonymiser.clone(),
+            Limits::default(),
+        )
+        .unwrap();
+        let dir = repo_root().join("target/test-services").join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        Run {
+            kafka,
+            store_config,
+            store,
+            intake,
+            pseudonymiser,
+            group: unique(&format!("it-{name}")),
+            dir,
+            sent: Vec::new(),
+        }
+    }
+
+    async fn offer(&mut self, events: &[Ev]) {
+        let mut futures = Vec::new();
+        for e in events {
+            match self.intake.offer("bank-x", &body(e)).await.unwrap() {
+                Offer::Queued(f, _) => futures.push(f),
+                Offer::Rejected(r) => panic!("event {} rejected: {r}", e.id),
+            }
+        }
+        for f in futures {
+            delivered(f, &self.kafka.brokers).await.unwrap();
+        }
+        self.sent.extend_from_slice(events);
+    }
+
+    /// Starts `pulih aggregate` in its own process.
+    fn spawn(&self, name: &str, exit_at_end: bool, metrics_port: Option<u16>) -> Child {
+        self.spawn_hanging(name, exit_at_end, metrics_port, None)
+    }
+
+    /// Like `spawn`, with the process hanging at a flush step
+    /// (`PULIH_TEST_HANG_AT`) so it can be killed exactly there.
+    fn spawn_hanging(
+        &self,
+        name: &str,
+        exit_at_end: bool,
+        metrics_port: Option<u16>,
+        hang_at: Option<&str>,
+    ) -> Child {
+        let config = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+dlq_topic = "{topic}.dlq"
+partitions = {partitions}
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[clickhouse]
+url = "{url}"
+database = "{db}"
+[aggregate]
+group_id = "{group}"
+emit_interval_ms = 100
+idle_timeout_secs = 2
+metrics_addr = "{metrics}"
+"#,
+                brokers = self.kafka.brokers,
+                topic = self.kafka.topic,
+                partitions = self.kafka.partitions,
+                url = self.store_config.url,
+                db = self.store_config.database,
+                group = self.group,
+                metrics = metrics_port.map_or(String::new(), |p| format!("127.0.0.1:{p}")),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let mut cmd = Command::new(pulih_bin());
+        cmd.arg("--config").arg(&config).arg("aggregate");
+        if exit_at_end {
+            cmd.arg("--exit-at-end");
+        }
+        if let Some(h) = hang_at {
+            cmd.env("PULIH_TEST_HANG_AT", h);
+        }
+        cmd.env("PULIH_LOG", "info,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start pulih aggregate")
+    }
+
+    /// Waits until the process's log says it hangs at its fault point.
+    async fn wait_hanging(&self, name: &str) {
+        let log = self.dir.join(format!("{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Hanging at a fault point") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not reach its fault point; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sum of the checkpointed offsets over all partitions.
+    async fn progress(&self) -> i64 {
+        let mut sum = 0;
+        for p in 0..self.kafka.partitions {
+            if let Ok(Some(c)) = self.store.checkpoint(&self.kafka.topic, p).await {
+                sum += c.next_offset;
+            }
+        }
+        sum
+    }
+
+    async fn wait_progress(&self, at_least: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.progress().await < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {at_least} within {timeout:?}; logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn windows(&self) -> BTreeMap<(String, String, u32), WindowValues> {
+        self.store
+            .activity_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.district_code.clone(), r.sector.clone(), r.window_start),
+                    (
+                        r.txn_count,
+                        r.amount_idr_sum,
+                        r.amount_idr_min,
+                        r.amount_idr_max,
+                        r.merchants_active,
+                        r.txn_by_channel(),
+                        r.txn_by_size(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    async fn days(&self) -> BTreeMap<DayKey, (u64, u64)> {
+        self.store
+            .daily_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.day, r.district_code, r.sector, r.merchant_key),
+                    (r.txn_count, r.amount_idr_sum),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the rows equal the expected ones (values only).
+    async fn wait_converged(&self, timeout: Duration) {
+        let want = expected(&self.sent, &self.pseudonymiser);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.windows().await == want.windows {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rows did not converge within {timeout:?}; logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Runs one process to the end of the topic, then checks every row.
+    /// It joins a new consumer group: where to continue comes from the
+    /// checkpoints in ClickHouse, not from the group's Kafka offsets.
+    async fn finish_and_check(&mut self) {
+        self.group = unique("it-final");
+        let mut last = self.spawn("final", true, None);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = last.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "final run did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            status.success(),
+            "final run failed; logs in {}",
+            self.dir.display()
+        );
+        let want = expected(&self.sent, &self.pseudonymiser);
+        let rows = self.store.activity_rows().await.unwrap();
+        assert!(
+            rows.iter().all(|r| r.is_final == 1),
+            "every window is final"
+        );
+        let got = self.windows().await;
+        assert_eq!(rows.len(), got.len(), "one row per window after FINAL");
+        for (k, v) in &want.windows {
+            assert_eq!(got.get(k), Some(v), "window {k:?}");
+        }
+        assert_eq!(got.len(), want.windows.len());
+        assert_eq!(self.days().await, want.days);
+        let too_late = self.sent.iter().filter(|e| e.too_late).count();
+        assert!(
+            dead_letters(
+                &self.kafka.brokers,
+                &format!("{}.dlq", self.kafka.topic),
+                "too_late"
+            ) >= too_late,
+            "every too-late record is dead-lettered"
+        );
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+fn interrupt(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "aggregator did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Dead letters with the given reason on the topic.
+fn dead_letters(brokers: &str, topic: &str, reason: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts = md.topics()[0].partitions().len();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut eof = BTreeSet::new();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while eof.len() < parts && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(rdkafka::Message::payload(&m).unwrap()).unwrap();
+                if v["reason"] == reason {
+                    n += 1;
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+/// kill -9 at four different points of a flush, each followed by a
+/// restart that must finish the work exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_four_points_and_restarted_gives_the_clean_result() {
+    let mut run = Run::new("kill9", 3, None).await;
+    let b1 = batch("b1", 300, 0);
+    run.offer(&b1).await;
+    let kills = [
+        // Dedup entries written, nothing else.
+        ("a1", "after_dedup:1", None),
+        // Rows written, no checkpoint: the restart replays and skips them.
+        ("a2", "after_activity:1", Some(batch("b2", 300, 5))),
+        // Checkpoint written, Kafka offsets not committed.
+        ("a3", "after_checkpoint:1", None),
+        // Late, duplicate and too-late records: dead letters sent, no checkpoint.
+        ("a4", "after_dead_letters:1", Some(batch3(&b1))),
+    ];
+    for (name, point, more) in kills {
+        if let Some(events) = more {
+            run.offer(&events).await;
+        }
+        let mut a = run.spawn_hanging(name, false, None, Some(point));
+        run.wait_hanging(name).await;
+        kill9(&mut a);
+    }
+    run.finish_and_check().await;
+}
+
+/// kill -9 at random moments of a running process, three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_three_times_at_random_moments_gives_the_clean_result() {
+    let mut run = Run::new("kill9r", 3, None).await;
+    let b1 = batch("b1", 300, 0);
+    run.offer(&b1).await;
+    let mut a = run.spawn("a1", false, None);
+    run.wait_progress(1, Duration::from_secs(60)).await;
+    kill9(&mut a);
+    let mut a = run.spawn("a2", false, None);
+    run.offer(&batch("b2", 300, 5)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    kill9(&mut a);
+    let mut a = run.spawn("a3", false, None);
+    run.offer(&batch3(&b1)).await;
+    tokio::time::sleep(Duration::from_millis(90)).await;
+    kill9(&mut a);
+    run.finish_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_in_one_group_while_one_is_killed() {
+    let mut run = Run::new("group", 4, None).await;
+    let b1 = batch("b1", 300, 0);
+    let mut a = run.spawn("a", false, None);
+    let mut b = run.spawn("b", false, None);
+    run.offer(&b1).await;
+    run.wait_progress(150, Duration::from_secs(60)).await;
+    kill9(&mut a);
+    run.offer(&batch("b2", 300, 5)).await;
+    // The survivor takes the killed member's partitions after its session
+    // times out; a restarted member then joins again.
+    let mut a = run.spawn("a-again", false, None);
+    run.offer(&batch3(&b1)).await;
+    run.wait_converged(Duration::from_secs(90)).await;
+    interrupt(&mut a);
+    interrupt(&mut b);
+    run.finish_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_stopped_for_20_seconds_mid_run() {
+    let mut clickhouse = PrivateClickHouse::start("outage");
+    let mut run = Run::new("outage", 3, Some(clickhouse.url())).await;
+    let metrics_port = free_port();
+    let mut a = run.spawn("a", false, Some(metrics_port));
+    let b1 = batch("b1", 300, 0);
+    run.offer(&b1).await;
+    run.wait_progress(100, Duration::from_secs(60)).await;
+
+    clickhouse.kill();
+    let down = Instant::now();
+    run.offer(&batch("b2", 300, 5)).await;
+    let stalled = async {
+        loop {
+            let m = metrics(metrics_port).await;
+            if m.lines().any(|l| l == "pulih_aggregate_stalled 1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), stalled)
+        .await
+        .expect("the aggregator reports that it is stalled");
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(down.elapsed())).await;
+    clickhouse.resume();
+
+    run.offer(&batch3(&b1)).await;
+    run.wait_converged(Duration::from_secs(90)).await;
+    let m = metrics(metrics_port).await;
+    assert!(m.lines().any(|l| l == "pulih_aggregate_stalled 0"), "{m}");
+    interrupt(&mut a);
+    run.finish_and_check().await;
+}
+
+async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
