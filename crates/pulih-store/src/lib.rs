@@ -473,6 +473,19 @@ impl Store {
             .map_err(self.err("read merchant days from merchant_activity_daily"))
     }
 
+    /// Transactions counted so far in one (district, sector) cell.
+    pub async fn cell_txn_count(&self, district: &str, sector: &str) -> Result<u64, StoreError> {
+        self.client
+            .query(
+                "SELECT toUInt64(sum(txn_count)) FROM activity_1m FINAL WHERE district_code = ? AND sector = ?",
+            )
+            .bind(district)
+            .bind(sector)
+            .fetch_one::<u64>()
+            .await
+            .map_err(self.err("read activity_1m"))
+    }
+
     /// Every row of the final view of `merchant_activity_daily`, ordered by key.
     pub async fn daily_rows(&self) -> Result<Vec<DailyRow>, StoreError> {
         self.client

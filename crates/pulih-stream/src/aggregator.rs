@@ -421,6 +421,21 @@ struct Ctx {
 }
 
 impl ClientContext for Ctx {
+    /// librdkafka's statistics (`statistics.interval.ms`): the consumer
+    /// lag of the assigned partitions, in records.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.shared.config.topic) else {
+            return;
+        };
+        let lag: i64 = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.shared.metrics.consumer_lag.set(lag);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_))
             || matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
@@ -628,6 +643,7 @@ pub fn run_blocking(
         // others keep their state; it also recovers a crashed member's
         // partitions reliably on Tansu.
         .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "1000")
         .set(
             "enable.partition.eof",
             if config.exit_at_end { "true" } else { "false" },

@@ -23,6 +23,9 @@
 //! for by [`Partition::wanted`] through [`Partition::supply`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use rustc_hash::FxHashMap;
 
 use pulih_event::{Channel, MerchantSize, Sector};
 use pulih_store::{ActivityRow, CheckpointRow, DailyRow, DedupRow};
@@ -53,6 +56,32 @@ impl Default for CoreConfig {
         }
     }
 }
+
+/// Hasher for keys that are already uniformly random (HMAC outputs and
+/// XXH3 fingerprints): it takes their first eight bytes as the hash.
+#[derive(Default, Clone, Copy)]
+pub struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= v as u64;
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type Prehashed = BuildHasherDefault<PrehashedHasher>;
 
 /// A district code such as `31.74.09`: always eight ASCII bytes.
 pub type District = [u8; 8];
@@ -103,7 +132,7 @@ pub struct WindowAgg {
     pub amount_sum: u64,
     pub amount_min: u64,
     pub amount_max: u64,
-    pub merchants: HashSet<[u8; 32]>,
+    pub merchants: HashSet<[u8; 32], Prehashed>,
     pub by_channel: [u64; 6],
     pub by_size: [u64; 3],
     /// Highest offset folded in; -1 for none.
@@ -117,7 +146,7 @@ impl Default for WindowAgg {
             amount_sum: 0,
             amount_min: u64::MAX,
             amount_max: 0,
-            merchants: HashSet::new(),
+            merchants: HashSet::default(),
             by_channel: [0; 6],
             by_size: [0; 3],
             hi_offset: -1,
@@ -202,7 +231,7 @@ pub enum Outcome {
 /// Remembered fingerprints with their Kafka time; expiry in arrival order.
 #[derive(Debug, Clone, Default)]
 struct Dedup {
-    seen: HashMap<u128, i64>,
+    seen: HashMap<u128, i64, Prehashed>,
     order: VecDeque<(i64, u128)>,
 }
 
@@ -293,8 +322,8 @@ pub struct Partition {
     /// Effective watermark: never decreases.
     watermark_ms: i64,
     dedup: Dedup,
-    windows: HashMap<WindowKey, Slot<WindowAgg>>,
-    days: HashMap<DayKey, Slot<DayAgg>>,
+    windows: FxHashMap<WindowKey, Slot<WindowAgg>>,
+    days: FxHashMap<DayKey, Slot<DayAgg>>,
     wait_windows: Vec<(WindowKey, i64, Event)>,
     wait_days: Vec<(DayKey, i64, u64)>,
     new_dedup: Vec<(u128, i64, i64)>,
@@ -313,8 +342,8 @@ impl Partition {
             max_ts_ms: None,
             watermark_ms: i64::MIN,
             dedup: Dedup::default(),
-            windows: HashMap::new(),
-            days: HashMap::new(),
+            windows: FxHashMap::default(),
+            days: FxHashMap::default(),
             wait_windows: Vec::new(),
             wait_days: Vec::new(),
             new_dedup: Vec::new(),

@@ -68,6 +68,14 @@ impl std::error::Error for DecodeError {}
 
 /// Decodes and checks one record.
 pub fn decode(bytes: &[u8], reference: &Reference) -> Result<Event, DecodeError> {
+    match decode_fast(bytes, reference) {
+        Some(e) => Ok(e),
+        None => decode_serde(bytes, reference),
+    }
+}
+
+/// The general decoder: `serde_json`, with its precise error messages.
+pub fn decode_serde(bytes: &[u8], reference: &Reference) -> Result<Event, DecodeError> {
     let r: RecordRef<'_> =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::BadRecord(e.to_string()))?;
     let mut merchant = [0u8; 32];
@@ -87,6 +95,245 @@ pub fn decode(bytes: &[u8], reference: &Reference) -> Result<Event, DecodeError>
         channel: r.channel,
         size: r.merchant_size,
     })
+}
+
+/// The fast path: a scanner for the records the intake writes (ASCII
+/// strings without escapes, integers, any field order and JSON
+/// whitespace). It accepts only input that [`decode_serde`] accepts, with
+/// the same result, and returns `None` for anything else, which then takes
+/// the general path. A property test holds the two to that.
+pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
+    let mut s = Scanner { b: bytes, i: 0 };
+    s.ws();
+    s.eat(b'{')?;
+    let mut seen = 0u16;
+    let mut f = Fields::default();
+    s.ws();
+    if s.peek()? == b'}' {
+        return None;
+    }
+    loop {
+        s.ws();
+        let key = s.string()?;
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        let bit = match key {
+            b"event_id" => {
+                f.event_id = s.string()?;
+                0
+            }
+            b"producer_id" => {
+                f.producer_id = s.string()?;
+                1
+            }
+            b"occurred_at" => {
+                f.occurred_at = s.string()?;
+                2
+            }
+            b"merchant_key" => {
+                f.merchant_key = s.string()?;
+                3
+            }
+            b"merchant_key_id" => {
+                s.string()?;
+                4
+            }
+            b"district_code" => {
+                f.district_code = s.string()?;
+                5
+            }
+            b"sector" => {
+                f.sector = s.string()?;
+                6
+            }
+            b"kbli_code" => {
+                if s.peek()? == b'n' {
+                    s.literal(b"null")?;
+                } else {
+                    s.string()?;
+                }
+                7
+            }
+            b"amount_idr" => {
+                f.amount = s.integer()?;
+                8
+            }
+            b"channel" => {
+                f.channel = s.string()?;
+                9
+            }
+            b"merchant_size" => {
+                f.size = s.string()?;
+                10
+            }
+            _ => return None,
+        };
+        if seen & (1 << bit) != 0 {
+            return None;
+        }
+        seen |= 1 << bit;
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    s.ws();
+    if s.i != bytes.len() || seen | (1 << 7) != 0x7ff {
+        return None;
+    }
+    let occurred = Timestamp::parse_rfc3339(text(f.occurred_at)?)?;
+    let merchant = hex32(f.merchant_key)?;
+    let district: [u8; 8] = f.district_code.try_into().ok()?;
+    reference.district(text(&district)?)?;
+    let channel = Channel::ALL
+        .into_iter()
+        .find(|c| c.as_str().as_bytes() == f.channel)?;
+    let size = MerchantSize::ALL
+        .into_iter()
+        .find(|c| c.as_str().as_bytes() == f.size)?;
+    Some(Event {
+        fingerprint: fingerprint(text(f.producer_id)?, text(f.event_id)?),
+        occurred_ms: occurred.unix_millis(),
+        district,
+        sector: Sector::from_letter(text(f.sector)?)?,
+        merchant,
+        amount: f.amount,
+        channel,
+        size,
+    })
+}
+
+/// 64 hex digits (either case) as 32 bytes.
+fn hex32(s: &[u8]) -> Option<[u8; 32]> {
+    const fn table() -> [u8; 256] {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    }
+    static HEX: [u8; 256] = table();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= (hi | lo) & 0xf0;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    (bad == 0).then_some(out)
+}
+
+/// Bytes the scanner checked to be printable ASCII, as text.
+fn text(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b).ok()
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    event_id: &'a [u8],
+    producer_id: &'a [u8],
+    occurred_at: &'a [u8],
+    merchant_key: &'a [u8],
+    district_code: &'a [u8],
+    sector: &'a [u8],
+    amount: u64,
+    channel: &'a [u8],
+    size: &'a [u8],
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> Option<()> {
+        let end = self.i + lit.len();
+        (self.b.get(self.i..end)? == lit).then(|| self.i = end)
+    }
+
+    /// A string of printable ASCII without escapes; its contents.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        // Eight bytes at a time while none is a quote, a backslash or
+        // outside printable ASCII.
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+            let special = zero(v ^ (ONES * u64::from(b'"')))
+                | zero(v ^ (ONES * u64::from(b'\\')))
+                | (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
+                | ((v.wrapping_add(ONES) | v) & HIGH);
+            if special != 0 {
+                break;
+            }
+            self.i += 8;
+        }
+        loop {
+            match self.next()? {
+                b'"' => return Some(&self.b[start..self.i - 1]),
+                b'\\' => return None,
+                0x20..=0x7e => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// A non-negative integer without leading zeros that fits in u64.
+    fn integer(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        if n == 0 || (n > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        // A fraction or exponent: the general path decides.
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(v)
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +368,70 @@ mod tests {
         assert_eq!(e.fingerprint, fingerprint("bank-a", "e-1"));
         assert_ne!(e.fingerprint, fingerprint("bank-b", "e-1"));
         assert_ne!(fingerprint("a", "bc"), fingerprint("ab", "c"));
+    }
+
+    #[test]
+    fn hex_digits() {
+        assert_eq!(hex32(&[b'a'; 64]), Some([0xaa; 32]));
+        assert_eq!(hex32(&[b'F'; 64]), Some([0xff; 32]));
+        assert_eq!(hex32(&[b'g'; 64]), None);
+        assert_eq!(hex32(&[b'0'; 62]), None);
+        let mut k = [b'0'; 64];
+        k[63] = b'x';
+        assert_eq!(hex32(&k), None);
+    }
+
+    #[test]
+    fn the_fast_path_takes_what_the_intake_writes() {
+        let reference = Reference::jakarta();
+        let json = record().to_json();
+        assert_eq!(
+            decode_fast(&json, &reference),
+            Some(decode_serde(&json, &reference).unwrap())
+        );
+        let mut r = record();
+        r.kbli_code = None;
+        assert!(decode_fast(&r.to_json(), &reference).is_some());
+        let spaced = b" { \"event_id\" : \"e-1\" ,\"producer_id\":\"bank-a\",\"occurred_at\":\"2024-03-01T00:00:00.250Z\",\"merchant_key\":\"abababababababababababababababababababababababababababababababab\",\"merchant_key_id\":\"k1\",\"district_code\":\"31.74.09\",\"sector\":\"I\",\"kbli_code\":null,\"amount_idr\":25000,\"channel\":\"qris\",\"merchant_size\":\"micro\"}\n";
+        assert_eq!(
+            decode_fast(spaced, &reference),
+            Some(decode_serde(spaced, &reference).unwrap())
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Whatever the fast path accepts, the general decoder accepts
+        /// with the same result.
+        #[test]
+        fn the_fast_path_agrees_with_serde(
+            edits in proptest::collection::vec((0usize..400, 0u8..8, proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let reference = Reference::jakarta();
+            let mut bytes = record().to_json();
+            for (pos, op, byte) in edits {
+                let pos = pos % (bytes.len() + 1);
+                let pick = b" \"{},:0123456789.-eE\\nulA\t"[usize::from(byte) % 25];
+                match op {
+                    0 => bytes.insert(pos, pick),
+                    1 => bytes.insert(pos, byte),
+                    2 if pos < bytes.len() => { bytes.remove(pos); }
+                    3 if pos < bytes.len() => bytes[pos] = pick,
+                    4 => bytes.truncate(pos),
+                    5 => {
+                        // Repeat a field.
+                        let dup = b",\"sector\":\"G\"";
+                        let at = bytes.len() - 1;
+                        bytes.splice(at..at, dup.iter().copied());
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(fast) = decode_fast(&bytes, &reference) {
+                proptest::prop_assert_eq!(Ok(fast), decode_serde(&bytes, &reference));
+            }
+        }
     }
 
     #[test]

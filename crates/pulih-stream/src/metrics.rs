@@ -27,6 +27,8 @@ pub struct Metrics {
     pub resident_windows: IntGauge,
     pub resident_merchant_days: IntGauge,
     pub dedup_entries: IntGauge,
+    /// Records in Kafka not yet consumed, over the assigned partitions.
+    pub consumer_lag: IntGauge,
 }
 
 impl Metrics {
@@ -109,6 +111,10 @@ impl Metrics {
                 "Merchant-days held in memory.",
             ),
             dedup_entries: gauge("dedup_entries", "Event ids remembered for de-duplication."),
+            consumer_lag: gauge(
+                "consumer_lag_records",
+                "Records not yet consumed on the assigned partitions (librdkafka statistics, every second).",
+            ),
             registry,
         };
         for c in [
@@ -124,6 +130,7 @@ impl Metrics {
             Box::new(m.resident_windows.clone()),
             Box::new(m.resident_merchant_days.clone()),
             Box::new(m.dedup_entries.clone()),
+            Box::new(m.consumer_lag.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

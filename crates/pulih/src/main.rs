@@ -71,6 +71,18 @@ enum Command {
     },
     /// Print what landed in ClickHouse: per-sector totals of activity_1m.
     Report,
+    /// Measure freshness: send marker events one at a time and time how
+    /// long each takes from intake to `activity_1m FINAL`. Needs a running
+    /// `pulih aggregate`. The markers use the cell (31.01.01, U), which
+    /// the simulator never uses.
+    Probe {
+        /// Number of markers.
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        /// Time between markers, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -122,6 +134,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Simulate { rate, duration } => simulate(&config, rate, duration).await,
         Command::Aggregate { exit_at_end } => aggregate(&config, exit_at_end).await,
         Command::Report => report(&config).await,
+        Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
     }
 }
 
@@ -309,6 +322,73 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
             let _ = stream.write_all(response.as_bytes()).await;
         });
     }
+}
+
+async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxError> {
+    const DISTRICT: &str = "31.01.01";
+    const SECTOR: &str = "U";
+    if count == 0 {
+        return Err("--count must be at least 1".into());
+    }
+    let store = Store::new(&config.store());
+    let reference = Arc::new(config.reference()?);
+    let kafka = config.kafka();
+    kafka.ensure_topic().await?;
+    let intake = Intake::new(
+        kafka,
+        reference,
+        config.pseudonymiser()?,
+        Limits::default(),
+    )?;
+    let run = now_ms();
+    let mut seen = store.cell_txn_count(DISTRICT, SECTOR).await?;
+    let mut latencies = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let started = Instant::now();
+        let event = serde_json::json!({
+            "event_id": format!("probe-{run}-{i}"),
+            "occurred_at": Timestamp::from_unix_millis(now_ms()).to_string(),
+            "merchant_id": "probe-merchant-0001",
+            "district_code": DISTRICT,
+            "sector": SECTOR,
+            "amount_idr": 1,
+            "channel": "other",
+            "merchant_size": "micro",
+        });
+        match intake.offer("probe", &serde_json::to_vec(&event)?).await? {
+            Offer::Queued(f, _) => delivered(f, &config.kafka.brokers).await?,
+            Offer::Rejected(r) => return Err(format!("probe event rejected: {r}").into()),
+        }
+        loop {
+            let now = store.cell_txn_count(DISTRICT, SECTOR).await?;
+            if now > seen {
+                seen = now;
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!("marker {i} not visible after 60 s: is `pulih aggregate` running?").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(started.elapsed());
+        if let Some(rest) = Duration::from_millis(interval_ms).checked_sub(started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+    latencies.sort();
+    let q = |p: f64| {
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_millis()
+    };
+    println!(
+        "probe markers={} p50_ms={} p90_ms={} p99_ms={} max_ms={}",
+        latencies.len(),
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        latencies.last().map_or(0, |d| d.as_millis())
+    );
+    Ok(())
 }
 
 async fn report(config: &Config) -> Result<(), BoxError> {
