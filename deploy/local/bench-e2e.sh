@@ -8,8 +8,11 @@
 # Phase 1 sends RATE events/s for SECONDS and prints the aggregator's
 # consumer lag every 5 s, then how long it takes to drain. Phase 2 sends
 # PROBE_RATE events/s for 60 s and measures freshness (marker accepted →
-# visible in activity_1m FINAL) with `pulih probe`. Everything goes to its
-# own topic and the database pulih_bench; logs in target/bench/.
+# visible in activity_1m FINAL) with `pulih probe`. Phase 3 fills a new
+# topic with RATE × SECONDS events first and then times one
+# `pulih aggregate --exit-at-end` over it: the aggregator's own sustained
+# rate with the broker and ClickHouse on the same machine. Everything goes
+# to its own topics and the database pulih_bench; logs in target/bench/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -77,3 +80,16 @@ $PULIH probe --count 100 --interval-ms 400
 printf 'bench: consumer_lag=%s at the end of the probe\n' "$(metric pulih_aggregate_consumer_lag_records)"
 wait $SIM
 cat "$OUT/simulate2.out"
+kill -INT $AGG 2>/dev/null || true
+wait $AGG 2>/dev/null || true
+trap - EXIT
+
+echo "bench: phase 3: fill a new topic with $((RATE * SECONDS_TO_RUN)) events, then aggregate it"
+export PULIH_KAFKA__TOPIC="pulih.bench.$stamp.catchup"
+export PULIH_AGGREGATE__GROUP_ID="pulih-bench-$stamp-catchup"
+$PULIH simulate --rate "$RATE" --duration "$SECONDS_TO_RUN" 2>"$OUT/simulate3.log" | tee "$OUT/simulate3.out"
+t0=$(date +%s.%N)
+$PULIH aggregate --exit-at-end 2>"$OUT/aggregate3.log" | tee "$OUT/aggregate3.out"
+secs=$(echo "$(date +%s.%N) - $t0" | bc)
+n=$(sed -n 's/.*records=\([0-9]*\).*/\1/p' "$OUT/aggregate3.out")
+printf 'bench: aggregated %s records in %.1f s: %.0f records/s (process start, group join and final flush included)\n' "$n" "$secs" "$(echo "$n / $secs" | bc -l)"
