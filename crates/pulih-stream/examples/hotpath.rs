@@ -124,7 +124,15 @@ fn main() {
     println!("decode+validate only:   {decode_rate:>12.0} records/s");
     let split_rate = n as f64 / best_split;
     let fold_rate = n as f64 / best_fold;
-    println!("split only:             {:>12.0} records/s ({:.0} MB/s)", split_rate, buf.len() as f64 / best_split / 1e6);
-    println!("decode+validate+dedup+fold: {:>8.0} records/s ({:.0} MB/s), applied={applied}", fold_rate, buf.len() as f64 / best_fold / 1e6);
+    println!(
+        "split only:             {:>12.0} records/s ({:.0} MB/s)",
+        split_rate,
+        buf.len() as f64 / best_split / 1e6
+    );
+    println!(
+        "decode+validate+dedup+fold: {:>8.0} records/s ({:.0} MB/s), applied={applied}",
+        fold_rate,
+        buf.len() as f64 / best_fold / 1e6
+    );
     println!("hot path / floor: {:.3}", fold_rate / split_rate);
 }

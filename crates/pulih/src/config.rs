@@ -338,6 +338,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`kafka.brokers`"), "{e}");
+        let e = load_toml("[aggregate]\nmetrics_addr = \"localhost:9464\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`aggregate.metrics_addr`"), "{e}");
+        let e = load_toml("[aggregate]\ndedup_horizon_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`aggregate.dedup_horizon_secs`"), "{e}");
+        let e = load_toml("[kafka]\ndlq_topic = \"pulih.payments.v1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`kafka.dlq_topic`"), "{e}");
         let e = load_toml("[reference]\ndistricts_file = \"/nonexistent.tsv\"\n")
             .unwrap()
             .reference()

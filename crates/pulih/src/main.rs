@@ -334,12 +334,7 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
     let reference = Arc::new(config.reference()?);
     let kafka = config.kafka();
     kafka.ensure_topic().await?;
-    let intake = Intake::new(
-        kafka,
-        reference,
-        config.pseudonymiser()?,
-        Limits::default(),
-    )?;
+    let intake = Intake::new(kafka, reference, config.pseudonymiser()?, Limits::default())?;
     let run = now_ms();
     let mut seen = store.cell_txn_count(DISTRICT, SECTOR).await?;
     let mut latencies = Vec::with_capacity(count as usize);
@@ -366,7 +361,10 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
                 break;
             }
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(format!("marker {i} not visible after 60 s: is `pulih aggregate` running?").into());
+                return Err(format!(
+                    "marker {i} not visible after 60 s: is `pulih aggregate` running?"
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
