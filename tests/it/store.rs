@@ -37,3 +37,45 @@ async fn a_stopped_server_gives_an_error_naming_the_address() {
     assert!(e.contains("http://127.0.0.1:1"), "{e}");
     assert!(e.contains("services.sh up"), "{e}");
 }
+
+#[tokio::test]
+async fn old_dedup_partitions_are_dropped_and_recent_ones_kept() {
+    let store = Store::new(&store_config("prune"));
+    store.migrate().await.unwrap();
+    let row = |day: u16, offset: i64| pulih_store::DedupRow {
+        day,
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        fingerprint: [offset as u8; 16],
+        ts_ms: i64::from(day) * 86_400_000,
+    };
+    // 2024-02-28, 2024-02-29, 2024-03-01.
+    let rows = [row(19_781, 0), row(19_782, 1), row(19_783, 2)];
+    store.insert_dedup(&rows).await.unwrap();
+    assert_eq!(store.prune_dedup(19_783).await.unwrap(), 2);
+    let left = store.dedup_entries("t", 0, 0, 100).await.unwrap();
+    assert_eq!(left, vec![rows[2].clone()]);
+    assert_eq!(store.prune_dedup(19_783).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn checkpoints_keep_the_highest_offset() {
+    let store = Store::new(&store_config("checkpoint"));
+    store.migrate().await.unwrap();
+    assert_eq!(store.checkpoint("t", 3).await.unwrap(), None);
+    let cp = |next_offset: i64| pulih_store::CheckpointRow {
+        topic: "t".into(),
+        partition: 3,
+        next_offset,
+        max_event_ms: next_offset * 10,
+        max_ts_ms: next_offset * 20,
+        group_id: "g".into(),
+        updated_at: 1,
+    };
+    store.insert_checkpoints(&[cp(10), cp(30)]).await.unwrap();
+    // A stale flush written late does not move it back.
+    store.insert_checkpoints(&[cp(20)]).await.unwrap();
+    assert_eq!(store.checkpoint("t", 3).await.unwrap(), Some(cp(30)));
+    assert_eq!(store.checkpoint("t", 4).await.unwrap(), None);
+}

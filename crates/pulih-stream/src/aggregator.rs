@@ -38,6 +38,9 @@ use crate::core::{self, CoreConfig, Flush, Outcome, Partition};
 use crate::decode::decode;
 use crate::metrics::Metrics;
 
+/// How long one ClickHouse call may take before it is abandoned and retried.
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of one aggregator process.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
@@ -143,8 +146,28 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.rt.block_on(f)
+    /// Runs a ClickHouse call to completion or until `STORE_TIMEOUT`. A
+    /// call that timed out may still succeed on the server; retrying it is
+    /// safe because every write is idempotent (docs/semantics.md).
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, String> {
+        self.block_on_for(STORE_TIMEOUT, f)
+    }
+
+    fn block_on_for<T>(
+        &self,
+        limit: Duration,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, String> {
+        match self.rt.block_on(tokio::time::timeout(limit, f)) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "ClickHouse did not answer within {} s",
+                limit.as_secs()
+            )),
+        }
     }
 
     /// Restores one partition, retrying until ClickHouse answers (or the
@@ -152,7 +175,8 @@ impl Shared {
     fn restore(&self, partition: i32) -> Option<Partition> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.block_on(self.try_restore(partition)) {
+            // A restore reads a whole dedup horizon: give it longer.
+            match self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)) {
                 Ok(p) => return Some(p),
                 Err(error) => {
                     self.metrics.store_errors.inc();
@@ -242,14 +266,12 @@ impl Shared {
                         )
                     })
                     .collect();
-                let loaded: Result<(Vec<ActivityRow>, Vec<DailyRow>), StoreError> =
-                    self.block_on(async {
-                        Ok((
-                            self.store.activity_for(&windows).await?,
-                            self.store.daily_for(&days).await?,
-                        ))
-                    });
-                let (a, d) = loaded.map_err(|e| e.to_string())?;
+                let (a, d): (Vec<ActivityRow>, Vec<DailyRow>) = self.block_on(async {
+                    Ok((
+                        self.store.activity_for(&windows).await?,
+                        self.store.daily_for(&days).await?,
+                    ))
+                })?;
                 part.core.supply(a, d);
             }
             let now_s = now_secs();
@@ -295,12 +317,11 @@ impl Shared {
     /// Makes one flush durable, in the order the correctness argument
     /// needs: dedup entries and rows, dead letters, then checkpoints.
     fn write(&self, flush: &Flush, dead: &[DeadRecord]) -> Result<(), String> {
-        let store = |r: Result<(), StoreError>| r.map_err(|e| e.to_string());
-        store(self.block_on(self.store.insert_dedup(&flush.dedup)))?;
+        self.block_on(self.store.insert_dedup(&flush.dedup))?;
         self.fault_point("after_dedup");
-        store(self.block_on(self.store.insert_daily(&flush.daily)))?;
+        self.block_on(self.store.insert_daily(&flush.daily))?;
         self.fault_point("after_daily");
-        store(self.block_on(self.store.insert_activity(&flush.activity)))?;
+        self.block_on(self.store.insert_activity(&flush.activity))?;
         self.fault_point("after_activity");
         if !dead.is_empty() {
             for (partition, payload) in dead {
@@ -325,7 +346,7 @@ impl Shared {
                 .map_err(|e| format!("dead-letter topic: {e}"))?;
             self.fault_point("after_dead_letters");
         }
-        store(self.block_on(self.store.insert_checkpoints(&flush.checkpoints)))?;
+        self.block_on(self.store.insert_checkpoints(&flush.checkpoints))?;
         self.fault_point("after_checkpoint");
         Ok(())
     }

@@ -203,7 +203,9 @@ fn values(m: &Model) -> BTreeMap<(u32, String, String), Values> {
         .collect()
 }
 
-fn daily_values(m: &Model) -> BTreeMap<(u16, String, String, [u8; 32]), (u64, u64)> {
+type DayRowKey = (u16, String, String, [u8; 32]);
+
+fn daily_values(m: &Model) -> BTreeMap<DayRowKey, (u64, u64)> {
     m.daily
         .iter()
         .map(|(k, r)| (k.clone(), (r.txn_count, r.amount_idr_sum)))
@@ -213,8 +215,8 @@ fn daily_values(m: &Model) -> BTreeMap<(u16, String, String, [u8; 32]), (u64, u6
 /// Aggregates computed directly from the distinct events, without the core.
 fn expected(events: &[Event]) -> BTreeMap<(u32, String, String), Values> {
     let mut seen = BTreeSet::new();
-    let mut out: BTreeMap<_, (u64, u64, u64, u64, BTreeSet<[u8; 32]>, [u64; 6], [u64; 3])> =
-        BTreeMap::new();
+    type Acc = (u64, u64, u64, u64, BTreeSet<[u8; 32]>, [u64; 6], [u64; 3]);
+    let mut out: BTreeMap<_, Acc> = BTreeMap::new();
     for e in events {
         if !seen.insert(e.fingerprint) {
             continue;
