@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pulih_event::{Limits, Pseudonymiser, Reference, Secret};
+use pulih_event::{Limits, Pseudonymiser, Reference, Secret, Timestamp};
 use pulih_ingest::{delivered, Intake, KafkaConfig, Offer};
 use pulih_store::{Store, StoreConfig};
 use pulih_tests::{
@@ -74,17 +74,7 @@ fn ev(tag: &str, i: usize, at_ms: i64) -> Ev {
 }
 
 fn iso(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    Timestamp::from_unix_millis(ms).to_string()
 }
 
 fn body(e: &Ev) -> Vec<u8> {

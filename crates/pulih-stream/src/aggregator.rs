@@ -75,6 +75,21 @@ pub struct RunStats {
     pub flushes: u64,
 }
 
+impl RunStats {
+    /// Counts one outcome; returns its metric label.
+    fn count(&mut self, outcome: Outcome) -> &'static str {
+        let (counter, label) = match outcome {
+            Outcome::Applied => (&mut self.applied, "applied"),
+            Outcome::Late => (&mut self.late, "late"),
+            Outcome::Replayed => (&mut self.replayed, "replayed"),
+            Outcome::Duplicate => (&mut self.duplicates, "duplicate"),
+            Outcome::TooLate => (&mut self.too_late, "too_late"),
+        };
+        *counter += 1;
+        label
+    }
+}
+
 /// Why the aggregator stopped.
 #[derive(Debug)]
 pub enum AggregateError {
@@ -853,34 +868,24 @@ fn handle(shared: &Shared, m: &BorrowedMessage<'_>) {
         Ok(event) => {
             let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
             let outcome = part.core.fold(m.offset(), ts, &event);
-            let label = match outcome {
-                Outcome::Applied => {
-                    st.stats.applied += 1;
-                    "applied"
-                }
-                Outcome::Late => {
-                    st.stats.late += 1;
-                    "late"
-                }
-                Outcome::Replayed => {
-                    st.stats.replayed += 1;
-                    "replayed"
-                }
-                Outcome::Duplicate => {
-                    st.stats.duplicates += 1;
-                    "duplicate"
-                }
-                Outcome::TooLate => {
-                    st.stats.too_late += 1;
-                    st.dead.push((p, dead_letter(shared, m, "too_late", "event time is behind the watermark by more than the correction horizon".into())));
-                    shared
-                        .metrics
-                        .dead_lettered
-                        .with_label_values(&["too_late"])
-                        .inc();
-                    "too_late"
-                }
-            };
+            let label = st.stats.count(outcome);
+            if outcome == Outcome::TooLate {
+                st.dead.push((
+                    p,
+                    dead_letter(
+                        shared,
+                        m,
+                        "too_late",
+                        "event time is behind the watermark by more than the correction horizon"
+                            .into(),
+                    ),
+                ));
+                shared
+                    .metrics
+                    .dead_lettered
+                    .with_label_values(&["too_late"])
+                    .inc();
+            }
             shared.metrics.records.with_label_values(&[label]).inc();
         }
         Err(error) => {
