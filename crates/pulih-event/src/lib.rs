@@ -30,7 +30,7 @@ pub use pseudonym::{Pseudonymiser, Secret};
 pub use record::PaymentRecord;
 pub use reference::Reference;
 pub use timestamp::Timestamp;
-pub use validate::{validate, Limits, Reason, Rejection};
+pub use validate::{check_time, validate, Limits, Reason, Rejection, TimePolicy};
 
 use serde::{Deserialize, Serialize};
 
@@ -162,7 +162,12 @@ impl MerchantSize {
     }
 }
 
-/// True for 1 to `max` characters of `[A-Za-z0-9_-]`.
+/// A valid producer id: 1-64 characters of `[A-Za-z0-9_-]`.
+pub fn is_producer_id(s: &str) -> bool {
+    is_token(s, 1, 64)
+}
+
+/// True for `min` to `max` characters of `[A-Za-z0-9_-]`.
 pub(crate) fn is_token(s: &str, min: usize, max: usize) -> bool {
     (min..=max).contains(&s.len())
         && s.bytes()

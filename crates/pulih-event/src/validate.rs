@@ -46,10 +46,14 @@ pub enum Reason {
     AmountOutOfRange,
     BadChannel,
     BadMerchantSize,
+    /// `occurred_at` is further in the future than the clock allowance.
+    InFuture,
+    /// `occurred_at` is older than the gateway's maximum age.
+    TooOld,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::TooLarge,
         Reason::InvalidUtf8,
         Reason::InvalidJson,
@@ -68,6 +72,8 @@ impl Reason {
         Reason::AmountOutOfRange,
         Reason::BadChannel,
         Reason::BadMerchantSize,
+        Reason::InFuture,
+        Reason::TooOld,
     ];
 
     pub fn code(self) -> &'static str {
@@ -90,6 +96,8 @@ impl Reason {
             Reason::AmountOutOfRange => "amount_out_of_range",
             Reason::BadChannel => "bad_channel",
             Reason::BadMerchantSize => "bad_merchant_size",
+            Reason::InFuture => "in_future",
+            Reason::TooOld => "too_old",
         }
     }
 }
@@ -126,6 +134,52 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+/// How far from the receiver's clock an event time may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimePolicy {
+    /// Largest allowed lead of `occurred_at` over the clock (clock skew).
+    pub max_future_ms: i64,
+    /// Largest allowed age; `None` lifts the check (backfills).
+    pub max_age_ms: Option<i64>,
+}
+
+impl Default for TimePolicy {
+    fn default() -> Self {
+        TimePolicy {
+            max_future_ms: 5 * 60_000,
+            max_age_ms: Some(7 * 86_400_000),
+        }
+    }
+}
+
+/// Checks a validated event's time against the clock `now_ms`.
+pub fn check_time(event: &PaymentEvent, now_ms: i64, policy: &TimePolicy) -> Result<(), Rejection> {
+    let t = event.occurred_at.unix_millis();
+    if t > now_ms.saturating_add(policy.max_future_ms) {
+        return Err(Rejection::new(
+            Reason::InFuture,
+            Some("occurred_at"),
+            format!(
+                "`occurred_at` is more than {} s ahead of the receiver's clock",
+                policy.max_future_ms / 1000
+            ),
+        ));
+    }
+    if let Some(age) = policy.max_age_ms {
+        if t < now_ms.saturating_sub(age) {
+            return Err(Rejection::new(
+                Reason::TooOld,
+                Some("occurred_at"),
+                format!(
+                    "`occurred_at` is more than {} s old; load history with `pulih produce`",
+                    age / 1000
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Limits applied before parsing.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulih_event::{validate, Limits, PaymentRecord, Pseudonymiser, Reference, Rejection};
+pub mod gateway;
+
+use pulih_event::{
+    check_time, validate, Limits, PaymentRecord, Pseudonymiser, Reference, Rejection, TimePolicy,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -60,7 +64,10 @@ impl KafkaConfig {
         cc
     }
 
-    fn fail(&self, action: &'static str) -> impl FnOnce(KafkaError) -> KafkaFailure + '_ {
+    pub(crate) fn fail(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(KafkaError) -> KafkaFailure + '_ {
         move |source| KafkaFailure {
             brokers: self.brokers.clone(),
             action,
@@ -112,6 +119,7 @@ pub struct Intake {
     reference: Arc<Reference>,
     pseudonymiser: Pseudonymiser,
     limits: Limits,
+    time: TimePolicy,
 }
 
 /// The result of offering one event.
@@ -136,7 +144,68 @@ impl Intake {
             reference,
             pseudonymiser,
             limits,
+            time: TimePolicy {
+                max_future_ms: TimePolicy::default().max_future_ms,
+                max_age_ms: None,
+            },
         })
+    }
+
+    /// Sets the time checks (by default: at most 5 minutes ahead, any age).
+    pub fn with_time_policy(mut self, time: TimePolicy) -> Intake {
+        self.time = time;
+        self
+    }
+
+    /// Validates `raw`, checks its time against `now_ms` and pseudonymises
+    /// it: the record to produce, or why not.
+    pub fn check(
+        &self,
+        producer_id: &str,
+        raw: &[u8],
+        now_ms: i64,
+    ) -> Result<PaymentRecord, Rejection> {
+        let event = validate(raw, &self.reference, &self.limits)?;
+        check_time(&event, now_ms, &self.time)?;
+        Ok(PaymentRecord::from_event(
+            event,
+            producer_id,
+            &self.pseudonymiser,
+        ))
+    }
+
+    /// Queues a record without waiting: a full producer queue is an error
+    /// (`QueueFull`), for callers that answer "retry later" instead.
+    pub fn send(&self, record: &PaymentRecord) -> Result<DeliveryFuture, KafkaError> {
+        let key = record.kafka_key();
+        let payload = record.to_json();
+        self.send_raw(&self.kafka.topic, &key, &payload)
+    }
+
+    /// Queues any payload to any topic (the dead-letter topic) without waiting.
+    pub fn send_raw(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<DeliveryFuture, KafkaError> {
+        self.producer
+            .send_result(FutureRecord::to(topic).key(key).payload(payload))
+            .map_err(|(e, _)| e)
+    }
+
+    /// Messages queued and not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// The topic metadata, fetched now (blocking, at most `timeout`).
+    pub fn fetch_metadata(&self, timeout: Duration) -> Result<usize, KafkaFailure> {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.kafka.topic), timeout)
+            .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
+            .map_err(self.kafka.fail("fetch metadata"))
     }
 
     pub fn kafka(&self) -> &KafkaConfig {
@@ -146,11 +215,13 @@ impl Intake {
     /// Validates `raw` and, if it is valid, queues its record. Waits while
     /// the producer queue is full.
     pub async fn offer(&self, producer_id: &str, raw: &[u8]) -> Result<Offer, KafkaFailure> {
-        let event = match validate(raw, &self.reference, &self.limits) {
-            Ok(e) => e,
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let record = match self.check(producer_id, raw, now) {
+            Ok(r) => r,
             Err(r) => return Ok(Offer::Rejected(r)),
         };
-        let record = PaymentRecord::from_event(event, producer_id, &self.pseudonymiser);
         let key = record.kafka_key();
         let payload = record.to_json();
         let mut fr = FutureRecord::to(&self.kafka.topic)

@@ -21,6 +21,37 @@ pub struct Config {
     pub reference: ReferenceFiles,
     pub aggregate: Aggregate,
     pub simulate: Simulate,
+    pub ingest: Ingest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingest {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_records: usize,
+    pub max_age_secs: u32,
+    pub max_future_secs: u32,
+    pub dlq_raw_max_bytes: usize,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub ack_timeout_secs: u32,
+    #[serde(default)]
+    pub producers: BTreeMap<String, IngestProducer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestProducer {
+    /// SHA-256 of the bearer token, 64 hex digits (`pulih token new`).
+    pub token_sha256: String,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+fn enabled_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +282,75 @@ impl Config {
         }
         pulih_event::Reference::load(&self.reference.districts_file)
             .map_err(|e| key_error("reference.districts_file", e))
+    }
+
+    /// The gateway's settings, with every producer's token hash checked.
+    pub fn gateway(&self) -> Result<pulih_ingest::gateway::GatewayConfig, ConfigError> {
+        let i = &self.ingest;
+        let mut producers = Vec::new();
+        for (id, p) in &i.producers {
+            let key = format!("ingest.producers.{id}.token_sha256");
+            let mut digest = [0u8; 32];
+            if p.token_sha256.len() != 64
+                || hex::decode_to_slice(&p.token_sha256, &mut digest).is_err()
+            {
+                return Err(key_error(
+                    &key,
+                    "must be the 64-hex-digit SHA-256 of the token, as printed by `pulih token new`",
+                ));
+            }
+            if !pulih_event::is_producer_id(id) {
+                return Err(key_error(
+                    &format!("ingest.producers.{id}"),
+                    "producer ids are 1-64 characters of [A-Za-z0-9_-]",
+                ));
+            }
+            producers.push(pulih_ingest::gateway::ProducerAuth {
+                id: id.clone(),
+                token_sha256: digest,
+                enabled: p.enabled,
+            });
+        }
+        for (k, v) in [
+            ("ingest.max_body_bytes", i.max_body_bytes),
+            ("ingest.max_decompressed_bytes", i.max_decompressed_bytes),
+            ("ingest.max_records", i.max_records),
+            ("ingest.dlq_raw_max_bytes", i.dlq_raw_max_bytes),
+        ] {
+            if v == 0 {
+                return Err(key_error(k, "must be positive"));
+            }
+        }
+        if i.ack_timeout_secs == 0 {
+            return Err(key_error("ingest.ack_timeout_secs", "must be positive"));
+        }
+        Ok(pulih_ingest::gateway::GatewayConfig {
+            max_body_bytes: i.max_body_bytes,
+            max_decompressed_bytes: i.max_decompressed_bytes,
+            max_records: i.max_records,
+            dlq_topic: self.kafka.dlq_topic.clone(),
+            dlq_raw_max_bytes: i.dlq_raw_max_bytes,
+            rate_limit_per_sec: i.rate_limit_per_sec,
+            rate_limit_burst: i.rate_limit_burst,
+            ack_timeout: std::time::Duration::from_secs(u64::from(i.ack_timeout_secs)),
+            producers,
+        })
+    }
+
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        self.ingest.listen.parse().map_err(|_| {
+            key_error(
+                "ingest.listen",
+                "must be host:port with an IP address, e.g. 127.0.0.1:8080",
+            )
+        })
+    }
+
+    pub fn time_policy(&self, backfill: bool) -> pulih_event::TimePolicy {
+        pulih_event::TimePolicy {
+            max_future_ms: i64::from(self.ingest.max_future_secs) * 1000,
+            max_age_ms: (!backfill).then_some(i64::from(self.ingest.max_age_secs) * 1000),
+        }
     }
 
     pub fn store(&self) -> pulih_store::StoreConfig {

@@ -40,6 +40,13 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new bearer token for PRODUCER and the config lines that
+    /// authorise it (only the token's SHA-256 goes in the config).
+    New { producer: String },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -71,6 +78,24 @@ enum Command {
     },
     /// Print what landed in ClickHouse: per-sector totals of activity_1m.
     Report,
+    /// Run the HTTP gateway: POST /v1/events for authenticated producers
+    /// (docs/ingest.md), /healthz, /readyz, /metrics.
+    Ingest,
+    /// Load a file of events (NDJSON, optionally .gz) through the same
+    /// validation and pseudonymisation, without the age check: backfills.
+    Produce {
+        /// The file; `-` reads standard input.
+        #[arg(long)]
+        file: PathBuf,
+        /// The producer the events come from.
+        #[arg(long)]
+        producer: String,
+    },
+    /// Producer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Measure freshness: send marker events one at a time and time how
     /// long each takes from intake to `activity_1m FINAL`. Needs a running
     /// `pulih aggregate`. The markers use the cell (31.01.01, U), which
@@ -135,6 +160,11 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Aggregate { exit_at_end } => aggregate(&config, exit_at_end).await,
         Command::Report => report(&config).await,
         Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
+        Command::Ingest => ingest(&config).await,
+        Command::Produce { file, producer } => produce(&config, &file, &producer).await,
+        Command::Token {
+            command: TokenCommand::New { producer },
+        } => token_new(&producer),
     }
 }
 
@@ -321,6 +351,163 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+async fn ingest(config: &Config) -> Result<(), BoxError> {
+    let gateway = config.gateway()?;
+    let addr = config.listen_addr()?;
+    if gateway.producers.is_empty() {
+        tracing::warn!(message = "No producers are configured: every request will get 401. Add one with `pulih token new PRODUCER`.");
+    }
+    let reference = Arc::new(config.reference()?);
+    let kafka = config.kafka();
+    kafka.ensure_topic().await?;
+    pulih_ingest::KafkaConfig {
+        topic: config.kafka.dlq_topic.clone(),
+        ..kafka.clone()
+    }
+    .ensure_topic()
+    .await?;
+    let intake = Intake::new(kafka, reference, config.pseudonymiser()?, Limits::default())?
+        .with_time_policy(config.time_policy(false));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("`ingest.listen`: cannot listen on {addr}: {e}"))?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!(message = "Shutting down: draining in-flight requests.");
+    };
+    pulih_ingest::gateway::serve(
+        listener,
+        intake,
+        gateway,
+        pulih_ingest::gateway::Metrics::new(),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+fn token_new(producer: &str) -> Result<(), BoxError> {
+    if !pulih_event::is_producer_id(producer) {
+        return Err("PRODUCER must be 1-64 characters of [A-Za-z0-9_-]".into());
+    }
+    let (token, digest) = pulih_ingest::gateway::new_token()?;
+    println!("token for {producer} (give it to the producer; it is not stored anywhere):");
+    println!("{token}");
+    println!();
+    println!("add to the gateway's config file:");
+    println!("[ingest.producers.{producer}]");
+    println!("token_sha256 = \"{digest}\"");
+    Ok(())
+}
+
+async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Result<(), BoxError> {
+    use std::io::{BufRead, IsTerminal, Read};
+    if !pulih_event::is_producer_id(producer) {
+        return Err("--producer must be 1-64 characters of [A-Za-z0-9_-]".into());
+    }
+    let reference = Arc::new(config.reference()?);
+    let kafka = config.kafka();
+    kafka.ensure_topic().await?;
+    let intake = Intake::new(kafka, reference, config.pseudonymiser()?, Limits::default())?
+        .with_time_policy(config.time_policy(true));
+    let (reader, total_bytes): (Box<dyn Read>, u64) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), 0)
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| format!("--file {}: {e}", file.display()))?;
+        let len = f.metadata().map_or(0, |m| m.len());
+        (Box::new(f), len)
+    };
+    let counted = CountingReader {
+        inner: reader,
+        read: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    let progress = counted.read.clone();
+    let gz = file.extension().is_some_and(|e| e == "gz");
+    let reader: Box<dyn BufRead> = if gz {
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            counted,
+        )))
+    } else {
+        Box::new(std::io::BufReader::new(counted))
+    };
+    let tty = std::io::stderr().is_terminal();
+    let brokers = config.kafka.brokers.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+    let acks = tokio::spawn(async move {
+        let mut ok = 0u64;
+        while let Some(f) = rx.recv().await {
+            delivered(f, &brokers).await?;
+            ok += 1;
+        }
+        Ok::<u64, pulih_ingest::KafkaFailure>(ok)
+    });
+    let start = Instant::now();
+    let mut last_draw = Instant::now();
+    let (mut lines, mut rejected) = (0u64, 0u64);
+    let mut reasons: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    for (n, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| format!("--file {}: {e}", file.display()))?;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines += 1;
+        match intake.offer(producer, line).await? {
+            Offer::Queued(f, _) => {
+                if tx.send(f).await.is_err() {
+                    break;
+                }
+            }
+            Offer::Rejected(r) => {
+                rejected += 1;
+                *reasons.entry(r.reason.code()).or_default() += 1;
+                tracing::warn!(message = "Rejected line.", line = n + 1, reason = r.reason.code(), detail = %r.detail);
+            }
+        }
+        if tty && last_draw.elapsed() > Duration::from_millis(200) {
+            last_draw = Instant::now();
+            let done = progress.load(std::sync::atomic::Ordering::Relaxed);
+            let pct = if total_bytes > 0 {
+                format!("{:5.1}% ", done as f64 * 100.0 / total_bytes as f64)
+            } else {
+                String::new()
+            };
+            eprint!(
+                "\r{pct}{lines} lines, {rejected} rejected, {:.0} lines/s   ",
+                lines as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    drop(tx);
+    let acked = acks.await??;
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "produced events={acked} rejected={rejected} lines={lines} seconds={:.1}",
+        start.elapsed().as_secs_f64()
+    );
+    for (reason, n) in reasons {
+        println!("rejected reason={reason} count={n}");
+    }
+    Ok(())
+}
+
+/// Counts the bytes read, for the progress display.
+struct CountingReader<R> {
+    inner: R,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 }
 
