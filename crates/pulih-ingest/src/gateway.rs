@@ -450,6 +450,8 @@ fn dead_letter(
 }
 
 /// The producer behind the bearer token.
+// The error is the finished response, built once per refused request.
+#[allow(clippy::result_large_err)]
 fn authenticate(producers: &[ProducerAuth], headers: &HeaderMap) -> Result<String, Response> {
     let unauthorized = |detail: &str| {
         let mut r = failure(StatusCode::UNAUTHORIZED, "unauthorized", detail);
@@ -501,6 +503,8 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// The body, gunzipped when `Content-Encoding: gzip`, within `max` bytes.
+// The error is the finished response, built once per refused request.
+#[allow(clippy::result_large_err)]
 fn decode_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Response> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -547,6 +551,8 @@ fn decode_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Re
 
 /// The raw records of a body: NDJSON lines, the elements of a JSON array,
 /// or one JSON object.
+// The error is the finished response, built once per refused request.
+#[allow(clippy::result_large_err)]
 fn split_records<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<&'a [u8]>, Response> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
