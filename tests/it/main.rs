@@ -4,4 +4,5 @@
 
 mod e2e;
 mod exactly_once;
+mod ingest;
 mod store;

@@ -177,7 +177,7 @@ pub fn router(intake: Intake, config: GatewayConfig, metrics: Metrics) -> Router
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
         .with_state(state)
 }
 
@@ -253,7 +253,11 @@ fn failure(status: StatusCode, error: &'static str, detail: impl Into<String>) -
     r
 }
 
-async fn post_events(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_events(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let started = Instant::now();
     let id = st.request_ids.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("{:x}-{id:x}", st.started_ms);
@@ -275,10 +279,30 @@ async fn post_events(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
     response
 }
 
-async fn handle(st: &AppState, headers: &HeaderMap, body: Bytes) -> Response {
+async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> Response {
     let producer = match authenticate(&st.config.producers, headers) {
         Ok(p) => p,
         Err(r) => return r,
+    };
+    // A declared length over the limit is refused before any of it is read.
+    let max = st.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(_) => return too_large(),
     };
     let body = match decode_body(headers, body, st.config.max_decompressed_bytes) {
         Ok(b) => b,

@@ -1,0 +1,361 @@
+//! The HTTP gateway against the real broker: every kind of bad input gets
+//! its status and reason code, nothing personal reaches the dead-letter
+//! detail, and a request cut off by a stopped broker is retried into
+//! exactly-once rows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulih_event::{Limits, Pseudonymiser, Reference, Secret, TimePolicy, Timestamp};
+use pulih_ingest::gateway::{self, GatewayConfig, Metrics, ProducerAuth};
+use pulih_ingest::{Intake, KafkaConfig};
+use pulih_tests::{http, kafka_config, read_topic, unique};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "pulih_test_token_bank_a";
+const DISABLED: &str = "pulih_test_token_bank_off";
+
+struct Gw {
+    addr: SocketAddr,
+    kafka: KafkaConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gw {
+    async fn start(kafka: KafkaConfig, tune: impl FnOnce(&mut GatewayConfig)) -> Gw {
+        kafka.ensure_topic().await.expect("broker reachable");
+        let dlq = KafkaConfig {
+            topic: format!("{}.dlq", kafka.topic),
+            ..kafka.clone()
+        };
+        dlq.ensure_topic().await.unwrap();
+        let pseudonymiser = Pseudonymiser::new(
+            "k1",
+            &Secret::new("gateway-test-secret-0123456789abcdef0123"),
+        )
+        .unwrap();
+        let intake = Intake::new(
+            kafka.clone(),
+            Arc::new(Reference::jakarta()),
+            pseudonymiser,
+            Limits::default(),
+        )
+        .unwrap()
+        .with_time_policy(TimePolicy::default());
+        let mut config = GatewayConfig {
+            max_body_bytes: 1 << 20,
+            max_decompressed_bytes: 4 << 20,
+            max_records: 1000,
+            dlq_topic: dlq.topic.clone(),
+            dlq_raw_max_bytes: 256,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 0,
+            ack_timeout: Duration::from_secs(10),
+            producers: vec![
+                ProducerAuth {
+                    id: "bank-a".into(),
+                    token_sha256: Sha256::digest(TOKEN.as_bytes()).into(),
+                    enabled: true,
+                },
+                ProducerAuth {
+                    id: "bank-off".into(),
+                    token_sha256: Sha256::digest(DISABLED.as_bytes()).into(),
+                    enabled: false,
+                },
+            ],
+        };
+        tune(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway::serve(listener, intake, config, Metrics::new(), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Gw {
+            addr,
+            kafka,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn post(&self, ctype: &str, body: &[u8]) -> (u16, String, Value) {
+        self.post_with(
+            &[
+                ("content-type", ctype),
+                ("authorization", &format!("Bearer {TOKEN}")),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn post_with(&self, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Value) {
+        let (status, head, body) = http(self.addr, "POST", "/v1/events", headers, body).await;
+        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, head, v)
+    }
+
+    fn dead_letters(&self) -> Vec<Value> {
+        read_topic(&self.kafka.brokers, &format!("{}.dlq", self.kafka.topic))
+            .iter()
+            .map(|m| serde_json::from_slice(m).unwrap())
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+fn now_iso(offset_ms: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    Timestamp::from_unix_millis(now + offset_ms).to_string()
+}
+
+fn event(id: &str) -> Value {
+    json!({
+        "event_id": id,
+        "occurred_at": now_iso(0),
+        "merchant_id": "merchant-0001",
+        "district_code": "31.74.09",
+        "sector": "I",
+        "amount_idr": 25000,
+        "channel": "qris",
+        "merchant_size": "micro",
+    })
+}
+
+fn line(v: &Value) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_record_gets_its_reason_and_the_good_ones_land() {
+    let gw = Gw::start(kafka_config("gw-bad", 2), |_| {}).await;
+    let mut with = |k: &str, v: Value| {
+        let mut e = event(&unique("e"));
+        e[k] = v;
+        line(&e)
+    };
+    let mut personal = event("p-1");
+    personal["customer_name"] = json!("Budi Santoso");
+    let mut phone = event("p-2");
+    phone["phone"] = json!("081234567890");
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (line(&event("ok-1")), None),
+        ("{\"event_id\": \"x\", oops".into(), Some("invalid_json")),
+        (line(&personal), Some("unknown_field")),
+        (line(&phone), Some("unknown_field")),
+        (with("amount_idr", json!("25000")), Some("wrong_type")),
+        (
+            line(&event("dup")).replacen('{', "{\"sector\":\"G\",", 1),
+            Some("duplicate_field"),
+        ),
+        (
+            with("occurred_at", json!("2026-11-28T10:00:00.000")),
+            Some("bad_timestamp"),
+        ),
+        (
+            with("district_code", json!("31.76.01")),
+            Some("unknown_district"),
+        ),
+        (
+            {
+                let mut e = event(&unique("k"));
+                e["kbli_code"] = json!("47111");
+                e["sector"] = json!("I");
+                line(&e)
+            },
+            Some("kbli_sector_mismatch"),
+        ),
+        (
+            with("occurred_at", json!(now_iso(10 * 60_000))),
+            Some("in_future"),
+        ),
+        (
+            with("occurred_at", json!(now_iso(-8 * 86_400_000))),
+            Some("too_old"),
+        ),
+        (line(&event("ok-2")), None),
+    ];
+    let mut body = cases
+        .iter()
+        .map(|(l, _)| l.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes();
+    // Invalid UTF-8 on a line of its own.
+    body.extend_from_slice(b"\n{\"event_id\":\"\xff\xfe\"}\n");
+    let (status, _, v) = gw.post("application/x-ndjson", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert_eq!(v["rejected"], cases.len() - 2 + 1, "{v}");
+    let rejections = v["rejections"].as_array().unwrap();
+    for (i, (_, want)) in cases.iter().enumerate() {
+        let got = rejections
+            .iter()
+            .find(|r| r["index"] == i)
+            .map(|r| r["reason"].as_str().unwrap());
+        assert_eq!(got, *want, "line {i}: {v}");
+    }
+    assert_eq!(rejections.last().unwrap()["reason"], "invalid_utf8");
+    let text = v.to_string();
+    assert!(
+        text.contains("customer_name") && text.contains("phone"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Budi") && !text.contains("0812"),
+        "no personal value in the answer: {text}"
+    );
+
+    let landed = read_topic(&gw.kafka.brokers, &gw.kafka.topic);
+    assert_eq!(
+        landed.len(),
+        2,
+        "only the valid records reach the payments topic"
+    );
+    for m in &landed {
+        let r: Value = serde_json::from_slice(m).unwrap();
+        assert_eq!(
+            r["producer_id"], "bank-a",
+            "the producer comes from the token"
+        );
+        assert!(r.get("merchant_id").is_none());
+    }
+    let letters = gw.dead_letters();
+    assert_eq!(letters.len(), cases.len() - 2 + 1);
+    for l in &letters {
+        assert_eq!(l["producer_id"], "bank-a");
+        let d = l["detail"].as_str().unwrap();
+        assert!(
+            !d.contains("Budi") && !d.contains("0812"),
+            "no personal value in a dead-letter detail: {d}"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_refused_with_their_status() {
+    let gw = Gw::start(kafka_config("gw-refuse", 1), |c| {
+        c.max_records = 5;
+        c.rate_limit_per_sec = 10;
+        c.rate_limit_burst = 10;
+    })
+    .await;
+    let auth = format!("Bearer {TOKEN}");
+    let one = line(&event(&unique("e")));
+    // Authentication.
+    let (s, head, _) = gw
+        .post_with(&[("content-type", "application/json")], one.as_bytes())
+        .await;
+    assert_eq!(s, 401);
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("www-authenticate: bearer"));
+    for bad in ["Bearer wrong", "Basic Zm9vOmJhcg==", "Bearer"] {
+        let (s, _, _) = gw
+            .post_with(&[("authorization", bad)], one.as_bytes())
+            .await;
+        assert_eq!(s, 401, "{bad}");
+    }
+    let off = format!("Bearer {DISABLED}");
+    let (s, _, v) = gw
+        .post_with(&[("authorization", &off)], one.as_bytes())
+        .await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")));
+    // Empty body.
+    let (s, _, v) = gw.post_with(&[("authorization", &auth)], b"").await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("empty_body")));
+    // A declared 2 GB body is refused before it is read.
+    let (s, _, _) = gw
+        .post_with(
+            &[("authorization", &auth), ("content-length", "2147483648")],
+            b"{",
+        )
+        .await;
+    assert_eq!(s, 413);
+    // A gzip bomb: 4 MiB of spaces in a few KiB.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut e, &vec![b' '; 5 << 20]).unwrap();
+    let bomb = e.finish().unwrap();
+    let (s, _, v) = gw
+        .post_with(
+            &[("authorization", &auth), ("content-encoding", "gzip")],
+            &bomb,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (413, Some("too_large")), "{v}");
+    // Gzip that is fine.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, one.as_bytes()).unwrap();
+    let (s, _, v) = gw
+        .post_with(
+            &[("authorization", &auth), ("content-encoding", "gzip")],
+            &e.finish().unwrap(),
+        )
+        .await;
+    assert_eq!((s, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    // Too many records in one request.
+    let six = (0..6)
+        .map(|_| line(&event(&unique("e"))))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (s, _, v) = gw.post("application/x-ndjson", six.as_bytes()).await;
+    assert_eq!((s, v["error"].as_str()), (413, Some("too_many_records")));
+    // All invalid: 422 with the per-record list.
+    let (s, _, v) = gw.post("application/json", b"[{\"a\":1},{\"b\":2}]").await;
+    assert_eq!(s, 422);
+    assert_eq!(v["rejections"].as_array().unwrap().len(), 2);
+    // Unsupported media type.
+    let (s, _, _) = gw.post("text/csv", b"a,b").await;
+    assert_eq!(s, 415);
+    // The rate limit: 10 records/s with a burst of 10.
+    let five = (0..5)
+        .map(|_| line(&event(&unique("e"))))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut limited = None;
+    for _ in 0..4 {
+        let (s, head, _) = gw.post("application/x-ndjson", five.as_bytes()).await;
+        if s == 429 {
+            limited = Some(head);
+            break;
+        }
+    }
+    let head = limited.expect("a producer over its limit gets 429");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    // Operations endpoints.
+    assert_eq!(http(gw.addr, "GET", "/healthz", &[], b"").await.0, 200);
+    assert_eq!(http(gw.addr, "GET", "/readyz", &[], b"").await.0, 200);
+    let (s, _, m) = http(gw.addr, "GET", "/metrics", &[], b"").await;
+    let m = String::from_utf8(m).unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        m.contains("pulih_ingest_requests_total{status=\"401\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pulih_ingest_records_total{outcome=\"accepted\",reason=\"\"}"),
+        "{m}"
+    );
+    gw.stop().await;
+}
