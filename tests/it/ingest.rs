@@ -146,7 +146,7 @@ fn line(v: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_record_gets_its_reason_and_the_good_ones_land() {
     let gw = Gw::start(kafka_config("gw-bad", 2), |_| {}).await;
-    let mut with = |k: &str, v: Value| {
+    let with = |k: &str, v: Value| {
         let mut e = event(&unique("e"));
         e[k] = v;
         line(&e)
