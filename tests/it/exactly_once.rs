@@ -245,7 +245,7 @@ impl Run {
     }
 
     /// Starts `pulih aggregate` in its own process.
-    fn spawn(&self, name: &str, exit_at_end: bool, metrics_port: Option<u16>) -> Child {
+    fn spawn(&self, name: &str, exit_at_end: bool, metrics_port: Option<u16>) -> Proc {
         self.spawn_hanging(name, exit_at_end, metrics_port, None)
     }
 
@@ -257,7 +257,7 @@ impl Run {
         exit_at_end: bool,
         metrics_port: Option<u16>,
         hang_at: Option<&str>,
-    ) -> Child {
+    ) -> Proc {
         let config = self.dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -302,6 +302,7 @@ metrics_addr = "{metrics}"
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Proc)
             .expect("start pulih aggregate")
     }
 
@@ -409,7 +410,7 @@ metrics_addr = "{metrics}"
         let mut last = self.spawn("final", true, None);
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
-            if let Some(s) = last.try_wait().unwrap() {
+            if let Some(s) = last.0.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "final run did not finish");
@@ -445,12 +446,23 @@ metrics_addr = "{metrics}"
     }
 }
 
-fn kill9(child: &mut Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
+/// A `pulih aggregate` process, killed when the test ends (or fails).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-fn interrupt(child: &mut Child) {
+fn kill9(p: &mut Proc) {
+    let _ = p.0.kill(); // SIGKILL
+    let _ = p.0.wait();
+}
+
+fn interrupt(p: &mut Proc) {
+    let child = &mut p.0;
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())

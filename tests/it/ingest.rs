@@ -359,3 +359,92 @@ async fn requests_are_refused_with_their_status() {
     );
     gw.stop().await;
 }
+
+/// The broker stops before a request's records are acknowledged: the
+/// gateway answers 503, and once the broker is back the client's retry
+/// lands every record exactly once in ClickHouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
+    use pulih_stream::aggregator::{self, AggregatorConfig};
+    use pulih_stream::core::CoreConfig;
+
+    let mut broker = pulih_tests::PrivateKafka::start("gw-broker");
+    let kafka = KafkaConfig {
+        brokers: broker.brokers(),
+        topic: unique("it.gwstop"),
+        partitions: 2,
+        options: Default::default(),
+    };
+    let gw = Gw::start(kafka.clone(), |c| c.ack_timeout = Duration::from_secs(3)).await;
+    let batch = |tag: &str, n: usize| {
+        (0..n)
+            .map(|i| line(&event(&format!("{tag}-{i}"))))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = batch("first", 20);
+    let (s, _, v) = gw.post("application/x-ndjson", first.as_bytes()).await;
+    assert_eq!((s, v["accepted"].as_u64()), (200, Some(20)), "{v}");
+
+    broker.kill();
+    let second = batch("second", 30);
+    let (s, head, v) = gw.post("application/x-ndjson", second.as_bytes()).await;
+    assert_eq!((s, v["error"].as_str()), (503, Some("unavailable")), "{v}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+
+    broker.resume();
+    let mut retried = None;
+    for _ in 0..30 {
+        let (s, _, v) = gw.post("application/x-ndjson", second.as_bytes()).await;
+        if s == 200 {
+            retried = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let v = retried.expect("the retry succeeds once the broker is back");
+    assert_eq!(v["accepted"], 30);
+    gw.stop().await;
+
+    let store = pulih_store::Store::new(&pulih_tests::store_config("gwstop"));
+    store.migrate().await.expect("ClickHouse reachable");
+    let dlq = KafkaConfig {
+        topic: format!("{}.agg-dlq", kafka.topic),
+        ..kafka.clone()
+    };
+    dlq.ensure_topic().await.unwrap();
+    let config = AggregatorConfig {
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        dlq_topic: dlq.topic.clone(),
+        group_id: unique("it-gwstop"),
+        core: CoreConfig::default(),
+        emit_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(30),
+        exit_at_end: true,
+        kafka_options: pulih_tests::fast_group_options(),
+    };
+    let stats = tokio::time::timeout(
+        Duration::from_secs(120),
+        aggregator::run(
+            config,
+            store.clone(),
+            Arc::new(Reference::jakarta()),
+            pulih_stream::metrics::Metrics::new(),
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("the aggregator reaches the end of the topic")
+    .unwrap();
+    let total: u64 = store
+        .activity_rows()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.txn_count)
+        .sum();
+    assert_eq!(total, 50, "every event once: {stats:?}");
+    assert_eq!(stats.applied, 50, "{stats:?}");
+    assert_eq!(stats.records, 50 + stats.duplicates, "{stats:?}");
+}
