@@ -448,3 +448,52 @@ async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
     assert_eq!(stats.applied, 50, "{stats:?}");
     assert_eq!(stats.records, 50 + stats.duplicates, "{stats:?}");
 }
+
+/// `pulih produce` loads a gzipped NDJSON history through the same checks,
+/// without the age limit, and reports what it rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_loads_old_events_from_a_gzip_file() {
+    let kafka = kafka_config("produce", 1);
+    kafka.ensure_topic().await.expect("broker reachable");
+    let dir = pulih_tests::repo_root()
+        .join("target/test-services")
+        .join(unique("produce"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("history.ndjson.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&file).unwrap(),
+        flate2::Compression::fast(),
+    );
+    for i in 0..3 {
+        let mut e = event(&format!("old-{i}"));
+        e["occurred_at"] = json!("2020-01-06T10:00:00.000+07:00");
+        std::io::Write::write_all(&mut gz, format!("{}\n", line(&e)).as_bytes()).unwrap();
+    }
+    std::io::Write::write_all(&mut gz, b"{\"event_id\":\"bad\",\"phone\":\"0812\"}\n").unwrap();
+    gz.finish().unwrap();
+    let out = std::process::Command::new(pulih_tests::pulih_bin())
+        .args(["produce", "--producer", "bank-a", "--file"])
+        .arg(&file)
+        .env("PULIH_KAFKA__BROKERS", &kafka.brokers)
+        .env("PULIH_KAFKA__TOPIC", &kafka.topic)
+        .env(
+            "PULIH_PSEUDONYMISATION__SECRET",
+            "produce-test-secret-0123456789abcdef0123",
+        )
+        .env("PULIH_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("produced events=3 rejected=1"), "{stdout}");
+    assert!(
+        stdout.contains("rejected reason=unknown_field count=1"),
+        "{stdout}"
+    );
+    assert_eq!(read_topic(&kafka.brokers, &kafka.topic).len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}

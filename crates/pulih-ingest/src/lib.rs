@@ -4,8 +4,8 @@
 //! validates the raw bytes against the contract, pseudonymises the merchant
 //! id for the authenticated producer, and produces the record to
 //! `pulih.payments.v1` keyed by `district_code|sector` with an idempotent
-//! producer (`acks=all`). The simulator uses it today; the HTTP gateway and
-//! the backfill loader sit on the same path.
+//! producer (`acks=all`). The HTTP gateway ([`gateway`], `pulih ingest`),
+//! the backfill loader (`pulih produce`) and the simulator all use it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
