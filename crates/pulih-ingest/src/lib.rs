@@ -13,13 +13,16 @@ use std::time::Duration;
 
 pub mod gateway;
 
+/// The acknowledgement of one queued record (from `rdkafka`).
+pub use rdkafka::producer::DeliveryFuture;
+
 use pulih_event::{
     check_time, validate, Limits, PaymentRecord, Pseudonymiser, Reference, Rejection, TimePolicy,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 

@@ -191,6 +191,26 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A task that awaits the delivery of every record sent into the channel,
+/// in order, and returns how many were acknowledged (or the first failure).
+fn ack_counter(
+    brokers: String,
+) -> (
+    tokio::sync::mpsc::Sender<pulih_ingest::DeliveryFuture>,
+    tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+    let acks = tokio::spawn(async move {
+        let mut ok = 0u64;
+        while let Some(f) = rx.recv().await {
+            delivered(f, &brokers).await?;
+            ok += 1;
+        }
+        Ok(ok)
+    });
+    (tx, acks)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -222,15 +242,7 @@ async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxEr
     let brokers = config.kafka.brokers.clone();
     tracing::info!(message = "Simulating.", rate, duration, total, topic = %config.kafka.topic);
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
-    let acks = tokio::spawn(async move {
-        let mut ok = 0u64;
-        while let Some(f) = rx.recv().await {
-            delivered(f, &brokers).await?;
-            ok += 1;
-        }
-        Ok::<u64, pulih_ingest::KafkaFailure>(ok)
-    });
+    let (tx, acks) = ack_counter(brokers);
     let start = Instant::now();
     let mut amount_sum = 0u64;
     let mut rejected = 0u64;
@@ -435,15 +447,7 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
     };
     let tty = std::io::stderr().is_terminal();
     let brokers = config.kafka.brokers.clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
-    let acks = tokio::spawn(async move {
-        let mut ok = 0u64;
-        while let Some(f) = rx.recv().await {
-            delivered(f, &brokers).await?;
-            ok += 1;
-        }
-        Ok::<u64, pulih_ingest::KafkaFailure>(ok)
-    });
+    let (tx, acks) = ack_counter(brokers);
     let start = Instant::now();
     let mut last_draw = Instant::now();
     let (mut lines, mut rejected) = (0u64, 0u64);
