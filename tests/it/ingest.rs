@@ -497,3 +497,36 @@ async fn produce_loads_old_events_from_a_gzip_file() {
     assert_eq!(read_topic(&kafka.brokers, &kafka.topic).len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A producer queue too small for the request: 503 with Retry-After,
+/// never a partial 2xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_queue_gives_503() {
+    let mut kafka = kafka_config("gw-full", 1);
+    kafka
+        .options
+        .insert("queue.buffering.max.messages".into(), "10".into());
+    let gw = Gw::start(kafka, |_| {}).await;
+    let body = (0..200)
+        .map(|i| line(&event(&format!("full-{i}"))))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (s, head, v) = gw.post("application/x-ndjson", body.as_bytes()).await;
+    assert_eq!((s, v["error"].as_str()), (503, Some("unavailable")), "{v}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    // Once the queue has drained, a request that fits goes through.
+    let mut answer = None;
+    for _ in 0..50 {
+        let (s, _, v) = gw
+            .post("application/x-ndjson", line(&event("fits-1")).as_bytes())
+            .await;
+        if s != 503 {
+            answer = Some((s, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = answer.expect("the queue drains");
+    assert_eq!((s, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    gw.stop().await;
+}
