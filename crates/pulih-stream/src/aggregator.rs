@@ -329,6 +329,17 @@ impl Shared {
         Ok(true)
     }
 
+    /// Makes everything the given partitions folded durable: a flush that
+    /// was already pending (it may not cover them) and then a new one.
+    fn flush_fully(&self, only: Option<&[i32]>, all_final: bool) -> Result<(), String> {
+        let had_pending = self.state().pending.is_some();
+        self.try_flush(only, all_final)?;
+        if had_pending {
+            self.try_flush(only, all_final)?;
+        }
+        Ok(())
+    }
+
     /// Makes one flush durable, in the order the correctness argument
     /// needs: dedup entries and rows, dead letters, then checkpoints.
     fn write(&self, flush: &Flush, dead: &[DeadRecord]) -> Result<(), String> {
@@ -547,19 +558,8 @@ impl ConsumerContext for Ctx {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 let mut backoff = Duration::from_millis(100);
                 loop {
-                    match shared.try_flush(Some(&ids), false) {
-                        Ok(_) => {
-                            // A flush that was pending from before may
-                            // not have included these partitions.
-                            if shared.state().pending.is_none() {
-                                match shared.try_flush(Some(&ids), false) {
-                                    Ok(_) => break,
-                                    Err(e) => {
-                                        tracing::warn!(message = "Flush on revoke failed.", error = %e)
-                                    }
-                                }
-                            }
-                        }
+                    match shared.flush_fully(Some(&ids), false) {
+                        Ok(()) => break,
                         Err(e) => tracing::warn!(message = "Flush on revoke failed.", error = %e),
                     }
                     if Instant::now() >= deadline || shared.shutdown.load(Ordering::Relaxed) {
@@ -787,20 +787,10 @@ pub fn run_blocking(
     }
     // Final flush: everything folded becomes durable (or is replayed by the
     // next owner if ClickHouse stays down).
-    let final_all = config.exit_at_end;
     let mut backoff = Duration::from_millis(100);
     for _ in 0..20 {
-        match shared.try_flush(None, false) {
-            Ok(_) if shared.state().pending.is_none() => {
-                if !final_all {
-                    break;
-                }
-                match shared.try_flush(None, true) {
-                    Ok(_) => break,
-                    Err(error) => tracing::warn!(message = "Final flush failed; retrying.", %error),
-                }
-            }
-            Ok(_) => {}
+        match shared.flush_fully(None, config.exit_at_end) {
+            Ok(()) => break,
             Err(error) => tracing::warn!(message = "Final flush failed; retrying.", %error),
         }
         std::thread::sleep(backoff);
