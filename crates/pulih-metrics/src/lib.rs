@@ -1,0 +1,458 @@
+//! Recovery metrics, as pure functions of daily totals.
+//!
+//! This crate owns the definitions published by pulih, after the
+//! Opportunity Insights Economic Tracker: per Jakarta-local day and cell
+//! (district × sector, kota × sector, sector, city), revenue, transactions
+//! and merchants open (distinct merchants with a transaction in the
+//! trailing 3 days); their 7-day moving averages; indices against a
+//! baseline period; seasonal adjustment against the same index 52 weeks
+//! earlier; week-over-week and 4-week changes; and the small-cell
+//! suppression that decides what may be published. It does no I/O:
+//! `pulih-store` reads the daily totals from ClickHouse and writes the rows
+//! this crate computes. The definitions are spelled out in
+//! `docs/data-model.md`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+mod suppress;
+
+pub use suppress::complementary;
+
+/// A day, counted from 1970-01-01 (ClickHouse's `Date`).
+pub type Day = i32;
+
+/// Offset used by seasonal adjustment: 52 weeks, so weekdays line up.
+pub const YEAR_LAG: Day = 364;
+/// A cell has a row on day `d` when it had a transaction in `d-27 ..= d`.
+pub const ROW_LOOKBACK: Day = 27;
+/// Days of history a computation for day `d` reads: the 7-day window one
+/// year back, and the row rule and suppression of those days.
+pub const HISTORY_DAYS: Day = YEAR_LAG + 6 + ROW_LOOKBACK + 2;
+
+/// `YYYY-MM-DD` to a day number.
+pub fn parse_day(s: &str) -> Result<Day, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date =
+        time::Date::parse(s, format).map_err(|e| format!("{s:?} is not a YYYY-MM-DD date: {e}"))?;
+    Ok(date.to_julian_day() - 2_440_588)
+}
+
+/// A day number as `YYYY-MM-DD`.
+pub fn format_day(day: Day) -> String {
+    match time::Date::from_julian_day(day + 2_440_588) {
+        Ok(d) => format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
+        Err(_) => format!("day {day}"),
+    }
+}
+
+/// The geographic and sectoral grain of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    DistrictSector = 1,
+    KotaSector = 2,
+    Sector = 3,
+    City = 4,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [
+        Level::DistrictSector,
+        Level::KotaSector,
+        Level::Sector,
+        Level::City,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::DistrictSector => "district_sector",
+            Level::KotaSector => "kota_sector",
+            Level::Sector => "sector",
+            Level::City => "city",
+        }
+    }
+}
+
+/// One cell: empty strings for the parts its level does not have.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cell {
+    pub level: Level,
+    pub kota: String,
+    pub district: String,
+    pub sector: String,
+}
+
+impl Cell {
+    pub fn district_sector(kota: &str, district: &str, sector: &str) -> Cell {
+        Cell {
+            level: Level::DistrictSector,
+            kota: kota.into(),
+            district: district.into(),
+            sector: sector.into(),
+        }
+    }
+
+    /// The cell one level up, whose totals include this one's.
+    pub fn parent(&self) -> Option<Cell> {
+        let (level, kota, district, sector) = match self.level {
+            Level::DistrictSector => (Level::KotaSector, &*self.kota, "", &*self.sector),
+            Level::KotaSector => (Level::Sector, "", "", &*self.sector),
+            Level::Sector => (Level::City, "", "", ""),
+            Level::City => return None,
+        };
+        Some(Cell {
+            level,
+            kota: kota.into(),
+            district: district.into(),
+            sector: sector.into(),
+        })
+    }
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}/{}/{}]",
+            self.level.name(),
+            self.kota,
+            self.district,
+            self.sector
+        )
+    }
+}
+
+/// A cell's totals for one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    pub amount_idr: u64,
+    pub txns: u64,
+    /// Distinct merchants with a transaction that day.
+    pub merchants_active: u32,
+    /// Distinct merchants with a transaction that day or the two before.
+    pub merchants_open: u32,
+}
+
+/// A cell's totals over the whole baseline period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BaselineTotals {
+    /// Distinct merchants over the period.
+    pub merchants: u32,
+    pub txns: u64,
+}
+
+/// Configurable definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub baseline_start: Day,
+    pub baseline_end: Day,
+    /// A day's cell with fewer distinct merchants is suppressed.
+    pub min_merchants: u32,
+    /// A day's cell with fewer transactions is suppressed.
+    pub min_txns: u64,
+}
+
+impl Params {
+    /// The Opportunity Insights baseline (four weeks of January 2020) and
+    /// thresholds of 3 merchants and 5 transactions.
+    pub fn standard() -> Params {
+        Params {
+            baseline_start: parse_day("2020-01-04").expect("valid date"),
+            baseline_end: parse_day("2020-01-31").expect("valid date"),
+            min_merchants: 3,
+            min_txns: 5,
+        }
+    }
+
+    fn small(&self, merchants: u32, txns: u64) -> bool {
+        merchants < self.min_merchants || txns < self.min_txns
+    }
+}
+
+/// What the computation reads: daily totals of every cell over the days the
+/// caller fetched, and baseline totals.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// First day with any data at all; earlier days are unknown, not zero.
+    pub first_day: Day,
+    /// Inclusive day ranges the totals cover; a day in a range without an
+    /// entry had no transactions.
+    pub ranges: Vec<(Day, Day)>,
+    pub days: HashMap<Cell, BTreeMap<Day, DayTotals>>,
+    pub baseline: HashMap<Cell, BaselineTotals>,
+}
+
+impl Input {
+    fn covers(&self, day: Day) -> bool {
+        day >= self.first_day && self.ranges.iter().any(|&(a, b)| a <= day && day <= b)
+    }
+}
+
+/// The three measures every row carries, in this order in the arrays below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Amount = 0,
+    Txns = 1,
+    MerchantsOpen = 2,
+}
+
+pub const MEASURES: [Measure; 3] = [Measure::Amount, Measure::Txns, Measure::MerchantsOpen];
+
+/// Why a row's values are withheld from publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Suppression {
+    None = 0,
+    /// Too few merchants or transactions that day.
+    SmallCell = 1,
+    /// Withheld so that a small cell cannot be recovered by subtraction.
+    Complementary = 2,
+}
+
+/// Which derived values may be published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Publishable {
+    /// All seven days of the window are published.
+    pub ma7: bool,
+    /// `ma7`, and the baseline has enough merchants and transactions.
+    pub index: bool,
+    /// `index` today and 364 days earlier.
+    pub index_sa: bool,
+    /// `ma7` today and 7 days earlier.
+    pub wow: bool,
+    /// `ma7` today and 28 days earlier.
+    pub chg4w: bool,
+}
+
+/// Everything computed for one cell and day, unsuppressed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub day: Day,
+    pub cell: Cell,
+    pub totals: DayTotals,
+    /// `None` while the trailing 3 days reach before the first day of data.
+    pub merchants_open: Option<u32>,
+    pub ma7: [Option<f64>; 3],
+    /// Daily mean over the baseline period.
+    pub baseline: [Option<f64>; 3],
+    pub index: [Option<f64>; 3],
+    pub index_sa: [Option<f64>; 3],
+    pub wow: [Option<f64>; 3],
+    pub chg4w: [Option<f64>; 3],
+    pub suppression: Suppression,
+    pub publishable: Publishable,
+}
+
+/// What may leave the platform for one cell and day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub day: Day,
+    pub cell: Cell,
+    pub suppressed: bool,
+    pub amount_idr_sum: Option<u64>,
+    pub txn_count: Option<u64>,
+    pub merchants_open: Option<u32>,
+    pub ma7: [Option<f64>; 3],
+    pub index: [Option<f64>; 3],
+    pub index_sa: [Option<f64>; 3],
+    pub wow: [Option<f64>; 3],
+    pub chg4w: [Option<f64>; 3],
+}
+
+impl Metrics {
+    /// The row with every value that may not be published set to `None`.
+    pub fn published(&self) -> Published {
+        let open = self.suppression == Suppression::None;
+        let keep = |ok: bool, v: [Option<f64>; 3]| if ok { v } else { [None; 3] };
+        let p = self.publishable;
+        Published {
+            day: self.day,
+            cell: self.cell.clone(),
+            suppressed: !open,
+            amount_idr_sum: open.then_some(self.totals.amount_idr),
+            txn_count: open.then_some(self.totals.txns),
+            merchants_open: self.merchants_open.filter(|_| open),
+            ma7: keep(p.ma7, self.ma7),
+            index: keep(p.index, self.index),
+            index_sa: keep(p.index_sa, self.index_sa),
+            wow: keep(p.wow, self.wow),
+            chg4w: keep(p.chg4w, self.chg4w),
+        }
+    }
+}
+
+/// One cell's dense series over the computed days.
+struct Series {
+    totals: Vec<DayTotals>,
+    exists: Vec<bool>,
+}
+
+fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    match (num, den) {
+        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+        _ => None,
+    }
+}
+
+fn change(now: Option<f64>, then: Option<f64>) -> Option<f64> {
+    ratio(now, then).map(|r| r - 1.0)
+}
+
+/// Computes the rows of days `from ..= to` for every cell that has a row
+/// then: a cell has a row on a day when it had a transaction in the 28 days
+/// up to it. `input` must cover `from - HISTORY_DAYS ..= to` and the
+/// baseline period (where data exists) for the results to be complete.
+pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metrics> {
+    if to < from {
+        return Vec::new();
+    }
+    // The dense range: every day a result may look at.
+    let d0 = from - HISTORY_DAYS;
+    let len = (to - d0 + 1) as usize;
+    let idx = |d: Day| -> Option<usize> { (d0..=to).contains(&d).then(|| (d - d0) as usize) };
+
+    let cells: BTreeSet<&Cell> = input.days.keys().collect();
+    let mut series: HashMap<&Cell, Series> = HashMap::new();
+    for cell in &cells {
+        let mut totals = vec![DayTotals::default(); len];
+        for (&d, t) in input.days[*cell].range(d0..=to) {
+            totals[(d - d0) as usize] = *t;
+        }
+        let mut exists = vec![false; len];
+        let mut last_active: Option<usize> = None;
+        for i in 0..len {
+            if totals[i].txns > 0 {
+                last_active = Some(i);
+            }
+            exists[i] = last_active.is_some_and(|a| i - a <= ROW_LOOKBACK as usize);
+        }
+        series.insert(*cell, Series { totals, exists });
+    }
+
+    // Suppression of every day in the dense range, per cell.
+    let mut suppression: HashMap<&Cell, Vec<Suppression>> = HashMap::new();
+    for (cell, s) in &series {
+        let v = (0..len)
+            .map(|i| {
+                let t = s.totals[i];
+                if params.small(t.merchants_active, t.txns) {
+                    Suppression::SmallCell
+                } else {
+                    Suppression::None
+                }
+            })
+            .collect();
+        suppression.insert(*cell, v);
+    }
+    for i in 0..len {
+        let present: Vec<(&Cell, Suppression, u64)> = cells
+            .iter()
+            .filter(|c| series[**c].exists[i])
+            .map(|c| (*c, suppression[*c][i], series[*c].totals[i].txns))
+            .collect();
+        for (cell, extra) in complementary(&present) {
+            if let Some(v) = suppression.get_mut(cell) {
+                v[i] = extra;
+            }
+        }
+    }
+
+    let published = |cell: &Cell, d: Day| -> bool {
+        idx(d).is_some_and(|i| series[cell].exists[i] && suppression[cell][i] == Suppression::None)
+    };
+    let value = |cell: &Cell, m: Measure, d: Day| -> Option<f64> {
+        let i = idx(d)?;
+        let covered = match m {
+            Measure::MerchantsOpen => input.covers(d) && d - 2 >= input.first_day,
+            _ => input.covers(d),
+        };
+        if !covered {
+            return None;
+        }
+        let t = series[cell].totals[i];
+        Some(match m {
+            Measure::Amount => t.amount_idr as f64,
+            Measure::Txns => t.txns as f64,
+            Measure::MerchantsOpen => f64::from(t.merchants_open),
+        })
+    };
+    let ma7 = |cell: &Cell, m: Measure, d: Day| -> Option<f64> {
+        let mut sum = 0.0;
+        for k in 0..7 {
+            sum += value(cell, m, d - k)?;
+        }
+        Some(sum / 7.0)
+    };
+    let ma7_published = |cell: &Cell, d: Day| (0..7).all(|k| published(cell, d - k));
+
+    // Baselines need totals of their own, outside the dense range.
+    let baseline_days = params.baseline_end - params.baseline_start + 1;
+    let baseline_mean = |cell: &Cell, m: Measure| -> Option<f64> {
+        if baseline_days <= 0 {
+            return None;
+        }
+        let days = input.days.get(cell);
+        let mut sum = 0.0;
+        for d in params.baseline_start..=params.baseline_end {
+            let ok = match m {
+                Measure::MerchantsOpen => input.covers(d) && d - 2 >= input.first_day,
+                _ => input.covers(d),
+            };
+            if !ok {
+                return None;
+            }
+            let t = days.and_then(|s| s.get(&d)).copied().unwrap_or_default();
+            sum += match m {
+                Measure::Amount => t.amount_idr as f64,
+                Measure::Txns => t.txns as f64,
+                Measure::MerchantsOpen => f64::from(t.merchants_open),
+            };
+        }
+        Some(sum / f64::from(baseline_days))
+    };
+
+    let mut out = Vec::new();
+    for cell in &cells {
+        let s = &series[*cell];
+        let baseline = MEASURES.map(|m| baseline_mean(cell, m));
+        let baseline_ok = input
+            .baseline
+            .get(*cell)
+            .is_some_and(|b| !params.small(b.merchants, b.txns));
+        let index_at = |m: Measure, d: Day| ratio(ma7(cell, m, d), baseline[m as usize]);
+        for d in from..=to {
+            let i = (d - d0) as usize;
+            if !s.exists[i] {
+                continue;
+            }
+            let ma7_now = MEASURES.map(|m| ma7(cell, m, d));
+            let index = MEASURES.map(|m| index_at(m, d));
+            let ma7_ok = ma7_published(cell, d);
+            let index_ok = ma7_ok && baseline_ok;
+            out.push(Metrics {
+                day: d,
+                cell: (*cell).clone(),
+                totals: s.totals[i],
+                merchants_open: value(cell, Measure::MerchantsOpen, d)
+                    .map(|_| s.totals[i].merchants_open),
+                ma7: ma7_now,
+                baseline,
+                index,
+                index_sa: MEASURES.map(|m| ratio(index[m as usize], index_at(m, d - YEAR_LAG))),
+                wow: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - 7))),
+                chg4w: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - 28))),
+                suppression: suppression[*cell][i],
+                publishable: Publishable {
+                    ma7: ma7_ok,
+                    index: index_ok,
+                    index_sa: index_ok && baseline_ok && ma7_published(cell, d - YEAR_LAG),
+                    wow: ma7_ok && ma7_published(cell, d - 7),
+                    chg4w: ma7_ok && ma7_published(cell, d - 28),
+                },
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn day(s: &str) -> Day {
+    parse_day(s).unwrap()
+}
+
+fn totals(amount: u64, txns: u64, merchants: u32) -> DayTotals {
+    DayTotals {
+        amount_idr: amount,
+        txns,
+        merchants_active: merchants,
+        merchants_open: merchants,
+    }
+}
+
+/// Districts `(kota, district)` with daily totals per sector; every upper
+/// level is the sum, merchants being distinct per district.
+fn rollup(
+    leaves: &[((&str, &str, &str), Day, DayTotals)],
+) -> HashMap<Cell, BTreeMap<Day, DayTotals>> {
+    let mut out: HashMap<Cell, BTreeMap<Day, DayTotals>> = HashMap::new();
+    for &((kota, district, sector), d, t) in leaves {
+        let mut cell = Some(Cell::district_sector(kota, district, sector));
+        while let Some(c) = cell {
+            let e = out.entry(c.clone()).or_default().entry(d).or_default();
+            e.amount_idr += t.amount_idr;
+            e.txns += t.txns;
+            e.merchants_active += t.merchants_active;
+            e.merchants_open += t.merchants_open;
+            cell = c.parent();
+        }
+    }
+    out
+}
+
+#[test]
+fn days_parse_and_format_across_a_leap_day() {
+    assert_eq!(day("1970-01-01"), 0);
+    assert_eq!(day("2020-02-29") + 1, day("2020-03-01"));
+    assert_eq!(format_day(day("2024-02-29")), "2024-02-29");
+    // 52 weeks before a day is the same weekday, leap year or not.
+    assert_eq!(format_day(day("2021-02-28") - YEAR_LAG), "2020-03-01");
+    assert_eq!((day("2021-02-28") - day("2020-03-01")) % 7, 0);
+    assert!(parse_day("2020-02-30").is_err());
+    assert!(parse_day("20200101").is_err());
+}
+
+#[test]
+fn constant_activity_is_index_one_and_no_change() {
+    let params = Params::standard();
+    let mut leaves = Vec::new();
+    for d in day("2019-12-01")..=day("2020-03-31") {
+        leaves.push((("31.71", "31.71.01", "G"), d, totals(1_000, 10, 4)));
+    }
+    let days = rollup(&leaves);
+    let input = Input {
+        first_day: day("2019-12-01"),
+        ranges: vec![(day("2019-12-01"), day("2020-03-31"))],
+        baseline: days
+            .keys()
+            .map(|c| {
+                (
+                    c.clone(),
+                    BaselineTotals {
+                        merchants: 4,
+                        txns: 280,
+                    },
+                )
+            })
+            .collect(),
+        days,
+    };
+    let rows = compute(&input, &params, day("2020-03-01"), day("2020-03-31"));
+    assert_eq!(rows.len(), 31 * 4);
+    for r in &rows {
+        assert_eq!(r.suppression, Suppression::None, "{}", r.cell);
+        assert_eq!(r.index, [Some(1.0); 3]);
+        assert_eq!(r.wow, [Some(0.0); 3]);
+        assert_eq!(r.chg4w, [Some(0.0); 3]);
+        // No data a year earlier: nothing to adjust against.
+        assert_eq!(r.index_sa, [None; 3]);
+        let p = r.published();
+        assert_eq!(p.index, [Some(1.0); 3]);
+        assert_eq!(p.amount_idr_sum, Some(1_000));
+    }
+}
+
+#[test]
+fn a_parent_with_one_small_child_gives_up_the_next_smallest() {
+    let d = day("2020-05-01");
+    let leaves = [
+        (("31.71", "31.71.01", "G"), d, totals(500, 2, 1)), // small
+        (("31.71", "31.71.02", "G"), d, totals(900, 9, 3)),
+        (("31.71", "31.71.03", "G"), d, totals(800, 8, 3)),
+        (("31.72", "31.72.01", "G"), d, totals(800, 8, 3)),
+        (("31.72", "31.72.02", "G"), d, totals(800, 9, 3)),
+    ];
+    let input = Input {
+        first_day: d,
+        ranges: vec![(d - HISTORY_DAYS, d)],
+        days: rollup(&leaves),
+        baseline: HashMap::new(),
+    };
+    let rows = compute(&input, &Params::standard(), d, d);
+    let by: HashMap<String, Suppression> = rows
+        .iter()
+        .map(|r| (format!("{}{}", r.cell.district, r.cell.kota), r.suppression))
+        .collect();
+    assert_eq!(by["31.71.0131.71"], Suppression::SmallCell);
+    assert_eq!(by["31.71.0331.71"], Suppression::Complementary);
+    assert_eq!(by["31.71.0231.71"], Suppression::None);
+    assert_eq!(by["31.71"], Suppression::None);
+    assert_eq!(by["31.72.0131.72"], Suppression::None);
+    let small = rows.iter().find(|r| r.cell.district == "31.71.01").unwrap();
+    assert_eq!(small.published().amount_idr_sum, None);
+    assert!(small.published().suppressed);
+}
+
+#[test]
+fn a_suppressed_parent_with_published_children_loses_one() {
+    // Sector G: kota 31.71 is small in total only through one district;
+    // at sector level 31.71 is the single suppressed child, so its sibling
+    // kota 31.72 is withheld, and then one of 31.72's districts.
+    let d = day("2020-05-01");
+    let leaves = [
+        (("31.71", "31.71.01", "G"), d, totals(500, 2, 1)),
+        (("31.72", "31.72.01", "G"), d, totals(800, 8, 3)),
+        (("31.72", "31.72.02", "G"), d, totals(700, 9, 3)),
+        (("31.73", "31.73.01", "G"), d, totals(900, 30, 9)),
+    ];
+    let input = Input {
+        first_day: d,
+        ranges: vec![(d - HISTORY_DAYS, d)],
+        days: rollup(&leaves),
+        baseline: HashMap::new(),
+    };
+    let rows = compute(&input, &Params::standard(), d, d);
+    let get = |level: Level, kota: &str, district: &str| {
+        rows.iter()
+            .find(|r| r.cell.level == level && r.cell.kota == kota && r.cell.district == district)
+            .unwrap()
+            .suppression
+    };
+    assert_eq!(get(Level::KotaSector, "31.71", ""), Suppression::SmallCell);
+    assert_eq!(
+        get(Level::KotaSector, "31.72", ""),
+        Suppression::Complementary
+    );
+    assert_eq!(
+        get(Level::DistrictSector, "31.72", "31.72.01"),
+        Suppression::Complementary
+    );
+    assert_eq!(
+        get(Level::DistrictSector, "31.72", "31.72.02"),
+        Suppression::None
+    );
+    assert_eq!(get(Level::KotaSector, "31.73", ""), Suppression::None);
+}
+
+#[test]
+fn rows_follow_activity_for_28_days() {
+    let d = day("2021-06-01");
+    let leaves = [(("31.71", "31.71.01", "G"), d, totals(500, 20, 5))];
+    let input = Input {
+        first_day: d - 400,
+        ranges: vec![(d - 400, d + 40)],
+        days: rollup(&leaves),
+        baseline: HashMap::new(),
+    };
+    let rows = compute(&input, &Params::standard(), d - 3, d + 40);
+    let days: Vec<Day> = rows
+        .iter()
+        .filter(|r| r.cell.level == Level::City)
+        .map(|r| r.day)
+        .collect();
+    assert_eq!(days, (d..=d + 27).collect::<Vec<_>>());
+    let after = rows.iter().find(|r| r.day == d + 1).unwrap();
+    assert_eq!(
+        after.suppression,
+        Suppression::SmallCell,
+        "a day without activity is small"
+    );
+}
+
+#[test]
+fn seasonal_adjustment_divides_by_the_index_52_weeks_earlier() {
+    let mut params = Params::standard();
+    params.min_merchants = 1;
+    params.min_txns = 1;
+    let mut leaves = Vec::new();
+    // 2019-12-01 onwards, 10 txns a day; from 2020-12-01, 15 a day.
+    for d in day("2019-12-01")..=day("2021-03-31") {
+        let txns = if d >= day("2020-12-01") { 15 } else { 10 };
+        leaves.push((("31.71", "31.71.01", "G"), d, totals(txns * 100, txns, 4)));
+    }
+    let days = rollup(&leaves);
+    let input = Input {
+        first_day: day("2019-12-01"),
+        ranges: vec![(day("2019-12-01"), day("2021-03-31"))],
+        baseline: days
+            .keys()
+            .map(|c| {
+                (
+                    c.clone(),
+                    BaselineTotals {
+                        merchants: 4,
+                        txns: 280,
+                    },
+                )
+            })
+            .collect(),
+        days,
+    };
+    let d = day("2021-03-01");
+    let rows = compute(&input, &params, d, d);
+    let r = &rows[0];
+    assert_eq!(r.index[Measure::Txns as usize], Some(1.5));
+    assert_eq!(r.index_sa[Measure::Txns as usize], Some(1.5));
+    assert_eq!(r.index_sa[Measure::MerchantsOpen as usize], Some(1.0));
+    assert!(r.publishable.index_sa);
+    // A year earlier lies before the data: no adjustment.
+    let early = compute(&input, &params, day("2020-06-01"), day("2020-06-01"));
+    assert_eq!(early[0].index_sa, [None; 3]);
+    assert_eq!(early[0].index[Measure::Txns as usize], Some(1.0));
+}
+
+/// A random day of district totals over two kotas and two sectors.
+fn districts() -> impl Strategy<Value = Vec<((&'static str, &'static str, &'static str), DayTotals)>>
+{
+    let cells = [
+        ("31.71", "31.71.01"),
+        ("31.71", "31.71.02"),
+        ("31.71", "31.71.03"),
+        ("31.72", "31.72.01"),
+        ("31.72", "31.72.02"),
+        ("31.73", "31.73.01"),
+    ];
+    let one = (0u64..12, 0u32..5, prop::bool::weighted(0.8));
+    prop::collection::vec(one, cells.len() * 2).prop_map(move |v| {
+        v.into_iter()
+            .enumerate()
+            .filter(|(_, (_, _, present))| *present)
+            .map(|(i, (txns, merchants, _))| {
+                let (kota, district) = cells[i % cells.len()];
+                let sector = if i < cells.len() { "G" } else { "I" };
+                let merchants = merchants.min(txns as u32);
+                (
+                    (kota, district, sector),
+                    totals(txns * 1_000, txns, merchants),
+                )
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the totals: nothing small is published, no published
+    /// parent has exactly one withheld child, no withheld parent has all
+    /// children published, and 7-day values are published only when all
+    /// seven days are.
+    #[test]
+    fn suppression_leaves_nothing_to_subtract(days in prop::collection::vec(districts(), 8)) {
+        let params = Params::standard();
+        let start = day("2022-03-01");
+        let mut leaves = Vec::new();
+        for (k, cells) in days.iter().enumerate() {
+            for &(cell, t) in cells {
+                leaves.push((cell, start + k as Day, t));
+            }
+        }
+        let end = start + days.len() as Day - 1;
+        let input = Input {
+            first_day: start,
+            ranges: vec![(start, end)],
+            days: rollup(&leaves),
+            baseline: HashMap::new(),
+        };
+        let rows = compute(&input, &params, start, end);
+        let at: HashMap<(Cell, Day), &Metrics> = rows.iter().map(|r| ((r.cell.clone(), r.day), r)).collect();
+        for r in &rows {
+            let p = r.published();
+            if !p.suppressed {
+                prop_assert!(r.totals.merchants_active >= 3 && r.totals.txns >= 5, "{} published small", r.cell);
+            } else {
+                prop_assert_eq!(p.amount_idr_sum, None);
+                prop_assert_eq!(p.txn_count, None);
+                prop_assert_eq!(p.merchants_open, None);
+            }
+            if r.publishable.ma7 {
+                for k in 0..7 {
+                    let q = at.get(&(r.cell.clone(), r.day - k));
+                    prop_assert!(q.is_some_and(|q| q.suppression == Suppression::None));
+                }
+            }
+            let kids: Vec<&&Metrics> = rows
+                .iter()
+                .filter(|c| c.day == r.day && c.cell.parent().as_ref() == Some(&r.cell))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|c| at.get(&(c.cell.clone(), c.day)).unwrap())
+                .collect();
+            let withheld = kids.iter().filter(|k| k.suppression != Suppression::None).count();
+            if r.suppression == Suppression::None {
+                prop_assert_ne!(withheld, 1, "{} on day {} has one withheld child", r.cell, r.day);
+            } else if !kids.is_empty() {
+                prop_assert!(withheld >= 1, "{} withheld but its children sum to it", r.cell);
+            }
+        }
+    }
+}
