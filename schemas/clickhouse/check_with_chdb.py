@@ -23,17 +23,25 @@ def statements(text):
     return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
 
 
+def render(text, db):
+    """Fills in the placeholders as `pulih migrate` does (migrate.rs)."""
+    return (text.replace("{database}", f"`{db}`")
+            .replace("{analytics}", f"`{db}_analytics`")
+            .replace("{public}", f"`{db}_public`"))
+
+
 def main():
     files = sorted(HERE.glob("*.sql"))
     if not files:
         sys.exit("no .sql files found")
     s = session.Session()
     version = s.query("SELECT version()", "CSV").data().strip()
-    s.query("CREATE DATABASE IF NOT EXISTS pulih_chdb_check")
-    s.query("USE pulih_chdb_check")
+    db = "pulih_chdb_check"
+    s.query(f"CREATE DATABASE IF NOT EXISTS {db}")
+    s.query(f"USE {db}")
     count = 0
     for path in files:
-        for stmt in statements(path.read_text()):
+        for stmt in statements(render(path.read_text(), db)):
             for attempt in (1, 2):  # twice: every statement must be idempotent
                 try:
                     s.query(stmt)

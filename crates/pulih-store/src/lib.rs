@@ -8,8 +8,12 @@
 //! match the column order of their tables, which the integration tests check.
 
 mod migrate;
+mod rollup;
 
-pub use migrate::{MigrateError, Migration, MigrationStatus, MIGRATIONS};
+pub use migrate::{
+    analytics_database, public_database, MigrateError, Migration, MigrationStatus, MIGRATIONS,
+};
+pub use rollup::{kota_map, RollupReport};
 
 use std::fmt;
 
@@ -267,12 +271,26 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
+        self.insert_rows_into(&self.database, table, rows).await
+    }
+
+    async fn insert_rows_into<R>(
+        &self,
+        database: &str,
+        table: &str,
+        rows: &[R],
+    ) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
         if rows.is_empty() {
             return Ok(());
         }
-        let action = format!("insert into {table}");
+        let action = format!("insert into {database}.{table}");
         let mut insert = self
             .client
+            .clone()
+            .with_database(database)
             .insert::<R>(table)
             .await
             .map_err(self.err(action.clone()))?;

@@ -27,7 +27,18 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_activity_1m.sql"),
     migration!(2, "0002_merchant_activity_daily.sql"),
     migration!(3, "0003_aggregator_state.sql"),
+    migration!(4, "0004_recovery_metrics.sql"),
 ];
+
+/// The database analysts read: the configured one's `_analytics` sibling.
+pub fn analytics_database(database: &str) -> String {
+    format!("{database}_analytics")
+}
+
+/// The database dashboards and the public read: the `_public` sibling.
+pub fn public_database(database: &str) -> String {
+    format!("{database}_public")
+}
 
 /// Where one migration stands in a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +50,20 @@ pub enum MigrationStatus {
 impl Migration {
     pub fn checksum(&self) -> String {
         hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+
+    /// The statements with `{database}`, `{analytics}` and `{public}` set
+    /// to the configured database and its siblings.
+    pub fn statements_for(&self, database: &str) -> Vec<String> {
+        let quoted = |name: &str| format!("`{name}`");
+        self.statements()
+            .into_iter()
+            .map(|s| {
+                s.replace("{database}", &quoted(database))
+                    .replace("{analytics}", &quoted(&analytics_database(database)))
+                    .replace("{public}", &quoted(&public_database(database)))
+            })
+            .collect()
     }
 
     /// Statements end with `;` at the end of a line; `--` comment lines are
@@ -146,7 +171,7 @@ impl Store {
                 }
                 continue;
             }
-            for stmt in m.statements() {
+            for stmt in m.statements_for(&self.database) {
                 self.client
                     .query(&stmt)
                     .execute()
@@ -224,6 +249,22 @@ mod tests {
             );
             assert!(!m.statements().is_empty());
         }
+    }
+
+    #[test]
+    fn fills_in_sibling_databases() {
+        let m = Migration {
+            version: 9,
+            name: "x",
+            sql: "CREATE TABLE {public}.t AS {database}.s;\nCREATE DATABASE {analytics};\n",
+        };
+        assert_eq!(
+            m.statements_for("it_a"),
+            vec![
+                "CREATE TABLE `it_a_public`.t AS `it_a`.s",
+                "CREATE DATABASE `it_a_analytics`"
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,17 @@ pub struct Config {
     pub aggregate: Aggregate,
     pub simulate: Simulate,
     pub ingest: Ingest,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub baseline_start: String,
+    pub baseline_end: String,
+    pub min_merchants: u32,
+    pub min_transactions: u64,
+    pub refresh_days: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +270,36 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The metric definitions of `[metrics]`.
+    pub fn metric_params(&self) -> Result<pulih_metrics::Params, ConfigError> {
+        let m = &self.metrics;
+        let start = pulih_metrics::parse_day(&m.baseline_start)
+            .map_err(|e| key_error("metrics.baseline_start", e))?;
+        let end = pulih_metrics::parse_day(&m.baseline_end)
+            .map_err(|e| key_error("metrics.baseline_end", e))?;
+        if end < start {
+            return Err(key_error(
+                "metrics.baseline_end",
+                format!(
+                    "{} is before metrics.baseline_start {}",
+                    m.baseline_end, m.baseline_start
+                ),
+            ));
+        }
+        if m.min_merchants == 0 {
+            return Err(key_error(
+                "metrics.min_merchants",
+                "must be at least 1: a cell of one merchant may never be published",
+            ));
+        }
+        Ok(pulih_metrics::Params {
+            baseline_start: start,
+            baseline_end: end,
+            min_merchants: m.min_merchants,
+            min_txns: m.min_transactions,
+        })
     }
 
     /// The pseudonymiser, for commands that produce events.

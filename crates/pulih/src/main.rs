@@ -78,6 +78,21 @@ enum Command {
     },
     /// Print what landed in ClickHouse: per-sector totals of activity_1m.
     Report,
+    /// Compute the recovery metrics (docs/data-model.md) from
+    /// merchant_activity_daily into <database>_analytics.recovery_daily and,
+    /// suppressed, <database>_public.recovery_daily.
+    Rollup {
+        /// First Jakarta day to compute (YYYY-MM-DD); default: the first day with data.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day to compute; default: the last day with data.
+        #[arg(long)]
+        to: Option<String>,
+        /// Keep running: every SECS seconds recompute the last
+        /// `metrics.refresh_days` days (after a first run over --from..--to).
+        #[arg(long, value_name = "SECS")]
+        every: Option<u64>,
+    },
     /// Run the HTTP gateway: POST /v1/events for authenticated producers
     /// (docs/ingest.md), /healthz, /readyz, /metrics.
     Ingest,
@@ -159,6 +174,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Simulate { rate, duration } => simulate(&config, rate, duration).await,
         Command::Aggregate { exit_at_end } => aggregate(&config, exit_at_end).await,
         Command::Report => report(&config).await,
+        Command::Rollup { from, to, every } => rollup(&config, from, to, every).await,
         Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
         Command::Ingest => ingest(&config).await,
         Command::Produce { file, producer } => produce(&config, &file, &producer).await,
@@ -189,6 +205,55 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+async fn rollup(
+    config: &Config,
+    from: Option<String>,
+    to: Option<String>,
+    every: Option<u64>,
+) -> Result<(), BoxError> {
+    let params = config.metric_params()?;
+    let reference = config.reference()?;
+    let kota = pulih_store::kota_map(
+        reference
+            .districts()
+            .iter()
+            .map(|d| (d.code.as_str(), d.regency_code.as_str())),
+    );
+    let day = |flag: &str, v: Option<String>| -> Result<Option<pulih_metrics::Day>, BoxError> {
+        v.map(|s| pulih_metrics::parse_day(&s).map_err(|e| format!("{flag}: {e}").into()))
+            .transpose()
+    };
+    let (mut from, to) = (day("--from", from)?, day("--to", to)?);
+    if every == Some(0) {
+        return Err("--every must be at least 1 second".into());
+    }
+    let store = Store::new(&config.store());
+    store.ping().await?;
+    loop {
+        let started = Instant::now();
+        let r = store.rollup(&params, &kota, from, to).await?;
+        match r.days {
+            Some((a, b)) => println!(
+                "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
+                pulih_metrics::format_day(a),
+                pulih_metrics::format_day(b),
+                r.rows,
+                r.suppressed,
+                started.elapsed().as_secs_f64()
+            ),
+            None => println!("nothing to roll up: merchant_activity_daily is empty"),
+        }
+        let Some(secs) = every else { return Ok(()) };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        if let Some((_, last)) = store.activity_days().await? {
+            from = Some(last - config.metrics.refresh_days as pulih_metrics::Day);
+        }
+    }
 }
 
 /// A task that awaits the delivery of every record sent into the channel,
