@@ -2,6 +2,7 @@
 //! by `deploy/local/services.sh up`. Each test uses its own topic, consumer
 //! group and database.
 
+mod access;
 mod e2e;
 mod exactly_once;
 mod ingest;

@@ -100,16 +100,40 @@ pub struct PrivateClickHouse {
     pub http_port: u16,
     dir: std::path::PathBuf,
     child: Option<std::process::Child>,
+    /// Server environment (e.g. password digests for `from_env`).
+    env: Vec<(String, String)>,
 }
 
 impl PrivateClickHouse {
     pub fn start(name: &str) -> PrivateClickHouse {
+        Self::start_with_users(name, &[], &[])
+    }
+
+    /// A server whose users are the local `users.xml` plus `extra` files
+    /// in its `users.d/`, with `env` set for the server process.
+    pub fn start_with_users(
+        name: &str,
+        extra: &[&std::path::Path],
+        env: &[(&str, &str)],
+    ) -> PrivateClickHouse {
         let dir = repo_root().join("target/test-services").join(unique(name));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("users.d")).unwrap();
+        std::fs::copy(
+            repo_root().join("deploy/clickhouse/local/users.xml"),
+            dir.join("users.xml"),
+        )
+        .unwrap();
+        for f in extra {
+            std::fs::copy(f, dir.join("users.d").join(f.file_name().unwrap())).unwrap();
+        }
         let mut ch = PrivateClickHouse {
             http_port: free_port(),
             dir,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         ch.resume();
         ch
@@ -142,6 +166,10 @@ impl PrivateClickHouse {
                 "--format_schema_path={}format_schemas/",
                 data.display()
             ))
+            .arg(format!(
+                "--users_config={}",
+                self.dir.join("users.xml").display()
+            ))
             .arg(format!("--http_port={}", self.http_port))
             .arg(format!("--tcp_port={}", free_port()))
             .arg(format!(
@@ -152,6 +180,7 @@ impl PrivateClickHouse {
                 "--logger.errorlog={}",
                 self.dir.join("server.err.log").display()
             ))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -256,10 +256,11 @@ impl Store {
 
     /// `SELECT 1`: the server answers and the credentials are good.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        // The database may not exist yet; ask without it.
+        // The database may not exist yet; ask in `system`, which every
+        // account may read.
         self.client
             .clone()
-            .with_database("default")
+            .with_database("system")
             .query("SELECT 1")
             .fetch_one::<u8>()
             .await

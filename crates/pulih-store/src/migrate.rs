@@ -105,7 +105,7 @@ struct AppliedRow {
 
 impl Store {
     async fn ensure_bookkeeping(&self) -> Result<(), StoreError> {
-        let admin = self.client.clone().with_database("default");
+        let admin = self.client.clone().with_database("system");
         admin
             .query(&format!(
                 "CREATE DATABASE IF NOT EXISTS `{}`",

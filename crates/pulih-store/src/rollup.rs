@@ -390,7 +390,8 @@ impl Store {
                 .collect();
             report.rows += rows.len();
             report.suppressed += p.iter().filter(|r| r.suppressed == 1).count();
-            self.insert_rows_into(&analytics, "recovery_daily", &a).await?;
+            self.insert_rows_into(&analytics, "recovery_daily", &a)
+                .await?;
             self.insert_rows_into(&public, "recovery_daily", &p).await?;
             tracing::debug!(
                 message = "Rolled up recovery metrics.",
