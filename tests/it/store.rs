@@ -79,3 +79,50 @@ async fn checkpoints_keep_the_highest_offset() {
     assert_eq!(store.checkpoint("t", 3).await.unwrap(), Some(cp(30)));
     assert_eq!(store.checkpoint("t", 4).await.unwrap(), None);
 }
+
+/// The aggregator reads back thousands of evicted rows at once when a
+/// partition lags far behind the others (a backfill); the lookup must not
+/// exceed ClickHouse's query size.
+#[tokio::test]
+async fn thousands_of_rows_are_read_back_in_one_call() {
+    let store = Store::new(&store_config("readback"));
+    store.migrate().await.unwrap();
+    let rows: Vec<pulih_store::DailyRow> = (0..5_000u32)
+        .map(|i| pulih_store::DailyRow {
+            day: 18_000 + (i % 50) as u16,
+            district_code: "31.71.01".into(),
+            sector: "G".into(),
+            merchant_key: {
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&i.to_be_bytes());
+                k
+            },
+            txn_count: u64::from(i),
+            amount_idr_sum: 1_000,
+            is_final: 1,
+            source_partition: 0,
+            source_offset: i64::from(i),
+            version: 2 * (u64::from(i) + 1) + 1,
+            updated_at: 0,
+        })
+        .collect();
+    store.insert_daily(&rows).await.unwrap();
+    let keys: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.day,
+                r.district_code.clone(),
+                r.sector.clone(),
+                r.merchant_key,
+            )
+        })
+        .collect();
+    let mut got = store.daily_for(&keys).await.unwrap();
+    got.sort_by_key(|r| r.txn_count);
+    assert_eq!(got, rows);
+    let windows: Vec<_> = (0..5_000u32)
+        .map(|i| (i * 60, "31.71.01".to_owned(), "G".to_owned()))
+        .collect();
+    assert!(store.activity_for(&windows).await.unwrap().is_empty());
+}

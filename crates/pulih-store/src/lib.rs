@@ -211,6 +211,10 @@ pub struct SectorTotal {
     pub amount_idr_sum: u64,
 }
 
+/// Keys per `IN (...)` lookup: a merchant-day tuple is about 120 bytes of
+/// SQL, and ClickHouse refuses queries over `max_query_size` (256 KiB).
+const KEYS_PER_QUERY: usize = 1_000;
+
 /// A connection to the pulih database.
 #[derive(Clone)]
 pub struct Store {
@@ -440,23 +444,26 @@ impl Store {
         &self,
         keys: &[(u32, String, String)],
     ) -> Result<Vec<ActivityRow>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let list = chunk
+                .iter()
+                .map(|(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "{} WHERE (window_start, district_code, sector) IN ({list}) GROUP BY window_start, district_code, sector",
+                latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
+            );
+            out.extend(
+                self.client
+                    .query(&sql)
+                    .fetch_all::<ActivityRow>()
+                    .await
+                    .map_err(self.err("read windows from activity_1m"))?,
+            );
         }
-        let list = keys
-            .iter()
-            .map(|(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)))
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!(
-            "{} WHERE (window_start, district_code, sector) IN ({list}) GROUP BY window_start, district_code, sector",
-            latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
-        );
-        self.client
-            .query(&sql)
-            .fetch_all::<ActivityRow>()
-            .await
-            .map_err(self.err("read windows from activity_1m"))
+        Ok(out)
     }
 
     /// The latest rows of the given merchant-days, as (day, district,
@@ -465,31 +472,34 @@ impl Store {
         &self,
         keys: &[(u16, String, String, [u8; 32])],
     ) -> Result<Vec<DailyRow>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let list = chunk
+                .iter()
+                .map(|(day, d, s, m)| {
+                    format!(
+                        "(toDate('{}'), {}, {}, unhex('{}'))",
+                        iso_date(i64::from(*day)),
+                        quote(d),
+                        quote(s),
+                        hex::encode(m)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "{} WHERE (day, district_code, sector, merchant_key) IN ({list}) GROUP BY day, district_code, sector, merchant_key",
+                latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
+            );
+            out.extend(
+                self.client
+                    .query(&sql)
+                    .fetch_all::<DailyRow>()
+                    .await
+                    .map_err(self.err("read merchant days from merchant_activity_daily"))?,
+            );
         }
-        let list = keys
-            .iter()
-            .map(|(day, d, s, m)| {
-                format!(
-                    "(toDate('{}'), {}, {}, unhex('{}'))",
-                    iso_date(i64::from(*day)),
-                    quote(d),
-                    quote(s),
-                    hex::encode(m)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!(
-            "{} WHERE (day, district_code, sector, merchant_key) IN ({list}) GROUP BY day, district_code, sector, merchant_key",
-            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
-        );
-        self.client
-            .query(&sql)
-            .fetch_all::<DailyRow>()
-            .await
-            .map_err(self.err("read merchant days from merchant_activity_daily"))
+        Ok(out)
     }
 
     /// Transactions counted so far in one (district, sector) cell.
