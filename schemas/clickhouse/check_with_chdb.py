@@ -4,7 +4,13 @@
 The tests run the same files on ClickHouse 18.16; this check makes sure the
 project's SQL does not depend on behaviour only the old server has. Needs the
 PyPI package chdb-core (`pip install chdb-core`).
+
+With `--cookbook FILE.md --data DIR` it then loads tables exported by
+tests/it/recovery.rs (DIR/<database>.<table>.tsv, in the default database
+names) and runs every ```sql block of FILE.md, each of which must return
+rows.
 """
+import argparse
 import pathlib
 import re
 import sys
@@ -30,13 +36,43 @@ def render(text, db):
             .replace("{public}", f"`{db}_public`"))
 
 
+def sql_blocks(markdown):
+    return [m.strip() for m in re.findall(r"^```sql\n(.*?)^```$", markdown, flags=re.M | re.S)]
+
+
+def cookbook(s, version, markdown_path, data_dir):
+    for tsv in sorted(pathlib.Path(data_dir).glob("*.tsv")):
+        table = tsv.name[: -len(".tsv")]
+        structure = ", ".join(
+            f"{name} {type_}"
+            for name, type_, *_ in (
+                line.split("\t") for line in s.query(f"DESCRIBE TABLE {table}", "TSV").data().splitlines()
+            )
+        )
+        s.query(f"INSERT INTO {table} SELECT * FROM file('{tsv.resolve()}', 'TabSeparated', '{structure}')")
+    queries = sql_blocks(pathlib.Path(markdown_path).read_text())
+    for i, q in enumerate(queries, 1):
+        try:
+            rows = s.query(q, "TSV").data()
+        except Exception as e:
+            sys.exit(f"{markdown_path}: query {i} failed on ClickHouse {version}:\n{q}\n{e}")
+        if not rows.strip():
+            sys.exit(f"{markdown_path}: query {i} returned no rows on ClickHouse {version}:\n{q}")
+    print(f"chdb: {len(queries)} queries from {markdown_path} returned rows on ClickHouse {version}")
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cookbook", help="a Markdown file whose ```sql blocks to run")
+    parser.add_argument("--data", help="folder of <database>.<table>.tsv exports to load first")
+    args = parser.parse_args()
     files = sorted(HERE.glob("*.sql"))
     if not files:
         sys.exit("no .sql files found")
     s = session.Session()
     version = s.query("SELECT version()", "CSV").data().strip()
-    db = "pulih_chdb_check"
+    # The cookbook names the default databases.
+    db = "pulih" if args.cookbook else "pulih_chdb_check"
     s.query(f"CREATE DATABASE IF NOT EXISTS {db}")
     s.query(f"USE {db}")
     count = 0
@@ -49,6 +85,8 @@ def main():
                     sys.exit(f"{path.name}: statement failed on ClickHouse {version} (run {attempt}):\n{stmt}\n{e}")
             count += 1
     print(f"chdb: {count} statements from {len(files)} files ran twice on ClickHouse {version}")
+    if args.cookbook:
+        cookbook(s, version, args.cookbook, args.data)
 
 
 if __name__ == "__main__":

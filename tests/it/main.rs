@@ -6,4 +6,5 @@ mod access;
 mod e2e;
 mod exactly_once;
 mod ingest;
+mod recovery;
 mod store;

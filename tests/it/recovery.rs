@@ -1,0 +1,752 @@
+//! Recovery metrics on a seeded history: two and a half years of payments
+//! (a baseline, the 2020 shock, a recovery) loaded through the backfill path
+//! (`pulih produce` → Kafka → `pulih aggregate` → `pulih rollup`), then every
+//! metric checked against a computation from the events themselves, and
+//! every query of docs/data-model.md run on ClickHouse 18.16 and on chDB.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pulih_metrics::{format_day, parse_day, Day};
+use pulih_tests::{kafka_config, pulih_bin, repo_root, store_config, unique};
+use serde_json::{json, Value};
+
+/// Kota → its districts with activity; 31.72.04 (in the reference, in
+/// Jakarta Utara) never has any.
+const DISTRICTS: [&str; 5] = ["31.71.01", "31.71.02", "31.72.01", "31.72.02", "31.72.03"];
+const SECTORS: [&str; 2] = ["G", "I"];
+/// Merchants per (district, sector), in the order above; the cells of two
+/// merchants are always small, so their parents need complementary cells.
+const MERCHANTS: [[u32; 2]; 5] = [[6, 4], [2, 3], [5, 4], [4, 2], [3, 5]];
+const FIRST: &str = "2019-01-01";
+const LAST: &str = "2021-06-30";
+/// Lebaran 2020: no payments anywhere.
+const GAP: (&str, &str) = ("2020-05-23", "2020-05-25");
+/// 31.72.03 is closed through April 2020.
+const CLOSED: (&str, &str, &str) = ("31.72.03", "2020-04-01", "2020-04-30");
+
+const MIN_MERCHANTS: usize = 3;
+const MIN_TXNS: u64 = 5;
+
+struct Event {
+    id: String,
+    day: Day,
+    merchant: String,
+    district: &'static str,
+    sector: &'static str,
+    amount: u64,
+}
+
+/// xorshift64*: the same history on every run and machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Activity relative to normal: the shock from mid-March 2020, a trough
+/// until early June, then a recovery to 90 % by March 2021; to 60 % only
+/// for a lagging cell (`slow`).
+fn level(d: Day, slow: bool) -> f64 {
+    let target = if slow { 0.6 } else { 0.9 };
+    let (shock, trough_end, recovered) = (
+        parse_day("2020-03-15").unwrap(),
+        parse_day("2020-06-07").unwrap(),
+        parse_day("2021-03-01").unwrap(),
+    );
+    let weekend = if (d + 4).rem_euclid(7) >= 5 { 1.2 } else { 1.0 };
+    let base = if d < shock {
+        1.0
+    } else if d <= trough_end {
+        0.3
+    } else if d < recovered {
+        0.3 + (target - 0.3) * f64::from(d - trough_end) / f64::from(recovered - trough_end)
+    } else {
+        target
+    };
+    (base * weekend).min(1.0)
+}
+
+fn history() -> Vec<Event> {
+    let mut rng = Rng(0x5eed_2020);
+    let gap = (parse_day(GAP.0).unwrap(), parse_day(GAP.1).unwrap());
+    let closed = (parse_day(CLOSED.1).unwrap(), parse_day(CLOSED.2).unwrap());
+    let mut out = Vec::new();
+    for d in parse_day(FIRST).unwrap()..=parse_day(LAST).unwrap() {
+        if (gap.0..=gap.1).contains(&d) {
+            continue;
+        }
+        for (i, district) in DISTRICTS.iter().enumerate() {
+            if *district == CLOSED.0 && (closed.0..=closed.1).contains(&d) {
+                continue;
+            }
+            for (j, sector) in SECTORS.iter().enumerate() {
+                // Accommodation and food in Jakarta Utara lags behind.
+                let slow = district.starts_with("31.72") && *sector == "I";
+                for m in 0..MERCHANTS[i][j] {
+                    if rng.below(1000) as f64 >= 800.0 * level(d, slow) {
+                        continue;
+                    }
+                    for _ in 0..1 + rng.below(3) {
+                        out.push(Event {
+                            id: format!("e{}", out.len()),
+                            day: d,
+                            merchant: format!("m-{}-{sector}-{m}", district.replace('.', "_")),
+                            district,
+                            sector,
+                            amount: 5_000 * (1 + rng.below(40)),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The NDJSON line of an event: mid-morning Jakarta time, 07:00 + a few
+/// seconds per event of the day.
+fn line(e: &Event, second: u64) -> String {
+    let t = format!(
+        "{}T{:02}:{:02}:{:02}.000+07:00",
+        format_day(e.day),
+        7 + second / 3600,
+        second / 60 % 60,
+        second % 60
+    );
+    json!({
+        "event_id": e.id,
+        "occurred_at": t,
+        "merchant_id": e.merchant,
+        "district_code": e.district,
+        "sector": e.sector,
+        "amount_idr": e.amount,
+        "channel": "qris",
+        "merchant_size": "micro",
+    })
+    .to_string()
+}
+
+// ---------------------------------------------------------------- expected
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    level: &'static str,
+    kota: String,
+    district: String,
+    sector: String,
+}
+
+/// The four cells an event counts in.
+fn cells_of(e: &Event) -> [Key; 4] {
+    let kota = e.district[..5].to_owned();
+    let k = |level, kota: &str, district: &str, sector: &str| Key {
+        level,
+        kota: kota.into(),
+        district: district.into(),
+        sector: sector.into(),
+    };
+    [
+        k("district_sector", &kota, e.district, e.sector),
+        k("kota_sector", &kota, "", e.sector),
+        k("sector", "", "", e.sector),
+        k("city", "", "", ""),
+    ]
+}
+
+#[derive(Default, Clone)]
+struct Tally {
+    txns: u64,
+    amount: u64,
+    merchants: BTreeSet<String>,
+}
+
+/// Metrics computed straight from the events, the slow obvious way.
+struct Truth {
+    first: Day,
+    last: Day,
+    days: HashMap<Key, HashMap<Day, Tally>>,
+    baseline: (Day, Day),
+    /// Merchants open per cell and day, counted once.
+    open: HashMap<Key, HashMap<Day, usize>>,
+}
+
+impl Truth {
+    fn new(events: &[Event]) -> Truth {
+        let mut days: HashMap<Key, HashMap<Day, Tally>> = HashMap::new();
+        for e in events {
+            for k in cells_of(e) {
+                let t = days.entry(k).or_default().entry(e.day).or_default();
+                t.txns += 1;
+                t.amount += e.amount;
+                t.merchants.insert(e.merchant.clone());
+            }
+        }
+        let mut truth = Truth {
+            first: events.iter().map(|e| e.day).min().unwrap(),
+            last: events.iter().map(|e| e.day).max().unwrap(),
+            days,
+            baseline: (
+                parse_day("2020-01-04").unwrap(),
+                parse_day("2020-01-31").unwrap(),
+            ),
+            open: HashMap::new(),
+        };
+        let cells: BTreeSet<Key> = truth.days.keys().cloned().collect();
+        for k in cells {
+            for d in truth.first..=truth.last {
+                let mut all = BTreeSet::new();
+                for x in d - 2..=d {
+                    all.extend(truth.tally(&k, x).merchants.iter());
+                }
+                let n = all.len();
+                truth.open.entry(k.clone()).or_default().insert(d, n);
+            }
+        }
+        truth
+    }
+
+    fn tally(&self, k: &Key, d: Day) -> &Tally {
+        static EMPTY: Tally = Tally {
+            txns: 0,
+            amount: 0,
+            merchants: BTreeSet::new(),
+        };
+        self.days.get(k).and_then(|m| m.get(&d)).unwrap_or(&EMPTY)
+    }
+
+    fn has_row(&self, k: &Key, d: Day) -> bool {
+        d >= self.first && d <= self.last && (d - 27..=d).any(|x| self.tally(k, x).txns > 0)
+    }
+
+    fn open(&self, k: &Key, d: Day) -> Option<f64> {
+        if d - 2 < self.first || d > self.last {
+            return None;
+        }
+        Some(self.open[k][&d] as f64)
+    }
+
+    /// Measure 0 revenue, 1 transactions, 2 merchants open, on one day.
+    fn value(&self, k: &Key, m: usize, d: Day) -> Option<f64> {
+        if d < self.first || d > self.last {
+            return None;
+        }
+        let t = self.tally(k, d);
+        match m {
+            0 => Some(t.amount as f64),
+            1 => Some(t.txns as f64),
+            _ => self.open(k, d),
+        }
+    }
+
+    fn ma7(&self, k: &Key, m: usize, d: Day) -> Option<f64> {
+        let mut s = 0.0;
+        for x in d - 6..=d {
+            s += self.value(k, m, x)?;
+        }
+        Some(s / 7.0)
+    }
+
+    fn baseline(&self, k: &Key, m: usize) -> Option<f64> {
+        let (a, b) = self.baseline;
+        let mut s = 0.0;
+        for x in a..=b {
+            s += self.value(k, m, x)?;
+        }
+        Some(s / f64::from(b - a + 1))
+    }
+
+    fn index(&self, k: &Key, m: usize, d: Day) -> Option<f64> {
+        div(self.ma7(k, m, d), self.baseline(k, m))
+    }
+
+    fn baseline_small(&self, k: &Key) -> bool {
+        let (a, b) = self.baseline;
+        let mut merchants = BTreeSet::new();
+        let mut txns = 0;
+        for x in a..=b {
+            let t = self.tally(k, x);
+            txns += t.txns;
+            merchants.extend(t.merchants.iter());
+        }
+        merchants.len() < MIN_MERCHANTS || txns < MIN_TXNS
+    }
+}
+
+fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+// ------------------------------------------------------------- the store
+
+fn num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Null => None,
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => Some(s.parse().expect("a number")),
+        other => panic!("not a number: {other}"),
+    }
+}
+
+async fn rows(client: &clickhouse::Client, sql: &str) -> Vec<Value> {
+    let bytes = client
+        .query(sql)
+        .fetch_bytes("JSONEachRow")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn key_of(r: &Value) -> (Key, Day) {
+    let level = match r["level"].as_str().unwrap() {
+        "district_sector" => "district_sector",
+        "kota_sector" => "kota_sector",
+        "sector" => "sector",
+        "city" => "city",
+        other => panic!("level {other}"),
+    };
+    let s = |c: &str| r[c].as_str().unwrap().to_owned();
+    (
+        Key {
+            level,
+            kota: s("kota_code"),
+            district: s("district_code"),
+            sector: s("sector"),
+        },
+        parse_day(r["day"].as_str().unwrap()).unwrap(),
+    )
+}
+
+fn parent(k: &Key) -> Option<Key> {
+    let (level, kota, sector) = match k.level {
+        "district_sector" => ("kota_sector", k.kota.clone(), k.sector.clone()),
+        "kota_sector" => ("sector", String::new(), k.sector.clone()),
+        "sector" => ("city", String::new(), String::new()),
+        _ => return None,
+    };
+    Some(Key {
+        level,
+        kota,
+        district: String::new(),
+        sector,
+    })
+}
+
+const MEASURES: [&str; 3] = ["amount_idr", "txn_count", "merchants_open"];
+
+/// Runs the binary to completion (at most five minutes) and returns its
+/// standard output; its log goes to `<config dir>/<command>.log`.
+fn run_pulih(config: &Path, args: &[&str]) -> String {
+    let log_path = config.with_file_name(format!("{}.log", args[0]));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(pulih_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env(
+            "PULIH_LOG",
+            std::env::var("PULIH_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=warn".into()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "pulih {args:?} still running after 5 minutes; log: {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(
+        status.success(),
+        "pulih {args:?}: {stdout}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    stdout
+}
+
+/// The ```sql blocks of a Markdown file.
+fn sql_blocks(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for l in markdown.lines() {
+        match (&mut current, l.trim_end()) {
+            (None, "```sql") => current = Some(String::new()),
+            (Some(c), "```") => {
+                out.push(c.trim().to_owned());
+                current = None;
+            }
+            (Some(c), l) => {
+                c.push_str(l);
+                c.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The docs name the default databases; a test runs them in its own.
+fn in_database(sql: &str, db: &str) -> String {
+    sql.replace("pulih_public.", &format!("{db}_public."))
+        .replace("pulih_analytics.", &format!("{db}_analytics."))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_history_gives_the_metrics_computed_from_the_events() {
+    let events = history();
+    let truth = Truth::new(&events);
+    assert!(events.len() > 20_000, "{} events", events.len());
+
+    // Load it the way a provider backfills: an NDJSON file through `pulih produce`.
+    let kafka = kafka_config("recovery", 2);
+    kafka.ensure_topic().await.expect("broker reachable");
+    let store_config = store_config("recovery");
+    let db = store_config.database.clone();
+    let dir: PathBuf = repo_root()
+        .join("target/test-services")
+        .join(unique("recovery"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("history.ndjson");
+    let mut text = String::new();
+    let mut per_day: HashMap<Day, u64> = HashMap::new();
+    for e in &events {
+        let n = per_day.entry(e.day).or_default();
+        text.push_str(&line(e, *n));
+        text.push('\n');
+        *n += 1;
+    }
+    std::fs::write(&file, text).unwrap();
+    let config = dir.join("pulih.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+dlq_topic = "{topic}.dlq"
+partitions = 2
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[clickhouse]
+url = "{url}"
+database = "{db}"
+[pseudonymisation]
+secret = "recovery-test-secret-0123456789abcdef0123"
+[aggregate]
+group_id = "{group}"
+emit_interval_ms = 200
+idle_timeout_secs = 2
+metrics_addr = ""
+"#,
+            brokers = kafka.brokers,
+            topic = kafka.topic,
+            url = store_config.url,
+            group = unique("it-recovery"),
+        ),
+    )
+    .unwrap();
+    run_pulih(&config, &["migrate"]);
+    let produced = run_pulih(
+        &config,
+        &[
+            "produce",
+            "--producer",
+            "bank-a",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        produced.contains(&format!("produced events={} rejected=0", events.len())),
+        "{produced}"
+    );
+    run_pulih(&config, &["aggregate", "--exit-at-end"]);
+    let rolled = run_pulih(&config, &["rollup"]);
+    assert!(
+        rolled.contains(&format!("rolled up {FIRST}..{LAST}")),
+        "{rolled}"
+    );
+
+    let client = clickhouse::Client::default()
+        .with_url(&store_config.url)
+        .with_database(&db)
+        .with_validation(false);
+    let analytics = rows(
+        &client,
+        &format!("SELECT * FROM `{db}_analytics`.recovery_daily FINAL"),
+    )
+    .await;
+    let public = rows(
+        &client,
+        &format!("SELECT * FROM `{db}_public`.recovery_daily FINAL"),
+    )
+    .await;
+    let by_key: HashMap<(Key, Day), &Value> = analytics.iter().map(|r| (key_of(r), r)).collect();
+    let public_by_key: HashMap<(Key, Day), &Value> =
+        public.iter().map(|r| (key_of(r), r)).collect();
+
+    // The rows: every cell with activity in the 28 days up to a day, and
+    // no others; nothing for the district without payments.
+    let cells: BTreeSet<Key> = truth.days.keys().cloned().collect();
+    let mut expected_rows = BTreeSet::new();
+    for k in &cells {
+        for d in truth.first..=truth.last {
+            if truth.has_row(k, d) {
+                expected_rows.insert((k.clone(), d));
+            }
+        }
+    }
+    let got_rows: BTreeSet<(Key, Day)> = by_key.keys().cloned().collect();
+    assert_eq!(got_rows.len(), expected_rows.len());
+    assert!(got_rows == expected_rows, "row sets differ");
+    assert_eq!(public_by_key.len(), by_key.len());
+    assert!(!got_rows.iter().any(|(k, _)| k.district == "31.72.04"));
+
+    // Every value of every row, against the events.
+    let mut complementary = 0;
+    let mut small = 0;
+    for ((k, d), r) in &by_key {
+        let (k, d) = (k, *d);
+        let t = truth.tally(k, d);
+        let what = format!("{k:?} {}", format_day(d));
+        assert_eq!(num(&r["amount_idr_sum"]), Some(t.amount as f64), "{what}");
+        assert_eq!(num(&r["txn_count"]), Some(t.txns as f64), "{what}");
+        assert_eq!(
+            num(&r["merchants_active"]),
+            Some(t.merchants.len() as f64),
+            "{what}"
+        );
+        assert_eq!(num(&r["merchants_open"]), truth.open(k, d), "{what}");
+        for (m, name) in MEASURES.iter().enumerate() {
+            let col = |c: &str| num(&r[format!("{name}_{c}")]);
+            let ma7 = truth.ma7(k, m, d);
+            assert!(
+                close(col("ma7"), ma7),
+                "{what} {name}_ma7 {:?} {ma7:?}",
+                col("ma7")
+            );
+            assert!(
+                close(col("baseline"), truth.baseline(k, m)),
+                "{what} {name}_baseline"
+            );
+            assert!(
+                close(col("index"), truth.index(k, m, d)),
+                "{what} {name}_index"
+            );
+            let sa = div(truth.index(k, m, d), truth.index(k, m, d - 364));
+            assert!(close(col("index_sa"), sa), "{what} {name}_index_sa");
+            let wow = div(ma7, truth.ma7(k, m, d - 7)).map(|x| x - 1.0);
+            assert!(close(col("wow"), wow), "{what} {name}_wow");
+            let chg4w = div(ma7, truth.ma7(k, m, d - 28)).map(|x| x - 1.0);
+            assert!(close(col("chg4w"), chg4w), "{what} {name}_chg4w");
+        }
+        let is_small = t.merchants.len() < MIN_MERCHANTS || t.txns < MIN_TXNS;
+        match r["suppression"].as_str().unwrap() {
+            "small_cell" => {
+                assert!(is_small, "{what} suppressed as small");
+                small += 1;
+            }
+            "none" => assert!(!is_small, "{what} small but published"),
+            "complementary" => {
+                assert!(!is_small, "{what}");
+                complementary += 1;
+            }
+            other => panic!("suppression {other}"),
+        }
+    }
+    assert!(
+        small > 1_000 && complementary > 100,
+        "small {small}, complementary {complementary}"
+    );
+
+    // Publication: nothing small or complementary leaves; a derived value
+    // is published only when every day it is computed from is.
+    let published = |k: &Key, d: Day| {
+        by_key
+            .get(&(k.clone(), d))
+            .is_some_and(|r| r["suppression"] == "none")
+    };
+    let window = |k: &Key, d: Day| (d - 6..=d).all(|x| published(k, x));
+    for ((k, d), r) in &public_by_key {
+        let a = by_key[&(k.clone(), *d)];
+        let open = a["suppression"] == "none";
+        assert_eq!(num(&r["suppressed"]), Some(if open { 0.0 } else { 1.0 }));
+        for c in ["amount_idr_sum", "txn_count", "merchants_open"] {
+            let want = if open { num(&a[c]) } else { None };
+            assert_eq!(num(&r[c]), want, "{k:?} {c}");
+        }
+        for name in MEASURES {
+            let rules = [
+                ("ma7", window(k, *d)),
+                ("index", window(k, *d) && !truth.baseline_small(k)),
+                (
+                    "index_sa",
+                    window(k, *d) && !truth.baseline_small(k) && window(k, *d - 364),
+                ),
+                ("wow", window(k, *d) && window(k, *d - 7)),
+                ("chg4w", window(k, *d) && window(k, *d - 28)),
+            ];
+            for (c, ok) in rules {
+                let col = format!("{name}_{c}");
+                let want = if ok { num(&a[col.as_str()]) } else { None };
+                assert!(
+                    close(num(&r[col.as_str()]), want),
+                    "{k:?} {} {col}",
+                    format_day(*d)
+                );
+            }
+        }
+    }
+
+    // Complementary suppression: on every day, no published parent has
+    // exactly one withheld child, and no withheld parent is the sum of
+    // published children.
+    let mut children: BTreeMap<(Key, Day), Vec<bool>> = BTreeMap::new();
+    for (k, d) in by_key.keys() {
+        if let Some(p) = parent(k) {
+            children.entry((p, *d)).or_default().push(published(k, *d));
+        }
+    }
+    for ((p, d), kids) in &children {
+        let withheld = kids.iter().filter(|ok| !**ok).count();
+        if published(p, *d) {
+            assert_ne!(
+                withheld,
+                1,
+                "{p:?} {} gives its small child away",
+                format_day(*d)
+            );
+        } else {
+            assert!(
+                withheld >= 1,
+                "{p:?} {} is the sum of its children",
+                format_day(*d)
+            );
+        }
+    }
+
+    // The story the data tells, and its edge cases.
+    let city = Key {
+        level: "city",
+        kota: String::new(),
+        district: String::new(),
+        sector: String::new(),
+    };
+    let at = |d: &str, c: &str| num(&public_by_key[&(city.clone(), parse_day(d).unwrap())][c]);
+    assert!(at("2020-01-20", "txn_count_index").unwrap() > 0.9);
+    assert!(
+        at("2020-04-20", "txn_count_index").unwrap() < 0.45,
+        "the shock"
+    );
+    assert!(
+        at("2021-04-20", "txn_count_index").unwrap() > 0.75,
+        "the recovery"
+    );
+    assert!(
+        at("2021-04-20", "txn_count_index_sa").unwrap() > 2.0,
+        "against April 2020"
+    );
+    assert!(at("2020-04-01", "txn_count_chg4w").unwrap() < -0.4);
+    // The Lebaran gap: rows stay, withheld, and the 7-day values after it
+    // are not published until a full clean week has passed.
+    assert_eq!(at("2020-05-24", "suppressed"), Some(1.0));
+    assert_eq!(at("2020-05-24", "amount_idr_sum"), None);
+    assert_eq!(at("2020-05-30", "txn_count_ma7"), None);
+    assert!(at("2020-06-01", "txn_count_ma7").is_some());
+    // 52 weeks after the leap day lands on it.
+    let leap = parse_day("2021-02-27").unwrap();
+    assert_eq!(format_day(leap - 364), "2020-02-29");
+    assert!(close(
+        at("2021-02-27", "amount_idr_index_sa"),
+        div(
+            truth.index(&city, 0, leap),
+            truth.index(&city, 0, leap - 364)
+        )
+    ));
+    // Before a year of history exists, nothing is seasonally adjusted.
+    assert_eq!(at("2019-12-20", "txn_count_index_sa"), None);
+
+    // The cookbook: every query of docs/data-model.md on this data, here
+    // and on current ClickHouse (chDB) from an export of the same tables.
+    let doc = std::fs::read_to_string(repo_root().join("docs/data-model.md")).unwrap();
+    let queries = sql_blocks(&doc);
+    assert!(
+        queries.len() >= 10,
+        "{} queries in docs/data-model.md",
+        queries.len()
+    );
+    for q in &queries {
+        let got = rows(&client, &in_database(q, &db)).await;
+        assert!(!got.is_empty(), "no rows on ClickHouse 18.16 from:\n{q}");
+    }
+    let export = dir.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    for (database, table) in [
+        ("analytics", "recovery_daily"),
+        ("public", "recovery_daily"),
+        ("analytics", "activity_1m"),
+    ] {
+        let data = client
+            .query(&format!("SELECT * FROM `{db}_{database}`.{table} FINAL"))
+            .fetch_bytes("TabSeparated")
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        std::fs::write(export.join(format!("pulih_{database}.{table}.tsv")), data).unwrap();
+    }
+    let chdb = Command::new("python3")
+        .arg(repo_root().join("schemas/clickhouse/check_with_chdb.py"))
+        .arg("--cookbook")
+        .arg(repo_root().join("docs/data-model.md"))
+        .arg("--data")
+        .arg(&export)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&chdb.stdout);
+    assert!(
+        chdb.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&chdb.stderr)
+    );
+    assert!(out.contains(&format!("{} queries", queries.len())), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
