@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on this machine:
 #   services up → migrations → simulator → Kafka → aggregator → ClickHouse
-# then a table of what landed, checked against what the simulator sent.
+# then a table of what landed, checked against what the simulator sent, and
+# the latest day's published recovery metrics per level.
 #
 # Usage: deploy/local/demo.sh [RATE] [SECONDS]      (default 2000 events/s for 10 s)
 set -euo pipefail
@@ -45,3 +46,11 @@ else
     echo "demo: MISMATCH: sent $sent_events events (Rp $sent_amount), landed $landed_events (Rp $landed_amount)" >&2
     exit 1
 fi
+
+echo "demo: rolling up the last days into recovery metrics (docs/data-model.md)" >&2
+$PULIH rollup --from "$(date -u -d '3 days ago' +%F)"
+curl -sS 'http://127.0.0.1:8123/' --data-binary "
+    SELECT level, count() AS cells, sum(suppressed) AS suppressed, sum(txn_count) AS published_transactions
+    FROM pulih_public.recovery_daily FINAL
+    WHERE day = (SELECT max(day) FROM pulih_public.recovery_daily)
+    GROUP BY level ORDER BY level FORMAT PrettyCompactMonoBlock"

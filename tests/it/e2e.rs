@@ -135,6 +135,7 @@ async fn known_events_land_as_exact_counts_and_sums() {
         idle_timeout: Duration::from_secs(30),
         exit_at_end: true,
         kafka_options: fast_group_options(),
+        archive_payments: true,
     };
     let stats = tokio::time::timeout(
         Duration::from_secs(120),
@@ -173,4 +174,26 @@ async fn known_events_land_as_exact_counts_and_sums() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(want.len(), cells.len() * 5, "4 cells x 5 minutes");
+
+    // archive_payments: every record once in `payments`, as sent.
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Archived {
+        rows: u64,
+        events: u64,
+        amount: u64,
+        ms: u64,
+        producers: u64,
+    }
+    let a = store
+        .client()
+        .query(
+            "SELECT count() AS rows, uniqExact(event_id) AS events, sum(amount_idr) AS amount, \
+             toUInt64(sum(occurred_ms)) AS ms, uniqExact(producer_id) AS producers FROM payments FINAL",
+        )
+        .fetch_one::<Archived>()
+        .await
+        .unwrap();
+    assert_eq!((a.rows, a.events), (600, 600));
+    assert_eq!(a.amount, specs.iter().map(|s| s.amount).sum::<u64>());
+    assert_eq!((a.ms, a.producers), (600 * 250, 1));
 }

@@ -278,6 +278,7 @@ group_id = "{group}"
 emit_interval_ms = 100
 idle_timeout_secs = 2
 metrics_addr = "{metrics}"
+archive_payments = true
 "#,
                 brokers = self.kafka.brokers,
                 topic = self.kafka.topic,
@@ -434,6 +435,25 @@ metrics_addr = "{metrics}"
         }
         assert_eq!(got.len(), want.windows.len());
         assert_eq!(self.days().await, want.days);
+        // The archive holds each counted event once.
+        let counted: BTreeSet<&str> = self
+            .sent
+            .iter()
+            .filter(|e| !e.too_late)
+            .map(|e| e.id.as_str())
+            .collect();
+        let archived = self
+            .store
+            .client()
+            .query("SELECT event_id FROM payments FINAL ORDER BY event_id")
+            .fetch_all::<String>()
+            .await
+            .unwrap();
+        assert_eq!(archived.len(), counted.len(), "one payments row per event");
+        assert!(archived
+            .iter()
+            .map(String::as_str)
+            .eq(counted.iter().copied()));
         let too_late = self.sent.iter().filter(|e| e.too_late).count();
         assert!(
             dead_letters(

@@ -423,6 +423,7 @@ async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
         idle_timeout: Duration::from_secs(30),
         exit_at_end: true,
         kafka_options: pulih_tests::fast_group_options(),
+        archive_payments: false,
     };
     let stats = tokio::time::timeout(
         Duration::from_secs(120),

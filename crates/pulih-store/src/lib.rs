@@ -166,6 +166,32 @@ pub const DAILY_COLUMNS: &[&str] = &[
     "updated_at",
 ];
 
+/// One row of `payments`, in column order.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub producer_id: String,
+    pub event_id: String,
+    /// Seconds since the epoch, UTC.
+    pub occurred_at: u32,
+    /// The milliseconds of `occurred_at`.
+    pub occurred_ms: u16,
+    /// Days since 1970-01-01, in Asia/Jakarta time.
+    pub day: u16,
+    pub merchant_key: [u8; 32],
+    pub merchant_key_id: String,
+    pub district_code: String,
+    pub sector: String,
+    /// Empty when the producer sent none.
+    pub kbli_code: String,
+    pub amount_idr: u64,
+    pub channel: String,
+    pub merchant_size: String,
+    /// The Kafka timestamp: when the gateway accepted the event.
+    pub accepted_at: u32,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
 /// One row of `aggregator_checkpoint`.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct CheckpointRow {
@@ -308,6 +334,11 @@ impl Store {
     /// Upserts window rows into `activity_1m`.
     pub async fn insert_activity(&self, rows: &[ActivityRow]) -> Result<(), StoreError> {
         self.insert_rows("activity_1m", rows).await
+    }
+
+    /// Inserts raw records into `payments`.
+    pub async fn insert_payments(&self, rows: &[PaymentRow]) -> Result<(), StoreError> {
+        self.insert_rows("payments", rows).await
     }
 
     /// Upserts rows into `merchant_activity_daily`.

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_merchant_activity_daily.sql"),
     migration!(3, "0003_aggregator_state.sql"),
     migration!(4, "0004_recovery_metrics.sql"),
+    migration!(5, "0005_payments.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -2,7 +2,7 @@
 //! `merchant_activity_daily`, computes the metrics with `pulih-metrics`, and
 //! writes the analysts' and the public table.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use pulih_metrics::{
     format_day, BaselineTotals, Cell, Day, DayTotals, Input, Level, Metrics, Params, Published,
@@ -63,6 +63,19 @@ fn day_ranges(column: &str, ranges: &[(Day, Day)], widen: Day) -> String {
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct CellDayRow {
     day: u16,
+    kota: String,
+    district: String,
+    sector: String,
+    txns: u64,
+    amount: u64,
+    active: u64,
+    open: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct HistoryRow {
+    day: u16,
+    level: String,
     kota: String,
     district: String,
     sector: String,
@@ -295,61 +308,81 @@ impl Store {
             .map_err(self.err(format!("read baseline totals per {}", level.name())))
     }
 
-    /// Everything `compute` needs for days `from ..= to`.
-    async fn metrics_input(
+    /// Fresh daily totals of every level on the days in `ranges`, from
+    /// `merchant_activity_daily`.
+    async fn load_fresh(
         &self,
-        params: &Params,
-        kota_of: &[(String, String)],
-        first_day: Day,
-        from: Day,
-        to: Day,
-    ) -> Result<Input, StoreError> {
-        let kota = kota_expr(kota_of);
-        let ranges = vec![
-            (from - pulih_metrics::HISTORY_DAYS, to),
-            (params.baseline_start - 2, params.baseline_end),
-        ];
-        let mut input = Input {
-            first_day,
-            ranges: ranges.clone(),
-            ..Input::default()
-        };
-        let cell = |level, kota: String, district: String, sector: String| Cell {
-            level,
-            kota,
-            district,
-            sector,
-        };
+        kota: &str,
+        ranges: &[(Day, Day)],
+        days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
+    ) -> Result<(), StoreError> {
         for level in Level::ALL {
-            for r in self.cell_days(level, &kota, &ranges).await? {
+            for r in self.cell_days(level, kota, ranges).await? {
                 let totals = DayTotals {
                     amount_idr: r.amount,
                     txns: r.txns,
                     merchants_active: r.active as u32,
                     merchants_open: r.open as u32,
                 };
-                input
-                    .days
-                    .entry(cell(level, r.kota, r.district, r.sector))
+                days.entry(cell(level, r.kota, r.district, r.sector))
                     .or_default()
                     .insert(Day::from(r.day), totals);
             }
-            for r in self.baseline_totals(level, &kota, params).await? {
-                input.baseline.insert(
-                    cell(level, r.kota, r.district, r.sector),
-                    BaselineTotals {
-                        merchants: r.merchants as u32,
-                        txns: r.txns,
-                    },
-                );
-            }
         }
-        Ok(input)
+        Ok(())
+    }
+
+    /// Daily totals of days `from ..= to` as an earlier rollup wrote them
+    /// to `recovery_daily` (every day with activity has a row there);
+    /// `false` if it holds none.
+    async fn load_history(
+        &self,
+        from: Day,
+        to: Day,
+        days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT toUInt16(day) AS d, toString(level) AS lvl, kota_code AS kota, \
+             district_code AS district, sector, txn_count AS txns, amount_idr_sum AS amount, \
+             toUInt64(merchants_active) AS active, toUInt64(ifNull(merchants_open, 0)) AS open \
+             FROM `{}`.recovery_daily FINAL WHERE {}",
+            migrate::analytics_database(&self.database),
+            day_ranges("day", &[(from, to)], 0)
+        );
+        let rows = self
+            .client
+            .query(&sql)
+            .fetch_all::<HistoryRow>()
+            .await
+            .map_err(self.err("read earlier days from recovery_daily"))?;
+        let found = !rows.is_empty();
+        for r in rows {
+            let Some(level) = Level::ALL.into_iter().find(|l| l.name() == r.level) else {
+                continue;
+            };
+            let totals = DayTotals {
+                amount_idr: r.amount,
+                txns: r.txns,
+                merchants_active: r.active as u32,
+                merchants_open: r.open as u32,
+            };
+            days.entry(cell(level, r.kota, r.district, r.sector))
+                .or_default()
+                .insert(Day::from(r.day), totals);
+        }
+        Ok(found)
     }
 
     /// Recomputes `recovery_daily` for days `from ..= to` (default: all
     /// days with data) in the analytics and public databases. `kota_of`
     /// maps each district code to its kota code.
+    ///
+    /// Days are computed in chunks, in order, each read once from
+    /// `merchant_activity_daily`; the year of history a chunk needs is
+    /// carried over from the chunks before it. A run starting after the
+    /// first day with data reads that history from the rows an earlier
+    /// rollup wrote (or, when there are none, from
+    /// `merchant_activity_daily`).
     pub async fn rollup(
         &self,
         params: &Params,
@@ -366,6 +399,9 @@ impl Store {
             days: (from <= to).then_some((from, to)),
             ..RollupReport::default()
         };
+        if from > to {
+            return Ok(report);
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -373,12 +409,44 @@ impl Store {
         let computed_at = now.as_secs() as u32;
         let analytics = migrate::analytics_database(&self.database);
         let public = migrate::public_database(&self.database);
+        let kota = kota_expr(kota_of);
+        let history = pulih_metrics::HISTORY_DAYS;
+
+        // The baseline: its days and distinct merchants, once.
+        let baseline_days = (params.baseline_start - 2, params.baseline_end);
+        let mut input = Input {
+            first_day: first,
+            ..Input::default()
+        };
+        self.load_fresh(&kota, &[baseline_days], &mut input.days)
+            .await?;
+        for level in Level::ALL {
+            for r in self.baseline_totals(level, &kota, params).await? {
+                input.baseline.insert(
+                    cell(level, r.kota, r.district, r.sector),
+                    BaselineTotals {
+                        merchants: r.merchants as u32,
+                        txns: r.txns,
+                    },
+                );
+            }
+        }
+        if from > first {
+            let earlier = (from - history, from - 1);
+            if !self
+                .load_history(earlier.0, earlier.1, &mut input.days)
+                .await?
+            {
+                self.load_fresh(&kota, &[earlier], &mut input.days).await?;
+            }
+        }
+
         let mut start = from;
         while start <= to {
             let end = (start + CHUNK_DAYS - 1).min(to);
-            let input = self
-                .metrics_input(params, kota_of, first, start, end)
+            self.load_fresh(&kota, &[(start, end)], &mut input.days)
                 .await?;
+            input.ranges = vec![(start - history, end), baseline_days];
             let rows = pulih_metrics::compute(&input, params, start, end);
             let a: Vec<AnalyticsRow> = rows
                 .iter()
@@ -399,9 +467,23 @@ impl Store {
                 to = %pulih_metrics::format_day(end),
                 rows = rows.len()
             );
+            // Keep what the next chunk needs.
+            let keep = end + 1 - history;
+            for series in input.days.values_mut() {
+                series.retain(|d, _| *d >= keep || (baseline_days.0..=baseline_days.1).contains(d));
+            }
             start = end + 1;
         }
         Ok(report)
+    }
+}
+
+fn cell(level: Level, kota: String, district: String, sector: String) -> Cell {
+    Cell {
+        level,
+        kota,
+        district,
+        sector,
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pulih_event::Reference;
-use pulih_store::{ActivityRow, DailyRow, Store, StoreError};
+use pulih_store::{ActivityRow, DailyRow, PaymentRow, Store, StoreError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -59,6 +59,8 @@ pub struct AggregatorConfig {
     pub exit_at_end: bool,
     /// Raw librdkafka settings, applied last.
     pub kafka_options: BTreeMap<String, String>,
+    /// Also write every counted record to the `payments` table.
+    pub archive_payments: bool,
 }
 
 /// What one run did.
@@ -135,9 +137,11 @@ struct State {
     parts: HashMap<i32, Part>,
     stats: RunStats,
     /// A flush taken from the core but not yet durable.
-    pending: Option<(Flush, Vec<DeadRecord>)>,
+    pending: Option<(Flush, Vec<DeadRecord>, Vec<PaymentRow>)>,
     /// Dead letters of records folded since the last take.
     dead: Vec<DeadRecord>,
+    /// Counted records since the last take, with `archive_payments`.
+    payments: Vec<PaymentRow>,
 }
 
 /// A dead-letter record to produce: (source partition, JSON payload).
@@ -302,15 +306,16 @@ impl Shared {
                 }
             }
             let dead = std::mem::take(&mut st.dead);
-            st.pending = Some((flush, dead));
+            let payments = std::mem::take(&mut st.payments);
+            st.pending = Some((flush, dead, payments));
         }
-        let (flush, dead) = st.pending.as_ref().expect("set above");
-        if flush.is_empty() && dead.is_empty() {
+        let (flush, dead, payments) = st.pending.as_ref().expect("set above");
+        if flush.is_empty() && dead.is_empty() && payments.is_empty() {
             st.pending = None;
             return Ok(false);
         }
         let started = Instant::now();
-        self.write(flush, dead)?;
+        self.write(flush, dead, payments)?;
         self.metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -323,6 +328,10 @@ impl Shared {
             .rows_written
             .with_label_values(&["merchant_activity_daily"])
             .inc_by(flush.daily.len() as u64);
+        self.metrics
+            .rows_written
+            .with_label_values(&["payments"])
+            .inc_by(payments.len() as u64);
         st.stats.rows_written += rows;
         st.stats.flushes += 1;
         st.pending = None;
@@ -341,8 +350,15 @@ impl Shared {
     }
 
     /// Makes one flush durable, in the order the correctness argument
-    /// needs: dedup entries and rows, dead letters, then checkpoints.
-    fn write(&self, flush: &Flush, dead: &[DeadRecord]) -> Result<(), String> {
+    /// needs: raw records (idempotent by key, so any time before the
+    /// checkpoint), dedup entries and rows, dead letters, then checkpoints.
+    fn write(
+        &self,
+        flush: &Flush,
+        dead: &[DeadRecord],
+        payments: &[PaymentRow],
+    ) -> Result<(), String> {
+        self.block_on(self.store.insert_payments(payments))?;
         self.block_on(self.store.insert_dedup(&flush.dedup))?;
         self.fault_point("after_dedup");
         self.block_on(self.store.insert_daily(&flush.daily))?;
@@ -700,6 +716,7 @@ pub fn run_blocking(
             stats: RunStats::default(),
             pending: None,
             dead: Vec::new(),
+            payments: Vec::new(),
         }),
         hang_at: std::env::var("PULIH_TEST_HANG_AT").ok().and_then(|v| {
             let (step, n) = v.split_once(':').unwrap_or((v.as_str(), "1"));
@@ -826,6 +843,32 @@ fn set_paused(consumer: &BaseConsumer<Ctx>, paused: bool) {
     }
 }
 
+/// The `payments` row of a record.
+fn payment_row(payload: &[u8], partition: i32, offset: i64, ts_ms: i64) -> Option<PaymentRow> {
+    let r = pulih_event::PaymentRecord::from_json(payload).ok()?;
+    let mut merchant_key = [0u8; 32];
+    hex::decode_to_slice(&r.merchant_key, &mut merchant_key).ok()?;
+    let ms = r.occurred_at.unix_millis();
+    Some(PaymentRow {
+        producer_id: r.producer_id,
+        event_id: r.event_id,
+        occurred_at: u32::try_from(ms.div_euclid(1000)).ok()?,
+        occurred_ms: ms.rem_euclid(1000) as u16,
+        day: u16::try_from((ms + core::JAKARTA_OFFSET_MS).div_euclid(86_400_000)).ok()?,
+        merchant_key,
+        merchant_key_id: r.merchant_key_id,
+        district_code: r.district_code,
+        sector: r.sector.as_str().to_owned(),
+        kbli_code: r.kbli_code.unwrap_or_default(),
+        amount_idr: r.amount_idr,
+        channel: r.channel.as_str().to_owned(),
+        merchant_size: r.merchant_size.as_str().to_owned(),
+        accepted_at: u32::try_from(ts_ms.div_euclid(1000)).unwrap_or(0),
+        source_partition: partition,
+        source_offset: offset,
+    })
+}
+
 /// Drops dedup partitions that no restore can read any more.
 fn prune(shared: &Shared) {
     let horizon_days = shared.config.core.dedup_horizon_ms / 86_400_000 + 2;
@@ -859,6 +902,21 @@ fn handle(shared: &Shared, m: &BorrowedMessage<'_>) {
             let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
             let outcome = part.core.fold(m.offset(), ts, &event);
             let label = st.stats.count(outcome);
+            let counted = matches!(
+                outcome,
+                Outcome::Applied | Outcome::Late | Outcome::Replayed
+            );
+            if shared.config.archive_payments && counted {
+                match payment_row(payload, p, m.offset(), ts) {
+                    Some(row) => st.payments.push(row),
+                    None => tracing::warn!(
+                        message =
+                            "Counted record not archived: it does not parse as a payment record.",
+                        partition = p,
+                        offset = m.offset()
+                    ),
+                }
+            }
             if outcome == Outcome::TooLate {
                 st.dead.push((
                     p,

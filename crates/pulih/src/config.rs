@@ -109,6 +109,7 @@ pub struct Aggregate {
     pub idle_timeout_secs: u32,
     pub emit_interval_ms: u32,
     pub metrics_addr: String,
+    pub archive_payments: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +270,7 @@ impl Config {
                 "must be 1-64 characters of [a-z0-9_-]",
             ));
         }
+        self.metric_params()?;
         Ok(())
     }
 
@@ -455,6 +457,25 @@ mod tests {
             assert!(e.contains("brokerz"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn metric_settings_are_checked_at_load() {
+        let c = load_toml("[metrics]\nmin_merchants = 10\n").unwrap();
+        assert_eq!(c.metric_params().unwrap().min_merchants, 10);
+        for (toml, key) in [
+            (
+                "baseline_start = \"2020-02-30\"",
+                "`metrics.baseline_start`",
+            ),
+            ("baseline_end = \"2019-12-31\"", "`metrics.baseline_end`"),
+            ("min_merchants = 0", "`metrics.min_merchants`"),
+        ] {
+            let e = load_toml(&format!("[metrics]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

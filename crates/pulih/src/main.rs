@@ -363,6 +363,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         idle_timeout: Duration::from_secs(u64::from(a.idle_timeout_secs)),
         exit_at_end,
         kafka_options: config.kafka.options.clone(),
+        archive_payments: config.aggregate.archive_payments,
     };
     let kafka = config.kafka();
     kafka.ensure_topic().await?;

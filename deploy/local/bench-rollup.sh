@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark of `pulih rollup` at city scale, with ClickHouse running.
+#
+# Usage: deploy/local/bench-rollup.sh [MERCHANTS_PER_DAY] [DAYS]
+#        (defaults: 30000 merchants active every day for 730 days)
+#
+# Fills merchant_activity_daily of the database pulih_bench_rollup with
+# MERCHANTS_PER_DAY merchants a day spread over Jakarta's 44 kecamatan and
+# 21 KBLI categories (each merchant in one cell, 1-4 transactions a day),
+# ending yesterday, straight with SQL (the pipeline is benchmarked by
+# bench-e2e.sh). Then times a full rollup and an incremental one (the last
+# metrics.refresh_days days, as `pulih rollup --every` does), and prints the
+# rows and bytes of the result tables.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+MERCHANTS="${1:-30000}"
+DAYS="${2:-730}"
+CH=http://127.0.0.1:8123/
+DB=pulih_bench_rollup
+export PULIH_CLICKHOUSE__DATABASE=$DB
+export PULIH_LOG="${PULIH_LOG:-warn}"
+
+deploy/local/services.sh up
+echo "bench: building pulih (release)" >&2
+cargo build --release --locked -q -p pulih
+PULIH="$ROOT/target/release/pulih"
+q() { curl -sS --fail-with-body "$CH" --data-binary "$1"; }
+
+for d in $DB ${DB}_analytics ${DB}_public; do q "DROP DATABASE IF EXISTS $d"; done
+$PULIH migrate >/dev/null
+districts=$(grep -E '^31\.' schemas/reference/districts.tsv | cut -f1 | sed "s/.*/'&'/" | paste -sd, -)
+start=$(date -u -d "$DAYS days ago" +%F)
+echo "bench: $MERCHANTS merchants a day for $DAYS days from $start" >&2
+t0=$(date +%s.%N)
+q "INSERT INTO $DB.merchant_activity_daily
+   SELECT toDate('$start') + intDiv(number, $MERCHANTS) AS day,
+          [$districts][1 + (number % $MERCHANTS) % 44] AS district_code,
+          ['A','B','C','D','E','F','G','H','I','J','K','L','M','N','O','P','Q','R','S','T','U'][1 + intDiv(number % $MERCHANTS, 44) % 21] AS sector,
+          toFixedString(unhex(lower(hex(SHA256(toString(number % $MERCHANTS))))), 32) AS merchant_key,
+          1 + number % 4 AS txn_count, 10000 * (1 + number % 97) AS amount_idr_sum,
+          1, 0, number, 1, now()
+   FROM numbers($((MERCHANTS * DAYS)))"
+t1=$(date +%s.%N)
+echo "bench: loaded $((MERCHANTS * DAYS)) merchant-days in $(echo "$t1 - $t0" | bc) s" >&2
+
+echo "bench: full rollup" >&2
+/usr/bin/time -f "bench: full rollup: %e s wall, %M KiB max RSS, %P CPU (pulih)" $PULIH rollup
+echo "bench: incremental rollup (refresh_days)" >&2
+from=$(date -u -d "4 days ago" +%F)
+/usr/bin/time -f "bench: incremental rollup: %e s wall, %M KiB max RSS, %P CPU (pulih)" $PULIH rollup --from "$from"
+q "SELECT database, table, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS on_disk
+   FROM system.parts WHERE active AND database LIKE '$DB%' AND table IN ('merchant_activity_daily', 'recovery_daily')
+   GROUP BY database, table ORDER BY database FORMAT PrettyCompactMonoBlock"
