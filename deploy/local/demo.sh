@@ -22,6 +22,9 @@ export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-d
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
 $PULIH migrate
+# Records already waiting in the topic (from an earlier run, or sent to the
+# gateway) are aggregated first, so that the check below counts this run.
+$PULIH aggregate --exit-at-end >/dev/null
 before=$($PULIH report | sed -n 's/^total events=\([0-9]*\) amount_idr=\([0-9]*\)$/\1 \2/p')
 read -r before_events before_amount <<<"$before"
 
