@@ -14,7 +14,8 @@ use pulih_event::{Limits, Pseudonymiser, Reference, Secret, Timestamp};
 use pulih_ingest::{delivered, Intake, KafkaConfig, Offer};
 use pulih_store::{Store, StoreConfig};
 use pulih_tests::{
-    free_port, kafka_config, pulih_bin, repo_root, store_config, unique, PrivateClickHouse,
+    free_port, kafka_config, pulih_bin, pulih_toml, repo_root, store_config, unique,
+    PrivateClickHouse,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -259,34 +260,17 @@ impl Run {
         hang_at: Option<&str>,
     ) -> Proc {
         let config = self.dir.join(format!("{name}.toml"));
+        let metrics = metrics_port.map_or(String::new(), |p| format!("127.0.0.1:{p}"));
         std::fs::write(
             &config,
-            format!(
-                r#"[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-dlq_topic = "{topic}.dlq"
-partitions = {partitions}
-[kafka.options]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[clickhouse]
-url = "{url}"
-database = "{db}"
-[aggregate]
-group_id = "{group}"
-emit_interval_ms = 100
-idle_timeout_secs = 2
-metrics_addr = "{metrics}"
-archive_payments = true
-"#,
-                brokers = self.kafka.brokers,
-                topic = self.kafka.topic,
-                partitions = self.kafka.partitions,
-                url = self.store_config.url,
-                db = self.store_config.database,
-                group = self.group,
-                metrics = metrics_port.map_or(String::new(), |p| format!("127.0.0.1:{p}")),
+            pulih_toml(
+                &self.kafka,
+                &self.store_config,
+                &self.group,
+                &format!(
+                    "emit_interval_ms = 100\nmetrics_addr = \"{metrics}\"\narchive_payments = true"
+                ),
+                "",
             ),
         )
         .unwrap();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pulih_metrics::{format_day, parse_day, Day};
-use pulih_tests::{kafka_config, pulih_bin, repo_root, store_config, unique};
+use pulih_tests::{kafka_config, pulih_bin, pulih_toml, repo_root, store_config, unique};
 use serde_json::{json, Value};
 
 /// Kota → its districts with activity; 31.72.04 (in the reference, in
@@ -456,30 +456,12 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     let config = dir.join("pulih.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-dlq_topic = "{topic}.dlq"
-partitions = 2
-[kafka.options]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[clickhouse]
-url = "{url}"
-database = "{db}"
-[pseudonymisation]
-secret = "recovery-test-secret-0123456789abcdef0123"
-[aggregate]
-group_id = "{group}"
-emit_interval_ms = 200
-idle_timeout_secs = 2
-metrics_addr = ""
-"#,
-            brokers = kafka.brokers,
-            topic = kafka.topic,
-            url = store_config.url,
-            group = unique("it-recovery"),
+        pulih_toml(
+            &kafka,
+            &store_config,
+            &unique("it-recovery"),
+            "emit_interval_ms = 200\nmetrics_addr = \"\"",
+            "[pseudonymisation]\nsecret = \"recovery-test-secret-0123456789abcdef0123\"",
         ),
     )
     .unwrap();

@@ -39,6 +39,43 @@ pub fn store_config(test: &str) -> pulih_store::StoreConfig {
     }
 }
 
+/// A config file for the `pulih` binary: the topic (its dead letters on
+/// `<topic>.dlq`) and database of a test, group joins that take seconds,
+/// and the consumer group, followed by `aggregate` (more `[aggregate]`
+/// keys) and `rest` (further sections).
+pub fn pulih_toml(
+    kafka: &pulih_ingest::KafkaConfig,
+    store: &pulih_store::StoreConfig,
+    group: &str,
+    aggregate: &str,
+    rest: &str,
+) -> String {
+    format!(
+        r#"[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+dlq_topic = "{topic}.dlq"
+partitions = {partitions}
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[clickhouse]
+url = "{url}"
+database = "{db}"
+[aggregate]
+group_id = "{group}"
+idle_timeout_secs = 2
+{aggregate}
+{rest}
+"#,
+        brokers = kafka.brokers,
+        topic = kafka.topic,
+        partitions = kafka.partitions,
+        url = store.url,
+        db = store.database,
+    )
+}
+
 /// Kafka settings for a fresh topic named after the test.
 pub fn kafka_config(test: &str, partitions: i32) -> pulih_ingest::KafkaConfig {
     pulih_ingest::KafkaConfig {

@@ -186,6 +186,25 @@ impl Input {
     fn covers(&self, day: Day) -> bool {
         day >= self.first_day && self.ranges.iter().any(|&(a, b)| a <= day && day <= b)
     }
+
+    /// Whether measure `m` of day `day` is known: merchants open also
+    /// needs the two days before.
+    fn knows(&self, m: Measure, day: Day) -> bool {
+        match m {
+            Measure::MerchantsOpen => self.covers(day) && day - 2 >= self.first_day,
+            _ => self.covers(day),
+        }
+    }
+}
+
+impl DayTotals {
+    fn measure(&self, m: Measure) -> f64 {
+        match m {
+            Measure::Amount => self.amount_idr as f64,
+            Measure::Txns => self.txns as f64,
+            Measure::MerchantsOpen => f64::from(self.merchants_open),
+        }
+    }
 }
 
 /// The three measures every row carries, in this order in the arrays below.
@@ -361,19 +380,7 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
     };
     let value = |cell: &Cell, m: Measure, d: Day| -> Option<f64> {
         let i = idx(d)?;
-        let covered = match m {
-            Measure::MerchantsOpen => input.covers(d) && d - 2 >= input.first_day,
-            _ => input.covers(d),
-        };
-        if !covered {
-            return None;
-        }
-        let t = series[cell].totals[i];
-        Some(match m {
-            Measure::Amount => t.amount_idr as f64,
-            Measure::Txns => t.txns as f64,
-            Measure::MerchantsOpen => f64::from(t.merchants_open),
-        })
+        input.knows(m, d).then(|| series[cell].totals[i].measure(m))
     };
     let ma7 = |cell: &Cell, m: Measure, d: Day| -> Option<f64> {
         let mut sum = 0.0;
@@ -393,19 +400,11 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
         let days = input.days.get(cell);
         let mut sum = 0.0;
         for d in params.baseline_start..=params.baseline_end {
-            let ok = match m {
-                Measure::MerchantsOpen => input.covers(d) && d - 2 >= input.first_day,
-                _ => input.covers(d),
-            };
-            if !ok {
+            if !input.knows(m, d) {
                 return None;
             }
             let t = days.and_then(|s| s.get(&d)).copied().unwrap_or_default();
-            sum += match m {
-                Measure::Amount => t.amount_idr as f64,
-                Measure::Txns => t.txns as f64,
-                Measure::MerchantsOpen => f64::from(t.merchants_open),
-            };
+            sum += t.measure(m);
         }
         Some(sum / f64::from(baseline_days))
     };

@@ -37,6 +37,22 @@ fn rollup(
     out
 }
 
+/// The input for `leaves` from `first` to `last`, every cell with a
+/// baseline of 4 merchants and 280 transactions.
+fn history(leaves: &[((&str, &str, &str), Day, DayTotals)], first: Day, last: Day) -> Input {
+    let days = rollup(leaves);
+    let baseline = BaselineTotals {
+        merchants: 4,
+        txns: 280,
+    };
+    Input {
+        first_day: first,
+        ranges: vec![(first, last)],
+        baseline: days.keys().map(|c| (c.clone(), baseline)).collect(),
+        days,
+    }
+}
+
 #[test]
 fn days_parse_and_format_across_a_leap_day() {
     assert_eq!(day("1970-01-01"), 0);
@@ -56,24 +72,7 @@ fn constant_activity_is_index_one_and_no_change() {
     for d in day("2019-12-01")..=day("2020-03-31") {
         leaves.push((("31.71", "31.71.01", "G"), d, totals(1_000, 10, 4)));
     }
-    let days = rollup(&leaves);
-    let input = Input {
-        first_day: day("2019-12-01"),
-        ranges: vec![(day("2019-12-01"), day("2020-03-31"))],
-        baseline: days
-            .keys()
-            .map(|c| {
-                (
-                    c.clone(),
-                    BaselineTotals {
-                        merchants: 4,
-                        txns: 280,
-                    },
-                )
-            })
-            .collect(),
-        days,
-    };
+    let input = history(&leaves, day("2019-12-01"), day("2020-03-31"));
     let rows = compute(&input, &params, day("2020-03-01"), day("2020-03-31"));
     assert_eq!(rows.len(), 31 * 4);
     for r in &rows {
@@ -197,24 +196,7 @@ fn seasonal_adjustment_divides_by_the_index_52_weeks_earlier() {
         let txns = if d >= day("2020-12-01") { 15 } else { 10 };
         leaves.push((("31.71", "31.71.01", "G"), d, totals(txns * 100, txns, 4)));
     }
-    let days = rollup(&leaves);
-    let input = Input {
-        first_day: day("2019-12-01"),
-        ranges: vec![(day("2019-12-01"), day("2021-03-31"))],
-        baseline: days
-            .keys()
-            .map(|c| {
-                (
-                    c.clone(),
-                    BaselineTotals {
-                        merchants: 4,
-                        txns: 280,
-                    },
-                )
-            })
-            .collect(),
-        days,
-    };
+    let input = history(&leaves, day("2019-12-01"), day("2021-03-31"));
     let d = day("2021-03-01");
     let rows = compute(&input, &params, d, d);
     let r = &rows[0];
