@@ -762,3 +762,84 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     assert!(out.contains(&format!("{} queries", queries.len())), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `pulih rollup --every` keeps running and picks up days that arrive
+/// after it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_every_picks_up_new_days() {
+    let kafka = kafka_config("rollup_every", 1);
+    let store_config = store_config("rollup_every");
+    let store = pulih_store::Store::new(&store_config);
+    store.migrate().await.unwrap();
+    let dir: PathBuf = repo_root()
+        .join("target/test-services")
+        .join(unique("rollup_every"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pulih.toml");
+    std::fs::write(&config, pulih_toml(&kafka, &store_config, "unused", "", "")).unwrap();
+    let day_rows = |day: &str| -> Vec<pulih_store::DailyRow> {
+        (0..4u8)
+            .map(|m| pulih_store::DailyRow {
+                day: parse_day(day).unwrap() as u16,
+                district_code: "31.72.01".into(),
+                sector: "G".into(),
+                merchant_key: [m; 32],
+                txn_count: 2,
+                amount_idr_sum: 50_000,
+                is_final: 1,
+                source_partition: 0,
+                source_offset: i64::from(m),
+                version: 3,
+                updated_at: 0,
+            })
+            .collect()
+    };
+    store.insert_daily(&day_rows("2021-03-01")).await.unwrap();
+    let log = std::fs::File::create(dir.join("rollup.log")).unwrap();
+    let mut child = Command::new(pulih_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["rollup", "--every", "1"])
+        .env("PULIH_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = clickhouse::Client::default()
+        .with_url(&store_config.url)
+        .with_validation(false);
+    let city_txns = |day: &'static str| {
+        let client = client.clone();
+        let db = store_config.database.clone();
+        async move {
+            client
+                .query(&format!(
+                    "SELECT toUInt64(ifNull(sum(txn_count), 0)) FROM `{db}_public`.recovery_daily FINAL \
+                     WHERE level = 'city' AND day = '{day}'"
+                ))
+                .fetch_one::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+    let wait_for = |day: &'static str, want: u64| {
+        let city_txns = &city_txns;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while city_txns(day).await != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no rollup of {day} within 30 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for("2021-03-01", 8).await;
+    store.insert_daily(&day_rows("2021-03-02")).await.unwrap();
+    wait_for("2021-03-02", 8).await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
