@@ -764,7 +764,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
 }
 
 /// `pulih rollup --every` keeps running and picks up days that arrive
-/// after it started.
+/// after it started, new ones and backfilled old ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollup_every_picks_up_new_days() {
     let kafka = kafka_config("rollup_every", 1);
@@ -790,7 +790,11 @@ async fn rollup_every_picks_up_new_days() {
                 source_partition: 0,
                 source_offset: i64::from(m),
                 version: 3,
-                updated_at: 0,
+                // When the aggregator would have written it: now.
+                updated_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as u32,
             })
             .collect()
     };
@@ -838,6 +842,9 @@ async fn rollup_every_picks_up_new_days() {
     wait_for("2021-03-01", 8).await;
     store.insert_daily(&day_rows("2021-03-02")).await.unwrap();
     wait_for("2021-03-02", 8).await;
+    // A backfill of an older day is rolled up too, without a restart.
+    store.insert_daily(&day_rows("2021-02-01")).await.unwrap();
+    wait_for("2021-02-01", 8).await;
     assert!(child.try_wait().unwrap().is_none(), "still running");
     let _ = child.kill();
     let _ = child.wait();

@@ -259,6 +259,22 @@ impl Store {
         Ok((e.rows > 0).then_some((Day::from(e.first), Day::from(e.last))))
     }
 
+    /// The first day of `merchant_activity_daily` with a row written at or
+    /// after `since` (seconds since the epoch), if any.
+    pub async fn first_day_changed_since(&self, since: u32) -> Result<Option<Day>, StoreError> {
+        let e = self
+            .client
+            .query(
+                "SELECT toUInt16(min(day)) AS first, toUInt16(max(day)) AS last, count() AS rows \
+                 FROM merchant_activity_daily WHERE updated_at >= toDateTime(?)",
+            )
+            .bind(since)
+            .fetch_one::<Extent>()
+            .await
+            .map_err(self.err("read changed days of merchant_activity_daily"))?;
+        Ok((e.rows > 0).then_some(Day::from(e.first)))
+    }
+
     /// Daily totals of every cell of `level` on the days in `ranges`;
     /// merchants open counts the two days before each day too.
     async fn cell_days(

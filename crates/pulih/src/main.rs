@@ -89,7 +89,8 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
         /// Keep running: every SECS seconds recompute the last
-        /// `metrics.refresh_days` days (after a first run over --from..--to).
+        /// `metrics.refresh_days` days, and from any older day whose
+        /// merchant-days changed (after a first run over --from..--to).
         #[arg(long, value_name = "SECS")]
         every: Option<u64>,
     },
@@ -231,27 +232,54 @@ async fn rollup(
     }
     let store = Store::new(&config.store());
     store.ping().await?;
+    let refresh = config.metrics.refresh_days as pulih_metrics::Day;
     loop {
         let started = Instant::now();
-        let r = store.rollup(&params, &kota, from, to).await?;
-        match r.days {
-            Some((a, b)) => println!(
-                "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
-                pulih_metrics::format_day(a),
-                pulih_metrics::format_day(b),
-                r.rows,
-                r.suppressed,
-                started.elapsed().as_secs_f64()
-            ),
-            None => println!("nothing to roll up: merchant_activity_daily is empty"),
+        // Rows written from here on are picked up by the next round; the
+        // margin allows for the aggregator's clock being a little behind.
+        let since = (now_ms() / 1000).saturating_sub(600);
+        match store.rollup(&params, &kota, from, to).await {
+            Ok(r) => match r.days {
+                Some((a, b)) => println!(
+                    "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
+                    pulih_metrics::format_day(a),
+                    pulih_metrics::format_day(b),
+                    r.rows,
+                    r.suppressed,
+                    started.elapsed().as_secs_f64()
+                ),
+                None => println!("nothing to roll up: merchant_activity_daily is empty"),
+            },
+            // A service keeps going: the same days are tried next round.
+            Err(e) if every.is_some() => {
+                tracing::warn!(message = "Rollup failed; retrying next round.", error = %e);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(every.unwrap_or(1))) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         }
         let Some(secs) = every else { return Ok(()) };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
-        if let Some((_, last)) = store.activity_days().await? {
-            from = Some(last - config.metrics.refresh_days as pulih_metrics::Day);
+        // Next: the last refresh_days days, or from the first day whose
+        // merchant-days changed since (a backfill of older days).
+        let next = async {
+            let last = store.activity_days().await?.map(|(_, last)| last - refresh);
+            let changed = store.first_day_changed_since(since as u32).await?;
+            Ok::<_, pulih_store::StoreError>(match (last, changed) {
+                (Some(l), Some(c)) => Some(l.min(c)),
+                (l, c) => l.or(c),
+            })
+        };
+        match next.await {
+            Ok(Some(day)) => from = Some(day),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(message = "Cannot tell which days changed.", error = %e),
         }
     }
 }
