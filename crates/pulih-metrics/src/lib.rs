@@ -83,12 +83,12 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub fn district_sector(kota: &str, district: &str, sector: &str) -> Cell {
+    pub fn new(level: Level, kota: String, district: String, sector: String) -> Cell {
         Cell {
-            level: Level::DistrictSector,
-            kota: kota.into(),
-            district: district.into(),
-            sector: sector.into(),
+            level,
+            kota,
+            district,
+            sector,
         }
     }
 
@@ -368,9 +368,9 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
             .filter(|c| series[**c].exists[i])
             .map(|c| (*c, suppression[*c][i], series[*c].totals[i].txns))
             .collect();
-        for (cell, extra) in complementary(&present) {
+        for cell in complementary(&present) {
             if let Some(v) = suppression.get_mut(cell) {
-                v[i] = extra;
+                v[i] = Suppression::Complementary;
             }
         }
     }
@@ -443,7 +443,7 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
                 publishable: Publishable {
                     ma7: ma7_ok,
                     index: index_ok,
-                    index_sa: index_ok && baseline_ok && ma7_published(cell, d - YEAR_LAG),
+                    index_sa: index_ok && ma7_published(cell, d - YEAR_LAG),
                     wow: ma7_ok && ma7_published(cell, d - 7),
                     chg4w: ma7_ok && ma7_published(cell, d - 28),
                 },

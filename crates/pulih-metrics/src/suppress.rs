@@ -22,12 +22,12 @@ use crate::{Cell, Suppression};
 
 /// Takes every cell with a row that day, its suppression so far (small
 /// cells) and its transaction count; returns the cells that must also be
-/// withheld, each once.
-pub fn complementary<'a>(present: &[(&'a Cell, Suppression, u64)]) -> Vec<(&'a Cell, Suppression)> {
-    let mut state: HashMap<&Cell, (Suppression, u64)> =
+/// withheld (`Suppression::Complementary`), each once.
+pub fn complementary<'a>(present: &[(&'a Cell, Suppression, u64)]) -> Vec<&'a Cell> {
+    let mut state: HashMap<&'a Cell, (Suppression, u64)> =
         present.iter().map(|&(c, s, t)| (c, (s, t))).collect();
     // Children of each present parent, in a stable order.
-    let mut groups: BTreeMap<&Cell, Vec<&Cell>> = BTreeMap::new();
+    let mut groups: BTreeMap<&'a Cell, Vec<&'a Cell>> = BTreeMap::new();
     for &(c, _, _) in present {
         if let Some(parent) = c.parent() {
             if let Some((p, _)) = state.get_key_value(&parent) {
@@ -35,8 +35,7 @@ pub fn complementary<'a>(present: &[(&'a Cell, Suppression, u64)]) -> Vec<(&'a C
             }
         }
     }
-    let mut added: Vec<(&'a Cell, Suppression)> = Vec::new();
-    let lookup: HashMap<&Cell, &'a Cell> = present.iter().map(|&(c, _, _)| (c, c)).collect();
+    let mut added = Vec::new();
     loop {
         let mut changed = false;
         for (parent, kids) in &groups {
@@ -51,13 +50,13 @@ pub fn complementary<'a>(present: &[(&'a Cell, Suppression, u64)]) -> Vec<(&'a C
                 .min_by_key(|k| (state[**k].1, **k))
                 .copied();
             let target = match (parent_suppressed, suppressed) {
-                (false, 1) => Some(smallest_published.unwrap_or(parent)),
+                (false, 1) => Some(smallest_published.unwrap_or(*parent)),
                 (true, 0) => smallest_published,
                 _ => None,
             };
             if let Some(t) = target {
                 state.get_mut(t).expect("present").0 = Suppression::Complementary;
-                added.push((lookup[t], Suppression::Complementary));
+                added.push(t);
                 changed = true;
             }
         }

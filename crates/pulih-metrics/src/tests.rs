@@ -24,7 +24,12 @@ fn rollup(
 ) -> HashMap<Cell, BTreeMap<Day, DayTotals>> {
     let mut out: HashMap<Cell, BTreeMap<Day, DayTotals>> = HashMap::new();
     for &((kota, district, sector), d, t) in leaves {
-        let mut cell = Some(Cell::district_sector(kota, district, sector));
+        let mut cell = Some(Cell::new(
+            Level::DistrictSector,
+            kota.into(),
+            district.into(),
+            sector.into(),
+        ));
         while let Some(c) = cell {
             let e = out.entry(c.clone()).or_default().entry(d).or_default();
             e.amount_idr += t.amount_idr;
@@ -51,6 +56,24 @@ fn history(leaves: &[((&str, &str, &str), Day, DayTotals)], first: Day, last: Da
         baseline: days.keys().map(|c| (c.clone(), baseline)).collect(),
         days,
     }
+}
+
+/// The rows of day `d` when `leaves` is all the data there is.
+fn one_day(leaves: &[((&str, &str, &str), Day, DayTotals)], d: Day) -> Vec<Metrics> {
+    let input = Input {
+        first_day: d,
+        ranges: vec![(d - HISTORY_DAYS, d)],
+        days: rollup(leaves),
+        baseline: HashMap::new(),
+    };
+    compute(&input, &Params::standard(), d, d)
+}
+
+fn suppression_of(rows: &[Metrics], level: Level, kota: &str, district: &str) -> Suppression {
+    rows.iter()
+        .find(|r| r.cell.level == level && r.cell.kota == kota && r.cell.district == district)
+        .unwrap()
+        .suppression
 }
 
 #[test]
@@ -98,22 +121,14 @@ fn a_parent_with_one_small_child_gives_up_the_next_smallest() {
         (("31.72", "31.72.01", "G"), d, totals(800, 8, 3)),
         (("31.72", "31.72.02", "G"), d, totals(800, 9, 3)),
     ];
-    let input = Input {
-        first_day: d,
-        ranges: vec![(d - HISTORY_DAYS, d)],
-        days: rollup(&leaves),
-        baseline: HashMap::new(),
-    };
-    let rows = compute(&input, &Params::standard(), d, d);
-    let by: HashMap<String, Suppression> = rows
-        .iter()
-        .map(|r| (format!("{}{}", r.cell.district, r.cell.kota), r.suppression))
-        .collect();
-    assert_eq!(by["31.71.0131.71"], Suppression::SmallCell);
-    assert_eq!(by["31.71.0331.71"], Suppression::Complementary);
-    assert_eq!(by["31.71.0231.71"], Suppression::None);
-    assert_eq!(by["31.71"], Suppression::None);
-    assert_eq!(by["31.72.0131.72"], Suppression::None);
+    let rows = one_day(&leaves, d);
+    let get = |level, kota, district| suppression_of(&rows, level, kota, district);
+    let ds = Level::DistrictSector;
+    assert_eq!(get(ds, "31.71", "31.71.01"), Suppression::SmallCell);
+    assert_eq!(get(ds, "31.71", "31.71.03"), Suppression::Complementary);
+    assert_eq!(get(ds, "31.71", "31.71.02"), Suppression::None);
+    assert_eq!(get(Level::KotaSector, "31.71", ""), Suppression::None);
+    assert_eq!(get(ds, "31.72", "31.72.01"), Suppression::None);
     let small = rows.iter().find(|r| r.cell.district == "31.71.01").unwrap();
     assert_eq!(small.published().amount_idr_sum, None);
     assert!(small.published().suppressed);
@@ -131,19 +146,8 @@ fn a_suppressed_parent_with_published_children_loses_one() {
         (("31.72", "31.72.02", "G"), d, totals(700, 9, 3)),
         (("31.73", "31.73.01", "G"), d, totals(900, 30, 9)),
     ];
-    let input = Input {
-        first_day: d,
-        ranges: vec![(d - HISTORY_DAYS, d)],
-        days: rollup(&leaves),
-        baseline: HashMap::new(),
-    };
-    let rows = compute(&input, &Params::standard(), d, d);
-    let get = |level: Level, kota: &str, district: &str| {
-        rows.iter()
-            .find(|r| r.cell.level == level && r.cell.kota == kota && r.cell.district == district)
-            .unwrap()
-            .suppression
-    };
+    let rows = one_day(&leaves, d);
+    let get = |level, kota, district| suppression_of(&rows, level, kota, district);
     assert_eq!(get(Level::KotaSector, "31.71", ""), Suppression::SmallCell);
     assert_eq!(
         get(Level::KotaSector, "31.72", ""),

@@ -73,17 +73,23 @@ struct CellDayRow {
     open: u64,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct HistoryRow {
-    day: u16,
-    level: String,
-    kota: String,
-    district: String,
-    sector: String,
-    txns: u64,
-    amount: u64,
-    active: u64,
-    open: u64,
+/// Adds one level's daily totals to `days`; later rows replace earlier ones.
+fn add_days(
+    days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
+    level: Level,
+    rows: Vec<CellDayRow>,
+) {
+    for r in rows {
+        let totals = DayTotals {
+            amount_idr: r.amount,
+            txns: r.txns,
+            merchants_active: r.active as u32,
+            merchants_open: r.open as u32,
+        };
+        days.entry(Cell::new(level, r.kota, r.district, r.sector))
+            .or_default()
+            .insert(Day::from(r.day), totals);
+    }
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -248,31 +254,31 @@ pub struct RollupReport {
 }
 
 impl Store {
-    /// First and last day of `merchant_activity_daily`, if it has rows.
-    pub async fn activity_days(&self) -> Result<Option<(Day, Day)>, StoreError> {
+    /// First and last day of the rows of `merchant_activity_daily` that
+    /// `filter` selects, if any.
+    async fn extent(&self, filter: &str) -> Result<Option<(Day, Day)>, StoreError> {
         let e = self
             .client
-            .query("SELECT toUInt16(min(day)) AS first, toUInt16(max(day)) AS last, count() AS rows FROM merchant_activity_daily")
+            .query(&format!(
+                "SELECT toUInt16(min(day)) AS first, toUInt16(max(day)) AS last, count() AS rows \
+                 FROM merchant_activity_daily WHERE {filter}"
+            ))
             .fetch_one::<Extent>()
             .await
             .map_err(self.err("read the days of merchant_activity_daily"))?;
         Ok((e.rows > 0).then_some((Day::from(e.first), Day::from(e.last))))
     }
 
+    /// First and last day of `merchant_activity_daily`, if it has rows.
+    pub async fn activity_days(&self) -> Result<Option<(Day, Day)>, StoreError> {
+        self.extent("1").await
+    }
+
     /// The first day of `merchant_activity_daily` with a row written at or
     /// after `since` (seconds since the epoch), if any.
     pub async fn first_day_changed_since(&self, since: u32) -> Result<Option<Day>, StoreError> {
-        let e = self
-            .client
-            .query(
-                "SELECT toUInt16(min(day)) AS first, toUInt16(max(day)) AS last, count() AS rows \
-                 FROM merchant_activity_daily WHERE updated_at >= toDateTime(?)",
-            )
-            .bind(since)
-            .fetch_one::<Extent>()
-            .await
-            .map_err(self.err("read changed days of merchant_activity_daily"))?;
-        Ok((e.rows > 0).then_some(Day::from(e.first)))
+        let filter = format!("updated_at >= toDateTime({since})");
+        Ok(self.extent(&filter).await?.map(|(first, _)| first))
     }
 
     /// Daily totals of every cell of `level` on the days in `ranges`;
@@ -334,17 +340,7 @@ impl Store {
         days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
     ) -> Result<(), StoreError> {
         for level in Level::ALL {
-            for r in self.cell_days(level, kota, ranges).await? {
-                let totals = DayTotals {
-                    amount_idr: r.amount,
-                    txns: r.txns,
-                    merchants_active: r.active as u32,
-                    merchants_open: r.open as u32,
-                };
-                days.entry(cell(level, r.kota, r.district, r.sector))
-                    .or_default()
-                    .insert(Day::from(r.day), totals);
-            }
+            add_days(days, level, self.cell_days(level, kota, ranges).await?);
         }
         Ok(())
     }
@@ -358,34 +354,25 @@ impl Store {
         to: Day,
         days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
     ) -> Result<bool, StoreError> {
-        let sql = format!(
-            "SELECT toUInt16(day) AS d, toString(level) AS lvl, kota_code AS kota, \
-             district_code AS district, sector, txn_count AS txns, amount_idr_sum AS amount, \
-             toUInt64(merchants_active) AS active, toUInt64(ifNull(merchants_open, 0)) AS open \
-             FROM `{}`.recovery_daily FINAL WHERE {}",
-            migrate::analytics_database(&self.database),
-            day_ranges("day", &[(from, to)], 0)
-        );
-        let rows = self
-            .client
-            .query(&sql)
-            .fetch_all::<HistoryRow>()
-            .await
-            .map_err(self.err("read earlier days from recovery_daily"))?;
-        let found = !rows.is_empty();
-        for r in rows {
-            let Some(level) = Level::ALL.into_iter().find(|l| l.name() == r.level) else {
-                continue;
-            };
-            let totals = DayTotals {
-                amount_idr: r.amount,
-                txns: r.txns,
-                merchants_active: r.active as u32,
-                merchants_open: r.open as u32,
-            };
-            days.entry(cell(level, r.kota, r.district, r.sector))
-                .or_default()
-                .insert(Day::from(r.day), totals);
+        let mut found = false;
+        for level in Level::ALL {
+            let sql = format!(
+                "SELECT toUInt16(day) AS d, kota_code AS kota, district_code AS district, sector, \
+                 txn_count AS txns, amount_idr_sum AS amount, toUInt64(merchants_active) AS active, \
+                 toUInt64(ifNull(merchants_open, 0)) AS open \
+                 FROM `{}`.recovery_daily FINAL WHERE level = '{}' AND {}",
+                migrate::analytics_database(&self.database),
+                level.name(),
+                day_ranges("day", &[(from, to)], 0)
+            );
+            let rows = self
+                .client
+                .query(&sql)
+                .fetch_all::<CellDayRow>()
+                .await
+                .map_err(self.err("read earlier days from recovery_daily"))?;
+            found |= !rows.is_empty();
+            add_days(days, level, rows);
         }
         Ok(found)
     }
@@ -440,7 +427,7 @@ impl Store {
         for level in Level::ALL {
             for r in self.baseline_totals(level, &kota, params).await? {
                 input.baseline.insert(
-                    cell(level, r.kota, r.district, r.sector),
+                    Cell::new(level, r.kota, r.district, r.sector),
                     BaselineTotals {
                         merchants: r.merchants as u32,
                         txns: r.txns,
@@ -495,19 +482,8 @@ impl Store {
     }
 }
 
-fn cell(level: Level, kota: String, district: String, sector: String) -> Cell {
-    Cell {
-        level,
-        kota,
-        district,
-        sector,
-    }
-}
-
 /// The district → kota pairs of a set of reference districts.
 pub fn kota_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
-    let map: HashMap<&str, &str> = pairs.into_iter().collect();
-    let mut v: Vec<(String, String)> = map.into_iter().map(|(d, k)| (d.into(), k.into())).collect();
-    v.sort();
-    v
+    let map: BTreeMap<&str, &str> = pairs.into_iter().collect();
+    map.into_iter().map(|(d, k)| (d.into(), k.into())).collect()
 }

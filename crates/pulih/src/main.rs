@@ -233,31 +233,31 @@ async fn rollup(
     let store = Store::new(&config.store());
     store.ping().await?;
     let refresh = config.metrics.refresh_days as pulih_metrics::Day;
+    // Merchant-days written since this time are not yet rolled up. It moves
+    // to the start of each round that succeeds, less a margin for the
+    // aggregator's clock being a little behind.
+    let mut since = 0u32;
     loop {
         let started = Instant::now();
-        // Rows written from here on are picked up by the next round; the
-        // margin allows for the aggregator's clock being a little behind.
-        let since = (now_ms() / 1000).saturating_sub(600);
+        let round_start = u32::try_from((now_ms() / 1000).saturating_sub(600)).unwrap_or(0);
         match store.rollup(&params, &kota, from, to).await {
-            Ok(r) => match r.days {
-                Some((a, b)) => println!(
-                    "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
-                    pulih_metrics::format_day(a),
-                    pulih_metrics::format_day(b),
-                    r.rows,
-                    r.suppressed,
-                    started.elapsed().as_secs_f64()
-                ),
-                None => println!("nothing to roll up: merchant_activity_daily is empty"),
-            },
-            // A service keeps going: the same days are tried next round.
-            Err(e) if every.is_some() => {
-                tracing::warn!(message = "Rollup failed; retrying next round.", error = %e);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(every.unwrap_or(1))) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+            Ok(r) => {
+                since = round_start;
+                match r.days {
+                    Some((a, b)) => println!(
+                        "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
+                        pulih_metrics::format_day(a),
+                        pulih_metrics::format_day(b),
+                        r.rows,
+                        r.suppressed,
+                        started.elapsed().as_secs_f64()
+                    ),
+                    None => println!("nothing to roll up: merchant_activity_daily is empty"),
                 }
-                continue;
+            }
+            // A service keeps going: the next round covers these days too.
+            Err(e) if every.is_some() => {
+                tracing::warn!(message = "Rollup failed; retrying next round.", error = %e)
             }
             Err(e) => return Err(e.into()),
         }
@@ -270,7 +270,7 @@ async fn rollup(
         // merchant-days changed since (a backfill of older days).
         let next = async {
             let last = store.activity_days().await?.map(|(_, last)| last - refresh);
-            let changed = store.first_day_changed_since(since as u32).await?;
+            let changed = store.first_day_changed_since(since).await?;
             Ok::<_, pulih_store::StoreError>(match (last, changed) {
                 (Some(l), Some(c)) => Some(l.min(c)),
                 (l, c) => l.or(c),
