@@ -3,15 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pulih_event::{Limits, Pseudonymiser, Reference, Secret};
 use pulih_ingest::{delivered, Intake, Offer};
 use pulih_store::Store;
-use pulih_stream::aggregator::{self, AggregatorConfig};
 use pulih_stream::core::CoreConfig;
-use pulih_stream::metrics::Metrics;
-use pulih_tests::{fast_group_options, kafka_config, store_config, unique};
+use pulih_tests::{aggregate_to_end, kafka_config, store_config};
 use serde_json::json;
 
 /// 2024-03-01T00:00:00Z
@@ -122,34 +119,18 @@ async fn known_events_land_as_exact_counts_and_sums() {
         e.2.insert(s.merchant);
     }
 
-    let config = AggregatorConfig {
-        brokers: kafka.brokers.clone(),
-        topic: kafka.topic.clone(),
-        dlq_topic: format!("{}.dlq", kafka.topic),
-        group_id: unique("it-e2e"),
-        core: CoreConfig {
+    let stats = aggregate_to_end(
+        &kafka,
+        &format!("{}.dlq", kafka.topic),
+        "it-e2e",
+        CoreConfig {
             allowed_lateness_ms: 600_000,
             ..CoreConfig::default()
         },
-        emit_interval: Duration::from_millis(200),
-        idle_timeout: Duration::from_secs(30),
-        exit_at_end: true,
-        kafka_options: fast_group_options(),
-        archive_payments: true,
-    };
-    let stats = tokio::time::timeout(
-        Duration::from_secs(120),
-        aggregator::run(
-            config,
-            store.clone(),
-            Arc::new(Reference::jakarta()),
-            Metrics::new(),
-            std::future::pending(),
-        ),
+        true,
+        &store,
     )
-    .await
-    .expect("aggregator reached the end of the topic within 120 s")
-    .unwrap();
+    .await;
     assert_eq!(stats.records, specs.len() as u64);
     assert_eq!(stats.applied, specs.len() as u64);
     assert_eq!(

@@ -365,9 +365,6 @@ async fn requests_are_refused_with_their_status() {
 /// lands every record exactly once in ClickHouse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
-    use pulih_stream::aggregator::{self, AggregatorConfig};
-    use pulih_stream::core::CoreConfig;
-
     let mut broker = pulih_tests::PrivateKafka::start("gw-broker");
     let kafka = KafkaConfig {
         brokers: broker.brokers(),
@@ -413,31 +410,15 @@ async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
         ..kafka.clone()
     };
     dlq.ensure_topic().await.unwrap();
-    let config = AggregatorConfig {
-        brokers: kafka.brokers.clone(),
-        topic: kafka.topic.clone(),
-        dlq_topic: dlq.topic.clone(),
-        group_id: unique("it-gwstop"),
-        core: CoreConfig::default(),
-        emit_interval: Duration::from_millis(200),
-        idle_timeout: Duration::from_secs(30),
-        exit_at_end: true,
-        kafka_options: pulih_tests::fast_group_options(),
-        archive_payments: false,
-    };
-    let stats = tokio::time::timeout(
-        Duration::from_secs(120),
-        aggregator::run(
-            config,
-            store.clone(),
-            Arc::new(Reference::jakarta()),
-            pulih_stream::metrics::Metrics::new(),
-            std::future::pending(),
-        ),
+    let stats = pulih_tests::aggregate_to_end(
+        &kafka,
+        &dlq.topic,
+        "it-gwstop",
+        pulih_stream::core::CoreConfig::default(),
+        false,
+        &store,
     )
-    .await
-    .expect("the aggregator reaches the end of the topic")
-    .unwrap();
+    .await;
     let total: u64 = store
         .activity_rows()
         .await

@@ -76,6 +76,44 @@ idle_timeout_secs = 2
     )
 }
 
+/// Runs an aggregator in this process until it has read `kafka.topic` to
+/// its end (at most two minutes), with fast group joins, and returns what
+/// it did.
+pub async fn aggregate_to_end(
+    kafka: &pulih_ingest::KafkaConfig,
+    dlq_topic: &str,
+    group: &str,
+    core: pulih_stream::core::CoreConfig,
+    archive_payments: bool,
+    store: &pulih_store::Store,
+) -> pulih_stream::aggregator::RunStats {
+    let config = pulih_stream::aggregator::AggregatorConfig {
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        dlq_topic: dlq_topic.to_owned(),
+        group_id: unique(group),
+        core,
+        emit_interval: std::time::Duration::from_millis(200),
+        idle_timeout: std::time::Duration::from_secs(30),
+        exit_at_end: true,
+        kafka_options: fast_group_options(),
+        archive_payments,
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        pulih_stream::aggregator::run(
+            config,
+            store.clone(),
+            std::sync::Arc::new(pulih_event::Reference::jakarta()),
+            pulih_stream::metrics::Metrics::new(),
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("the aggregator reaches the end of the topic within 120 s")
+    .expect("the aggregator runs")
+}
+
 /// Kafka settings for a fresh topic named after the test.
 pub fn kafka_config(test: &str, partitions: i32) -> pulih_ingest::KafkaConfig {
     pulih_ingest::KafkaConfig {
