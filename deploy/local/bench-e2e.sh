@@ -22,10 +22,8 @@ PROBE_RATE="${3:-20000}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 
-deploy/local/services.sh up
-echo "bench: building pulih (release)" >&2
-cargo build --release --locked -q -p pulih
-PULIH="$ROOT/target/release/pulih"
+. deploy/local/lib.sh
+services_and_release_build bench
 
 stamp=$(date +%s)
 export PULIH_KAFKA__TOPIC="pulih.bench.$stamp"

@@ -17,10 +17,8 @@ mkdir -p "$OUT"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v wrk >/dev/null || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-deploy/local/services.sh up
-echo "bench: building pulih (release)" >&2
-cargo build --release --locked -q -p pulih
-PULIH="$ROOT/target/release/pulih"
+. deploy/local/lib.sh
+services_and_release_build bench
 
 stamp=$(date +%s)
 export PULIH_KAFKA__TOPIC="pulih.bench-ingest.$stamp"

@@ -21,10 +21,8 @@ DB=pulih_bench_rollup
 export PULIH_CLICKHOUSE__DATABASE=$DB
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
-deploy/local/services.sh up
-echo "bench: building pulih (release)" >&2
-cargo build --release --locked -q -p pulih
-PULIH="$ROOT/target/release/pulih"
+. deploy/local/lib.sh
+services_and_release_build bench
 q() { curl -sS --fail-with-body "$CH" --data-binary "$1"; }
 
 for d in $DB ${DB}_analytics ${DB}_public; do q "DROP DATABASE IF EXISTS $d"; done

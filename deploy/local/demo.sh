@@ -12,10 +12,8 @@ RATE="${1:-2000}"
 SECONDS_TO_RUN="${2:-10}"
 
 command -v cargo >/dev/null || { echo "demo: cargo not found: install Rust with rustup (https://rustup.rs) first" >&2; exit 1; }
-deploy/local/services.sh up
-echo "demo: building pulih (release)" >&2
-cargo build --release --locked -q -p pulih
-PULIH=target/release/pulih
+. deploy/local/lib.sh
+services_and_release_build demo
 
 # A development secret for this machine only; production reads it from config.
 export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-demo-secret-not-for-production-0001}"
