@@ -419,12 +419,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Writes `text` to a file of its own (tests run in parallel) and loads it.
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!(
-            "pulih-config-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pulih-config-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pulih.toml");
         std::fs::write(&path, text).unwrap();
