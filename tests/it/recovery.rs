@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pulih_metrics::{format_day, parse_day, Day};
-use pulih_tests::{kafka_config, pulih_bin, pulih_toml, repo_root, store_config, unique};
+use pulih_tests::{
+    free_port, http, kafka_config, pulih_bin, pulih_toml, repo_root, store_config, unique,
+};
 use serde_json::{json, Value};
 
 /// Kota → its districts with activity; 31.72.04 (in the reference, in
@@ -776,7 +778,13 @@ async fn rollup_every_picks_up_new_days() {
         .join(unique("rollup_every"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("pulih.toml");
-    std::fs::write(&config, pulih_toml(&kafka, &store_config, "unused", "", "")).unwrap();
+    let metrics_port = free_port();
+    let metrics = format!("[metrics]\nrollup_metrics_addr = \"127.0.0.1:{metrics_port}\"\n");
+    std::fs::write(
+        &config,
+        pulih_toml(&kafka, &store_config, "unused", "", &metrics),
+    )
+    .unwrap();
     let day_rows = |day: &str| -> Vec<pulih_store::DailyRow> {
         (0..4u8)
             .map(|m| pulih_store::DailyRow {
@@ -846,6 +854,29 @@ async fn rollup_every_picks_up_new_days() {
     store.insert_daily(&day_rows("2021-02-01")).await.unwrap();
     wait_for("2021-02-01", 8).await;
     assert!(child.try_wait().unwrap().is_none(), "still running");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let (status, _, body) = http(addr, "GET", "/metrics", &[], b"").await;
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert!(value("pulih_rollup_rounds_total{outcome=\"succeeded\"}") >= 3.0);
+    assert_eq!(value("pulih_rollup_rounds_total{outcome=\"failed\"}"), 0.0);
+    // The newest day is 2021-03-02, whose Jakarta midnight is 17:00 UTC
+    // the day before.
+    assert_eq!(
+        value("pulih_rollup_latest_day_timestamp_seconds"),
+        1_614_618_000.0
+    );
+    assert!(value("pulih_rollup_rows_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - value("pulih_rollup_last_success_timestamp_seconds")).abs() < 60.0);
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

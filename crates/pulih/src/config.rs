@@ -33,6 +33,7 @@ pub struct Metrics {
     pub min_merchants: u32,
     pub min_transactions: u64,
     pub refresh_days: u32,
+    pub rollup_metrics_addr: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,17 +241,19 @@ impl Config {
                 "must be positive: re-delivered events would be counted twice",
             ));
         }
-        if !self.aggregate.metrics_addr.is_empty()
-            && self
-                .aggregate
-                .metrics_addr
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-        {
-            return Err(key_error(
-                "aggregate.metrics_addr",
-                "must be host:port with an IP address, e.g. 127.0.0.1:9464, or empty to serve no metrics",
-            ));
+        for (key, addr) in [
+            ("aggregate.metrics_addr", &self.aggregate.metrics_addr),
+            (
+                "metrics.rollup_metrics_addr",
+                &self.metrics.rollup_metrics_addr,
+            ),
+        ] {
+            if !addr.is_empty() && addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(key_error(
+                    key,
+                    "must be host:port with an IP address, e.g. 127.0.0.1:9464, or empty to serve no metrics",
+                ));
+            }
         }
         if self.kafka.dlq_topic.is_empty() || self.kafka.dlq_topic == self.kafka.topic {
             return Err(key_error(
@@ -469,6 +472,10 @@ mod tests {
             ),
             ("baseline_end = \"2019-12-31\"", "`metrics.baseline_end`"),
             ("min_merchants = 0", "`metrics.min_merchants`"),
+            (
+                "rollup_metrics_addr = \"localhost:9465\"",
+                "`metrics.rollup_metrics_addr`",
+            ),
         ] {
             let e = load_toml(&format!("[metrics]\n{toml}\n"))
                 .unwrap_err()

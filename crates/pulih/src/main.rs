@@ -7,6 +7,7 @@
 //! logs (human-readable by default, JSON with `--log-format json`).
 
 mod config;
+mod rollup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -175,7 +176,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Simulate { rate, duration } => simulate(&config, rate, duration).await,
         Command::Aggregate { exit_at_end } => aggregate(&config, exit_at_end).await,
         Command::Report => report(&config).await,
-        Command::Rollup { from, to, every } => rollup(&config, from, to, every).await,
+        Command::Rollup { from, to, every } => rollup::rollup(&config, from, to, every).await,
         Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
         Command::Ingest => ingest(&config).await,
         Command::Produce { file, producer } => produce(&config, &file, &producer).await,
@@ -206,82 +207,6 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
         }
     }
     Ok(())
-}
-
-async fn rollup(
-    config: &Config,
-    from: Option<String>,
-    to: Option<String>,
-    every: Option<u64>,
-) -> Result<(), BoxError> {
-    let params = config.metric_params()?;
-    let reference = config.reference()?;
-    let kota = pulih_store::kota_map(
-        reference
-            .districts()
-            .iter()
-            .map(|d| (d.code.as_str(), d.regency_code.as_str())),
-    );
-    let day = |flag: &str, v: Option<String>| -> Result<Option<pulih_metrics::Day>, BoxError> {
-        v.map(|s| pulih_metrics::parse_day(&s).map_err(|e| format!("{flag}: {e}").into()))
-            .transpose()
-    };
-    let (mut from, to) = (day("--from", from)?, day("--to", to)?);
-    if every == Some(0) {
-        return Err("--every must be at least 1 second".into());
-    }
-    let store = Store::new(&config.store());
-    store.ping().await?;
-    let refresh = config.metrics.refresh_days as pulih_metrics::Day;
-    // Merchant-days written since this time are not yet rolled up. It moves
-    // to the start of each round that succeeds, less a margin for the
-    // aggregator's clock being a little behind.
-    let mut since = 0u32;
-    loop {
-        let started = Instant::now();
-        let round_start = u32::try_from((now_ms() / 1000).saturating_sub(600)).unwrap_or(0);
-        match store.rollup(&params, &kota, from, to).await {
-            Ok(r) => {
-                since = round_start;
-                match r.days {
-                    Some((a, b)) => println!(
-                        "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
-                        pulih_metrics::format_day(a),
-                        pulih_metrics::format_day(b),
-                        r.rows,
-                        r.suppressed,
-                        started.elapsed().as_secs_f64()
-                    ),
-                    None => println!("nothing to roll up: merchant_activity_daily is empty"),
-                }
-            }
-            // A service keeps going: the next round covers these days too.
-            Err(e) if every.is_some() => {
-                tracing::warn!(message = "Rollup failed; retrying next round.", error = %e)
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let Some(secs) = every else { return Ok(()) };
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        // Next: the last refresh_days days, or from the first day whose
-        // merchant-days changed since (a backfill of older days).
-        let next = async {
-            let last = store.activity_days().await?.map(|(_, last)| last - refresh);
-            let changed = store.first_day_changed_since(since).await?;
-            Ok::<_, pulih_store::StoreError>(match (last, changed) {
-                (Some(l), Some(c)) => Some(l.min(c)),
-                (l, c) => l.or(c),
-            })
-        };
-        match next.await {
-            Ok(Some(day)) => from = Some(day),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(message = "Cannot tell which days changed.", error = %e),
-        }
-    }
 }
 
 /// A task that awaits the delivery of every record sent into the channel,
@@ -408,7 +333,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
             .await
             .map_err(|e| format!("`aggregate.metrics_addr`: cannot listen on {addr}: {e}"))?;
         tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
-        tokio::spawn(serve_metrics(listener, metrics.clone()));
+        tokio::spawn(serve_metrics(listener, metrics.registry.clone()));
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -430,13 +355,13 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
 }
 
 /// A minimal HTTP/1.1 responder for `GET /metrics` (and `/healthz`).
-async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::Registry) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let registry = registry.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
@@ -447,7 +372,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", render(&registry)),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
                 _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
             };
@@ -457,6 +382,16 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+/// The registry in Prometheus' text format.
+fn render(registry: &prometheus::Registry) -> String {
+    let mut buf = Vec::new();
+    use prometheus::Encoder;
+    match prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        Ok(()) => String::from_utf8(buf).unwrap_or_default(),
+        Err(e) => format!("# cannot encode metrics: {e}\n"),
     }
 }
 

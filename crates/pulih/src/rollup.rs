@@ -1,0 +1,217 @@
+//! `pulih rollup`: recomputes the recovery metrics once, or as a service
+//! (`--every SECS`) with Prometheus metrics that tell an operator whether
+//! the published numbers are current.
+
+use std::time::{Duration, Instant};
+
+use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
+use pulih_metrics::{format_day, parse_day, Day};
+use pulih_store::{RollupReport, Store};
+
+use crate::config::Config;
+use crate::{now_ms, serve_metrics, BoxError};
+
+/// What `pulih rollup --every` exports, under `pulih_rollup_`.
+struct RollupMetrics {
+    registry: Registry,
+    rounds: IntCounterVec,
+    last_success: Gauge,
+    latest_day: Gauge,
+    duration: Gauge,
+    rows: IntCounter,
+    suppressed: IntCounter,
+}
+
+impl RollupMetrics {
+    fn new() -> Result<RollupMetrics, prometheus::Error> {
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("pulih_rollup");
+        let m = RollupMetrics {
+            registry: Registry::new(),
+            rounds: IntCounterVec::new(
+                opts("rounds_total", "Rollup rounds, by outcome (succeeded, failed)."),
+                &["outcome"],
+            )?,
+            last_success: Gauge::with_opts(opts(
+                "last_success_timestamp_seconds",
+                "When the last successful round ended (Unix seconds).",
+            ))?,
+            latest_day: Gauge::with_opts(opts(
+                "latest_day_timestamp_seconds",
+                "Start (Asia/Jakarta midnight, Unix seconds) of the newest day the last successful round computed.",
+            ))?,
+            duration: Gauge::with_opts(opts(
+                "last_round_duration_seconds",
+                "How long the last round took, succeeded or not.",
+            ))?,
+            rows: IntCounter::with_opts(opts(
+                "rows_total",
+                "Rows written to the analytics table (the public table gets as many).",
+            ))?,
+            suppressed: IntCounter::with_opts(opts(
+                "suppressed_rows_total",
+                "Rows written whose values the public table withholds.",
+            ))?,
+        };
+        for outcome in ["succeeded", "failed"] {
+            m.rounds.with_label_values(&[outcome]);
+        }
+        m.registry.register(Box::new(m.rounds.clone()))?;
+        m.registry.register(Box::new(m.last_success.clone()))?;
+        m.registry.register(Box::new(m.latest_day.clone()))?;
+        m.registry.register(Box::new(m.duration.clone()))?;
+        m.registry.register(Box::new(m.rows.clone()))?;
+        m.registry.register(Box::new(m.suppressed.clone()))?;
+        Ok(m)
+    }
+
+    fn round(&self, took: Duration, report: Option<&RollupReport>) {
+        self.duration.set(took.as_secs_f64());
+        let Some(r) = report else {
+            self.rounds.with_label_values(&["failed"]).inc();
+            return;
+        };
+        self.rounds.with_label_values(&["succeeded"]).inc();
+        self.last_success.set(now_ms() as f64 / 1000.0);
+        self.rows.inc_by(r.rows as u64);
+        self.suppressed.inc_by(r.suppressed as u64);
+        if let Some((_, last)) = r.days {
+            self.latest_day.set(jakarta_midnight(last) as f64);
+        }
+    }
+}
+
+/// Unix seconds at the start of Jakarta day `day` (UTC+7, no DST).
+fn jakarta_midnight(day: Day) -> i64 {
+    i64::from(day) * 86_400 - 7 * 3_600
+}
+
+pub(crate) async fn rollup(
+    config: &Config,
+    from: Option<String>,
+    to: Option<String>,
+    every: Option<u64>,
+) -> Result<(), BoxError> {
+    let params = config.metric_params()?;
+    let reference = config.reference()?;
+    let kota = pulih_store::kota_map(
+        reference
+            .districts()
+            .iter()
+            .map(|d| (d.code.as_str(), d.regency_code.as_str())),
+    );
+    let day = |flag: &str, v: Option<String>| -> Result<Option<Day>, BoxError> {
+        v.map(|s| parse_day(&s).map_err(|e| format!("{flag}: {e}").into()))
+            .transpose()
+    };
+    let (mut from, to) = (day("--from", from)?, day("--to", to)?);
+    if every == Some(0) {
+        return Err("--every must be at least 1 second".into());
+    }
+    let store = Store::new(&config.store());
+    store.ping().await?;
+    let metrics = RollupMetrics::new()?;
+    let addr = &config.metrics.rollup_metrics_addr;
+    if every.is_some() && !addr.is_empty() {
+        let addr: std::net::SocketAddr = addr.parse()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("`metrics.rollup_metrics_addr`: cannot listen on {addr}: {e}"))?;
+        tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
+        tokio::spawn(serve_metrics(listener, metrics.registry.clone()));
+    }
+    let refresh = config.metrics.refresh_days as Day;
+    // Merchant-days written since this time are not yet rolled up. It moves
+    // to the start of each round that succeeds, less a margin for the
+    // aggregator's clock being a little behind.
+    let mut since = 0u32;
+    loop {
+        let started = Instant::now();
+        let round_start = u32::try_from((now_ms() / 1000).saturating_sub(600)).unwrap_or(0);
+        let result = store.rollup(&params, &kota, from, to).await;
+        metrics.round(started.elapsed(), result.as_ref().ok());
+        match result {
+            Ok(r) => {
+                since = round_start;
+                match r.days {
+                    Some((a, b)) => println!(
+                        "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
+                        format_day(a),
+                        format_day(b),
+                        r.rows,
+                        r.suppressed,
+                        started.elapsed().as_secs_f64()
+                    ),
+                    None => println!("nothing to roll up: merchant_activity_daily is empty"),
+                }
+            }
+            // A service keeps going: the next round covers these days too.
+            Err(e) if every.is_some() => {
+                tracing::warn!(message = "Rollup failed; retrying next round.", error = %e)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Some(secs) = every else { return Ok(()) };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        // Next: the last refresh_days days, or from the first day whose
+        // merchant-days changed since (a backfill of older days).
+        let next = async {
+            let last = store.activity_days().await?.map(|(_, last)| last - refresh);
+            let changed = store.first_day_changed_since(since).await?;
+            Ok::<_, pulih_store::StoreError>(match (last, changed) {
+                (Some(l), Some(c)) => Some(l.min(c)),
+                (l, c) => l.or(c),
+            })
+        };
+        match next.await {
+            Ok(Some(day)) => from = Some(day),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(message = "Cannot tell which days changed.", error = %e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jakarta_day_starts_at_17_00_utc_the_day_before() {
+        // 2021-03-01 00:00 +07:00 is 2021-02-28 17:00 UTC.
+        assert_eq!(
+            jakarta_midnight(parse_day("2021-03-01").unwrap()),
+            1_614_531_600
+        );
+    }
+
+    #[test]
+    fn rounds_are_counted_by_outcome() {
+        let m = RollupMetrics::new().unwrap();
+        m.round(Duration::from_millis(1500), None);
+        let report = RollupReport {
+            days: Some((
+                parse_day("2021-02-27").unwrap(),
+                parse_day("2021-03-01").unwrap(),
+            )),
+            rows: 40,
+            suppressed: 7,
+        };
+        m.round(Duration::from_secs(2), Some(&report));
+        let text = crate::render(&m.registry);
+        for line in [
+            "pulih_rollup_rounds_total{outcome=\"failed\"} 1",
+            "pulih_rollup_rounds_total{outcome=\"succeeded\"} 1",
+            "pulih_rollup_rows_total 40",
+            "pulih_rollup_suppressed_rows_total 7",
+            "pulih_rollup_latest_day_timestamp_seconds 1614531600",
+            "pulih_rollup_last_round_duration_seconds 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+}
