@@ -475,26 +475,15 @@ impl Store {
         &self,
         keys: &[(u32, String, String)],
     ) -> Result<Vec<ActivityRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let list = chunk
-                .iter()
-                .map(|(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)))
-                .collect::<Vec<_>>()
-                .join(",");
-            let sql = format!(
-                "{} WHERE (window_start, district_code, sector) IN ({list}) GROUP BY window_start, district_code, sector",
-                latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
-            );
-            out.extend(
-                self.client
-                    .query(&sql)
-                    .fetch_all::<ActivityRow>()
-                    .await
-                    .map_err(self.err("read windows from activity_1m"))?,
-            );
-        }
-        Ok(out)
+        self.latest_for(
+            "activity_1m",
+            ACTIVITY_COLUMNS,
+            3,
+            keys,
+            |(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)),
+            "read windows from activity_1m",
+        )
+        .await
     }
 
     /// The latest rows of the given merchant-days, as (day, district,
@@ -503,31 +492,53 @@ impl Store {
         &self,
         keys: &[(u16, String, String, [u8; 32])],
     ) -> Result<Vec<DailyRow>, StoreError> {
+        self.latest_for(
+            "merchant_activity_daily",
+            DAILY_COLUMNS,
+            4,
+            keys,
+            |(day, d, s, m)| {
+                format!(
+                    "(toDate('{}'), {}, {}, unhex('{}'))",
+                    iso_date(i64::from(*day)),
+                    quote(d),
+                    quote(s),
+                    hex::encode(m)
+                )
+            },
+            "read merchant days from merchant_activity_daily",
+        )
+        .await
+    }
+
+    /// The latest version of each row of `table` whose key (the first
+    /// `key_columns` of `columns`) is in `keys`; `literal` writes one key as
+    /// a tuple. Asks KEYS_PER_QUERY keys at a time, so a long list stays
+    /// under ClickHouse's max_query_size.
+    async fn latest_for<K, R>(
+        &self,
+        table: &str,
+        columns: &[&str],
+        key_columns: usize,
+        keys: &[K],
+        literal: impl Fn(&K) -> String,
+        action: &str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let select = latest_select(table, columns, key_columns);
+        let key_columns = columns[..key_columns].join(", ");
         let mut out = Vec::new();
         for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let list = chunk
-                .iter()
-                .map(|(day, d, s, m)| {
-                    format!(
-                        "(toDate('{}'), {}, {}, unhex('{}'))",
-                        iso_date(i64::from(*day)),
-                        quote(d),
-                        quote(s),
-                        hex::encode(m)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",");
-            let sql = format!(
-                "{} WHERE (day, district_code, sector, merchant_key) IN ({list}) GROUP BY day, district_code, sector, merchant_key",
-                latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
-            );
+            let list = chunk.iter().map(&literal).collect::<Vec<_>>().join(",");
+            let sql = format!("{select} WHERE ({key_columns}) IN ({list}) GROUP BY {key_columns}");
             out.extend(
                 self.client
                     .query(&sql)
-                    .fetch_all::<DailyRow>()
+                    .fetch_all::<R>()
                     .await
-                    .map_err(self.err("read merchant days from merchant_activity_daily"))?,
+                    .map_err(self.err(action))?,
             );
         }
         Ok(out)
