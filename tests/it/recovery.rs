@@ -483,9 +483,10 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         "{produced}"
     );
     run_pulih(&config, &["aggregate", "--exit-at-end"]);
-    // Three ways to the same rows: a first partial run (its history read
-    // from merchant_activity_daily), a full run, and a partial run after
-    // it (its history read from the rows already rolled up).
+    // Four ways to the same rows: a first partial run (its history read
+    // from merchant_activity_daily), a second one that needs more history
+    // than the first wrote, a full run, and a partial run after it (its
+    // history read from the rows already rolled up).
     let client = clickhouse::Client::default()
         .with_url(&store_config.url)
         .with_database(&db)
@@ -512,6 +513,13 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     };
     let before = unstamped(rows(&client, &values("2021-05-01")).await);
     assert!(before.len() > 500, "{} rows", before.len());
+    // The first run wrote only part of the year of history this one needs:
+    // that part must not be taken for the whole.
+    run_pulih(&config, &["rollup", "--from", "2021-06-01"]);
+    assert!(
+        unstamped(rows(&client, &values("2021-05-01")).await) == before,
+        "a partial rollup after a shorter one gives the same rows"
+    );
     let rolled = run_pulih(&config, &["rollup"]);
     assert!(
         rolled.contains(&format!("rolled up {FIRST}..{LAST}")),

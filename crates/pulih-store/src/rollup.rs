@@ -346,15 +346,16 @@ impl Store {
     }
 
     /// Daily totals of days `from ..= to` as an earlier rollup wrote them
-    /// to `recovery_daily` (every day with activity has a row there);
-    /// `false` if it holds none.
+    /// to `recovery_daily`, if it wrote every day of them that has
+    /// merchant-days; `false` (and nothing added) if it did not, as after
+    /// a rollup of a shorter range.
     async fn load_history(
         &self,
         from: Day,
         to: Day,
         days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
     ) -> Result<bool, StoreError> {
-        let mut found = false;
+        let mut found = HashMap::new();
         for level in Level::ALL {
             let sql = format!(
                 "SELECT toUInt16(day) AS d, kota_code AS kota, district_code AS district, sector, \
@@ -371,10 +372,29 @@ impl Store {
                 .fetch_all::<CellDayRow>()
                 .await
                 .map_err(self.err("read earlier days from recovery_daily"))?;
-            found |= !rows.is_empty();
-            add_days(days, level, rows);
+            add_days(&mut found, level, rows);
         }
-        Ok(found)
+        // Every day with merchant-days has a city row.
+        let city = Cell::new(Level::City, String::new(), String::new(), String::new());
+        let written = found.get(&city);
+        let active = self
+            .client
+            .query(&format!(
+                "SELECT DISTINCT toUInt16(day) FROM merchant_activity_daily WHERE {}",
+                day_ranges("day", &[(from, to)], 0)
+            ))
+            .fetch_all::<u16>()
+            .await
+            .map_err(self.err("read the days of merchant_activity_daily"))?;
+        let complete = active
+            .iter()
+            .all(|d| written.is_some_and(|w| w.contains_key(&Day::from(*d))));
+        if complete {
+            for (cell, series) in found {
+                days.entry(cell).or_default().extend(series);
+            }
+        }
+        Ok(complete)
     }
 
     /// Recomputes `recovery_daily` for days `from ..= to` (default: all
@@ -385,8 +405,8 @@ impl Store {
     /// `merchant_activity_daily`; the year of history a chunk needs is
     /// carried over from the chunks before it. A run starting after the
     /// first day with data reads that history from the rows an earlier
-    /// rollup wrote (or, when there are none, from
-    /// `merchant_activity_daily`).
+    /// rollup wrote, or from `merchant_activity_daily` when those miss a
+    /// day that has merchant-days.
     pub async fn rollup(
         &self,
         params: &Params,
