@@ -420,9 +420,10 @@ mod tests {
                     3 if pos < bytes.len() => bytes[pos] = pick,
                     4 => bytes.truncate(pos),
                     5 => {
-                        // Repeat a field.
+                        // Repeat a field (before the closing brace, if
+                        // an earlier edit left one).
                         let dup = b",\"sector\":\"G\"";
-                        let at = bytes.len() - 1;
+                        let at = bytes.len().saturating_sub(1);
                         bytes.splice(at..at, dup.iter().copied());
                     }
                     _ => {}
