@@ -3,8 +3,7 @@
 //! partition number), never a district, merchant or event id.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 /// The aggregator's metrics, registered in their own registry.
@@ -135,15 +134,6 @@ impl Metrics {
             m.registry.register(c).expect("metric names are unique");
         }
         m
-    }
-
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buf).unwrap_or_default()
     }
 }
 
