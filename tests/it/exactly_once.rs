@@ -245,9 +245,20 @@ impl Run {
         self.sent.extend_from_slice(events);
     }
 
-    /// Starts `pulih aggregate` in its own process.
+    /// Starts `pulih aggregate` in its own process, as the only instance.
     fn spawn(&self, name: &str, exit_at_end: bool, metrics_port: Option<u16>) -> Proc {
         self.spawn_hanging(name, exit_at_end, metrics_port, None)
+    }
+
+    /// Starts `pulih aggregate` as instance `instance` of `instances`.
+    fn spawn_instance(&self, name: &str, instance: u32, instances: u32, metrics_port: u16) -> Proc {
+        self.spawn_with(
+            name,
+            false,
+            Some(metrics_port),
+            None,
+            &format!("instance = {instance}\ninstances = {instances}"),
+        )
     }
 
     /// Like `spawn`, with the process hanging at a flush step
@@ -259,6 +270,17 @@ impl Run {
         metrics_port: Option<u16>,
         hang_at: Option<&str>,
     ) -> Proc {
+        self.spawn_with(name, exit_at_end, metrics_port, hang_at, "")
+    }
+
+    fn spawn_with(
+        &self,
+        name: &str,
+        exit_at_end: bool,
+        metrics_port: Option<u16>,
+        hang_at: Option<&str>,
+        aggregate: &str,
+    ) -> Proc {
         let config = self.dir.join(format!("{name}.toml"));
         let metrics = metrics_port.map_or(String::new(), |p| format!("127.0.0.1:{p}"));
         std::fs::write(
@@ -268,7 +290,7 @@ impl Run {
                 &self.store_config,
                 &self.group,
                 &format!(
-                    "emit_interval_ms = 100\nmetrics_addr = \"{metrics}\"\narchive_payments = true"
+                    "emit_interval_ms = 100\nmetrics_addr = \"{metrics}\"\narchive_payments = true\n{aggregate}"
                 ),
                 "",
             ),
@@ -388,10 +410,8 @@ impl Run {
     }
 
     /// Runs one process to the end of the topic, then checks every row.
-    /// It joins a new consumer group: where to continue comes from the
-    /// checkpoints in ClickHouse, not from the group's Kafka offsets.
+    /// It keeps the run's consumer group, as an operator's restart would.
     async fn finish_and_check(&mut self) {
-        self.group = unique("it-final");
         let mut last = self.spawn("final", true, None);
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
@@ -568,23 +588,75 @@ async fn killed_three_times_at_random_moments_gives_the_clean_result() {
     run.finish_and_check().await;
 }
 
+/// Two instances split four partitions; one is killed and restarted with
+/// the same identity while events keep coming. Its partitions come back
+/// with it, and both keep counting exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_in_one_group_while_one_is_killed() {
-    let mut run = Run::new("group", 4, None).await;
+async fn two_instances_while_one_is_killed_and_restarted() {
+    let mut run = Run::new("instances", 4, None).await;
     let b1 = batch("b1", 300, 0);
-    let mut a = run.spawn("a", false, None);
-    let mut b = run.spawn("b", false, None);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = run.spawn_instance("a", 0, 2, port_a);
+    let mut b = run.spawn_instance("b", 1, 2, port_b);
     run.offer(&b1).await;
     run.wait_progress(150, Duration::from_secs(60)).await;
     kill9(&mut a);
     run.offer(&batch("b2", 300, 5)).await;
-    // The survivor takes the killed member's partitions after its session
-    // times out; a restarted member then joins again.
-    let mut a = run.spawn("a-again", false, None);
+    let mut a = run.spawn_instance("a-again", 0, 2, port_a);
     run.offer(&batch3(&b1)).await;
     run.wait_converged(Duration::from_secs(90)).await;
+    for (port, owned) in [(port_a, "0"), (port_b, "1")] {
+        let m = metrics(port).await;
+        assert!(
+            m.lines().any(|l| l == "pulih_aggregate_owned_partitions 2")
+                && m.lines()
+                    .any(|l| l == "pulih_aggregate_assigned_partitions 2")
+                && m.lines().any(|l| l == "pulih_aggregate_topic_partitions 4"),
+            "instance {owned}: {m}"
+        );
+    }
     interrupt(&mut a);
     interrupt(&mut b);
+    run.finish_and_check().await;
+}
+
+/// The operator's bad day: one aggregator, killed with SIGKILL a few
+/// seconds after each start, seven times in a row, always restarted with
+/// the same group and instance. Every restart must take its partitions
+/// back and count what arrived meanwhile, within a bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_after_seven_kills_with_the_same_identity_resumes() {
+    let mut run = Run::new("restart", 4, None).await;
+    let port = free_port();
+    let mut rng = 0x2020_u64;
+    let mut slowest = Duration::ZERO;
+    for round in 0..8 {
+        let events = batch(&format!("r{round}"), 120, round * 3);
+        run.offer(&events).await;
+        let started = Instant::now();
+        let mut a = run.spawn_instance(&format!("a{round}"), 0, 1, port);
+        // Resumed: every event sent so far is counted.
+        run.wait_converged(Duration::from_secs(60)).await;
+        slowest = slowest.max(started.elapsed());
+        if round < 7 {
+            // Kill it between 0.5 and 4 s after it caught up.
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let ms = 500 + (rng >> 33) % 3_500;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            kill9(&mut a);
+        } else {
+            let m = metrics(port).await;
+            assert!(
+                m.lines()
+                    .any(|l| l == "pulih_aggregate_assigned_partitions 4"),
+                "{m}"
+            );
+            interrupt(&mut a);
+        }
+    }
+    eprintln!("slowest restart until every event was counted: {slowest:?}");
     run.finish_and_check().await;
 }
 

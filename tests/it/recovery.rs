@@ -862,16 +862,31 @@ async fn rollup_every_picks_up_new_days() {
     store.insert_daily(&day_rows("2021-02-01")).await.unwrap();
     wait_for("2021-02-01", 8).await;
     assert!(child.try_wait().unwrap().is_none(), "still running");
+    // A round's rows are visible before its counters move: scrape until the
+    // round that wrote the backfilled day has been counted.
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
-    let (status, _, body) = http(addr, "GET", "/metrics", &[], b"").await;
-    let text = String::from_utf8(body).unwrap();
-    assert_eq!(status, 200, "{text}");
-    let value = |name: &str| -> f64 {
+    let scrape_value = |text: &str, name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
     };
-    assert!(value("pulih_rollup_rounds_total{outcome=\"succeeded\"}") >= 3.0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let (status, _, body) = http(addr, "GET", "/metrics", &[], b"").await;
+        let text = String::from_utf8(body).unwrap();
+        assert_eq!(status, 200, "{text}");
+        let succeeded = scrape_value(&text, "pulih_rollup_rounds_total{outcome=\"succeeded\"}");
+        if succeeded.is_some_and(|n| n >= 3.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 3 successful rounds counted within 30 s:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let value = |name: &str| -> f64 {
+        scrape_value(&text, name).unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
     assert_eq!(value("pulih_rollup_rounds_total{outcome=\"failed\"}"), 0.0);
     // The newest day is 2021-03-02, whose Jakarta midnight is 17:00 UTC
     // the day before.

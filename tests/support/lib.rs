@@ -92,6 +92,8 @@ pub async fn aggregate_to_end(
         topic: kafka.topic.clone(),
         dlq_topic: dlq_topic.to_owned(),
         group_id: unique(group),
+        instance: 0,
+        instances: 1,
         core,
         emit_interval: std::time::Duration::from_millis(200),
         idle_timeout: std::time::Duration::from_secs(30),

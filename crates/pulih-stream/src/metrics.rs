@@ -3,7 +3,8 @@
 //! partition number), never a district, merchant or event id.
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// The aggregator's metrics, registered in their own registry.
@@ -16,18 +17,25 @@ pub struct Metrics {
     /// The operator watermark: minimum over assigned, non-idle partitions.
     pub watermark_seconds: Gauge,
     pub partition_watermark_seconds: GaugeVec,
-    /// 1 while ClickHouse writes fail and consumption is paused.
+    /// 1 while ClickHouse calls fail (a flush, or restoring a partition)
+    /// and consumption is paused.
     pub stalled: IntGauge,
     pub store_errors: IntCounter,
     pub rows_written: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub flush_seconds: Histogram,
+    /// Partitions of the topic, as the broker reported them at start.
+    pub topic_partitions: IntGauge,
+    /// Partitions this instance owns by its index.
+    pub owned_partitions: IntGauge,
+    /// Owned partitions restored and being consumed.
     pub assigned_partitions: IntGauge,
     pub resident_windows: IntGauge,
     pub resident_merchant_days: IntGauge,
     pub dedup_entries: IntGauge,
     /// Records in Kafka not yet consumed, over the assigned partitions.
     pub consumer_lag: IntGauge,
+    pub partition_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -54,7 +62,7 @@ impl Metrics {
         .expect("valid metric");
         let stalled = IntGauge::with_opts(opts(
             "stalled",
-            "1 while writes to ClickHouse fail and consumption is paused.",
+            "1 while ClickHouse calls fail (a flush, or restoring a partition) and consumption is paused.",
         ))
         .expect("valid metric");
         let store_errors = IntCounter::with_opts(opts(
@@ -100,9 +108,17 @@ impl Metrics {
             rows_written,
             dead_lettered,
             flush_seconds,
+            topic_partitions: gauge(
+                "topic_partitions",
+                "Partitions of the topic, as the broker reported them when the process started.",
+            ),
+            owned_partitions: gauge(
+                "owned_partitions",
+                "Partitions this process owns by its instance index (aggregate.instance of aggregate.instances).",
+            ),
             assigned_partitions: gauge(
                 "assigned_partitions",
-                "Kafka partitions assigned to this process.",
+                "Owned partitions restored from ClickHouse and being consumed; below owned_partitions while a restore waits.",
             ),
             resident_windows: gauge("resident_windows", "Windows held in memory."),
             resident_merchant_days: gauge(
@@ -112,8 +128,16 @@ impl Metrics {
             dedup_entries: gauge("dedup_entries", "Event ids remembered for de-duplication."),
             consumer_lag: gauge(
                 "consumer_lag_records",
-                "Records not yet consumed on the assigned partitions (librdkafka statistics, every second).",
+                "Records not yet consumed on the assigned partitions (the broker's high watermark from librdkafka statistics, every second).",
             ),
+            partition_lag: IntGaugeVec::new(
+                opts(
+                    "partition_lag_records",
+                    "Records not yet consumed, per assigned partition.",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -125,11 +149,14 @@ impl Metrics {
             Box::new(m.rows_written.clone()),
             Box::new(m.dead_lettered.clone()),
             Box::new(m.flush_seconds.clone()),
+            Box::new(m.topic_partitions.clone()),
+            Box::new(m.owned_partitions.clone()),
             Box::new(m.assigned_partitions.clone()),
             Box::new(m.resident_windows.clone()),
             Box::new(m.resident_merchant_days.clone()),
             Box::new(m.dedup_entries.clone()),
             Box::new(m.consumer_lag.clone()),
+            Box::new(m.partition_lag.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

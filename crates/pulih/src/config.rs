@@ -103,6 +103,8 @@ pub struct ReferenceFiles {
 #[serde(deny_unknown_fields)]
 pub struct Aggregate {
     pub group_id: String,
+    pub instance: u32,
+    pub instances: u32,
     pub window_secs: u32,
     pub allowed_lateness_secs: u32,
     pub correction_horizon_secs: u32,
@@ -227,6 +229,18 @@ impl Config {
             return Err(key_error(
                 "aggregate.window_secs",
                 "must divide a day (60, 300, 3600, ...)",
+            ));
+        }
+        if self.aggregate.instances == 0 {
+            return Err(key_error("aggregate.instances", "must be at least 1"));
+        }
+        if self.aggregate.instance >= self.aggregate.instances {
+            return Err(key_error(
+                "aggregate.instance",
+                format!(
+                    "must be below aggregate.instances ({}): instances are numbered from 0",
+                    self.aggregate.instances
+                ),
             ));
         }
         if self.aggregate.emit_interval_ms == 0 {
@@ -514,6 +528,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`aggregate.dedup_horizon_secs`"), "{e}");
+        let e = load_toml("[aggregate]\ninstances = 3\ninstance = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`aggregate.instance`"), "{e}");
+        let e = load_toml("[aggregate]\ninstances = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`aggregate.instances`"), "{e}");
         let e = load_toml("[kafka]\ndlq_topic = \"pulih.payments.v1\"\n")
             .unwrap_err()
             .to_string();

@@ -306,6 +306,8 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         topic: config.kafka.topic.clone(),
         dlq_topic: config.kafka.dlq_topic.clone(),
         group_id: a.group_id.clone(),
+        instance: a.instance,
+        instances: a.instances,
         core: CoreConfig {
             window_ms: secs(a.window_secs),
             allowed_lateness_ms: secs(a.allowed_lateness_secs),

@@ -1,0 +1,204 @@
+//! Which partitions this process owns, and taking them over.
+//!
+//! Ownership is static: with `instances` processes, the one with index
+//! `instance` owns every partition `p` with `p % instances == instance`
+//! (a StatefulSet ordinal is a natural index). No consumer-group
+//! coordinator is involved, so a crashed process's partitions come back
+//! as soon as it restarts, whatever state the broker kept of the group.
+//! Where to resume comes from the checkpoints in ClickHouse, as before;
+//! two processes that own the same partition by mistake (or during a
+//! rolling restart) still write exactly-once rows (`docs/semantics.md`).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::core::{self, Partition};
+
+use super::{AggregateError, Ctx, Part, Shared, STORE_TIMEOUT};
+
+/// The partitions of a topic with `partition_count` partitions that
+/// instance `instance` of `instances` owns.
+pub fn owned_partitions(partition_count: i32, instance: u32, instances: u32) -> Vec<i32> {
+    (0..partition_count)
+        .filter(|&p| instances > 0 && (p as u32) % instances == instance)
+        .collect()
+}
+
+impl Shared {
+    /// The topic's partition count as the broker reports it now.
+    pub(super) fn partition_count(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        timeout: Duration,
+    ) -> Result<i32, String> {
+        let md = consumer
+            .fetch_metadata(Some(&self.config.topic), timeout)
+            .map_err(|e| e.to_string())?;
+        let Some(t) = md.topics().first() else {
+            return Err("the broker returned no metadata for the topic".into());
+        };
+        if let Some(e) = t.error() {
+            return Err(rdkafka::error::RDKafkaErrorCode::from(e).to_string());
+        }
+        match t.partitions().len() {
+            0 => Err("the topic has no partitions".into()),
+            n => Ok(n as i32),
+        }
+    }
+
+    /// Waits until the broker reports the topic (logging each failure), or
+    /// the process is asked to stop.
+    pub(super) fn wait_for_partition_count(&self, consumer: &BaseConsumer<Ctx>) -> Option<i32> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.partition_count(consumer, Duration::from_secs(10)) {
+                Ok(n) => return Some(n),
+                Err(error) => tracing::warn!(
+                    message = "Cannot read the topic's partitions from the broker; no partition is assigned until it answers.",
+                    topic = %self.config.topic,
+                    %error,
+                    backoff_ms = backoff.as_millis() as u64
+                ),
+            }
+            if self.shutdown.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Restores the owned partitions from ClickHouse and starts consuming
+    /// each at its checkpoint. Returns `Ok(false)` when asked to stop first.
+    pub(super) fn take_over(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        owned: &[i32],
+    ) -> Result<bool, AggregateError> {
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        let mut restored = Vec::new();
+        for &id in owned {
+            let Some(core) = self.restore(id) else {
+                return Ok(false);
+            };
+            let offset = core.next_offset();
+            tpl.add_partition_offset(
+                &self.config.topic,
+                id,
+                if offset > 0 {
+                    Offset::Offset(offset)
+                } else {
+                    Offset::Beginning
+                },
+            )
+            .map_err(|source| self.kafka_error(source))?;
+            restored.push((id, core));
+        }
+        {
+            let mut st = self.state();
+            for (id, core) in restored {
+                st.parts.insert(
+                    id,
+                    Part {
+                        core,
+                        last_record: Instant::now(),
+                        at_end: false,
+                    },
+                );
+            }
+            self.metrics.assigned_partitions.set(st.parts.len() as i64);
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|source| self.kafka_error(source))?;
+        tracing::info!(
+            message = "Partitions assigned.",
+            partitions = ?owned,
+            restore_ms = started.elapsed().as_millis() as u64
+        );
+        Ok(true)
+    }
+
+    /// Restores one partition, retrying until ClickHouse answers (or the
+    /// process is asked to stop). While it fails, `pulih_aggregate_stalled`
+    /// is 1.
+    fn restore(&self, partition: i32) -> Option<Partition> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // A restore reads a whole dedup horizon: give it longer.
+            match self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)) {
+                Ok(p) => {
+                    self.metrics.stalled.set(0);
+                    return Some(p);
+                }
+                Err(error) => {
+                    self.metrics.store_errors.inc();
+                    self.metrics.stalled.set(1);
+                    tracing::warn!(message = "Cannot restore a partition from ClickHouse; retrying.", partition, %error, backoff_ms = backoff.as_millis() as u64);
+                }
+            }
+            if self.shutdown.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn try_restore(&self, partition: i32) -> Result<Partition, pulih_store::StoreError> {
+        let c = &self.config;
+        let checkpoint = self.store.checkpoint(&c.topic, partition).await?;
+        let scope = core::restore_scope(partition, &c.core, checkpoint.as_ref());
+        let activity = self
+            .store
+            .restore_activity(scope, c.core.window_ms / 1000)
+            .await?;
+        let daily = self.store.restore_daily(scope).await?;
+        let since = core::dedup_since_ms(&c.core, checkpoint.as_ref());
+        let before = checkpoint.as_ref().map_or(0, |c| c.next_offset);
+        let dedup = self
+            .store
+            .dedup_entries(&c.topic, partition, since, before)
+            .await?;
+        tracing::info!(
+            message = "Partition restored.",
+            partition,
+            next_offset = before,
+            windows = activity.len(),
+            merchant_days = daily.len(),
+            remembered_events = dedup.len()
+        );
+        Ok(Partition::restore(
+            partition,
+            c.core,
+            checkpoint.as_ref(),
+            activity,
+            daily,
+            dedup,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_split_the_partitions_without_overlap_or_gap() {
+        for count in 1..20 {
+            for instances in 1..8u32 {
+                let mut all: Vec<i32> = (0..instances)
+                    .flat_map(|i| owned_partitions(count, i, instances))
+                    .collect();
+                all.sort_unstable();
+                assert_eq!(all, (0..count).collect::<Vec<_>>(), "{count} {instances}");
+            }
+        }
+        assert_eq!(owned_partitions(6, 1, 4), vec![1, 5]);
+        assert_eq!(owned_partitions(2, 3, 4), Vec::<i32>::new());
+    }
+}

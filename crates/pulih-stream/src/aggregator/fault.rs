@@ -1,0 +1,45 @@
+//! Fault injection for the crash tests: with `PULIH_TEST_HANG_AT=STEP:N`,
+//! the N-th time (from 1) a flush passes STEP the process logs it and
+//! hangs, so a test can kill -9 it at exactly that point.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(super) struct FaultPoints {
+    hang_at: Option<(String, u32)>,
+    seen: AtomicU32,
+}
+
+impl FaultPoints {
+    /// From `PULIH_TEST_HANG_AT`; none when it is unset or malformed.
+    pub(super) fn from_env() -> FaultPoints {
+        let hang_at = std::env::var("PULIH_TEST_HANG_AT").ok().and_then(|v| {
+            let (step, n) = v.split_once(':').unwrap_or((v.as_str(), "1"));
+            Some((step.to_owned(), n.parse().ok()?))
+        });
+        FaultPoints {
+            hang_at,
+            seen: AtomicU32::new(0),
+        }
+    }
+
+    pub(super) fn pass(&self, step: &str) {
+        let Some((at, n)) = &self.hang_at else {
+            return;
+        };
+        if at != step {
+            return;
+        }
+        let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if seen == *n {
+            tracing::warn!(
+                message = "Hanging at a fault point (PULIH_TEST_HANG_AT).",
+                step
+            );
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Making what was folded durable, in the order the exactly-once argument
+//! needs (`docs/semantics.md`): raw records, dedup entries, merchant-days,
+//! windows, dead letters, and only then the checkpoints; Kafka offsets are
+//! committed after that, for monitoring.
+
+use std::time::Instant;
+
+use pulih_store::{ActivityRow, DailyRow, PaymentRow};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::core::{self, Flush};
+
+use super::dead_letter::DeadRecord;
+use super::watermark::{operator_watermark, PartitionClock};
+use super::{now_secs, Ctx, Shared, State};
+
+impl Shared {
+    /// Takes a flush from every partition unless one is already pending,
+    /// then tries to make it durable once.
+    pub(super) fn try_flush(&self, all_final: bool) -> Result<bool, String> {
+        let mut st = self.state();
+        if st.pending.is_none() {
+            self.advance_watermarks(&mut st);
+            let ids: Vec<i32> = st.parts.keys().copied().collect();
+            // Rows that late records need.
+            for id in &ids {
+                let Some(part) = st.parts.get_mut(id) else {
+                    continue;
+                };
+                let wanted = part.core.wanted();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let windows: Vec<_> = wanted
+                    .windows
+                    .iter()
+                    .map(|k| {
+                        (
+                            (k.start_ms / 1000) as u32,
+                            core::district_str(&k.district).to_owned(),
+                            k.sector.as_str().to_owned(),
+                        )
+                    })
+                    .collect();
+                let days: Vec<_> = wanted
+                    .days
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.day as u16,
+                            core::district_str(&k.district).to_owned(),
+                            k.sector.as_str().to_owned(),
+                            k.merchant,
+                        )
+                    })
+                    .collect();
+                let (a, d): (Vec<ActivityRow>, Vec<DailyRow>) = self.block_on(async {
+                    Ok((
+                        self.store.activity_for(&windows).await?,
+                        self.store.daily_for(&days).await?,
+                    ))
+                })?;
+                part.core.supply(a, d);
+            }
+            let now_s = now_secs();
+            let mut flush = Flush::default();
+            for id in &ids {
+                if let Some(part) = st.parts.get_mut(id) {
+                    flush.append(part.core.take(
+                        &self.config.topic,
+                        &self.config.group_id,
+                        all_final,
+                        now_s,
+                    ));
+                }
+            }
+            let dead = std::mem::take(&mut st.dead);
+            let payments = std::mem::take(&mut st.payments);
+            st.pending = Some((flush, dead, payments));
+        }
+        let (flush, dead, payments) = st.pending.as_ref().expect("set above");
+        if flush.is_empty() && dead.is_empty() && payments.is_empty() {
+            st.pending = None;
+            return Ok(false);
+        }
+        let started = Instant::now();
+        self.write(flush, dead, payments)?;
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let rows = (flush.activity.len() + flush.daily.len()) as u64;
+        for (table, n) in [
+            ("activity_1m", flush.activity.len()),
+            ("merchant_activity_daily", flush.daily.len()),
+            ("payments", payments.len()),
+        ] {
+            self.metrics
+                .rows_written
+                .with_label_values(&[table])
+                .inc_by(n as u64);
+        }
+        st.stats.rows_written += rows;
+        st.stats.flushes += 1;
+        st.pending = None;
+        Ok(true)
+    }
+
+    /// Makes everything folded so far durable: a flush that was already
+    /// pending (taken before the latest records) and then a new one.
+    pub(super) fn flush_fully(&self, all_final: bool) -> Result<(), String> {
+        let had_pending = self.state().pending.is_some();
+        self.try_flush(all_final)?;
+        if had_pending {
+            self.try_flush(all_final)?;
+        }
+        Ok(())
+    }
+
+    /// Makes one flush durable, in the order the correctness argument
+    /// needs: raw records (idempotent by key, so any time before the
+    /// checkpoint), dedup entries and rows, dead letters, then checkpoints.
+    fn write(
+        &self,
+        flush: &Flush,
+        dead: &[DeadRecord],
+        payments: &[PaymentRow],
+    ) -> Result<(), String> {
+        self.block_on(self.store.insert_payments(payments))?;
+        self.block_on(self.store.insert_dedup(&flush.dedup))?;
+        self.faults.pass("after_dedup");
+        self.block_on(self.store.insert_daily(&flush.daily))?;
+        self.faults.pass("after_daily");
+        self.block_on(self.store.insert_activity(&flush.activity))?;
+        self.faults.pass("after_activity");
+        if !dead.is_empty() {
+            self.send_dead_letters(dead)?;
+            self.faults.pass("after_dead_letters");
+        }
+        self.block_on(self.store.insert_checkpoints(&flush.checkpoints))?;
+        self.faults.pass("after_checkpoint");
+        Ok(())
+    }
+
+    /// Raises every partition's watermark to the operator watermark and
+    /// updates the gauges of what is held in memory.
+    fn advance_watermarks(&self, st: &mut State) {
+        let idle = self.config.idle_timeout;
+        let operator = operator_watermark(st.parts.values().map(|p| PartitionClock {
+            watermark_ms: p.core.partition_watermark_ms(),
+            idle: p.at_end || p.last_record.elapsed() >= idle,
+        }));
+        let (mut windows, mut days, mut dedup) = (0, 0, 0);
+        for (id, p) in st.parts.iter_mut() {
+            p.core.advance(operator);
+            let (w, d, e) = p.core.sizes();
+            windows += w;
+            days += d;
+            dedup += e;
+            if p.core.watermark_ms() > i64::MIN {
+                self.metrics
+                    .partition_watermark_seconds
+                    .with_label_values(&[&id.to_string()])
+                    .set(p.core.watermark_ms() as f64 / 1000.0);
+            }
+        }
+        if let Some(w) = operator {
+            self.metrics.watermark_seconds.set(w as f64 / 1000.0);
+        }
+        self.metrics.resident_windows.set(windows as i64);
+        self.metrics.resident_merchant_days.set(days as i64);
+        self.metrics.dedup_entries.set(dedup as i64);
+    }
+
+    /// Commits the checkpointed positions to the consumer group, for
+    /// monitoring tools; consumption never resumes from them.
+    pub(super) fn commit(&self, consumer: &BaseConsumer<Ctx>) {
+        let st = self.state();
+        let mut tpl = TopicPartitionList::new();
+        for (id, p) in &st.parts {
+            let _ = tpl.add_partition_offset(
+                &self.config.topic,
+                *id,
+                Offset::Offset(p.core.next_offset()),
+            );
+        }
+        drop(st);
+        if tpl.count() > 0 {
+            if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(message = "Offset commit failed; the next flush commits again.", %error);
+            }
+        }
+    }
+
+    /// Drops dedup partitions that no restore can read any more.
+    pub(super) fn prune(&self) {
+        let horizon_days = self.config.core.dedup_horizon_ms / 86_400_000 + 2;
+        let today = i64::from(now_secs()) / 86_400;
+        let before = u16::try_from(today - horizon_days).unwrap_or(0);
+        match self.block_on(self.store.prune_dedup(before)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                message = "Dropped old de-duplication partitions.",
+                partitions = n
+            ),
+            Err(error) => {
+                tracing::warn!(message = "Cannot drop old de-duplication partitions.", %error)
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! One consumed record: decode it, fold it into its partition's core, and
+//! count what became of it under exactly one outcome.
+
+use std::time::Instant;
+
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+
+use crate::core::Outcome;
+use crate::decode::decode;
+
+use super::{archive, dead_letter, Shared};
+
+impl Shared {
+    pub(super) fn handle(&self, m: &BorrowedMessage<'_>) {
+        let mut st = self.state();
+        let st = &mut *st;
+        let p = m.partition();
+        let Some(part) = st.parts.get_mut(&p) else {
+            return;
+        };
+        part.last_record = Instant::now();
+        part.at_end = false;
+        st.stats.records += 1;
+        let payload = m.payload().unwrap_or(&[]);
+        let topic = &self.config.topic;
+        match decode(payload, &self.reference) {
+            Ok(event) => {
+                let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
+                let outcome = part.core.fold(m.offset(), ts, &event);
+                let label = st.stats.count(outcome);
+                let counted = matches!(
+                    outcome,
+                    Outcome::Applied | Outcome::Late | Outcome::Replayed
+                );
+                if self.config.archive_payments && counted {
+                    match archive::payment_row(payload, p, m.offset(), ts) {
+                        Some(row) => st.payments.push(row),
+                        None => tracing::warn!(
+                            message = "Counted record not archived: it does not parse as a payment record.",
+                            partition = p,
+                            offset = m.offset()
+                        ),
+                    }
+                }
+                if outcome == Outcome::TooLate {
+                    let detail =
+                        "event time is behind the watermark by more than the correction horizon";
+                    st.dead
+                        .push((p, dead_letter::payload(topic, m, "too_late", detail.into())));
+                    self.metrics
+                        .dead_lettered
+                        .with_label_values(&["too_late"])
+                        .inc();
+                }
+                self.metrics.records.with_label_values(&[label]).inc();
+            }
+            Err(error) => {
+                part.core.skip(m.offset());
+                st.stats.undecodable += 1;
+                tracing::warn!(
+                    message = "Undecodable record dead-lettered.",
+                    partition = p,
+                    offset = m.offset(),
+                    reason = error.code()
+                );
+                st.dead.push((
+                    p,
+                    dead_letter::payload(topic, m, error.code(), error.to_string()),
+                ));
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[error.code()])
+                    .inc();
+                self.metrics
+                    .records
+                    .with_label_values(&["undecodable"])
+                    .inc();
+            }
+        }
+    }
+}
