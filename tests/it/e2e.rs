@@ -134,7 +134,7 @@ async fn known_events_land_as_exact_counts_and_sums() {
     assert_eq!(stats.records, specs.len() as u64);
     assert_eq!(stats.applied, specs.len() as u64);
     assert_eq!(
-        stats.late + stats.undecodable + stats.duplicates + stats.too_late,
+        stats.late + stats.undecodable + stats.duplicates + stats.too_old,
         0
     );
 

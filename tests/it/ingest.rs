@@ -512,3 +512,164 @@ async fn a_full_producer_queue_gives_503() {
     assert_eq!((s, v["accepted"].as_u64()), (200, Some(1)), "{v}");
     gw.stop().await;
 }
+
+/// The promise: an event that got a 2xx, or that `pulih produce` reported
+/// loaded, is counted. A 30-hour-old event through the gateway and a
+/// one-year-old backfill into a topic whose watermark is already at today
+/// both land in `activity_1m` and `merchant_activity_daily`, and a running
+/// `pulih rollup --every` picks the backfilled day up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_is_counted_and_a_backfill_corrects_a_past_day_of_a_live_topic() {
+    const HOUR_MS: i64 = 3_600_000;
+    let kafka = kafka_config("promise", 2);
+    let store_config = pulih_tests::store_config("promise");
+    let store = pulih_store::Store::new(&store_config);
+    store.migrate().await.expect("ClickHouse reachable");
+    let dlq = format!("{}.dlq", kafka.topic);
+    let gw = Gw::start(kafka.clone(), |_| {}).await;
+    let mut live = event("live-1");
+    live["merchant_id"] = json!("merchant-live");
+    let mut old = event("old-30h");
+    old["occurred_at"] = json!(now_iso(-30 * HOUR_MS));
+    old["merchant_id"] = json!("merchant-30h");
+    let (status, _, v) = gw
+        .post(
+            "application/x-ndjson",
+            format!("{}\n{}\n", line(&live), line(&old)).as_bytes(),
+        )
+        .await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(2)), "{v}");
+    gw.stop().await;
+
+    let core = pulih_stream::core::CoreConfig::default();
+    let stats =
+        pulih_tests::aggregate_to_end(&kafka, &dlq, "it-promise", core, false, &store).await;
+    assert_eq!(
+        (stats.applied + stats.late, stats.too_old),
+        (2, 0),
+        "{stats:?}"
+    );
+
+    // The rollup service runs from here on.
+    let dir = pulih_tests::repo_root()
+        .join("target/test-services")
+        .join(unique("promise"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pulih.toml");
+    let rollup_port = pulih_tests::free_port();
+    std::fs::write(
+        &config,
+        pulih_tests::pulih_toml(
+            &kafka,
+            &store_config,
+            "it-promise",
+            "",
+            &format!("[metrics]\nrollup_metrics_addr = \"127.0.0.1:{rollup_port}\"\n"),
+        ),
+    )
+    .unwrap();
+    let mut rollup = std::process::Command::new(pulih_tests::pulih_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["rollup", "--every", "1"])
+        .env("PULIH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("rollup.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let client = store.client().clone();
+    let analytics = format!("{}_analytics", store_config.database);
+    let city_txns = |day: String| {
+        let client = client.clone();
+        let analytics = analytics.clone();
+        async move {
+            client
+                .query(&format!(
+                    "SELECT toUInt64(ifNull(sum(txn_count), 0)) FROM `{analytics}`.recovery_daily FINAL \
+                     WHERE level = 'city' AND day = '{day}'"
+                ))
+                .fetch_one::<u64>()
+                .await
+                .unwrap_or(0)
+        }
+    };
+    let jakarta_day = |offset_ms: i64| now_iso(offset_ms + 7 * HOUR_MS)[..10].to_owned();
+    let wait_for = |day: String, want: u64| {
+        let city_txns = &city_txns;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let got = city_txns(day.clone()).await;
+                if got == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{day}: {got} transactions rolled up, not {want}, within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    wait_for(jakarta_day(-30 * HOUR_MS), 1).await;
+
+    // A year-old history, loaded with `pulih produce` into the live topic.
+    let file = dir.join("history.ndjson");
+    let mut history = String::new();
+    for i in 0..3 {
+        let mut e = event(&format!("year-old-{i}"));
+        e["occurred_at"] = json!(now_iso(-365 * 24 * HOUR_MS + i * 1_000));
+        e["merchant_id"] = json!(format!("merchant-year-{i}"));
+        history.push_str(&format!("{}\n", line(&e)));
+    }
+    std::fs::write(&file, history).unwrap();
+    let out = std::process::Command::new(pulih_tests::pulih_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["produce", "--producer", "bank-a", "--file"])
+        .arg(&file)
+        .env(
+            "PULIH_PSEUDONYMISATION__SECRET",
+            "gateway-test-secret-0123456789abcdef0123",
+        )
+        .env("PULIH_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("produced events=3 rejected=0"), "{stdout}");
+    let stats =
+        pulih_tests::aggregate_to_end(&kafka, &dlq, "it-promise", core, false, &store).await;
+    assert_eq!((stats.late, stats.too_old), (3, 0), "{stats:?}");
+
+    let rows = store.activity_rows().await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.txn_count).sum::<u64>(), 5, "{rows:?}");
+    let days = store.daily_rows().await.unwrap();
+    let mut merchant_days: Vec<(u16, u64)> = days.iter().map(|d| (d.day, d.txn_count)).collect();
+    merchant_days.sort_unstable();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day_of =
+        |offset_ms: i64| (now_ms + offset_ms + 7 * HOUR_MS).div_euclid(24 * HOUR_MS) as u16;
+    let year_ago = day_of(-365 * 24 * HOUR_MS);
+    assert_eq!(
+        merchant_days.iter().filter(|(d, _)| *d == year_ago).count(),
+        3,
+        "three merchant-days a year ago: {merchant_days:?}"
+    );
+    assert!(
+        merchant_days
+            .iter()
+            .any(|(d, _)| *d == day_of(-30 * HOUR_MS)),
+        "the 30-hour-old event's merchant-day: {merchant_days:?}"
+    );
+    wait_for(jakarta_day(-365 * 24 * HOUR_MS), 3).await;
+    assert!(
+        rollup.try_wait().unwrap().is_none(),
+        "the rollup still runs"
+    );
+    let _ = rollup.kill();
+    let _ = rollup.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,6 +23,12 @@ pub struct PaymentRecord {
     pub amount_idr: u64,
     pub channel: Channel,
     pub merchant_size: MerchantSize,
+    /// Loaded by `pulih produce`, whose age limit is lifted on purpose: the
+    /// aggregator counts it whatever its age. A record without it must pass
+    /// the age limit against its Kafka timestamp, as it did at the gateway
+    /// (`docs/semantics.md`, "Time policy"). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 impl PaymentRecord {
@@ -44,6 +50,7 @@ impl PaymentRecord {
             amount_idr: event.amount_idr,
             channel: event.channel,
             merchant_size: event.merchant_size,
+            backfill: false,
         }
     }
 

@@ -153,32 +153,47 @@ impl Default for TimePolicy {
     }
 }
 
-/// Checks a validated event's time against the clock `now_ms`.
-pub fn check_time(event: &PaymentEvent, now_ms: i64, policy: &TimePolicy) -> Result<(), Rejection> {
-    let t = event.occurred_at.unix_millis();
-    if t > now_ms.saturating_add(policy.max_future_ms) {
-        return Err(Rejection::new(
-            Reason::InFuture,
-            Some("occurred_at"),
-            format!(
-                "`occurred_at` is more than {} s ahead of the receiver's clock",
-                policy.max_future_ms / 1000
-            ),
-        ));
-    }
-    if let Some(age) = policy.max_age_ms {
-        if t < now_ms.saturating_sub(age) {
+impl TimePolicy {
+    /// Checks an event time against `now_ms`, the clock of the receiver
+    /// that accepts it. The gateway checks with its own clock and stamps
+    /// the Kafka record with that same time; the aggregator repeats the age
+    /// check with the record's Kafka timestamp as the clock, so what the
+    /// gateway accepted is never dropped later as too old
+    /// (`docs/semantics.md`, "Time policy").
+    pub fn check(&self, occurred_ms: i64, now_ms: i64) -> Result<(), Rejection> {
+        if occurred_ms > now_ms.saturating_add(self.max_future_ms) {
+            return Err(Rejection::new(
+                Reason::InFuture,
+                Some("occurred_at"),
+                format!(
+                    "`occurred_at` is more than {} s ahead of the receiver's clock",
+                    self.max_future_ms / 1000
+                ),
+            ));
+        }
+        if self.too_old(occurred_ms, now_ms) {
             return Err(Rejection::new(
                 Reason::TooOld,
                 Some("occurred_at"),
                 format!(
                     "`occurred_at` is more than {} s old; load history with `pulih produce`",
-                    age / 1000
+                    self.max_age_ms.unwrap_or(0) / 1000
                 ),
             ));
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Whether an event time is older than the age limit at `now_ms`.
+    pub fn too_old(&self, occurred_ms: i64, now_ms: i64) -> bool {
+        self.max_age_ms
+            .is_some_and(|age| occurred_ms < now_ms.saturating_sub(age))
+    }
+}
+
+/// Checks a validated event's time against the clock `now_ms`.
+pub fn check_time(event: &PaymentEvent, now_ms: i64, policy: &TimePolicy) -> Result<(), Rejection> {
+    policy.check(event.occurred_at.unix_millis(), now_ms)
 }
 
 /// Limits applied before parsing.

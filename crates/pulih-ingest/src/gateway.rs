@@ -342,7 +342,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
     let mut rejections = Vec::new();
     for (index, raw) in records.iter().enumerate() {
         match st.intake.check(&producer, raw, now) {
-            Ok(record) => match st.intake.send(&record) {
+            Ok(record) => match st.intake.send(&record, now) {
                 Ok(f) => pending.push(f),
                 Err(error) => {
                     tracing::warn!(message = "Cannot queue records for Kafka; asking the client to retry.", %error);

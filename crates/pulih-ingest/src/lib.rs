@@ -155,6 +155,8 @@ impl Intake {
     }
 
     /// Sets the time checks (by default: at most 5 minutes ahead, any age).
+    /// Without an age limit the intake is a backfill: its records are
+    /// marked `backfill`, and the aggregator counts them whatever their age.
     pub fn with_time_policy(mut self, time: TimePolicy) -> Intake {
         self.time = time;
         self
@@ -170,19 +172,39 @@ impl Intake {
     ) -> Result<PaymentRecord, Rejection> {
         let event = validate(raw, &self.reference, &self.limits)?;
         check_time(&event, now_ms, &self.time)?;
-        Ok(PaymentRecord::from_event(
-            event,
-            producer_id,
-            &self.pseudonymiser,
-        ))
+        let mut record = PaymentRecord::from_event(event, producer_id, &self.pseudonymiser);
+        record.backfill = self.time.max_age_ms.is_none();
+        Ok(record)
     }
 
-    /// Queues a record without waiting: a full producer queue is an error
+    /// Queues a record accepted at `accepted_ms` (the clock its time was
+    /// checked against) without waiting: a full producer queue is an error
     /// (`QueueFull`), for callers that answer "retry later" instead.
-    pub fn send(&self, record: &PaymentRecord) -> Result<DeliveryFuture, KafkaError> {
+    pub fn send(
+        &self,
+        record: &PaymentRecord,
+        accepted_ms: i64,
+    ) -> Result<DeliveryFuture, KafkaError> {
         let key = record.kafka_key();
         let payload = record.to_json();
-        self.send_raw(&self.kafka.topic, &key, &payload)
+        self.producer
+            .send_result(self.record(&key, &payload, accepted_ms))
+            .map_err(|(e, _)| e)
+    }
+
+    /// The Kafka record of an accepted event: its timestamp is the time
+    /// the event was accepted at, which the aggregator checks the age
+    /// against again.
+    fn record<'a>(
+        &'a self,
+        key: &'a str,
+        payload: &'a [u8],
+        accepted_ms: i64,
+    ) -> FutureRecord<'a, str, [u8]> {
+        FutureRecord::to(&self.kafka.topic)
+            .key(key)
+            .payload(payload)
+            .timestamp(accepted_ms)
     }
 
     /// Queues any payload to any topic (the dead-letter topic) without waiting.
@@ -227,9 +249,7 @@ impl Intake {
         };
         let key = record.kafka_key();
         let payload = record.to_json();
-        let mut fr = FutureRecord::to(&self.kafka.topic)
-            .key(&key)
-            .payload(&payload);
+        let mut fr = self.record(&key, &payload, now);
         loop {
             match self.producer.send_result(fr) {
                 Ok(f) => return Ok(Offer::Queued(f, record)),

@@ -224,7 +224,9 @@ pub struct RestoreScope {
     pub open_after_s: i64,
     /// ...and so are rows that cover an offset at or after this one.
     pub offset_from: i64,
-    /// Nothing older than this (seconds) can change any more.
+    /// Rows older than this (seconds) are not restored: a replayed record
+    /// of one is behind the watermark, so its row is read back when needed,
+    /// like any late record's.
     pub oldest_s: i64,
 }
 

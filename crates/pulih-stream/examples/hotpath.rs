@@ -67,6 +67,7 @@ fn main() {
             amount_idr: 5_000 + (r >> 32) % 500_000,
             channel: Channel::ALL[(r >> 40) as usize % 6],
             merchant_size: MerchantSize::ALL[(r >> 44) as usize % 3],
+            backfill: false,
         };
         buf.extend_from_slice(&record.to_json());
         buf.push(b'\n');

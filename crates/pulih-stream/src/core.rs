@@ -3,7 +3,8 @@
 //! can replay any interleaving, crash and restore (see `docs/semantics.md`).
 //!
 //! Per partition it keeps:
-//! - the partition's clocks: the highest event time (`max_event_ms`) and the
+//! - the partition's clocks: the highest event time, each clamped to its
+//!   record's Kafka timestamp (`max_event_ms`), and the
 //!   highest Kafka timestamp (`max_ts_ms`) folded so far, and the offset to
 //!   read next. These are a function of the log prefix, so they are the same
 //!   in every run over the same log;
@@ -15,9 +16,11 @@
 //!   a record at or below a row's `hi_offset` is already in that row.
 //!
 //! A record's fate is decided in order: a duplicate is dropped; a record
-//! whose event time is behind the partition watermark by more than the
-//! correction horizon is `TooLate` (the caller dead-letters it); otherwise it
-//! is folded into its window and merchant-day. A record for a row that is not
+//! that is older than the age limit at its Kafka timestamp (the time the
+//! gateway accepted it) and is not a backfill is `TooOld` (the caller
+//! dead-letters it; the gateway refused such events already); otherwise it
+//! is folded into its window and merchant-day, however far behind the
+//! watermark it is. A record for a row that is not
 //! resident and already behind the watermark needs that row's durable state
 //! first: it waits in the partition until the caller supplies the rows asked
 //! for by [`Partition::wanted`] through [`Partition::supply`].
@@ -39,9 +42,10 @@ const DAY_MS: i64 = 86_400_000;
 pub struct CoreConfig {
     pub window_ms: i64,
     pub allowed_lateness_ms: i64,
-    /// How far behind the watermark an event may be and still correct its
-    /// (already final) rows.
-    pub correction_horizon_ms: i64,
+    /// The age limit of the time policy the gateway applies
+    /// (`time.max_age_secs`): a record older than this at its Kafka
+    /// timestamp is not counted unless it is a backfill.
+    pub max_age_ms: i64,
     /// How long, in Kafka time, an event id is remembered.
     pub dedup_horizon_ms: i64,
 }
@@ -51,7 +55,7 @@ impl Default for CoreConfig {
         CoreConfig {
             window_ms: 60_000,
             allowed_lateness_ms: 120_000,
-            correction_horizon_ms: 86_400_000,
+            max_age_ms: 7 * 86_400_000,
             dedup_horizon_ms: 3_600_000,
         }
     }
@@ -98,6 +102,9 @@ pub struct Event {
     pub amount: u64,
     pub channel: Channel,
     pub size: MerchantSize,
+    /// Loaded by `pulih produce` (the record's backfill header): counted
+    /// whatever its age.
+    pub backfill: bool,
 }
 
 /// The de-duplication fingerprint of (producer_id, event_id).
@@ -223,9 +230,9 @@ pub enum Outcome {
     Replayed,
     /// The same (producer_id, event_id) was seen within the dedup horizon.
     Duplicate,
-    /// Behind the watermark by more than the correction horizon: not
-    /// counted; the caller dead-letters it.
-    TooLate,
+    /// Older than the age limit at its Kafka timestamp and not a
+    /// backfill: not counted; the caller dead-letters it.
+    TooOld,
 }
 
 /// Remembered fingerprints with their Kafka time; expiry in arrival order.
@@ -456,15 +463,15 @@ impl Partition {
             return Outcome::Duplicate;
         }
         self.new_dedup.push((e.fingerprint, offset, ts_ms));
-        if let Some(w) = self.partition_watermark_ms() {
-            if e.occurred_ms < w.saturating_sub(self.config.correction_horizon_ms) {
-                return Outcome::TooLate;
-            }
+        if !e.backfill && e.occurred_ms < ts_ms.saturating_sub(self.config.max_age_ms) {
+            return Outcome::TooOld;
         }
-        self.max_event_ms = Some(
-            self.max_event_ms
-                .map_or(e.occurred_ms, |m| m.max(e.occurred_ms)),
-        );
+        // The watermark follows event time, but never runs ahead of the
+        // record's Kafka timestamp: a producer whose clock is fast (the
+        // gateway allows some skew) cannot make the other producers'
+        // on-time events late, nor close rows early.
+        let clock = e.occurred_ms.min(ts_ms);
+        self.max_event_ms = Some(self.max_event_ms.map_or(clock, |m| m.max(clock)));
 
         let wkey = self.window_key(e);
         let w_end = wkey.start_ms + self.config.window_ms;
@@ -663,7 +670,7 @@ pub fn restore_scope(
                 partition,
                 open_after_s: wm.div_euclid(1000),
                 offset_from: c.next_offset,
-                oldest_s: (wm - config.correction_horizon_ms - config.window_ms).div_euclid(1000),
+                oldest_s: (wm - config.max_age_ms - config.window_ms).div_euclid(1000),
             }
         }
         None => pulih_store::RestoreScope {

@@ -25,6 +25,7 @@ fn ev(id: u32, t_ms: i64, cell: usize, merchant: u8, amount: u64) -> Event {
         amount,
         channel: Channel::ALL[(id as usize) % 6],
         size: MerchantSize::ALL[(id as usize) % 3],
+        backfill: false,
     }
 }
 
@@ -32,7 +33,7 @@ fn config(lateness_ms: i64) -> CoreConfig {
     CoreConfig {
         window_ms: 60_000,
         allowed_lateness_ms: lateness_ms,
-        correction_horizon_ms: 86_400_000,
+        max_age_ms: 7 * 86_400_000,
         dedup_horizon_ms: 3_600_000,
     }
 }
@@ -263,12 +264,15 @@ fn clean_run(log: &[Vec<(i64, Event)>], config: &CoreConfig) -> Model {
 }
 
 /// Splits events into partitions by cell, as the Kafka key does, and gives
-/// each record a Kafka timestamp in arrival order.
+/// each record a Kafka timestamp near its event time: from 1 minute before
+/// (a producer with a fast clock) to 5 minutes after (a slow one, or a
+/// delayed delivery), so the timestamps are not monotonic.
 fn partitioned(events: &[Event], partitions: usize) -> Vec<Vec<(i64, Event)>> {
     let mut log = vec![Vec::new(); partitions];
     for (i, e) in events.iter().enumerate() {
         let cell = (e.district[7] as usize) * 31 + e.sector.index();
-        log[cell % partitions].push((T0 + i as i64 * 10, e.clone()));
+        let skew = ((i * 7_919) % 360_000) as i64 - 60_000;
+        log[cell % partitions].push((e.occurred_ms + skew, e.clone()));
     }
     log
 }
@@ -334,7 +338,10 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     m.flush(&mut p, false, None);
     assert_eq!(m.activity.values().next().unwrap().is_final, 0);
     // 3 minutes later: [T0, T0+60s) ends at the watermark.
-    assert_eq!(p.fold(1, T0, &ev(2, 180_000, 0, 1, 10)), Outcome::Applied);
+    assert_eq!(
+        p.fold(1, T0 + 180_000, &ev(2, 180_000, 0, 1, 10)),
+        Outcome::Applied
+    );
     p.advance(None);
     m.flush(&mut p, false, None);
     assert_eq!(p.sizes().0, 1, "the closed window was forgotten");
@@ -346,7 +353,7 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     );
     let v1 = m.activity[&key].version;
     // A late record: loaded back from the store, corrected, re-emitted.
-    assert_eq!(p.fold(2, T0, &ev(3, 1, 0, 2, 5)), Outcome::Late);
+    assert_eq!(p.fold(2, T0 + 181_000, &ev(3, 1, 0, 2, 5)), Outcome::Late);
     assert_eq!(p.wanted().windows.len(), 1);
     m.flush(&mut p, false, None);
     let r = &m.activity[&key];
@@ -360,11 +367,54 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
         (1, 2, 15, 2)
     );
     assert!(r.version > v1);
-    // More than the correction horizon behind: too late, nothing changes.
-    assert_eq!(p.fold(3, T0, &ev(4, 200_000, 0, 1, 10)), Outcome::Applied);
-    let mut far = ev(5, 0, 0, 1, 10);
-    far.occurred_ms = T0 - 2 * 86_400_000;
-    assert_eq!(p.fold(4, T0, &far), Outcome::TooLate);
+    assert_eq!(
+        p.fold(3, T0 + 200_000, &ev(4, 200_000, 0, 1, 10)),
+        Outcome::Applied
+    );
+    // Days behind the watermark, within the age limit at its Kafka
+    // timestamp: counted as a correction, however far behind.
+    let mut old = ev(5, 0, 0, 1, 10);
+    old.occurred_ms = T0 - 6 * 86_400_000;
+    assert_eq!(p.fold(4, T0 + 201_000, &old), Outcome::Late);
+    // Older than the age limit at its Kafka timestamp: the gateway refuses
+    // such an event, and the aggregator does not count one that got past.
+    let mut far = ev(6, 0, 0, 1, 10);
+    far.occurred_ms = T0 - 8 * 86_400_000;
+    assert_eq!(p.fold(5, T0 + 202_000, &far), Outcome::TooOld);
+    // The same age in a backfill (`pulih produce`) is counted.
+    let mut backfill = ev(7, 0, 0, 1, 10);
+    backfill.occurred_ms = T0 - 365 * 86_400_000;
+    backfill.backfill = true;
+    assert_eq!(p.fold(6, T0 + 203_000, &backfill), Outcome::Late);
+    let wanted = p.wanted();
+    assert_eq!((wanted.windows.len(), wanted.days.len()), (2, 2));
+    m.flush(&mut p, false, None);
+    let total: u64 = m.activity.values().map(|r| r.txn_count).sum();
+    assert_eq!(total, 6, "every record but the too-old one");
+}
+
+/// The gateway allows producer clocks some lead (`time.max_future_secs`).
+/// A producer 4 minutes fast must not make another producer's on-time
+/// events late, nor close their window early: the watermark never runs
+/// ahead of the Kafka timestamps.
+#[test]
+fn a_producer_with_a_fast_clock_does_not_make_the_others_late() {
+    let mut m = Model::default();
+    let mut p = Partition::new(0, config(120_000));
+    // Accepted at T0, claiming T0 + 4 min.
+    assert_eq!(p.fold(0, T0, &ev(1, 240_000, 0, 1, 10)), Outcome::Applied);
+    p.advance(None);
+    m.flush(&mut p, false, None);
+    // Another producer's event of T0 + 1 s, accepted a second later.
+    assert_eq!(
+        p.fold(1, T0 + 1_000, &ev(2, 1_000, 0, 2, 10)),
+        Outcome::Applied
+    );
+    p.advance(None);
+    m.flush(&mut p, false, None);
+    let first = ((T0 / 60_000) * 60) as u32;
+    let row = &m.activity[&(first, "31.74.09".to_owned(), "G".to_owned())];
+    assert_eq!((row.txn_count, row.is_final), (1, 0), "still open");
 }
 
 #[test]

@@ -30,6 +30,8 @@ struct RecordRef<'a> {
     amount_idr: u64,
     channel: Channel,
     merchant_size: MerchantSize,
+    #[serde(default)]
+    backfill: bool,
 }
 
 /// Why a record could not be decoded. Stable codes, used as metric labels
@@ -94,6 +96,7 @@ pub fn decode_serde(bytes: &[u8], reference: &Reference) -> Result<Event, Decode
         amount: r.amount_idr,
         channel: r.channel,
         size: r.merchant_size,
+        backfill: r.backfill,
     })
 }
 
@@ -167,6 +170,11 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
                 f.size = s.string()?;
                 10
             }
+            b"backfill" => {
+                s.literal(b"true")?;
+                f.backfill = true;
+                11
+            }
             _ => return None,
         };
         if seen & (1 << bit) != 0 {
@@ -181,7 +189,8 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
         }
     }
     s.ws();
-    if s.i != bytes.len() || seen | (1 << 7) != 0x7ff {
+    // kbli_code (bit 7) and backfill (bit 11) are optional.
+    if s.i != bytes.len() || seen | (1 << 7) | (1 << 11) != 0xfff {
         return None;
     }
     let occurred = Timestamp::parse_rfc3339(text(f.occurred_at)?)?;
@@ -203,6 +212,7 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
         amount: f.amount,
         channel,
         size,
+        backfill: f.backfill,
     })
 }
 
@@ -253,6 +263,7 @@ struct Fields<'a> {
     amount: u64,
     channel: &'a [u8],
     size: &'a [u8],
+    backfill: bool,
 }
 
 struct Scanner<'a> {
@@ -354,6 +365,7 @@ mod tests {
             amount_idr: 25_000,
             channel: Channel::Qris,
             merchant_size: MerchantSize::Micro,
+            backfill: false,
         }
     }
 
@@ -392,6 +404,11 @@ mod tests {
         let mut r = record();
         r.kbli_code = None;
         assert!(decode_fast(&r.to_json(), &reference).is_some());
+        r.backfill = true;
+        let json = r.to_json();
+        let fast = decode_fast(&json, &reference).expect("a backfill record takes the fast path");
+        assert!(fast.backfill);
+        assert_eq!(fast, decode_serde(&json, &reference).unwrap());
         let spaced = b" { \"event_id\" : \"e-1\" ,\"producer_id\":\"bank-a\",\"occurred_at\":\"2024-03-01T00:00:00.250Z\",\"merchant_key\":\"abababababababababababababababababababababababababababababababab\",\"merchant_key_id\":\"k1\",\"district_code\":\"31.74.09\",\"sector\":\"I\",\"kbli_code\":null,\"amount_idr\":25000,\"channel\":\"qris\",\"merchant_size\":\"micro\"}\n";
         assert_eq!(
             decode_fast(spaced, &reference),
@@ -407,9 +424,12 @@ mod tests {
         #[test]
         fn the_fast_path_agrees_with_serde(
             edits in proptest::collection::vec((0usize..400, 0u8..8, proptest::prelude::any::<u8>()), 0..4),
+            backfill in proptest::prelude::any::<bool>(),
         ) {
             let reference = Reference::jakarta();
-            let mut bytes = record().to_json();
+            let mut base = record();
+            base.backfill = backfill;
+            let mut bytes = base.to_json();
             for (pos, op, byte) in edits {
                 let pos = pos % (bytes.len() + 1);
                 let pick = b" \"{},:0123456789.-eE\\nulA\t"[usize::from(byte) % 25];

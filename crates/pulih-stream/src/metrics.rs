@@ -11,7 +11,7 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Records by outcome: applied, late, replayed, duplicate, too_late,
+    /// Records by outcome: applied, late, replayed, duplicate, too_old,
     /// undecodable.
     pub records: IntCounterVec,
     /// The operator watermark: minimum over assigned, non-idle partitions.

@@ -23,6 +23,15 @@ pub struct Config {
     pub simulate: Simulate,
     pub ingest: Ingest,
     pub metrics: Metrics,
+    pub time: Time,
+}
+
+/// The time policy the gateway, `pulih produce` and the aggregator share.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Time {
+    pub max_age_secs: u32,
+    pub max_future_secs: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,8 +52,6 @@ pub struct Ingest {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_records: usize,
-    pub max_age_secs: u32,
-    pub max_future_secs: u32,
     pub dlq_raw_max_bytes: usize,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
@@ -107,7 +114,6 @@ pub struct Aggregate {
     pub instances: u32,
     pub window_secs: u32,
     pub allowed_lateness_secs: u32,
-    pub correction_horizon_secs: u32,
     pub dedup_horizon_secs: u32,
     pub idle_timeout_secs: u32,
     pub emit_interval_ms: u32,
@@ -229,6 +235,12 @@ impl Config {
             return Err(key_error(
                 "aggregate.window_secs",
                 "must divide a day (60, 300, 3600, ...)",
+            ));
+        }
+        if self.time.max_age_secs == 0 {
+            return Err(key_error(
+                "time.max_age_secs",
+                "must be positive: every live event would be refused",
             ));
         }
         if self.aggregate.instances == 0 {
@@ -408,8 +420,8 @@ impl Config {
 
     pub fn time_policy(&self, backfill: bool) -> pulih_event::TimePolicy {
         pulih_event::TimePolicy {
-            max_future_ms: i64::from(self.ingest.max_future_secs) * 1000,
-            max_age_ms: (!backfill).then_some(i64::from(self.ingest.max_age_secs) * 1000),
+            max_future_ms: i64::from(self.time.max_future_secs) * 1000,
+            max_age_ms: (!backfill).then_some(i64::from(self.time.max_age_secs) * 1000),
         }
     }
 
@@ -528,6 +540,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`aggregate.dedup_horizon_secs`"), "{e}");
+        let e = load_toml("[time]\nmax_age_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`time.max_age_secs`"), "{e}");
+        let e = load_toml("[ingest]\nmax_age_secs = 60\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_age_secs"), "{e}");
         let e = load_toml("[aggregate]\ninstances = 3\ninstance = 3\n")
             .unwrap_err()
             .to_string();

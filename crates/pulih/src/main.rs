@@ -311,7 +311,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         core: CoreConfig {
             window_ms: secs(a.window_secs),
             allowed_lateness_ms: secs(a.allowed_lateness_secs),
-            correction_horizon_ms: secs(a.correction_horizon_secs),
+            max_age_ms: secs(config.time.max_age_secs),
             dedup_horizon_ms: secs(a.dedup_horizon_secs),
         },
         emit_interval: Duration::from_millis(u64::from(a.emit_interval_ms)),
@@ -343,13 +343,13 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
     let reference = Arc::new(config.reference()?);
     let stats = aggregator::run(agg_config, store, reference, metrics, shutdown).await?;
     println!(
-        "aggregated records={} applied={} late={} replayed={} duplicates={} too_late={} undecodable={} rows_written={}",
+        "aggregated records={} applied={} late={} replayed={} duplicates={} too_old={} undecodable={} rows_written={}",
         stats.records,
         stats.applied,
         stats.late,
         stats.replayed,
         stats.duplicates,
-        stats.too_late,
+        stats.too_old,
         stats.undecodable,
         stats.rows_written
     );

@@ -1,19 +1,17 @@
 //! Making what was folded durable, in the order the exactly-once argument
 //! needs (`docs/semantics.md`): raw records, dedup entries, merchant-days,
-//! windows, dead letters, and only then the checkpoints; Kafka offsets are
-//! committed after that, for monitoring.
+//! windows, dead letters, and only then the checkpoints. Nothing is
+//! committed to Kafka: consumption resumes from the checkpoints.
 
 use std::time::Instant;
 
 use pulih_store::{ActivityRow, DailyRow, PaymentRow};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::core::{self, Flush};
 
 use super::dead_letter::DeadRecord;
 use super::watermark::{operator_watermark, PartitionClock};
-use super::{now_secs, Ctx, Shared, State};
+use super::{now_secs, Shared, State};
 
 impl Shared {
     /// Takes a flush from every partition unless one is already pending,
@@ -170,26 +168,6 @@ impl Shared {
         self.metrics.resident_windows.set(windows as i64);
         self.metrics.resident_merchant_days.set(days as i64);
         self.metrics.dedup_entries.set(dedup as i64);
-    }
-
-    /// Commits the checkpointed positions to the consumer group, for
-    /// monitoring tools; consumption never resumes from them.
-    pub(super) fn commit(&self, consumer: &BaseConsumer<Ctx>) {
-        let st = self.state();
-        let mut tpl = TopicPartitionList::new();
-        for (id, p) in &st.parts {
-            let _ = tpl.add_partition_offset(
-                &self.config.topic,
-                *id,
-                Offset::Offset(p.core.next_offset()),
-            );
-        }
-        drop(st);
-        if tpl.count() > 0 {
-            if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(message = "Offset commit failed; the next flush commits again.", %error);
-            }
-        }
     }
 
     /// Drops dedup partitions that no restore can read any more.

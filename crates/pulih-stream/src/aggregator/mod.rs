@@ -8,14 +8,13 @@
 //!   checkpoint, the rows it may still change, the event ids it must
 //!   remember) and consumed from the checkpoint's offset;
 //! - **records** (`records.rs`) are decoded and folded; records that cannot
-//!   be counted (not decodable, or too late) go to the dead-letter topic
+//!   be counted (not decodable, or too old) go to the dead-letter topic
 //!   (`dead_letter.rs`), and counted ones optionally to the raw archive
 //!   (`archive.rs`);
 //! - **flush** (`flush.rs`), every `emit_interval`: the operator watermark
 //!   (`watermark.rs`) closes rows; then load the rows late records need,
 //!   write dedup entries, merchant-days and windows, make sure the dead
-//!   letters are acknowledged, write the checkpoints, and only then commit
-//!   the Kafka offsets (which serve monitoring);
+//!   letters are acknowledged, and write the checkpoints;
 //! - **stall**: while a flush fails, consumption is paused, the flush is
 //!   retried with capped exponential backoff and `pulih_aggregate_stalled`
 //!   is 1;
@@ -67,8 +66,8 @@ pub struct AggregatorConfig {
     pub topic: String,
     /// Dead-letter topic for records that cannot be counted.
     pub dlq_topic: String,
-    /// Consumer group the checkpointed offsets are committed to, for
-    /// monitoring tools; it decides nothing.
+    /// Names the deployment in the checkpoints it writes; no Kafka consumer
+    /// group is joined or committed to.
     pub group_id: String,
     /// This process owns partition `p` when `p % instances == instance`.
     pub instance: u32,
@@ -95,7 +94,7 @@ pub struct RunStats {
     pub late: u64,
     pub replayed: u64,
     pub duplicates: u64,
-    pub too_late: u64,
+    pub too_old: u64,
     pub undecodable: u64,
     pub rows_written: u64,
     pub flushes: u64,
@@ -109,7 +108,7 @@ impl RunStats {
             Outcome::Late => (&mut self.late, "late"),
             Outcome::Replayed => (&mut self.replayed, "replayed"),
             Outcome::Duplicate => (&mut self.duplicates, "duplicate"),
-            Outcome::TooLate => (&mut self.too_late, "too_late"),
+            Outcome::TooOld => (&mut self.too_old, "too_old"),
         };
         *counter += 1;
         label
@@ -328,6 +327,11 @@ pub fn run_blocking(
     let dlq: ThreadedProducer<DefaultProducerContext> = pc.create().map_err(kafka_err)?;
 
     let mut cc = ClientConfig::new();
+    // Partitions are assigned by instance index and positions come from the
+    // checkpoints: the group id is set only because librdkafka's assign()
+    // needs one. No group is joined and no offset is committed (Tansu 0.6.0
+    // leaves offset commits of a group without members unanswered, and they
+    // block the connection's other requests).
     cc.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
@@ -454,7 +458,6 @@ pub fn run_blocking(
                     backoff = Duration::from_millis(100);
                 }
                 last_flush = Instant::now();
-                shared.commit(&consumer);
                 if at_end {
                     break;
                 }
@@ -487,7 +490,6 @@ pub fn run_blocking(
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-    shared.commit(&consumer);
     if let Some(e) = failure {
         return Err(e);
     }
@@ -499,7 +501,7 @@ pub fn run_blocking(
         late = stats.late,
         replayed = stats.replayed,
         duplicates = stats.duplicates,
-        too_late = stats.too_late,
+        too_old = stats.too_old,
         undecodable = stats.undecodable,
         rows_written = stats.rows_written
     );

@@ -43,14 +43,16 @@ impl Shared {
                         ),
                     }
                 }
-                if outcome == Outcome::TooLate {
-                    let detail =
-                        "event time is behind the watermark by more than the correction horizon";
+                if outcome == Outcome::TooOld {
+                    let detail = format!(
+                        "occurred_at is more than {} s older than the record's Kafka timestamp, and the record is not a backfill",
+                        self.config.core.max_age_ms / 1000
+                    );
                     st.dead
-                        .push((p, dead_letter::payload(topic, m, "too_late", detail.into())));
+                        .push((p, dead_letter::payload(topic, m, "too_old", detail)));
                     self.metrics
                         .dead_lettered
-                        .with_label_values(&["too_late"])
+                        .with_label_values(&["too_old"])
                         .inc();
                 }
                 self.metrics.records.with_label_values(&[label]).inc();
