@@ -12,6 +12,18 @@ command -v cargo >/dev/null || { echo "test: cargo not found: install Rust with 
 step "services (install if missing, start)"
 deploy/local/services.sh up
 
+# The end-to-end tests create databases named it_<test>_<ms>_<pid>_<n> (and
+# their _analytics and _public siblings); drop them when the run ends,
+# passed or failed, so they do not pile up on the server.
+drop_test_databases() {
+    local ch=http://127.0.0.1:8123/ db
+    for db in $(curl -sf "$ch" --data-binary \
+        "SELECT name FROM system.databases WHERE match(name, '^it_[a-z0-9_]+_[0-9]{13}_[0-9]+_[0-9]+(_analytics|_public)?\$')"); do
+        curl -sf "$ch" --data-binary "DROP DATABASE IF EXISTS \`$db\`" >/dev/null || true
+    done
+}
+trap drop_test_databases EXIT
+
 step "chDB for the current-ClickHouse dialect check"
 if ! python3 -c 'import chdb' 2>/dev/null; then
     python3 -m pip install --quiet chdb-core 2>/dev/null \
