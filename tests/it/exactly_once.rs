@@ -727,3 +727,104 @@ async fn metrics(port: u16) -> String {
     let _ = s.read_to_string(&mut out).await;
     out
 }
+
+/// When input stops, the last windows become final anyway: with every
+/// partition idle (2 s here), processing time moves the watermark to the
+/// wall clock minus the allowed lateness (2 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_windows_become_final_when_input_stops() {
+    let mut run = Run::new("idle", 2, None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // A minute window that ended at least 3 s ago; the events end 10 s
+    // before its end, so event time alone never closes it.
+    let mut end = now.div_euclid(60_000) * 60_000;
+    if end > now - 3_000 {
+        end -= 60_000;
+    }
+    let events: Vec<Ev> = (0..40)
+        .map(|i| ev("idle", i, end - T0_MS - 50_000 + i as i64 * 1_000))
+        .collect();
+    run.offer(&events).await;
+    let started = Instant::now();
+    let mut a = run.spawn_with("a", false, None, None, "allowed_lateness_secs = 2");
+    run.wait_converged(Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = run.store.activity_rows().await.unwrap();
+        if !rows.is_empty() && rows.iter().all(|r| r.is_final == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "windows still open 30 s after the input stopped: {:?}",
+            rows.iter()
+                .map(|r| (r.window_start, r.is_final))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "every window final {:?} after the aggregator started",
+        started.elapsed()
+    );
+    interrupt(&mut a);
+}
+
+/// Retrying cannot bring back a dropped table: the aggregator stops with one
+/// line that names it, instead of stalling with the records unflushed. And
+/// it refuses to start on a database whose migrations are not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_stops_the_aggregator_with_one_clear_line() {
+    let mut run = Run::new("fatal", 1, None).await;
+    // The archive (on in these tests) is written first in every flush.
+    run.store
+        .client()
+        .query("DROP TABLE payments")
+        .execute()
+        .await
+        .unwrap();
+    run.offer(&batch("f", 30, 0)).await;
+    let mut a = run.spawn("a", false, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the aggregator still runs 60 s after its first flush failed; logs in {}",
+            run.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(run.dir.join("a.log")).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("pulih: ")
+            && last.contains("payments")
+            && last.contains("retrying cannot help")
+            && last.contains("pulih migrate"),
+        "{last}"
+    );
+
+    let fresh = unique("it_fatal_fresh");
+    let out = Command::new(pulih_bin())
+        .arg("--config")
+        .arg(run.dir.join("a.toml"))
+        .args(["aggregate", "--exit-at-end"])
+        .env("PULIH_CLICKHOUSE__DATABASE", &fresh)
+        .env("PULIH_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`{fresh}` lacks migrations 0001_activity_1m.sql"))
+            && stderr.contains("run `pulih migrate` first"),
+        "{stderr}"
+    );
+}

@@ -52,6 +52,52 @@ impl fmt::Display for StoreError {
     }
 }
 
+/// ClickHouse error codes that the same call can never get past by being
+/// retried: a missing database, table or column, a malformed query or a
+/// row that does not fit the table, a refused account.
+const FATAL_CODES: &[u32] = &[
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    47,  // UNKNOWN_IDENTIFIER
+    53,  // TYPE_MISMATCH
+    60,  // UNKNOWN_TABLE
+    62,  // SYNTAX_ERROR
+    81,  // UNKNOWN_DATABASE
+    117, // INCORRECT_DATA
+    164, // READONLY
+    192, // UNKNOWN_USER
+    193, // WRONG_PASSWORD
+    194, // REQUIRED_PASSWORD
+    291, // DATABASE_ACCESS_DENIED
+    497, // ACCESS_DENIED
+    516, // AUTHENTICATION_FAILED
+];
+
+impl StoreError {
+    /// Whether retrying the same call can succeed. Network failures,
+    /// timeouts and a server that is overloaded or restarting can pass; a
+    /// missing table or column, a refused account, a malformed query or a
+    /// row the table's schema does not match cannot. (Vector's ClickHouse
+    /// sink draws the same line.)
+    pub fn is_retryable(&self) -> bool {
+        use clickhouse::error::Error;
+        match &self.source {
+            Error::BadResponse(text) => {
+                error_code(text).is_none_or(|code| !FATAL_CODES.contains(&code))
+            }
+            Error::SchemaMismatch(_) | Error::InvalidParams(_) | Error::Unsupported(_) => false,
+            _ => true,
+        }
+    }
+}
+
+/// The number after `Code: ` in a ClickHouse error response.
+fn error_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse().ok()
+}
+
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
@@ -662,5 +708,44 @@ mod tests {
     fn quotes_literals() {
         assert_eq!(quote("31.74.09"), "'31.74.09'");
         assert_eq!(quote("a'b\\c"), "'a\\'b\\\\c'");
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn bad_response(text: &str) -> StoreError {
+        StoreError {
+            url: "http://x".into(),
+            action: "insert".into(),
+            source: clickhouse::error::Error::BadResponse(text.into()),
+        }
+    }
+
+    #[test]
+    fn missing_tables_and_refused_accounts_are_not_retried() {
+        assert_eq!(
+            error_code(
+                "Code: 60, e.displayText() = DB::Exception: Table x.payments doesn't exist."
+            ),
+            Some(60)
+        );
+        assert!(!bad_response(
+            "Code: 60, e.displayText() = DB::Exception: Table x.payments doesn't exist."
+        )
+        .is_retryable());
+        assert!(
+            !bad_response("Code: 516. DB::Exception: default: Authentication failed")
+                .is_retryable()
+        );
+        assert!(bad_response("Code: 252. DB::Exception: Too many parts (300).").is_retryable());
+        assert!(bad_response("Service Unavailable").is_retryable());
+        let network = StoreError {
+            url: "http://x".into(),
+            action: "insert".into(),
+            source: clickhouse::error::Error::TimedOut,
+        };
+        assert!(network.is_retryable());
     }
 }

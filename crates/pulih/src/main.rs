@@ -299,6 +299,25 @@ async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxEr
 async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
     let store = Store::new(&config.store());
     store.ping().await?;
+    // Writing to a database without its tables would fail on every flush:
+    // say so now, once.
+    let pending: Vec<String> = store
+        .migration_status()
+        .await?
+        .into_iter()
+        .filter_map(|m| match m {
+            MigrationStatus::Pending { name, .. } => Some(name),
+            MigrationStatus::Applied { .. } => None,
+        })
+        .collect();
+    if !pending.is_empty() {
+        return Err(format!(
+            "ClickHouse database `{}` lacks migrations {}: run `pulih migrate` first",
+            config.clickhouse.database,
+            pending.join(", ")
+        )
+        .into());
+    }
     let a = &config.aggregate;
     let secs = |s: u32| i64::from(s) * 1000;
     let agg_config = AggregatorConfig {

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::core::{self, Partition};
 
-use super::{AggregateError, Ctx, Part, Shared, STORE_TIMEOUT};
+use super::{AggregateError, Ctx, Failure, Part, Shared, STORE_TIMEOUT};
 
 /// The partitions of a topic with `partition_count` partitions that
 /// instance `instance` of `instances` owns.
@@ -82,7 +82,10 @@ impl Shared {
         let mut tpl = TopicPartitionList::new();
         let mut restored = Vec::new();
         for &id in owned {
-            let Some(core) = self.restore(id) else {
+            let Some(core) = self
+                .restore(id)
+                .map_err(|e| AggregateError::Store(e.message))?
+            else {
                 return Ok(false);
             };
             let offset = core.next_offset();
@@ -124,17 +127,18 @@ impl Shared {
     }
 
     /// Restores one partition, retrying until ClickHouse answers (or the
-    /// process is asked to stop). While it fails, `pulih_aggregate_stalled`
-    /// is 1.
-    fn restore(&self, partition: i32) -> Option<Partition> {
+    /// process is asked to stop: `None`), unless retrying cannot help.
+    /// While it fails, `pulih_aggregate_stalled` is 1.
+    fn restore(&self, partition: i32) -> Result<Option<Partition>, Failure> {
         let mut backoff = Duration::from_millis(100);
         loop {
             // A restore reads a whole dedup horizon: give it longer.
             match self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)) {
                 Ok(p) => {
                     self.metrics.stalled.set(0);
-                    return Some(p);
+                    return Ok(Some(p));
                 }
+                Err(error) if !error.retryable => return Err(error),
                 Err(error) => {
                     self.metrics.store_errors.inc();
                     self.metrics.stalled.set(1);
@@ -142,7 +146,7 @@ impl Shared {
                 }
             }
             if self.shutdown.load(Ordering::Relaxed) {
-                return None;
+                return Ok(None);
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -11,12 +11,12 @@ use crate::core::{self, Flush};
 
 use super::dead_letter::DeadRecord;
 use super::watermark::{operator_watermark, PartitionClock};
-use super::{now_secs, Shared, State};
+use super::{now_secs, Failure, Shared, State};
 
 impl Shared {
     /// Takes a flush from every partition unless one is already pending,
     /// then tries to make it durable once.
-    pub(super) fn try_flush(&self, all_final: bool) -> Result<bool, String> {
+    pub(super) fn try_flush(&self, all_final: bool) -> Result<bool, Failure> {
         let mut st = self.state();
         if st.pending.is_none() {
             self.advance_watermarks(&mut st);
@@ -106,7 +106,7 @@ impl Shared {
 
     /// Makes everything folded so far durable: a flush that was already
     /// pending (taken before the latest records) and then a new one.
-    pub(super) fn flush_fully(&self, all_final: bool) -> Result<(), String> {
+    pub(super) fn flush_fully(&self, all_final: bool) -> Result<(), Failure> {
         let had_pending = self.state().pending.is_some();
         self.try_flush(all_final)?;
         if had_pending {
@@ -123,7 +123,7 @@ impl Shared {
         flush: &Flush,
         dead: &[DeadRecord],
         payments: &[PaymentRow],
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         self.block_on(self.store.insert_payments(payments))?;
         self.block_on(self.store.insert_dedup(&flush.dedup))?;
         self.faults.pass("after_dedup");
@@ -132,7 +132,7 @@ impl Shared {
         self.block_on(self.store.insert_activity(&flush.activity))?;
         self.faults.pass("after_activity");
         if !dead.is_empty() {
-            self.send_dead_letters(dead)?;
+            self.send_dead_letters(dead).map_err(Failure::retryable)?;
             self.faults.pass("after_dead_letters");
         }
         self.block_on(self.store.insert_checkpoints(&flush.checkpoints))?;
@@ -144,10 +144,14 @@ impl Shared {
     /// updates the gauges of what is held in memory.
     fn advance_watermarks(&self, st: &mut State) {
         let idle = self.config.idle_timeout;
-        let operator = operator_watermark(st.parts.values().map(|p| PartitionClock {
-            watermark_ms: p.core.partition_watermark_ms(),
-            idle: p.at_end || p.last_record.elapsed() >= idle,
-        }));
+        let operator = operator_watermark(
+            st.parts.values().map(|p| PartitionClock {
+                watermark_ms: p.core.partition_watermark_ms(),
+                idle: p.at_end || p.last_record.elapsed() >= idle,
+            }),
+            i64::from(now_secs()) * 1000,
+            self.config.core.allowed_lateness_ms,
+        );
         let (mut windows, mut days, mut dedup) = (0, 0, 0);
         for (id, p) in st.parts.iter_mut() {
             p.core.advance(operator);

@@ -128,6 +128,8 @@ pub enum AggregateError {
         was: i32,
         now: i32,
     },
+    /// A ClickHouse call failed in a way retrying cannot fix.
+    Store(String),
     Thread(String),
 }
 
@@ -142,12 +144,39 @@ impl std::fmt::Display for AggregateError {
                 f,
                 "topic {topic} now has {now} partitions, not {was}: cells now map to other partitions, which would lose or double-count events; stopped (see \"Changing the partition count\" in docs/semantics.md)"
             ),
+            AggregateError::Store(e) => write!(
+                f,
+                "{e}; stopped, since retrying cannot help (if a table or column is missing, run `pulih migrate`)"
+            ),
             AggregateError::Thread(e) => write!(f, "the aggregator thread failed: {e}"),
         }
     }
 }
 
 impl std::error::Error for AggregateError {}
+
+/// A failed step of a flush or a restore, and whether trying it again can
+/// succeed.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    retryable: bool,
+}
+
+impl Failure {
+    fn retryable(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 struct Part {
     core: Partition,
@@ -191,7 +220,7 @@ impl Shared {
     fn block_on<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, Failure> {
         self.block_on_for(STORE_TIMEOUT, f)
     }
 
@@ -199,13 +228,16 @@ impl Shared {
         &self,
         limit: Duration,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, Failure> {
         match self.rt.block_on(tokio::time::timeout(limit, f)) {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
+            Ok(r) => r.map_err(|e| Failure {
+                retryable: e.is_retryable(),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(Failure::retryable(format!(
                 "ClickHouse did not answer within {} s",
                 limit.as_secs()
-            )),
+            ))),
         }
     }
 
@@ -452,6 +484,12 @@ pub fn run_blocking(
             Ok(_) => {
                 if stalled {
                     tracing::info!(message = "ClickHouse writes succeed again; resuming.");
+                    // Paused partitions were not idle: do not let the
+                    // processing-time watermark close what they still hold
+                    // back in Kafka.
+                    for part in shared.state().parts.values_mut() {
+                        part.last_record = Instant::now();
+                    }
                     set_paused(&consumer, false);
                     shared.metrics.stalled.set(0);
                     stalled = false;
@@ -461,6 +499,11 @@ pub fn run_blocking(
                 if at_end {
                     break;
                 }
+            }
+            Err(error) if !error.retryable => {
+                shared.metrics.store_errors.inc();
+                tracing::error!(message = "Flush failed and retrying cannot help; stopping.", %error);
+                return Err(AggregateError::Store(error.message));
             }
             Err(error) => {
                 shared.metrics.store_errors.inc();

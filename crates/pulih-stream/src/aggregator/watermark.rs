@@ -12,17 +12,38 @@ pub struct PartitionClock {
 
 /// The operator watermark: the minimum of the partition watermarks over the
 /// partitions that are not idle, so an idle partition does not hold the
-/// others back; with every partition idle, the highest one leads. `None`
-/// while no partition has seen a record.
-pub fn operator_watermark(parts: impl IntoIterator<Item = PartitionClock>) -> Option<i64> {
+/// others back. With every partition idle, the highest partition watermark
+/// leads, and processing time takes over from event time: the watermark is
+/// at least `processing_ms` (the wall clock) minus the allowed lateness, so
+/// when input stops, the last windows and the day's merchant-days become
+/// final anyway. (Event time never runs ahead of the Kafka timestamp, the
+/// wall clock of the gateway that accepted the event, so this is the
+/// watermark the next event would bring.) While some partition is active
+/// but none of the active ones has seen a record yet, the highest partition
+/// watermark leads; `None` before any has.
+pub fn operator_watermark(
+    parts: impl IntoIterator<Item = PartitionClock>,
+    processing_ms: i64,
+    allowed_lateness_ms: i64,
+) -> Option<i64> {
     let mut active_min: Option<i64> = None;
     let mut any_max: Option<i64> = None;
+    let mut owned = 0;
+    let mut idle = 0;
     for p in parts {
+        owned += 1;
+        if p.idle {
+            idle += 1;
+        }
         let Some(w) = p.watermark_ms else { continue };
         any_max = Some(any_max.map_or(w, |m| m.max(w)));
         if !p.idle {
             active_min = Some(active_min.map_or(w, |m| m.min(w)));
         }
+    }
+    if owned > 0 && idle == owned {
+        let by_clock = processing_ms.saturating_sub(allowed_lateness_ms);
+        return Some(any_max.map_or(by_clock, |m| m.max(by_clock)));
     }
     active_min.or(any_max)
 }
@@ -31,13 +52,20 @@ pub fn operator_watermark(parts: impl IntoIterator<Item = PartitionClock>) -> Op
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000_000;
+    const LATENESS: i64 = 120_000;
+
     fn clock(watermark_ms: Option<i64>, idle: bool) -> PartitionClock {
         PartitionClock { watermark_ms, idle }
     }
 
+    fn operator(parts: &[PartitionClock]) -> Option<i64> {
+        operator_watermark(parts.iter().copied(), NOW, LATENESS)
+    }
+
     #[test]
     fn the_slowest_active_partition_holds_the_others_back() {
-        let w = operator_watermark([
+        let w = operator(&[
             clock(Some(5_000), false),
             clock(Some(2_000), false),
             clock(Some(9_000), false),
@@ -47,23 +75,32 @@ mod tests {
 
     #[test]
     fn an_idle_partition_does_not_hold_the_others_back() {
-        let w = operator_watermark([clock(Some(5_000), false), clock(Some(1_000), true)]);
+        let w = operator(&[clock(Some(5_000), false), clock(Some(1_000), true)]);
         assert_eq!(w, Some(5_000));
     }
 
     #[test]
-    fn with_every_partition_idle_the_highest_leads() {
-        let w = operator_watermark([clock(Some(5_000), true), clock(Some(7_000), true)]);
-        assert_eq!(w, Some(7_000));
+    fn with_every_partition_idle_processing_time_takes_over() {
+        let w = operator(&[clock(Some(5_000), true), clock(Some(7_000), true)]);
+        assert_eq!(w, Some(NOW - LATENESS));
+        // A partition watermark ahead of the clock (the clock of this host
+        // is behind the gateway's) is not pulled back.
+        let ahead = NOW + 60_000;
+        let w = operator(&[clock(Some(ahead), true), clock(None, true)]);
+        assert_eq!(w, Some(ahead));
     }
 
     #[test]
-    fn partitions_without_records_are_left_out() {
+    fn partitions_without_records_are_left_out_while_another_is_active() {
         assert_eq!(
-            operator_watermark([clock(None, false), clock(Some(3_000), true)]),
+            operator(&[clock(None, false), clock(Some(3_000), true)]),
             Some(3_000)
         );
-        assert_eq!(operator_watermark([clock(None, false)]), None);
-        assert_eq!(operator_watermark([]), None);
+        assert_eq!(operator(&[clock(None, false)]), None);
+        assert_eq!(
+            operator(&[clock(Some(4_000), false), clock(None, false)]),
+            Some(4_000)
+        );
+        assert_eq!(operator(&[]), None);
     }
 }
