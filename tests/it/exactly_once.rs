@@ -188,6 +188,8 @@ struct Run {
     group: String,
     dir: PathBuf,
     sent: Vec<Ev>,
+    /// More `[kafka.options]` lines for the processes spawned next.
+    kafka_options: String,
 }
 
 impl Run {
@@ -229,6 +231,7 @@ impl Run {
             group: unique(&format!("it-{name}")),
             dir,
             sent: Vec::new(),
+            kafka_options: String::new(),
         }
     }
 
@@ -312,6 +315,10 @@ impl Run {
                     "emit_interval_ms = 100\nmetrics_addr = \"{metrics}\"\narchive_payments = true\n{aggregate}"
                 ),
                 "",
+            )
+            .replace(
+                "[kafka.options]\n",
+                &format!("[kafka.options]\n{}", self.kafka_options),
             ),
         )
         .unwrap();
@@ -827,4 +834,68 @@ async fn a_missing_table_stops_the_aggregator_with_one_clear_line() {
             && stderr.contains("run `pulih migrate` first"),
         "{stderr}"
     );
+}
+
+/// A dead letter the broker never acknowledges (its topic does not exist,
+/// so every delivery times out) keeps the checkpoint before its record: the
+/// aggregator stalls instead of moving on. Once the topic exists, the dead
+/// letter lands and every row is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_never_passes_an_unacknowledged_dead_letter() {
+    let mut run = Run::new("dlq", 1, None).await;
+    run.offer(&batch("g", 20, 0)).await;
+    let mut old = ev("old", 0, -3 * DAY_MS);
+    old.too_old = true;
+    run.offer(&[old]).await; // offset 20
+    run.offer(&batch("h", 20, 5)).await;
+    let missing = format!("{}.dlq", run.kafka.topic);
+    let metrics = pulih_stream::metrics::Metrics::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = pulih_stream::aggregator::AggregatorConfig {
+        brokers: run.kafka.brokers.clone(),
+        topic: run.kafka.topic.clone(),
+        dlq_topic: missing.clone(),
+        group_id: run.group.clone(),
+        instance: 0,
+        instances: 1,
+        core: pulih_stream::core::CoreConfig::default(),
+        emit_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(2),
+        exit_at_end: false,
+        kafka_options: [("message.timeout.ms".to_owned(), "3000".to_owned())].into(),
+        archive_payments: true,
+    };
+    let task = tokio::spawn(pulih_stream::aggregator::run(
+        config,
+        run.store.clone(),
+        Arc::new(Reference::jakarta()),
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.stalled.get() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no stall while the dead letter is not acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        run.progress().await <= 20,
+        "the checkpoint passed the record whose dead letter was lost"
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+    // The topic appears; a restart delivers the dead letter and finishes.
+    KafkaConfig {
+        topic: missing,
+        ..run.kafka.clone()
+    }
+    .ensure_topic()
+    .await
+    .unwrap();
+    run.finish_and_check().await;
 }

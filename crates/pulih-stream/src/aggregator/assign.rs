@@ -84,7 +84,7 @@ impl Shared {
         for &id in owned {
             let Some(core) = self
                 .restore(id)
-                .map_err(|e| AggregateError::Store(e.message))?
+                .map_err(|e| AggregateError::Fatal(e.message))?
             else {
                 return Ok(false);
             };

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use serde::Serialize;
 
-use super::Shared;
+use super::{Failure, Shared};
 
 /// A dead-letter record to produce: (source partition, JSON payload).
 pub(super) type DeadRecord = (i32, Vec<u8>);
@@ -47,27 +47,78 @@ pub(super) fn payload(
 }
 
 impl Shared {
-    /// Produces the dead letters and waits until the broker has them all.
-    pub(super) fn send_dead_letters(&self, dead: &[DeadRecord]) -> Result<(), String> {
+    /// Produces the dead letters and waits for the broker's acknowledgement
+    /// of each one. A record the broker did not take is an error, so the
+    /// checkpoint never moves past a record whose dead letter is lost.
+    pub(super) fn send_dead_letters(&self, dead: &[DeadRecord]) -> Result<(), Failure> {
+        let mut pending = Vec::with_capacity(dead.len());
         for (partition, payload) in dead {
             let key = partition.to_string();
-            let mut record = BaseRecord::to(&self.config.dlq_topic)
+            let mut record = FutureRecord::to(&self.config.dlq_topic)
                 .key(&key)
                 .payload(payload);
             // A full queue: let it drain.
             loop {
-                match self.dlq.send(record) {
-                    Ok(()) => break,
+                match self.dlq.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         record = r;
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    Err((e, _)) => return Err(format!("dead-letter topic: {e}")),
+                    Err((e, _)) => return Err(refused(e)),
                 }
             }
         }
-        self.dlq
-            .flush(Duration::from_secs(30))
-            .map_err(|e| format!("dead-letter topic: {e}"))
+        let acknowledged = self.rt.block_on(tokio::time::timeout(ACK_TIMEOUT, async {
+            for delivery in pending {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(e),
+                    Err(_) => return Err(KafkaError::Canceled),
+                }
+            }
+            Ok(())
+        }));
+        match acknowledged {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(refused(e)),
+            Err(_) => Err(Failure::retryable(format!(
+                "the dead-letter topic did not acknowledge within {} s; the checkpoint stays before the records",
+                ACK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// How long the dead letters of one flush may take to be acknowledged.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A dead letter the broker or the client refused. A record too large for
+/// the topic, or a topic this account may not write, will be refused again:
+/// that stops the process; anything else (timeouts, a broker away) is
+/// retried.
+fn refused(e: KafkaError) -> Failure {
+    let code = match &e {
+        KafkaError::MessageProduction(code) => Some(*code),
+        _ => None,
+    };
+    let fatal = matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    );
+    Failure {
+        retryable: !fatal,
+        message: format!(
+            "the dead-letter topic did not take a record ({e}); the checkpoint stays before it"
+        ),
     }
 }

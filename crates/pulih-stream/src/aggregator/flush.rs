@@ -132,7 +132,7 @@ impl Shared {
         self.block_on(self.store.insert_activity(&flush.activity))?;
         self.faults.pass("after_activity");
         if !dead.is_empty() {
-            self.send_dead_letters(dead).map_err(Failure::retryable)?;
+            self.send_dead_letters(dead)?;
             self.faults.pass("after_dead_letters");
         }
         self.block_on(self.store.insert_checkpoints(&flush.checkpoints))?;

@@ -42,7 +42,7 @@ use pulih_store::{PaymentRow, Store, StoreError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub use assign::owned_partitions;
@@ -128,8 +128,9 @@ pub enum AggregateError {
         was: i32,
         now: i32,
     },
-    /// A ClickHouse call failed in a way retrying cannot fix.
-    Store(String),
+    /// A ClickHouse call or a dead letter failed in a way retrying cannot
+    /// fix.
+    Fatal(String),
     Thread(String),
 }
 
@@ -144,10 +145,7 @@ impl std::fmt::Display for AggregateError {
                 f,
                 "topic {topic} now has {now} partitions, not {was}: cells now map to other partitions, which would lose or double-count events; stopped (see \"Changing the partition count\" in docs/semantics.md)"
             ),
-            AggregateError::Store(e) => write!(
-                f,
-                "{e}; stopped, since retrying cannot help (if a table or column is missing, run `pulih migrate`)"
-            ),
+            AggregateError::Fatal(e) => write!(f, "{e}; stopped, since retrying cannot help"),
             AggregateError::Thread(e) => write!(f, "the aggregator thread failed: {e}"),
         }
     }
@@ -203,7 +201,7 @@ struct Shared {
     store: Store,
     rt: tokio::runtime::Handle,
     metrics: Metrics,
-    dlq: ThreadedProducer<DefaultProducerContext>,
+    dlq: FutureProducer,
     shutdown: Arc<AtomicBool>,
     state: Mutex<State>,
     faults: FaultPoints,
@@ -230,9 +228,12 @@ impl Shared {
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, Failure> {
         match self.rt.block_on(tokio::time::timeout(limit, f)) {
-            Ok(r) => r.map_err(|e| Failure {
-                retryable: e.is_retryable(),
-                message: e.to_string(),
+            Ok(r) => r.map_err(|e| match e.is_retryable() {
+                true => Failure::retryable(e.to_string()),
+                false => Failure {
+                    retryable: false,
+                    message: format!("{e} (if a table or column is missing, run `pulih migrate`)"),
+                },
             }),
             Err(_) => Err(Failure::retryable(format!(
                 "ClickHouse did not answer within {} s",
@@ -356,7 +357,7 @@ pub fn run_blocking(
             pc.set(k, v);
         }
     }
-    let dlq: ThreadedProducer<DefaultProducerContext> = pc.create().map_err(kafka_err)?;
+    let dlq: FutureProducer = pc.create().map_err(kafka_err)?;
 
     let mut cc = ClientConfig::new();
     // Partitions are assigned by instance index and positions come from the
@@ -503,7 +504,7 @@ pub fn run_blocking(
             Err(error) if !error.retryable => {
                 shared.metrics.store_errors.inc();
                 tracing::error!(message = "Flush failed and retrying cannot help; stopping.", %error);
-                return Err(AggregateError::Store(error.message));
+                return Err(AggregateError::Fatal(error.message));
             }
             Err(error) => {
                 shared.metrics.store_errors.inc();
