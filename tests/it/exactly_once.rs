@@ -551,9 +551,13 @@ fn dead_letters(brokers: &str, topic: &str, reason: &str) -> usize {
     while eof.len() < parts && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let v: serde_json::Value =
+                let letter: pulih_event::DeadLetter =
                     serde_json::from_slice(rdkafka::Message::payload(&m).unwrap()).unwrap();
-                if v["reason"] == reason {
+                assert_eq!(letter.stage, pulih_event::dead_letter::Stage::Aggregate);
+                assert!(letter
+                    .source
+                    .is_some_and(|s| format!("{}.dlq", s.topic) == topic));
+                if letter.reason == reason {
                     n += 1;
                 }
             }

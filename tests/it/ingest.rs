@@ -103,10 +103,16 @@ impl Gw {
         (status, head, v)
     }
 
+    /// The dead letters, each checked to be a `pulih_event::DeadLetter`
+    /// of the gateway (unknown fields are refused).
     fn dead_letters(&self) -> Vec<Value> {
         read_topic(&self.kafka.brokers, &format!("{}.dlq", self.kafka.topic))
             .iter()
-            .map(|m| serde_json::from_slice(m).unwrap())
+            .map(|m| {
+                let letter: pulih_event::DeadLetter = serde_json::from_slice(m).unwrap();
+                assert_eq!(letter.stage, pulih_event::dead_letter::Stage::Gateway);
+                serde_json::from_slice(m).unwrap()
+            })
             .collect()
     }
 

@@ -20,12 +20,14 @@
 //! audited, constant-time tag comparison) compute the pseudonyms; `hex`
 //! encodes them.
 
+pub mod dead_letter;
 pub mod pseudonym;
 pub mod record;
 pub mod reference;
 mod timestamp;
 mod validate;
 
+pub use dead_letter::DeadLetter;
 pub use pseudonym::{Pseudonymiser, Secret};
 pub use record::PaymentRecord;
 pub use reference::Reference;

@@ -183,3 +183,49 @@ fn records_match_the_record_schema() {
     let bad = json!({"event_id":"e","producer_id":"bank-a","occurred_at":"2024-03-01T02:15:02.123Z","merchant_key":"00","merchant_key_id":"k","district_code":"31.74.09","sector":"I","amount_idr":1,"channel":"qris","merchant_size":"micro"});
     assert!(!schema.is_valid(&bad), "a short merchant_key must fail");
 }
+
+/// Both writers of the dead-letter topic produce what
+/// `schemas/dead_letter.v1.json` describes, and the schema holds each stage
+/// to its own fields.
+#[test]
+fn dead_letters_of_both_stages_match_their_schema() {
+    use pulih_event::dead_letter::{DeadLetter, Source, Stage};
+    let schema = schema("dead_letter.v1.json");
+    let mut gateway = DeadLetter::new(
+        Stage::Gateway,
+        "unknown_field",
+        "unknown field `phone`",
+        1_709_251_200_000,
+        b"{\"phone\":\"0812\"}",
+        8,
+    );
+    gateway.producer_id = Some("bank-a".into());
+    gateway.index = Some(3);
+    let mut aggregate = DeadLetter::new(Stage::Aggregate, "too_old", "old", 1, b"{}", 64);
+    aggregate.source = Some(Source {
+        topic: "pulih.payments.v1".into(),
+        partition: 2,
+        offset: 41,
+    });
+    for letter in [&gateway, &aggregate] {
+        let v: Value = serde_json::from_slice(&letter.to_json()).unwrap();
+        assert!(schema.is_valid(&v), "{v}");
+        assert_eq!(&serde_json::from_value::<DeadLetter>(v).unwrap(), letter);
+    }
+    assert_eq!(
+        (gateway.raw.as_str(), gateway.raw_truncated),
+        ("{\"phone\"", true)
+    );
+    let mut v: Value = serde_json::from_slice(&gateway.to_json()).unwrap();
+    v.as_object_mut().unwrap().remove("index");
+    assert!(
+        !schema.is_valid(&v),
+        "a gateway letter names the record's index"
+    );
+    let mut v: Value = serde_json::from_slice(&aggregate.to_json()).unwrap();
+    v.as_object_mut().unwrap().remove("source");
+    assert!(
+        !schema.is_valid(&v),
+        "an aggregate letter names the record's offset"
+    );
+}

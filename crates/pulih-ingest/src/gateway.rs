@@ -26,6 +26,7 @@ use axum::Router;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+use pulih_event::dead_letter::{DeadLetter, Stage};
 use rdkafka::producer::DeliveryFuture;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -450,27 +451,17 @@ fn dead_letter(
     rejection: &pulih_event::Rejection,
     now: i64,
 ) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Letter<'a> {
-        reason: &'a str,
-        detail: &'a str,
-        producer_id: &'a str,
-        index: usize,
-        received_at_ms: i64,
-        raw: String,
-        raw_truncated: bool,
-    }
-    let cut = raw.len().min(st.config.dlq_raw_max_bytes);
-    serde_json::to_vec(&Letter {
-        reason: rejection.reason.code(),
-        detail: &rejection.detail,
-        producer_id: producer,
-        index,
-        received_at_ms: now,
-        raw: String::from_utf8_lossy(&raw[..cut]).into_owned(),
-        raw_truncated: cut < raw.len(),
-    })
-    .unwrap_or_default()
+    let mut letter = DeadLetter::new(
+        Stage::Gateway,
+        rejection.reason.code(),
+        rejection.detail.clone(),
+        now,
+        raw,
+        st.config.dlq_raw_max_bytes,
+    );
+    letter.producer_id = Some(producer.to_owned());
+    letter.index = Some(index as u64);
+    letter.to_json()
 }
 
 /// The producer behind the bearer token.

@@ -1,49 +1,46 @@
 //! Records that cannot be counted: their dead-letter payload, and sending
 //! them so that the checkpoint never passes one the broker did not take.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pulih_event::dead_letter::{DeadLetter, Source, Stage};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-use serde::Serialize;
 
 use super::{Failure, Shared};
 
 /// A dead-letter record to produce: (source partition, JSON payload).
 pub(super) type DeadRecord = (i32, Vec<u8>);
 
-/// A record on the dead-letter topic.
-#[derive(Debug, Serialize)]
-struct DeadLetter<'a> {
-    reason: &'a str,
-    detail: String,
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    /// The record as it was, lossy UTF-8.
-    record: String,
-}
-
-/// The dead-letter payload of a record (the record itself is cut at 64 KiB).
+/// The dead letter of a record the aggregator could not count
+/// (`pulih_event::DeadLetter`, `schemas/dead_letter.v1.json`); the record is
+/// cut at 64 KiB.
 pub(super) fn payload(
     topic: &str,
     m: &BorrowedMessage<'_>,
     reason: &str,
     detail: String,
 ) -> Vec<u8> {
-    let raw = m.payload().unwrap_or(&[]);
-    let raw = &raw[..raw.len().min(64 * 1024)];
-    serde_json::to_vec(&DeadLetter {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut letter = DeadLetter::new(
+        Stage::Aggregate,
         reason,
         detail,
-        topic,
+        now_ms,
+        m.payload().unwrap_or(&[]),
+        64 * 1024,
+    );
+    letter.source = Some(Source {
+        topic: topic.to_owned(),
         partition: m.partition(),
         offset: m.offset(),
-        record: String::from_utf8_lossy(raw).into_owned(),
-    })
-    .unwrap_or_default()
+    });
+    letter.to_json()
 }
 
 impl Shared {
