@@ -903,3 +903,46 @@ async fn the_checkpoint_never_passes_an_unacknowledged_dead_letter() {
     .unwrap();
     run.finish_and_check().await;
 }
+
+/// The first aggregator on a topic records its partition count; a later
+/// start that finds another count (the topic was resized, so cells moved)
+/// refuses to run and names both counts. Tansu cannot add partitions, so
+/// the resize is simulated by an older layout row with another count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resized_topic_is_refused_at_start() {
+    let mut run = Run::new("layout", 2, None).await;
+    run.offer(&batch("l", 20, 0)).await;
+    let wait = |mut p: Proc| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = p.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "still running after 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(wait(run.spawn("first", true, None)).await.success());
+    let client = run.store.client();
+    let recorded = client
+        .query("SELECT partition_count FROM aggregator_layout WHERE topic = ?")
+        .bind(&run.kafka.topic)
+        .fetch_all::<i32>()
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![2]);
+    client
+        .query("INSERT INTO aggregator_layout VALUES (?, 3, toDateTime('2020-01-01 00:00:00'))")
+        .bind(&run.kafka.topic)
+        .execute()
+        .await
+        .unwrap();
+    assert!(!wait(run.spawn("second", true, None)).await.success());
+    let log = std::fs::read_to_string(run.dir.join("second.log")).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("has 2 partitions, but 3 when its aggregation started")
+            && last.contains("Changing the partition count"),
+        "{last}"
+    );
+}

@@ -404,6 +404,49 @@ impl Store {
         self.insert_rows("aggregator_checkpoint", rows).await
     }
 
+    /// The partition count recorded for `topic`: the one already there,
+    /// or `partition_count` when this is the first run on the topic.
+    pub async fn record_layout(
+        &self,
+        topic: &str,
+        partition_count: i32,
+    ) -> Result<i32, StoreError> {
+        let recorded = || async {
+            self.client
+                .query(
+                    "SELECT argMin(partition_count, recorded_at) FROM aggregator_layout \
+                     WHERE topic = ? GROUP BY topic",
+                )
+                .bind(topic)
+                .fetch_optional::<i32>()
+                .await
+                .map_err(self.err("read aggregator_layout"))
+        };
+        if let Some(count) = recorded().await? {
+            return Ok(count);
+        }
+        #[derive(clickhouse::Row, Serialize, Deserialize)]
+        struct Layout {
+            topic: String,
+            partition_count: i32,
+            recorded_at: u32,
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        self.insert_rows(
+            "aggregator_layout",
+            &[Layout {
+                topic: topic.to_owned(),
+                partition_count,
+                recorded_at: now,
+            }],
+        )
+        .await?;
+        // Two first runs at once: the earliest row wins for both.
+        Ok(recorded().await?.unwrap_or(partition_count))
+    }
+
     /// The latest checkpoint of a partition, if any.
     pub async fn checkpoint(
         &self,

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_aggregator_state.sql"),
     migration!(4, "0004_recovery_metrics.sql"),
     migration!(5, "0005_payments.sql"),
+    migration!(6, "0006_aggregator_layout.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -71,6 +71,39 @@ impl Shared {
         }
     }
 
+    /// Checks the topic's partition count against the one recorded the
+    /// first time an aggregator ran on it (and records it on that first
+    /// run). A different count means cells moved to other partitions: that
+    /// is an error. `Ok(false)` when asked to stop first.
+    pub(super) fn check_layout(&self, partition_count: i32) -> Result<bool, AggregateError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.block_on(
+                self.store
+                    .record_layout(&self.config.topic, partition_count),
+            ) {
+                Ok(was) if was == partition_count => return Ok(true),
+                Ok(was) => {
+                    return Err(AggregateError::PartitionCountChanged {
+                        topic: self.config.topic.clone(),
+                        was,
+                        now: partition_count,
+                    })
+                }
+                Err(error) if !error.retryable => return Err(AggregateError::Fatal(error.message)),
+                Err(error) => {
+                    self.metrics.store_errors.inc();
+                    tracing::warn!(message = "Cannot check the topic's recorded partition count; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
+                }
+            }
+            if self.shutdown.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Restores the owned partitions from ClickHouse and starts consuming
     /// each at its checkpoint. Returns `Ok(false)` when asked to stop first.
     pub(super) fn take_over(

@@ -122,7 +122,8 @@ pub enum AggregateError {
         brokers: String,
         source: KafkaError,
     },
-    /// The topic's partition count changed while the process ran.
+    /// The topic's partition count differs from the one recorded when an
+    /// aggregator first ran on it, or changed while this one ran.
     PartitionCountChanged {
         topic: String,
         was: i32,
@@ -143,7 +144,7 @@ impl std::fmt::Display for AggregateError {
             ),
             AggregateError::PartitionCountChanged { topic, was, now } => write!(
                 f,
-                "topic {topic} now has {now} partitions, not {was}: cells now map to other partitions, which would lose or double-count events; stopped (see \"Changing the partition count\" in docs/semantics.md)"
+                "topic {topic} has {now} partitions, but {was} when its aggregation started (aggregator_layout): cells now map to other partitions, which would lose or double-count events; stopped (see \"Changing the partition count\" in docs/semantics.md)"
             ),
             AggregateError::Fatal(e) => write!(f, "{e}; stopped, since retrying cannot help"),
             AggregateError::Thread(e) => write!(f, "the aggregator thread failed: {e}"),
@@ -410,6 +411,9 @@ pub fn run_blocking(
     let Some(partition_count) = shared.wait_for_partition_count(&consumer) else {
         return Ok(RunStats::default());
     };
+    if !shared.check_layout(partition_count)? {
+        return Ok(RunStats::default());
+    }
     let owned = owned_partitions(partition_count, config.instance, config.instances);
     metrics.topic_partitions.set(i64::from(partition_count));
     metrics.owned_partitions.set(owned.len() as i64);
