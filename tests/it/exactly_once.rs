@@ -946,3 +946,54 @@ async fn a_resized_topic_is_refused_at_start() {
         "{last}"
     );
 }
+
+/// A record must sit in the partition its key maps to (CRC32 of
+/// `district|sector`, as the intake's producer partitions), or its cell
+/// would have rows in two partitions. The same record produced into both
+/// partitions is counted once, from the right one; the copy in the other,
+/// and a record without a key, are dead-lettered as `wrong_partition`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_the_wrong_partition_are_dead_lettered() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut run = Run::new("misplaced", 2, None).await;
+    run.offer(&batch("m", 20, 0)).await;
+    let e = ev("twice", 0, 30_000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let record = run.intake.check("bank-x", &body(&e), now).unwrap();
+    let (key, payload) = (record.kafka_key(), record.to_json());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &run.kafka.brokers)
+        .create()
+        .unwrap();
+    for partition in [0, 1] {
+        let r = FutureRecord::to(&run.kafka.topic)
+            .key(&key)
+            .payload(&payload)
+            .partition(partition);
+        producer.send(r, Duration::from_secs(10)).await.unwrap();
+    }
+    let mut keyless = ev("keyless", 1, 31_000);
+    keyless.id = "keyless-1".into();
+    let keyless_payload = run
+        .intake
+        .check("bank-x", &body(&keyless), now)
+        .unwrap()
+        .to_json();
+    let r = FutureRecord::<(), [u8]>::to(&run.kafka.topic)
+        .payload(&keyless_payload)
+        .partition(0);
+    producer.send(r, Duration::from_secs(10)).await.unwrap();
+    run.sent.push(e);
+    run.finish_and_check().await;
+    assert_eq!(
+        dead_letters(
+            &run.kafka.brokers,
+            &format!("{}.dlq", run.kafka.topic),
+            "wrong_partition"
+        ),
+        2
+    );
+}

@@ -12,7 +12,7 @@ use prometheus::{
 pub struct Metrics {
     pub registry: Registry,
     /// Records by outcome: applied, late, replayed, duplicate, too_old,
-    /// undecodable.
+    /// wrong_partition, undecodable.
     pub records: IntCounterVec,
     /// The operator watermark: minimum over assigned, non-idle partitions.
     pub watermark_seconds: Gauge,

@@ -95,6 +95,8 @@ pub struct RunStats {
     pub replayed: u64,
     pub duplicates: u64,
     pub too_old: u64,
+    /// Records whose key does not map to their partition.
+    pub wrong_partition: u64,
     pub undecodable: u64,
     pub rows_written: u64,
     pub flushes: u64,
@@ -187,6 +189,8 @@ struct Part {
 /// inside `poll` on the same thread, read it too.
 struct State {
     parts: HashMap<i32, Part>,
+    /// The topic's partition count, from the broker at start.
+    partition_count: i32,
     stats: RunStats,
     /// A flush taken from the core but not yet durable.
     pending: Option<(Flush, Vec<DeadRecord>, Vec<PaymentRow>)>,
@@ -389,6 +393,7 @@ pub fn run_blocking(
         shutdown: shutdown.clone(),
         state: Mutex::new(State {
             parts: HashMap::new(),
+            partition_count: 0,
             stats: RunStats::default(),
             pending: None,
             dead: Vec::new(),
@@ -414,6 +419,7 @@ pub fn run_blocking(
     if !shared.check_layout(partition_count)? {
         return Ok(RunStats::default());
     }
+    shared.state().partition_count = partition_count;
     let owned = owned_partitions(partition_count, config.instance, config.instances);
     metrics.topic_partitions.set(i64::from(partition_count));
     metrics.owned_partitions.set(owned.len() as i64);
@@ -550,6 +556,7 @@ pub fn run_blocking(
         replayed = stats.replayed,
         duplicates = stats.duplicates,
         too_old = stats.too_old,
+        wrong_partition = stats.wrong_partition,
         undecodable = stats.undecodable,
         rows_written = stats.rows_written
     );

@@ -6,7 +6,7 @@ use std::time::Instant;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
-use crate::core::Outcome;
+use crate::core::{Event, Outcome};
 use crate::decode::decode;
 
 use super::{archive, dead_letter, Shared};
@@ -25,6 +25,23 @@ impl Shared {
         let payload = m.payload().unwrap_or(&[]);
         let topic = &self.config.topic;
         match decode(payload, &self.reference) {
+            Ok(event) if !in_its_partition(m, &event, st.partition_count) => {
+                part.core.skip(m.offset());
+                st.stats.wrong_partition += 1;
+                tracing::warn!(
+                    message = "Record in the wrong partition dead-lettered.",
+                    partition = p,
+                    offset = m.offset()
+                );
+                let detail = "the record's key is not its district|sector, or does not map to this partition (CRC32 of the key modulo the partition count, librdkafka's partitioner): it was produced with another partitioner or an outdated partition count";
+                st.dead.push((
+                    p,
+                    dead_letter::payload(topic, m, "wrong_partition", detail.into()),
+                ));
+                for counter in [&self.metrics.records, &self.metrics.dead_lettered] {
+                    counter.with_label_values(&["wrong_partition"]).inc();
+                }
+            }
             Ok(event) => {
                 let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
                 let outcome = part.core.fold(m.offset(), ts, &event);
@@ -81,4 +98,19 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether the record's key is its cell (`district|sector`) and maps to its
+/// partition the way the intake's producer partitions (librdkafka's
+/// `consistent_random`: CRC32 of the key modulo the partition count). A cell
+/// must live in one partition: a record anywhere else would be counted
+/// into rows another partition owns.
+fn in_its_partition(m: &BorrowedMessage<'_>, event: &Event, partition_count: i32) -> bool {
+    let mut key = [0u8; 10];
+    key[..8].copy_from_slice(&event.district);
+    key[8] = b'|';
+    key[9] = event.sector.as_str().as_bytes()[0];
+    m.key() == Some(&key[..])
+        && partition_count > 0
+        && (crc32fast::hash(&key) % partition_count as u32) as i32 == m.partition()
 }
