@@ -20,6 +20,7 @@
 //! audited, constant-time tag comparison) compute the pseudonyms; `hex`
 //! encodes them.
 
+pub mod calendar;
 pub mod dead_letter;
 pub mod pseudonym;
 pub mod record;

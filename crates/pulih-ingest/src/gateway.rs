@@ -15,7 +15,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -26,6 +26,7 @@ use axum::Router;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+use pulih_event::calendar::now_ms;
 use pulih_event::dead_letter::{DeadLetter, Stage};
 use rdkafka::producer::DeliveryFuture;
 use serde::Serialize;
@@ -202,12 +203,6 @@ pub async fn serve(
         tracing::error!(message = "Records left unacknowledged at shutdown.", %error);
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One rejected record in a response.

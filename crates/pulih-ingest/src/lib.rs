@@ -240,9 +240,7 @@ impl Intake {
     /// Validates `raw` and, if it is valid, queues its record. Waits while
     /// the producer queue is full.
     pub async fn offer(&self, producer_id: &str, raw: &[u8]) -> Result<Offer, KafkaFailure> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = pulih_event::calendar::now_ms();
         let record = match self.check(producer_id, raw, now) {
             Ok(r) => r,
             Err(r) => return Ok(Offer::Rejected(r)),

@@ -145,20 +145,7 @@ impl Simulator {
 
 /// RFC 3339 in Asia/Jakarta (UTC+7, no daylight saving), milliseconds.
 pub fn jakarta_time(t: Timestamp) -> String {
-    let local = t.unix_millis() + 7 * 3_600_000;
-    let secs = local.div_euclid(1000);
-    let ms = local.rem_euclid(1000);
-    let dt =
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{ms:03}+07:00",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    )
+    pulih_event::calendar::format_local(t)
 }
 
 #[cfg(test)]

@@ -431,9 +431,7 @@ impl Store {
             partition_count: i32,
             recorded_at: u32,
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
+        let now = (pulih_event::calendar::now_ms() / 1000) as u32;
         self.insert_rows(
             "aggregator_layout",
             &[Layout {
@@ -545,8 +543,9 @@ impl Store {
         let sql = format!(
             "{} WHERE day >= toDate(?) GROUP BY day, district_code, sector, merchant_key \
              HAVING argMax(source_partition, version) = ? \
-             AND ((toInt64(day) + 1) * 86400 - 25200 > ? OR argMax(source_offset, version) >= ?)",
-            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
+             AND ((toInt64(day) + 1) * 86400 - {offset} > ? OR argMax(source_offset, version) >= ?)",
+            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4),
+            offset = pulih_event::calendar::OFFSET_SECS
         );
         self.client
             .query(&sql)

@@ -33,9 +33,8 @@ use rustc_hash::FxHashMap;
 use pulih_event::{Channel, MerchantSize, Sector};
 use pulih_store::{ActivityRow, CheckpointRow, DailyRow, DedupRow};
 
-/// Asia/Jakarta is UTC+7 all year.
-pub const JAKARTA_OFFSET_MS: i64 = 7 * 3_600_000;
-const DAY_MS: i64 = 86_400_000;
+pub use pulih_event::calendar::day_end_ms;
+use pulih_event::calendar::{self, DAY_MS};
 
 /// Settings of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,11 +492,10 @@ impl Partition {
             None => self.wait_windows.push((wkey, offset, e.clone())),
         }
 
-        let local = e.occurred_ms + JAKARTA_OFFSET_MS;
         let dkey = DayKey {
             district: e.district,
             sector: e.sector,
-            day: local.div_euclid(DAY_MS),
+            day: calendar::day_of(e.occurred_ms),
             merchant: e.merchant,
         };
         let d_end = day_end_ms(dkey.day);
@@ -688,11 +686,6 @@ pub fn dedup_since_ms(config: &CoreConfig, checkpoint: Option<&CheckpointRow>) -
         .map(|c| c.max_ts_ms)
         .filter(|&t| t != i64::MIN)
         .map_or(i64::MIN, |t| t.saturating_sub(config.dedup_horizon_ms))
-}
-
-/// End of a Jakarta-local day, in UTC milliseconds.
-pub fn day_end_ms(day: i64) -> i64 {
-    (day + 1) * DAY_MS - JAKARTA_OFFSET_MS
 }
 
 /// `version` of a row: later offsets win, and a final row wins over a

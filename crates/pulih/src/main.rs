@@ -12,9 +12,10 @@ mod rollup;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pulih_event::calendar::now_ms;
 use pulih_event::{Limits, Timestamp};
 use pulih_ingest::{delivered, Intake, Offer};
 use pulih_store::{MigrationStatus, Store};
@@ -227,12 +228,6 @@ fn ack_counter(
         Ok(ok)
     });
     (tx, acks)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxError> {

@@ -80,9 +80,9 @@ impl RollupMetrics {
     }
 }
 
-/// Unix seconds at the start of Jakarta day `day` (UTC+7, no DST).
+/// Unix seconds at the start of Jakarta day `day`.
 fn jakarta_midnight(day: Day) -> i64 {
-    i64::from(day) * 86_400 - 7 * 3_600
+    pulih_event::calendar::day_start_ms(i64::from(day)) / 1000
 }
 
 pub(crate) async fn rollup(

@@ -3,7 +3,7 @@
 
 use pulih_store::PaymentRow;
 
-use crate::core;
+use pulih_event::calendar;
 
 /// The `payments` row of a record; `None` when it does not parse as a
 /// payment record.
@@ -22,7 +22,7 @@ pub(super) fn payment_row(
         event_id: r.event_id,
         occurred_at: u32::try_from(ms.div_euclid(1000)).ok()?,
         occurred_ms: ms.rem_euclid(1000) as u16,
-        day: u16::try_from((ms + core::JAKARTA_OFFSET_MS).div_euclid(86_400_000)).ok()?,
+        day: u16::try_from(calendar::day_of(ms)).ok()?,
         merchant_key,
         merchant_key_id: r.merchant_key_id,
         district_code: r.district_code,

@@ -1,7 +1,7 @@
 //! Records that cannot be counted: their dead-letter payload, and sending
 //! them so that the checkpoint never passes one the broker did not take.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pulih_event::dead_letter::{DeadLetter, Source, Stage};
 
@@ -24,9 +24,7 @@ pub(super) fn payload(
     reason: &str,
     detail: String,
 ) -> Vec<u8> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = pulih_event::calendar::now_ms();
     let mut letter = DeadLetter::new(
         Stage::Aggregate,
         reason,

@@ -35,7 +35,7 @@ pub mod watermark;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pulih_event::Reference;
 use pulih_store::{PaymentRow, Store, StoreError};
@@ -302,9 +302,7 @@ impl ClientContext for Ctx {
 impl ConsumerContext for Ctx {}
 
 fn now_secs() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
+    (pulih_event::calendar::now_ms() / 1000) as u32
 }
 
 /// Runs until `shutdown` resolves (or, with `exit_at_end`, until the input

@@ -1,0 +1,63 @@
+//! Time in Asia/Jakarta, where the platform's days are counted: UTC+7 all
+//! year (no daylight saving), so a Jakarta day `D` (days since 1970-01-01)
+//! is `[D 00:00+07:00, D+1 00:00+07:00)`. One home for the offset, day
+//! arithmetic and the clock, used by the aggregator, the store's SQL, the
+//! rollup and the simulator.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::Timestamp;
+
+/// Asia/Jakarta's offset from UTC.
+pub const OFFSET_MS: i64 = 7 * 3_600_000;
+/// The same, in seconds, for SQL.
+pub const OFFSET_SECS: i64 = OFFSET_MS / 1000;
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The Jakarta day of a Unix time in milliseconds.
+pub fn day_of(unix_ms: i64) -> i64 {
+    (unix_ms + OFFSET_MS).div_euclid(DAY_MS)
+}
+
+/// Jakarta midnight starting `day`, Unix milliseconds.
+pub fn day_start_ms(day: i64) -> i64 {
+    day * DAY_MS - OFFSET_MS
+}
+
+/// Jakarta midnight ending `day`, Unix milliseconds.
+pub fn day_end_ms(day: i64) -> i64 {
+    day_start_ms(day + 1)
+}
+
+/// RFC 3339 in Jakarta time with milliseconds, e.g.
+/// `2021-03-01T09:30:00.250+07:00`.
+pub fn format_local(t: Timestamp) -> String {
+    let local = Timestamp::from_unix_millis(t.unix_millis() + OFFSET_MS).to_string();
+    // `local` is UTC-formatted (`...Z`): relabel it with the offset.
+    format!("{}+07:00", local.trim_end_matches('Z'))
+}
+
+/// The wall clock, Unix milliseconds (0 before 1970).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_turn_at_jakarta_midnight() {
+        // 2021-02-28T17:00:00Z is 2021-03-01 00:00 in Jakarta.
+        let midnight = 1_614_531_600_000;
+        assert_eq!(day_of(midnight) - day_of(midnight - 1), 1);
+        assert_eq!(day_start_ms(day_of(midnight)), midnight);
+        assert_eq!(day_end_ms(day_of(midnight - 1)), midnight);
+        assert_eq!(
+            format_local(Timestamp::from_unix_millis(midnight + 250)),
+            "2021-03-01T00:00:00.250+07:00"
+        );
+    }
+}
