@@ -438,15 +438,10 @@ impl Run {
     /// Runs one process to the end of the topic, then checks every row.
     /// It keeps the run's consumer group, as an operator's restart would.
     async fn finish_and_check(&mut self) {
-        let mut last = self.spawn("final", true, None);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            if let Some(s) = last.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "final run did not finish");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let status = self
+            .spawn("final", true, None)
+            .wait_exit(Duration::from_secs(120))
+            .await;
         assert!(
             status.success(),
             "final run failed; logs in {}",
@@ -498,6 +493,23 @@ impl Run {
 
 /// A `pulih aggregate` process, killed when the test ends (or fails).
 struct Proc(Child);
+
+impl Proc {
+    /// Waits for the process to exit on its own, at most `limit`.
+    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pulih aggregate still runs after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -798,19 +810,10 @@ async fn a_missing_table_stops_the_aggregator_with_one_clear_line() {
         .await
         .unwrap();
     run.offer(&batch("f", 30, 0)).await;
-    let mut a = run.spawn("a", false, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = a.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the aggregator still runs 60 s after its first flush failed; logs in {}",
-            run.dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = run
+        .spawn("a", false, None)
+        .wait_exit(Duration::from_secs(60))
+        .await;
     assert!(!status.success());
     let log = std::fs::read_to_string(run.dir.join("a.log")).unwrap();
     let last = log.lines().last().unwrap_or_default();
@@ -912,17 +915,9 @@ async fn the_checkpoint_never_passes_an_unacknowledged_dead_letter() {
 async fn a_resized_topic_is_refused_at_start() {
     let mut run = Run::new("layout", 2, None).await;
     run.offer(&batch("l", 20, 0)).await;
-    let wait = |mut p: Proc| async move {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = p.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "still running after 60 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    assert!(wait(run.spawn("first", true, None)).await.success());
+    let limit = Duration::from_secs(60);
+    let first = run.spawn("first", true, None).wait_exit(limit).await;
+    assert!(first.success());
     let client = run.store.client();
     let recorded = client
         .query("SELECT partition_count FROM aggregator_layout WHERE topic = ?")
@@ -937,7 +932,8 @@ async fn a_resized_topic_is_refused_at_start() {
         .execute()
         .await
         .unwrap();
-    assert!(!wait(run.spawn("second", true, None)).await.success());
+    let second = run.spawn("second", true, None).wait_exit(limit).await;
+    assert!(!second.success());
     let log = std::fs::read_to_string(run.dir.join("second.log")).unwrap();
     let last = log.lines().last().unwrap_or_default();
     assert!(

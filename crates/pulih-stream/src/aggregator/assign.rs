@@ -49,26 +49,47 @@ impl Shared {
         }
     }
 
-    /// Waits until the broker reports the topic (logging each failure), or
-    /// the process is asked to stop.
-    pub(super) fn wait_for_partition_count(&self, consumer: &BaseConsumer<Ctx>) -> Option<i32> {
-        let mut backoff = Duration::from_millis(200);
+    /// Runs `attempt` until it succeeds (`Some`), fails in a way retrying
+    /// cannot fix (`Err`), or the process is asked to stop (`None`), with
+    /// backoff from 100 ms to 5 s. Each retried failure is logged under
+    /// `what` and passed to `failed`.
+    fn retry<T>(
+        &self,
+        what: &'static str,
+        mut attempt: impl FnMut() -> Result<T, Failure>,
+        mut failed: impl FnMut(&Failure),
+    ) -> Result<Option<T>, Failure> {
+        let mut backoff = Duration::from_millis(100);
         loop {
-            match self.partition_count(consumer, Duration::from_secs(10)) {
-                Ok(n) => return Some(n),
-                Err(error) => tracing::warn!(
-                    message = "Cannot read the topic's partitions from the broker; no partition is assigned until it answers.",
-                    topic = %self.config.topic,
-                    %error,
-                    backoff_ms = backoff.as_millis() as u64
-                ),
+            match attempt() {
+                Ok(v) => return Ok(Some(v)),
+                Err(error) if !error.retryable => return Err(error),
+                Err(error) => {
+                    failed(&error);
+                    tracing::warn!(message = what, %error, backoff_ms = backoff.as_millis() as u64);
+                }
             }
             if self.shutdown.load(Ordering::Relaxed) {
-                return None;
+                return Ok(None);
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Waits until the broker reports the topic, or the process is asked to
+    /// stop.
+    pub(super) fn wait_for_partition_count(&self, consumer: &BaseConsumer<Ctx>) -> Option<i32> {
+        self.retry(
+            "Cannot read the topic's partitions from the broker; no partition is assigned until it answers; retrying.",
+            || {
+                self.partition_count(consumer, Duration::from_secs(10))
+                    .map_err(Failure::retryable)
+            },
+            |_| {},
+        )
+        .ok()
+        .flatten()
     }
 
     /// Checks the topic's partition count against the one recorded the
@@ -76,31 +97,26 @@ impl Shared {
     /// run). A different count means cells moved to other partitions: that
     /// is an error. `Ok(false)` when asked to stop first.
     pub(super) fn check_layout(&self, partition_count: i32) -> Result<bool, AggregateError> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.block_on(
-                self.store
-                    .record_layout(&self.config.topic, partition_count),
-            ) {
-                Ok(was) if was == partition_count => return Ok(true),
-                Ok(was) => {
-                    return Err(AggregateError::PartitionCountChanged {
-                        topic: self.config.topic.clone(),
-                        was,
-                        now: partition_count,
-                    })
-                }
-                Err(error) if !error.retryable => return Err(AggregateError::Fatal(error.message)),
-                Err(error) => {
-                    self.metrics.store_errors.inc();
-                    tracing::warn!(message = "Cannot check the topic's recorded partition count; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
-                }
-            }
-            if self.shutdown.load(Ordering::Relaxed) {
-                return Ok(false);
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        let recorded = self
+            .retry(
+                "Cannot check the topic's recorded partition count; retrying.",
+                || {
+                    self.block_on(
+                        self.store
+                            .record_layout(&self.config.topic, partition_count),
+                    )
+                },
+                |_| self.metrics.store_errors.inc(),
+            )
+            .map_err(|e| AggregateError::Fatal(e.message))?;
+        match recorded {
+            None => Ok(false),
+            Some(was) if was == partition_count => Ok(true),
+            Some(was) => Err(AggregateError::PartitionCountChanged {
+                topic: self.config.topic.clone(),
+                was,
+                now: partition_count,
+            }),
         }
     }
 
@@ -163,27 +179,19 @@ impl Shared {
     /// process is asked to stop: `None`), unless retrying cannot help.
     /// While it fails, `pulih_aggregate_stalled` is 1.
     fn restore(&self, partition: i32) -> Result<Option<Partition>, Failure> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
+        let restored = self.retry(
+            "Cannot restore a partition from ClickHouse; retrying.",
             // A restore reads a whole dedup horizon: give it longer.
-            match self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)) {
-                Ok(p) => {
-                    self.metrics.stalled.set(0);
-                    return Ok(Some(p));
-                }
-                Err(error) if !error.retryable => return Err(error),
-                Err(error) => {
-                    self.metrics.store_errors.inc();
-                    self.metrics.stalled.set(1);
-                    tracing::warn!(message = "Cannot restore a partition from ClickHouse; retrying.", partition, %error, backoff_ms = backoff.as_millis() as u64);
-                }
-            }
-            if self.shutdown.load(Ordering::Relaxed) {
-                return Ok(None);
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            || self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)),
+            |_| {
+                self.metrics.store_errors.inc();
+                self.metrics.stalled.set(1);
+            },
+        );
+        if matches!(restored, Ok(Some(_))) {
+            self.metrics.stalled.set(0);
         }
+        restored
     }
 
     async fn try_restore(&self, partition: i32) -> Result<Partition, pulih_store::StoreError> {
