@@ -267,6 +267,22 @@ impl Run {
         self.sent.extend_from_slice(events);
     }
 
+    /// Sends events as a gateway whose clock reads `accepted_ms` would:
+    /// checked against that time, not marked as a backfill, and stamped
+    /// with it as their Kafka timestamp.
+    async fn offer_stamped(&mut self, events: &[Ev], accepted_ms: i64) {
+        let mut futures = Vec::new();
+        for e in events {
+            let mut record = self.intake.check("bank-x", &body(e), accepted_ms).unwrap();
+            record.backfill = false;
+            futures.push(self.intake.send(&record, accepted_ms).unwrap());
+        }
+        for f in futures {
+            delivered(f, &self.kafka.brokers).await.unwrap();
+        }
+        self.sent.extend_from_slice(events);
+    }
+
     /// Starts `pulih aggregate` in its own process, as the only instance.
     fn spawn(&self, name: &str, exit_at_end: bool, metrics_port: Option<u16>) -> Proc {
         self.spawn_hanging(name, exit_at_end, metrics_port, None)
@@ -590,8 +606,8 @@ async fn killed_at_four_points_and_restarted_gives_the_clean_result() {
     let b1 = batch("b1", 300, 0);
     run.offer(&b1).await;
     let kills = [
-        // Dedup entries written, nothing else.
-        ("a1", "after_dedup:1", None),
+        // Fingerprints written, nothing else.
+        ("a1", "after_seen:1", None),
         // Rows written, no checkpoint: the restart replays and skips them.
         ("a2", "after_activity:1", Some(batch("b2", 300, 5))),
         // Checkpoint written, Kafka offsets not committed.
@@ -751,6 +767,72 @@ async fn metrics(port: u16) -> String {
     out
 }
 
+/// The value of one unlabelled series on a `/metrics` page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Re-sending is safe however late it comes. The same events sent again 2
+/// hours and 3 days later (in Kafka time, as a gateway stamps them) are not
+/// counted again; nor are 10 000 events sent twice after a record stamped
+/// a day ahead (a gateway whose clock jumped), which closes every window of
+/// its partition at once. Meanwhile the fingerprints held in memory are
+/// only those of open windows: once input stops and the windows close,
+/// none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_hours_or_days_later_or_after_a_clock_jump_is_counted_once() {
+    const HOUR_MS: i64 = 3_600_000;
+    let mut run = Run::new("resend", 2, None).await;
+    let port = free_port();
+    let mut a = run.spawn("a", false, Some(port));
+    let first = batch("r1", 1_000, 0);
+    run.offer_stamped(&first, T0_MS + 300_000).await;
+    let mut resent = first[..500].to_vec();
+    resent.extend(batch("r2", 500, 120));
+    run.offer_stamped(&resent, T0_MS + 2 * HOUR_MS + 300_000)
+        .await;
+    let mut resent = first.clone();
+    resent.extend(batch("r3", 500, 3 * 1_440));
+    run.offer_stamped(&resent, T0_MS + 3 * DAY_MS + 300_000)
+        .await;
+    run.wait_converged(Duration::from_secs(120)).await;
+
+    run.offer_stamped(&[ev("jump", 0, 4 * DAY_MS)], T0_MS + 4 * DAY_MS)
+        .await;
+    let many = batch("r4", 10_000, 3 * 1_440 + 10);
+    run.offer_stamped(&many, T0_MS + 3 * DAY_MS + 900_000).await;
+    run.offer_stamped(&many, T0_MS + 3 * DAY_MS + 960_000).await;
+    run.wait_converged(Duration::from_secs(180)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let page = loop {
+        let page = metrics(port).await;
+        let dup = "pulih_aggregate_records_total{outcome=\"duplicate\"}";
+        if metric(&page, dup) == Some(11_500.0)
+            && metric(&page, "pulih_aggregate_dedup_entries") == Some(0.0)
+        {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "want 11 500 duplicates and no fingerprint left in memory once the windows close:\n{}",
+            page.lines()
+                .filter(|l| l.contains("records_total") || l.contains("dedup_entries"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        metric(&page, "pulih_aggregate_resident_windows"),
+        Some(0.0),
+        "{page}"
+    );
+    interrupt(&mut a);
+    run.finish_and_check().await;
+}
+
 /// When input stops, the last windows become final anyway: with every
 /// partition idle (2 s here), processing time moves the watermark to the
 /// wall clock minus the allowed lateness (2 s here).
@@ -871,6 +953,7 @@ async fn the_checkpoint_never_passes_an_unacknowledged_dead_letter() {
         exit_at_end: false,
         kafka_options: [("message.timeout.ms".to_owned(), "3000".to_owned())].into(),
         archive_payments: true,
+        dedup_retention_days: 0,
     };
     let task = tokio::spawn(pulih_stream::aggregator::run(
         config,

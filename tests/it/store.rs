@@ -39,24 +39,69 @@ async fn a_stopped_server_gives_an_error_naming_the_address() {
 }
 
 #[tokio::test]
-async fn old_dedup_partitions_are_dropped_and_recent_ones_kept() {
+async fn fingerprints_are_read_by_window_and_old_months_dropped() {
     let store = Store::new(&store_config("prune"));
     store.migrate().await.unwrap();
-    let row = |day: u16, offset: i64| pulih_store::DedupRow {
-        day,
+    let row = |window_start: u32, partition: i32, offset: i64| pulih_store::SeenRow {
         topic: "t".into(),
-        partition: 0,
-        offset,
+        partition,
+        district_code: "31.74.09".into(),
+        sector: "G".into(),
+        window_start,
         fingerprint: [offset as u8; 16],
-        ts_ms: i64::from(day) * 86_400_000,
+        offset,
     };
-    // 2024-02-28, 2024-02-29, 2024-03-01.
-    let rows = [row(19_781, 0), row(19_782, 1), row(19_783, 2)];
-    store.insert_dedup(&rows).await.unwrap();
-    assert_eq!(store.prune_dedup(19_783).await.unwrap(), 2);
-    let left = store.dedup_entries("t", 0, 0, 100).await.unwrap();
-    assert_eq!(left, vec![rows[2].clone()]);
-    assert_eq!(store.prune_dedup(19_783).await.unwrap(), 0);
+    // 2024-01-31T23:59:00Z, 2024-02-29T00:00:00Z and 2024-03-01T00:00:00Z.
+    let (jan, feb, mar) = (1_706_745_540, 1_709_164_800, 1_709_251_200);
+    let rows = [
+        row(jan, 0, 0),
+        row(feb, 0, 1),
+        row(mar, 0, 2),
+        row(mar, 0, 3),
+        row(mar, 1, 4),
+    ];
+    store.insert_seen(&rows).await.unwrap();
+    // A replayed flush writes the same rows again: harmless.
+    store.insert_seen(&rows[2..3]).await.unwrap();
+    let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
+    let mut got = store.seen_for("t", 0, &[key(mar), key(jan)]).await.unwrap();
+    got.sort_by_key(|r| r.offset);
+    got.dedup();
+    assert_eq!(got, vec![rows[0].clone(), rows[2].clone(), rows[3].clone()]);
+    assert_eq!(
+        store.prune_seen(202_403).await.unwrap(),
+        vec![202_401, 202_402]
+    );
+    assert!(store
+        .seen_for("t", 0, &[key(jan), key(feb)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.seen_for("t", 1, &[key(mar)]).await.unwrap(),
+        vec![rows[4].clone()]
+    );
+    assert!(store.prune_seen(202_403).await.unwrap().is_empty());
+
+    // Pruning follows the lowest checkpoint of the topic.
+    assert_eq!(store.checkpointed_event_time("t").await.unwrap(), None);
+    let cp = |partition: i32, next_offset: i64, max_event_ms: i64| pulih_store::CheckpointRow {
+        topic: "t".into(),
+        partition,
+        next_offset,
+        max_event_ms,
+        max_ts_ms: max_event_ms,
+        group_id: "g".into(),
+        updated_at: 1,
+    };
+    store
+        .insert_checkpoints(&[cp(0, 5, 3_000), cp(0, 9, 9_000), cp(1, 4, 7_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpointed_event_time("t").await.unwrap(),
+        Some(7_000)
+    );
 }
 
 #[tokio::test]

@@ -100,6 +100,7 @@ pub async fn aggregate_to_end(
         exit_at_end: true,
         kafka_options: fast_group_options(),
         archive_payments,
+        dedup_retention_days: 0,
     };
     tokio::time::timeout(
         std::time::Duration::from_secs(120),

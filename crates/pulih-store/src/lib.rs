@@ -250,16 +250,18 @@ pub struct CheckpointRow {
     pub updated_at: u32,
 }
 
-/// One row of `aggregator_dedup`.
+/// One row of `aggregator_seen`: an event counted in a window.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
-pub struct DedupRow {
-    /// Day of `ts_ms` (UTC), days since 1970-01-01: the table's partition.
-    pub day: u16,
+pub struct SeenRow {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
+    pub district_code: String,
+    pub sector: String,
+    pub window_start: u32,
+    /// XXH3-128 of (producer_id, event_id), big-endian.
     pub fingerprint: [u8; 16],
-    pub ts_ms: i64,
+    /// Offset of the event's first occurrence in the partition.
+    pub offset: i64,
 }
 
 /// Which rows to restore for one Kafka partition (see docs/semantics.md).
@@ -394,9 +396,9 @@ impl Store {
         self.insert_rows("merchant_activity_daily", rows).await
     }
 
-    /// Appends remembered events to `aggregator_dedup`.
-    pub async fn insert_dedup(&self, rows: &[DedupRow]) -> Result<(), StoreError> {
-        self.insert_rows("aggregator_dedup", rows).await
+    /// Appends fingerprints of counted events to `aggregator_seen`.
+    pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
+        self.insert_rows("aggregator_seen", rows).await
     }
 
     /// Records checkpoints in `aggregator_checkpoint`.
@@ -464,53 +466,84 @@ impl Store {
             .map_err(self.err("read aggregator_checkpoint"))
     }
 
-    /// Remembered events of a partition with `ts_ms >= since_ms` and an
-    /// offset before `before_offset`.
-    pub async fn dedup_entries(
+    /// The fingerprints of one partition's events in the given windows,
+    /// as (start seconds, district, sector).
+    pub async fn seen_for(
         &self,
         topic: &str,
         partition: i32,
-        since_ms: i64,
-        before_offset: i64,
-    ) -> Result<Vec<DedupRow>, StoreError> {
-        self.client
-            .query(
-                "SELECT day, topic, partition, offset, fingerprint, ts_ms FROM aggregator_dedup \
-                 WHERE topic = ? AND partition = ? AND ts_ms >= ? AND offset < ?",
-            )
-            .bind(topic)
-            .bind(partition)
-            .bind(since_ms)
-            .bind(before_offset)
-            .fetch_all::<DedupRow>()
-            .await
-            .map_err(self.err("read aggregator_dedup"))
+        keys: &[(u32, String, String)],
+    ) -> Result<Vec<SeenRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let list = chunk
+                .iter()
+                .map(|(t, d, s)| format!("({}, {}, toDateTime({t}))", quote(d), quote(s)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "SELECT topic, partition, district_code, sector, window_start, fingerprint, offset \
+                 FROM aggregator_seen WHERE topic = ? AND partition = ? \
+                 AND (district_code, sector, window_start) IN ({list})"
+            );
+            out.extend(
+                self.client
+                    .query(&sql)
+                    .bind(topic)
+                    .bind(partition)
+                    .fetch_all::<SeenRow>()
+                    .await
+                    .map_err(self.err("read aggregator_seen"))?,
+            );
+        }
+        Ok(out)
     }
 
-    /// Drops `aggregator_dedup` partitions for days before `before_day`.
-    pub async fn prune_dedup(&self, before_day: u16) -> Result<usize, StoreError> {
-        let days: Vec<u16> = self
+    /// The lowest watermark over the latest checkpoints of `topic`'s
+    /// partitions (highest event time, milliseconds), if every one has one.
+    pub async fn checkpointed_event_time(&self, topic: &str) -> Result<Option<i64>, StoreError> {
+        let t: Option<i64> = self
             .client
             .query(
-                "SELECT DISTINCT toUInt16(min_date) FROM system.parts \
-                 WHERE database = ? AND table = 'aggregator_dedup' AND active AND min_date < toDate(?)",
+                "SELECT min(t) FROM (SELECT argMax(max_event_ms, next_offset) AS t \
+                 FROM aggregator_checkpoint WHERE topic = ? GROUP BY partition)",
+            )
+            .bind(topic)
+            .fetch_optional()
+            .await
+            .map_err(self.err("read aggregator_checkpoint"))?;
+        Ok(t.filter(|&t| t != i64::MIN && t != 0))
+    }
+
+    /// Drops the monthly partitions of `aggregator_seen` before
+    /// `before_month` (`YYYYMM`); returns the months dropped.
+    pub async fn prune_seen(&self, before_month: u32) -> Result<Vec<u32>, StoreError> {
+        let parts: Vec<String> = self
+            .client
+            .query(
+                "SELECT DISTINCT partition FROM system.parts \
+                 WHERE database = ? AND table = 'aggregator_seen' AND active",
             )
             .bind(&self.database)
-            .bind(iso_date(i64::from(before_day)))
             .fetch_all()
             .await
-            .map_err(self.err("list aggregator_dedup partitions"))?;
-        for &day in &days {
+            .map_err(self.err("list aggregator_seen partitions"))?;
+        let mut months: Vec<u32> = parts
+            .iter()
+            .filter_map(|p| p.trim_matches('\'').parse().ok())
+            .filter(|&m| m < before_month)
+            .collect();
+        months.sort_unstable();
+        for &month in &months {
             self.client
                 .query(&format!(
-                    "ALTER TABLE aggregator_dedup DROP PARTITION '{}'",
-                    iso_date(i64::from(day))
+                    "ALTER TABLE aggregator_seen DROP PARTITION {month}"
                 ))
                 .execute()
                 .await
-                .map_err(self.err("drop an aggregator_dedup partition"))?;
+                .map_err(self.err("drop an aggregator_seen partition"))?;
         }
-        Ok(days.len())
+        Ok(months)
     }
 
     /// The latest rows of `activity_1m` that a restored partition needs.

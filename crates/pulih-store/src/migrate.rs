@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_recovery_metrics.sql"),
     migration!(5, "0005_payments.sql"),
     migration!(6, "0006_aggregator_layout.sql"),
+    migration!(7, "0007_aggregator_seen.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

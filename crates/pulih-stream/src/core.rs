@@ -8,33 +8,43 @@
 //!   highest Kafka timestamp (`max_ts_ms`) folded so far, and the offset to
 //!   read next. These are a function of the log prefix, so they are the same
 //!   in every run over the same log;
-//! - the de-duplication memory: the fingerprint of every (producer_id,
-//!   event_id) first seen within `dedup_horizon_ms` of Kafka time;
 //! - the resident rows of `activity_1m` (windows) and
 //!   `merchant_activity_daily` (merchant-days), each with the highest offset
-//!   folded into it (`hi_offset`), which is what makes a replay idempotent:
-//!   a record at or below a row's `hi_offset` is already in that row.
+//!   folded into it (`hi_offset`) and the highest offset its durable state
+//!   already holds (`base_offset`), which is what makes a replay
+//!   idempotent: a record at or below a row's `base_offset` is already in
+//!   that row;
+//! - with each resident window, the fingerprint of every (producer_id,
+//!   event_id) counted in it and the offset where it first came: the
+//!   de-duplication memory. It lives and dies with the window, and is
+//!   written to `aggregator_seen` with the window's rows, so a re-sent
+//!   event that arrives after its window was closed and forgotten is
+//!   checked against the fingerprints read back with the row.
 //!
-//! A record's fate is decided in order: a duplicate is dropped; a record
-//! that is older than the age limit at its Kafka timestamp (the time the
-//! gateway accepted it) and is not a backfill is `TooOld` (the caller
-//! dead-letters it; the gateway refused such events already); otherwise it
-//! is folded into its window and merchant-day, however far behind the
-//! watermark it is. A record for a row that is not
-//! resident and already behind the watermark needs that row's durable state
-//! first: it waits in the partition until the caller supplies the rows asked
-//! for by [`Partition::wanted`] through [`Partition::supply`].
+//! A record's fate is decided in order: a record that is older than the age
+//! limit at its Kafka timestamp (the time the gateway accepted it) and is
+//! not a backfill is `TooOld` (the caller dead-letters it; the gateway
+//! refused such events already); a record whose window is resident is a
+//! duplicate if an earlier offset of the partition carried its fingerprint
+//! into that window, and is otherwise folded into its window and
+//! merchant-day. A record whose window is not resident and already behind
+//! the watermark needs that window's durable state, fingerprints included,
+//! before either can be decided: it is `Pending` until the caller supplies
+//! the rows asked for by [`Partition::wanted`] through
+//! [`Partition::supply`], which returns the outcomes of the pending
+//! records. No clock enters a decision: only offsets and the log.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use pulih_event::{Channel, MerchantSize, Sector};
-use pulih_store::{ActivityRow, CheckpointRow, DailyRow, DedupRow};
+use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow};
 
+use pulih_event::calendar;
 pub use pulih_event::calendar::day_end_ms;
-use pulih_event::calendar::{self, DAY_MS};
 
 /// Settings of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +55,6 @@ pub struct CoreConfig {
     /// (`time.max_age_secs`): a record older than this at its Kafka
     /// timestamp is not counted unless it is a backfill.
     pub max_age_ms: i64,
-    /// How long, in Kafka time, an event id is remembered.
-    pub dedup_horizon_ms: i64,
 }
 
 impl Default for CoreConfig {
@@ -55,7 +63,6 @@ impl Default for CoreConfig {
             window_ms: 60_000,
             allowed_lateness_ms: 120_000,
             max_age_ms: 7 * 86_400_000,
-            dedup_horizon_ms: 3_600_000,
         }
     }
 }
@@ -143,6 +150,12 @@ pub struct WindowAgg {
     pub by_size: [u64; 3],
     /// Highest offset folded in; -1 for none.
     pub hi_offset: i64,
+    /// Every record of this partition at or below this offset is in the
+    /// row already (it was read back from the store); -1 for none.
+    pub base_offset: i64,
+    /// Fingerprints of the events counted in this window, each with the
+    /// offset of its first occurrence in the partition.
+    pub seen: HashMap<u128, i64, Prehashed>,
 }
 
 impl Default for WindowAgg {
@@ -156,6 +169,8 @@ impl Default for WindowAgg {
             by_channel: [0; 6],
             by_size: [0; 3],
             hi_offset: -1,
+            base_offset: -1,
+            seen: HashMap::default(),
         }
     }
 }
@@ -178,7 +193,10 @@ impl WindowAgg {
 pub struct DayAgg {
     pub txn_count: u64,
     pub amount_sum: u64,
+    /// Highest offset folded in; -1 for none.
     pub hi_offset: i64,
+    /// As [`WindowAgg::base_offset`].
+    pub base_offset: i64,
 }
 
 impl Default for DayAgg {
@@ -187,7 +205,21 @@ impl Default for DayAgg {
             txn_count: 0,
             amount_sum: 0,
             hi_offset: -1,
+            base_offset: -1,
         }
+    }
+}
+
+impl DayAgg {
+    /// Folds one record unless the row read back already holds it.
+    fn add(&mut self, offset: i64, amount: u64) -> bool {
+        if offset <= self.base_offset {
+            return false;
+        }
+        self.txn_count += 1;
+        self.amount_sum = self.amount_sum.saturating_add(amount);
+        self.hi_offset = self.hi_offset.max(offset);
+        true
     }
 }
 
@@ -227,53 +259,15 @@ pub enum Outcome {
     Late,
     /// Already counted in the durable rows (a replay after a restart).
     Replayed,
-    /// The same (producer_id, event_id) was seen within the dedup horizon.
+    /// An earlier record of the partition carried the same (producer_id,
+    /// event_id) into the same window.
     Duplicate,
     /// Older than the age limit at its Kafka timestamp and not a
     /// backfill: not counted; the caller dead-letters it.
     TooOld,
-}
-
-/// Remembered fingerprints with their Kafka time; expiry in arrival order.
-#[derive(Debug, Clone, Default)]
-struct Dedup {
-    seen: HashMap<u128, i64, Prehashed>,
-    order: VecDeque<(i64, u128)>,
-}
-
-impl Dedup {
-    /// Whether `fp` was seen at or after `since`; if not, remembers it at `ts`.
-    fn check_and_insert(&mut self, fp: u128, ts: i64, since: i64) -> bool {
-        match self.seen.get_mut(&fp) {
-            Some(t) if *t >= since => true,
-            Some(t) => {
-                *t = ts;
-                self.order.push_back((ts, fp));
-                false
-            }
-            None => {
-                self.seen.insert(fp, ts);
-                self.order.push_back((ts, fp));
-                false
-            }
-        }
-    }
-
-    fn expire(&mut self, since: i64) {
-        while let Some(&(t, fp)) = self.order.front() {
-            if t >= since {
-                break;
-            }
-            self.order.pop_front();
-            if self.seen.get(&fp) == Some(&t) {
-                self.seen.remove(&fp);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.seen.len()
-    }
+    /// Behind the watermark in a window that is not resident: decided by
+    /// [`Partition::supply`] once the window is read back.
+    Pending,
 }
 
 /// Rows the partition needs from the store before it can flush.
@@ -290,11 +284,11 @@ impl Wanted {
 }
 
 /// Everything one flush of a partition must make durable, in this order:
-/// dedup entries, daily rows and window rows (any order among them), then
+/// fingerprints, daily rows and window rows (any order among them), then
 /// the checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Flush {
-    pub dedup: Vec<DedupRow>,
+    pub seen: Vec<SeenRow>,
     pub activity: Vec<ActivityRow>,
     pub daily: Vec<DailyRow>,
     pub checkpoints: Vec<CheckpointRow>,
@@ -302,14 +296,14 @@ pub struct Flush {
 
 impl Flush {
     pub fn is_empty(&self) -> bool {
-        self.dedup.is_empty()
+        self.seen.is_empty()
             && self.activity.is_empty()
             && self.daily.is_empty()
             && self.checkpoints.is_empty()
     }
 
     pub fn append(&mut self, other: Flush) {
-        self.dedup.extend(other.dedup);
+        self.seen.extend(other.seen);
         self.activity.extend(other.activity);
         self.daily.extend(other.daily);
         self.checkpoints.extend(other.checkpoints);
@@ -327,12 +321,14 @@ pub struct Partition {
     max_ts_ms: Option<i64>,
     /// Effective watermark: never decreases.
     watermark_ms: i64,
-    dedup: Dedup,
     windows: FxHashMap<WindowKey, Slot<WindowAgg>>,
     days: FxHashMap<DayKey, Slot<DayAgg>>,
-    wait_windows: Vec<(WindowKey, i64, Event)>,
+    /// Records whose window must be read back before they are decided.
+    pending: Vec<(i64, Event)>,
+    /// Counted records whose merchant-day must be read back.
     wait_days: Vec<(DayKey, i64, u64)>,
-    new_dedup: Vec<(u128, i64, i64)>,
+    /// Fingerprints to make durable: (window, fingerprint, offset).
+    new_seen: Vec<(WindowKey, u128, i64)>,
 }
 
 impl Partition {
@@ -347,24 +343,24 @@ impl Partition {
             max_event_ms: None,
             max_ts_ms: None,
             watermark_ms: i64::MIN,
-            dedup: Dedup::default(),
             windows: FxHashMap::default(),
             days: FxHashMap::default(),
-            wait_windows: Vec::new(),
+            pending: Vec::new(),
             wait_days: Vec::new(),
-            new_dedup: Vec::new(),
+            new_seen: Vec::new(),
         }
     }
 
     /// A partition continuing from its last checkpoint, with the durable
-    /// rows and dedup entries that [`restore_scope`] selects.
+    /// rows that [`restore_scope`] selects and the fingerprints of those
+    /// windows.
     pub fn restore(
         id: i32,
         config: CoreConfig,
         checkpoint: Option<&CheckpointRow>,
         activity: Vec<ActivityRow>,
         daily: Vec<DailyRow>,
-        dedup: Vec<DedupRow>,
+        seen: Vec<SeenRow>,
     ) -> Partition {
         let mut p = Partition::new(id, config);
         if let Some(c) = checkpoint {
@@ -374,17 +370,6 @@ impl Partition {
             p.max_ts_ms = (c.max_ts_ms != i64::MIN).then_some(c.max_ts_ms);
         }
         p.watermark_ms = p.partition_watermark_ms().unwrap_or(i64::MIN);
-        let mut entries: Vec<_> = dedup
-            .into_iter()
-            .filter(|d| d.offset < p.next_offset)
-            .map(|d| (d.ts_ms, u128::from_be_bytes(d.fingerprint)))
-            .collect();
-        entries.sort_unstable();
-        for (ts, fp) in entries {
-            let t = p.dedup.seen.entry(fp).or_insert(ts);
-            *t = (*t).max(ts);
-            p.dedup.order.push_back((ts, fp));
-        }
         for row in activity {
             if let Some((key, agg)) = window_from_row(&row, id) {
                 p.windows.insert(key, Slot::new(agg, row.is_final == 1));
@@ -395,7 +380,27 @@ impl Partition {
                 p.days.insert(key, Slot::new(agg, row.is_final == 1));
             }
         }
+        let all: FxHashSet<WindowKey> = p.windows.keys().copied().collect();
+        p.remember(&all, seen);
         p
+    }
+
+    /// Adds durable fingerprints to the resident windows in `keys`.
+    fn remember(&mut self, keys: &FxHashSet<WindowKey>, seen: Vec<SeenRow>) {
+        for row in seen {
+            let Some(key) = seen_key(&row) else { continue };
+            if row.partition != self.id || !keys.contains(&key) {
+                continue;
+            }
+            if let Some(slot) = self.windows.get_mut(&key) {
+                let first = slot
+                    .agg
+                    .seen
+                    .entry(u128::from_be_bytes(row.fingerprint))
+                    .or_insert(row.offset);
+                *first = (*first).min(row.offset);
+            }
+        }
     }
 
     pub fn id(&self) -> i32 {
@@ -434,9 +439,10 @@ impl Partition {
             .max(operator_ms.unwrap_or(i64::MIN));
     }
 
-    /// Resident windows, merchant-days and remembered events.
+    /// Resident windows, merchant-days and remembered fingerprints.
     pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.windows.len(), self.days.len(), self.dedup.len())
+        let seen = self.windows.values().map(|s| s.agg.seen.len()).sum();
+        (self.windows.len(), self.days.len(), seen)
     }
 
     fn window_key(&self, e: &Event) -> WindowKey {
@@ -454,14 +460,12 @@ impl Partition {
 
     /// Folds the record at `offset`, with Kafka timestamp `ts_ms`.
     pub fn fold(&mut self, offset: i64, ts_ms: i64, e: &Event) -> Outcome {
-        self.next_offset = self.next_offset.max(offset + 1);
-        let max_ts = self.max_ts_ms.map_or(ts_ms, |m| m.max(ts_ms));
-        self.max_ts_ms = Some(max_ts);
-        let since = max_ts.saturating_sub(self.config.dedup_horizon_ms);
-        if self.dedup.check_and_insert(e.fingerprint, ts_ms, since) {
-            return Outcome::Duplicate;
+        if offset < self.next_offset {
+            // Before the checkpoint, or folded already in this run.
+            return Outcome::Replayed;
         }
-        self.new_dedup.push((e.fingerprint, offset, ts_ms));
+        self.next_offset = offset + 1;
+        self.max_ts_ms = Some(self.max_ts_ms.map_or(ts_ms, |m| m.max(ts_ms)));
         if !e.backfill && e.occurred_ms < ts_ms.saturating_sub(self.config.max_age_ms) {
             return Outcome::TooOld;
         }
@@ -473,50 +477,51 @@ impl Partition {
         self.max_event_ms = Some(self.max_event_ms.map_or(clock, |m| m.max(clock)));
 
         let wkey = self.window_key(e);
-        let w_end = wkey.start_ms + self.config.window_ms;
-        let late = w_end <= self.watermark_ms;
-        let mut replayed = false;
-        match self.windows.get_mut(&wkey) {
-            Some(slot) if offset > slot.agg.hi_offset => {
-                slot.agg.add(offset, e);
-                slot.dirty = true;
+        let late = wkey.start_ms + self.config.window_ms <= self.watermark_ms;
+        if !self.windows.contains_key(&wkey) {
+            if late {
+                self.pending.push((offset, e.clone()));
+                return Outcome::Pending;
             }
-            Some(_) => replayed = true,
-            None if !late => {
-                let mut agg = WindowAgg::default();
-                agg.add(offset, e);
-                let mut slot = Slot::new(agg, false);
-                slot.dirty = true;
-                self.windows.insert(wkey, slot);
+            // Ahead of the watermark and not resident: no durable row or
+            // fingerprint of this window can exist (docs/semantics.md).
+            self.windows
+                .insert(wkey, Slot::new(WindowAgg::default(), false));
+        }
+        self.decide(wkey, offset, e, late)
+    }
+
+    /// Decides a record whose window is resident. Its merchant-day waits
+    /// to be read back if it is neither resident nor ahead of the
+    /// watermark.
+    fn decide(&mut self, wkey: WindowKey, offset: i64, e: &Event, late: bool) -> Outcome {
+        let Some(slot) = self.windows.get_mut(&wkey) else {
+            return Outcome::Pending;
+        };
+        match slot.agg.seen.entry(e.fingerprint) {
+            Entry::Occupied(first) if *first.get() < offset => return Outcome::Duplicate,
+            // Its own fingerprint, written by a flush that did not reach
+            // its checkpoint.
+            Entry::Occupied(mut first) => {
+                first.insert(offset);
             }
-            None => self.wait_windows.push((wkey, offset, e.clone())),
+            Entry::Vacant(v) => {
+                v.insert(offset);
+            }
+        }
+        self.new_seen.push((wkey, e.fingerprint, offset));
+        let replayed = offset <= slot.agg.base_offset;
+        if !replayed {
+            slot.agg.add(offset, e);
+            slot.dirty = true;
         }
 
-        let dkey = DayKey {
-            district: e.district,
-            sector: e.sector,
-            day: calendar::day_of(e.occurred_ms),
-            merchant: e.merchant,
-        };
-        let d_end = day_end_ms(dkey.day);
+        let dkey = Self::day_key(e);
         match self.days.get_mut(&dkey) {
-            Some(slot) if offset > slot.agg.hi_offset => {
-                slot.agg.txn_count += 1;
-                slot.agg.amount_sum = slot.agg.amount_sum.saturating_add(e.amount);
-                slot.agg.hi_offset = offset;
-                slot.dirty = true;
-            }
-            Some(_) => {}
-            None if d_end > self.watermark_ms => {
-                let mut slot = Slot::new(
-                    DayAgg {
-                        txn_count: 1,
-                        amount_sum: e.amount,
-                        hi_offset: offset,
-                    },
-                    false,
-                );
-                slot.dirty = true;
+            Some(slot) => slot.dirty |= slot.agg.add(offset, e.amount),
+            None if day_end_ms(dkey.day) > self.watermark_ms => {
+                let mut slot = Slot::new(DayAgg::default(), false);
+                slot.dirty = slot.agg.add(offset, e.amount);
                 self.days.insert(dkey, slot);
             }
             None => self.wait_days.push((dkey, offset, e.amount)),
@@ -531,28 +536,69 @@ impl Partition {
         }
     }
 
-    /// Durable rows needed before the next flush: those of late records
-    /// whose rows are not resident.
+    fn day_key(e: &Event) -> DayKey {
+        DayKey {
+            district: e.district,
+            sector: e.sector,
+            day: calendar::day_of(e.occurred_ms),
+            merchant: e.merchant,
+        }
+    }
+
+    /// Durable state needed before the next flush: the windows of pending
+    /// records (rows and fingerprints) and the merchant-days that are not
+    /// resident.
     pub fn wanted(&self) -> Wanted {
-        let mut windows: Vec<_> = self.wait_windows.iter().map(|(k, _, _)| *k).collect();
+        let mut windows: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(_, e)| self.window_key(e))
+            .collect();
         windows.sort_unstable();
         windows.dedup();
-        let mut days: Vec<_> = self.wait_days.iter().map(|(k, _, _)| *k).collect();
+        let mut days: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(_, e)| Self::day_key(e))
+            .filter(|k| !self.days.contains_key(k))
+            .chain(self.wait_days.iter().map(|(k, _, _)| *k))
+            .collect();
         days.sort_unstable();
         days.dedup();
         Wanted { windows, days }
     }
 
-    /// Supplies the durable rows asked for by [`Partition::wanted`] (absent
-    /// ones simply are not in the lists) and folds the waiting records.
-    pub fn supply(&mut self, activity: Vec<ActivityRow>, daily: Vec<DailyRow>) {
+    /// Supplies the durable state asked for by [`Partition::wanted`]
+    /// (absent rows simply are not in the lists; `seen` holds the
+    /// fingerprints of the wanted windows), decides the pending records and
+    /// returns their outcomes in offset order.
+    pub fn supply(
+        &mut self,
+        activity: Vec<ActivityRow>,
+        daily: Vec<DailyRow>,
+        seen: Vec<SeenRow>,
+    ) -> Vec<(i64, Outcome)> {
+        let pending = std::mem::take(&mut self.pending);
+        let fresh: FxHashSet<WindowKey> = pending
+            .iter()
+            .map(|(_, e)| self.window_key(e))
+            .filter(|k| !self.windows.contains_key(k))
+            .collect();
         for row in activity {
             if let Some((key, agg)) = window_from_row(&row, self.id) {
-                self.windows
-                    .entry(key)
-                    .or_insert_with(|| Slot::new(agg, row.is_final == 1));
+                if fresh.contains(&key) {
+                    self.windows
+                        .entry(key)
+                        .or_insert_with(|| Slot::new(agg, row.is_final == 1));
+                }
             }
         }
+        for key in &fresh {
+            self.windows
+                .entry(*key)
+                .or_insert_with(|| Slot::new(WindowAgg::default(), false));
+        }
+        self.remember(&fresh, seen);
         for row in daily {
             if let Some((key, agg)) = day_from_row(&row, self.id) {
                 self.days
@@ -560,46 +606,48 @@ impl Partition {
                     .or_insert_with(|| Slot::new(agg, row.is_final == 1));
             }
         }
-        for (key, offset, e) in std::mem::take(&mut self.wait_windows) {
-            let slot = self
-                .windows
-                .entry(key)
-                .or_insert_with(|| Slot::new(WindowAgg::default(), false));
-            if offset > slot.agg.hi_offset {
-                slot.agg.add(offset, &e);
-                slot.dirty = true;
-            }
-        }
-        for (key, offset, amount) in std::mem::take(&mut self.wait_days) {
-            let slot = self
-                .days
+        // Merchant-days asked for and not in the store start empty.
+        let asked = pending
+            .iter()
+            .map(|(_, e)| Self::day_key(e))
+            .chain(self.wait_days.iter().map(|(k, _, _)| *k))
+            .collect::<Vec<_>>();
+        for key in asked {
+            self.days
                 .entry(key)
                 .or_insert_with(|| Slot::new(DayAgg::default(), false));
-            if offset > slot.agg.hi_offset {
-                slot.agg.txn_count += 1;
-                slot.agg.amount_sum = slot.agg.amount_sum.saturating_add(amount);
-                slot.agg.hi_offset = offset;
-                slot.dirty = true;
+        }
+        for (key, offset, amount) in std::mem::take(&mut self.wait_days) {
+            if let Some(slot) = self.days.get_mut(&key) {
+                slot.dirty |= slot.agg.add(offset, amount);
             }
         }
+        pending
+            .into_iter()
+            .map(|(offset, e)| {
+                let key = self.window_key(&e);
+                (offset, self.decide(key, offset, &e, true))
+            })
+            .collect()
     }
 
-    /// Takes what must become durable: new dedup entries, rows that changed
-    /// or became final (final rows are then forgotten), and a checkpoint
-    /// when the offset moved. With `all_final` every row is final (the input
-    /// is known to be complete). Call [`Partition::supply`] first when
-    /// [`Partition::wanted`] is not empty; records still waiting are left
-    /// out, and so is the checkpoint.
+    /// Takes what must become durable: new fingerprints, rows that changed
+    /// or became final (final rows are then forgotten, with their
+    /// fingerprints), and a checkpoint when the offset moved. With
+    /// `all_final` every row is final (the input is known to be complete).
+    /// Call [`Partition::supply`] first when [`Partition::wanted`] is not
+    /// empty; while records are pending the checkpoint is left out.
     pub fn take(&mut self, topic: &str, group_id: &str, all_final: bool, now_s: u32) -> Flush {
         let mut flush = Flush::default();
-        for (fp, offset, ts) in self.new_dedup.drain(..) {
-            flush.dedup.push(DedupRow {
-                day: u16::try_from(ts.div_euclid(DAY_MS)).unwrap_or(0),
+        for (key, fp, offset) in self.new_seen.drain(..) {
+            flush.seen.push(SeenRow {
                 topic: topic.to_owned(),
                 partition: self.id,
-                offset,
+                window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
+                district_code: district_str(&key.district).to_owned(),
+                sector: key.sector.as_str().to_owned(),
                 fingerprint: fp.to_be_bytes(),
-                ts_ms: ts,
+                offset,
             });
         }
         let wm = self.watermark_ms;
@@ -632,12 +680,7 @@ impl Partition {
             }
             !closed
         });
-        let since = self
-            .max_ts_ms
-            .unwrap_or(i64::MIN)
-            .saturating_sub(self.config.dedup_horizon_ms);
-        self.dedup.expire(since);
-        let waiting = !self.wait_windows.is_empty() || !self.wait_days.is_empty();
+        let waiting = !self.pending.is_empty() || !self.wait_days.is_empty();
         if !waiting && self.next_offset != self.checkpointed_offset {
             self.checkpointed_offset = self.next_offset;
             flush.checkpoints.push(CheckpointRow {
@@ -678,14 +721,6 @@ pub fn restore_scope(
             oldest_s: 0,
         },
     }
-}
-
-/// Kafka time from which remembered events are restored.
-pub fn dedup_since_ms(config: &CoreConfig, checkpoint: Option<&CheckpointRow>) -> i64 {
-    checkpoint
-        .map(|c| c.max_ts_ms)
-        .filter(|&t| t != i64::MIN)
-        .map_or(i64::MIN, |t| t.saturating_sub(config.dedup_horizon_ms))
 }
 
 /// `version` of a row: later offsets win, and a final row wins over a
@@ -763,6 +798,11 @@ fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, Wind
         sector: Sector::from_letter(&row.sector)?,
         start_ms: i64::from(row.window_start) * 1000,
     };
+    let own = if row.source_partition == partition {
+        row.source_offset
+    } else {
+        -1
+    };
     let agg = WindowAgg {
         txn_count: row.txn_count,
         amount_sum: row.amount_idr_sum,
@@ -775,11 +815,9 @@ fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, Wind
         merchants: row.merchant_keys.iter().copied().collect(),
         by_channel: row.txn_by_channel(),
         by_size: row.txn_by_size(),
-        hi_offset: if row.source_partition == partition {
-            row.source_offset
-        } else {
-            -1
-        },
+        hi_offset: own,
+        base_offset: own,
+        seen: HashMap::default(),
     };
     Some((key, agg))
 }
@@ -791,16 +829,27 @@ fn day_from_row(row: &DailyRow, partition: i32) -> Option<(DayKey, DayAgg)> {
         day: i64::from(row.day),
         merchant: row.merchant_key,
     };
+    let own = if row.source_partition == partition {
+        row.source_offset
+    } else {
+        -1
+    };
     let agg = DayAgg {
         txn_count: row.txn_count,
         amount_sum: row.amount_idr_sum,
-        hi_offset: if row.source_partition == partition {
-            row.source_offset
-        } else {
-            -1
-        },
+        hi_offset: own,
+        base_offset: own,
     };
     Some((key, agg))
+}
+
+/// The window of a durable fingerprint.
+fn seen_key(row: &SeenRow) -> Option<WindowKey> {
+    Some(WindowKey {
+        district: district_from_str(&row.district_code)?,
+        sector: Sector::from_letter(&row.sector)?,
+        start_ms: i64::from(row.window_start) * 1000,
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use pulih_event::{Channel, MerchantSize, Sector};
-use pulih_store::{ActivityRow, CheckpointRow, DailyRow, DedupRow};
+use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow};
 
 use super::*;
 
@@ -34,7 +34,6 @@ fn config(lateness_ms: i64) -> CoreConfig {
         window_ms: 60_000,
         allowed_lateness_ms: lateness_ms,
         max_age_ms: 7 * 86_400_000,
-        dedup_horizon_ms: 3_600_000,
     }
 }
 
@@ -43,7 +42,7 @@ fn config(lateness_ms: i64) -> CoreConfig {
 struct Model {
     activity: BTreeMap<(u32, String, String), ActivityRow>,
     daily: BTreeMap<(u16, String, String, [u8; 32]), DailyRow>,
-    dedup: Vec<DedupRow>,
+    seen: Vec<SeenRow>,
     checkpoints: HashMap<i32, CheckpointRow>,
 }
 
@@ -52,12 +51,12 @@ impl Model {
     /// many rows, as a crash would.
     fn apply(&mut self, f: &Flush, cut: Option<usize>) {
         let mut budget = cut.unwrap_or(usize::MAX);
-        for d in &f.dedup {
+        for d in &f.seen {
             if budget == 0 {
                 return;
             }
             budget -= 1;
-            self.dedup.push(d.clone());
+            self.seen.push(d.clone());
         }
         for r in &f.daily {
             if budget == 0 {
@@ -103,12 +102,24 @@ impl Model {
         }
     }
 
-    /// What `Store::restore_*` and `Store::dedup_entries` return.
+    /// What `Store::seen_for` returns.
+    fn seen_for(&self, p: i32, keys: &BTreeSet<(u32, String, String)>) -> Vec<SeenRow> {
+        self.seen
+            .iter()
+            .filter(|s| {
+                s.partition == p
+                    && keys.contains(&(s.window_start, s.district_code.clone(), s.sector.clone()))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// What `Store::restore_*` and `Store::seen_for` return.
     fn restore(&self, p: i32, config: &CoreConfig) -> Partition {
         let cp = self.checkpoints.get(&p);
         let scope = restore_scope(p, config, cp);
         let window_s = config.window_ms / 1000;
-        let activity = self
+        let activity: Vec<ActivityRow> = self
             .activity
             .values()
             .filter(|r| {
@@ -119,6 +130,11 @@ impl Model {
             })
             .cloned()
             .collect();
+        let keys = activity
+            .iter()
+            .map(|r| (r.window_start, r.district_code.clone(), r.sector.clone()))
+            .collect();
+        let seen = self.seen_for(p, &keys);
         let daily = self
             .daily
             .values()
@@ -129,20 +145,26 @@ impl Model {
             })
             .cloned()
             .collect();
-        let since = dedup_since_ms(config, cp);
-        let before = cp.map_or(0, |c| c.next_offset);
-        let dedup = self
-            .dedup
-            .iter()
-            .filter(|d| d.partition == p && d.ts_ms >= since && d.offset < before)
-            .cloned()
-            .collect();
-        Partition::restore(p, *config, cp, activity, daily, dedup)
+        Partition::restore(p, *config, cp, activity, daily, seen)
     }
 
-    /// What `Store::activity_for` and `Store::daily_for` return.
-    fn supply(&self, part: &mut Partition) {
+    /// What `Store::activity_for`, `Store::daily_for` and
+    /// `Store::seen_for` return, supplied; the outcomes of the pending
+    /// records.
+    fn supply(&self, part: &mut Partition) -> Vec<(i64, Outcome)> {
         let w = part.wanted();
+        let keys = w
+            .windows
+            .iter()
+            .map(|k| {
+                (
+                    (k.start_ms / 1000) as u32,
+                    district_str(&k.district).to_owned(),
+                    k.sector.as_str().to_owned(),
+                )
+            })
+            .collect();
+        let seen = self.seen_for(part.id(), &keys);
         let activity = w
             .windows
             .iter()
@@ -170,7 +192,7 @@ impl Model {
                     .cloned()
             })
             .collect();
-        part.supply(activity, daily);
+        part.supply(activity, daily, seen)
     }
 
     fn flush(&mut self, part: &mut Partition, all_final: bool, cut: Option<usize>) {
@@ -353,8 +375,12 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     );
     let v1 = m.activity[&key].version;
     // A late record: loaded back from the store, corrected, re-emitted.
-    assert_eq!(p.fold(2, T0 + 181_000, &ev(3, 1, 0, 2, 5)), Outcome::Late);
+    assert_eq!(
+        p.fold(2, T0 + 181_000, &ev(3, 1, 0, 2, 5)),
+        Outcome::Pending
+    );
     assert_eq!(p.wanted().windows.len(), 1);
+    assert_eq!(m.supply(&mut p), vec![(2, Outcome::Late)]);
     m.flush(&mut p, false, None);
     let r = &m.activity[&key];
     assert_eq!(
@@ -375,7 +401,7 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     // timestamp: counted as a correction, however far behind.
     let mut old = ev(5, 0, 0, 1, 10);
     old.occurred_ms = T0 - 6 * 86_400_000;
-    assert_eq!(p.fold(4, T0 + 201_000, &old), Outcome::Late);
+    assert_eq!(p.fold(4, T0 + 201_000, &old), Outcome::Pending);
     // Older than the age limit at its Kafka timestamp: the gateway refuses
     // such an event, and the aggregator does not count one that got past.
     let mut far = ev(6, 0, 0, 1, 10);
@@ -385,9 +411,13 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     let mut backfill = ev(7, 0, 0, 1, 10);
     backfill.occurred_ms = T0 - 365 * 86_400_000;
     backfill.backfill = true;
-    assert_eq!(p.fold(6, T0 + 203_000, &backfill), Outcome::Late);
+    assert_eq!(p.fold(6, T0 + 203_000, &backfill), Outcome::Pending);
     let wanted = p.wanted();
     assert_eq!((wanted.windows.len(), wanted.days.len()), (2, 2));
+    assert_eq!(
+        m.supply(&mut p),
+        vec![(4, Outcome::Late), (6, Outcome::Late)]
+    );
     m.flush(&mut p, false, None);
     let total: u64 = m.activity.values().map(|r| r.txn_count).sum();
     assert_eq!(total, 6, "every record but the too-old one");
@@ -417,18 +447,80 @@ fn a_producer_with_a_fast_clock_does_not_make_the_others_late() {
     assert_eq!((row.txn_count, row.is_final), (1, 0), "still open");
 }
 
+/// A re-sent event is a duplicate however late it comes: in its open
+/// window from memory, in a closed and forgotten one from the fingerprints
+/// read back with the row, after a restore too, and whatever the Kafka
+/// timestamps say: no clock enters the decision.
 #[test]
-fn duplicates_are_dropped_within_the_horizon_only() {
-    let mut p = Partition::new(0, config(120_000));
+fn duplicates_are_dropped_however_late_they_come() {
+    const DAY: i64 = 86_400_000;
+    let c = config(120_000);
+    let mut m = Model::default();
+    let mut p = Partition::new(0, c);
     let e = ev(1, 0, 0, 1, 10);
     assert_eq!(p.fold(0, T0, &e), Outcome::Applied);
-    assert_eq!(p.fold(1, T0 + 3_599_999, &e), Outcome::Duplicate);
-    let _ = p.take("t", "g", false, 0);
-    assert_eq!(p.fold(2, T0 + 3_600_000, &e), Outcome::Duplicate);
+    assert_eq!(p.fold(1, T0 + 1_000, &e), Outcome::Duplicate);
+    m.flush(&mut p, false, None);
+    // Three days on, the first window is closed and forgotten.
     assert_eq!(
-        p.fold(3, T0 + 3_600_001, &e),
-        Outcome::Applied,
-        "forgotten after an hour"
+        p.fold(2, T0 + 3 * DAY, &ev(2, 3 * DAY, 0, 1, 10)),
+        Outcome::Applied
+    );
+    p.advance(None);
+    m.flush(&mut p, false, None);
+    assert_eq!(p.sizes(), (1, 1, 1), "only the open window's fingerprint");
+    // Sent again, with a Kafka timestamp a day ahead of everything else.
+    assert_eq!(p.fold(3, T0 + 4 * DAY, &e), Outcome::Pending);
+    assert_eq!(p.wanted().windows.len(), 1);
+    assert_eq!(m.supply(&mut p), vec![(3, Outcome::Duplicate)]);
+    m.flush(&mut p, false, None);
+    // And again after a restore.
+    let mut q = m.restore(0, &c);
+    assert_eq!(q.fold(4, T0 + 4 * DAY, &e), Outcome::Pending);
+    // A new event of the same closed window is a correction.
+    assert_eq!(
+        q.fold(5, T0 + 4 * DAY, &ev(3, 0, 0, 2, 5)),
+        Outcome::Pending
+    );
+    assert_eq!(
+        m.supply(&mut q),
+        vec![(4, Outcome::Duplicate), (5, Outcome::Late)]
+    );
+    m.flush(&mut q, true, None);
+    let first = &m.activity[&((T0 / 1000) as u32, "31.74.09".to_owned(), "G".to_owned())];
+    assert_eq!((first.txn_count, first.amount_idr_sum), (2, 15));
+    assert_eq!(daily_values(&m).values().map(|v| v.0).sum::<u64>(), 3);
+}
+
+/// A record that waits for its window while a later record of the same
+/// merchant-day is folded is still counted in that day.
+#[test]
+fn a_pending_record_and_a_later_one_share_their_merchant_day() {
+    let c = config(120_000);
+    let mut m = Model::default();
+    let mut p = Partition::new(0, c);
+    assert_eq!(p.fold(0, T0, &ev(1, 0, 0, 1, 10)), Outcome::Applied);
+    assert_eq!(
+        p.fold(1, T0 + 600_000, &ev(2, 600_000, 0, 1, 10)),
+        Outcome::Applied
+    );
+    p.advance(None);
+    m.flush(&mut p, false, None);
+    // Offset 2 waits for the first window; offset 3 folds into the same
+    // merchant-day at once.
+    assert_eq!(
+        p.fold(2, T0 + 601_000, &ev(3, 1, 0, 1, 7)),
+        Outcome::Pending
+    );
+    assert_eq!(
+        p.fold(3, T0 + 602_000, &ev(4, 601_000, 0, 1, 7)),
+        Outcome::Applied
+    );
+    assert_eq!(m.supply(&mut p), vec![(2, Outcome::Late)]);
+    m.flush(&mut p, true, None);
+    assert_eq!(
+        daily_values(&m).values().copied().collect::<Vec<_>>(),
+        vec![(4, 34)]
     );
 }
 
@@ -449,7 +541,7 @@ fn a_restored_partition_skips_what_is_durable() {
     }
     // Rows for 0..15 are written, the checkpoint is lost.
     let f = p.take("t", "g", false, 0);
-    m.apply(&f, Some(f.dedup.len() + f.daily.len() + f.activity.len()));
+    m.apply(&f, Some(f.seen.len() + f.daily.len() + f.activity.len()));
     assert_eq!(m.checkpoints[&0].next_offset, 10);
     let mut q = m.restore(0, &c);
     assert_eq!(q.next_offset(), 10);

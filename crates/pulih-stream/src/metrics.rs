@@ -125,7 +125,7 @@ impl Metrics {
                 "resident_merchant_days",
                 "Merchant-days held in memory.",
             ),
-            dedup_entries: gauge("dedup_entries", "Event ids remembered for de-duplication."),
+            dedup_entries: gauge("dedup_entries", "Event fingerprints held in memory for de-duplication (those of resident windows)."),
             consumer_lag: gauge(
                 "consumer_lag_records",
                 "Records not yet consumed on the assigned partitions (the broker's high watermark from librdkafka statistics, every second).",

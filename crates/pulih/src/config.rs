@@ -114,7 +114,7 @@ pub struct Aggregate {
     pub instances: u32,
     pub window_secs: u32,
     pub allowed_lateness_secs: u32,
-    pub dedup_horizon_secs: u32,
+    pub dedup_retention_days: u32,
     pub idle_timeout_secs: u32,
     pub emit_interval_ms: u32,
     pub metrics_addr: String,
@@ -261,10 +261,14 @@ impl Config {
         if self.aggregate.idle_timeout_secs == 0 {
             return Err(key_error("aggregate.idle_timeout_secs", "must be positive"));
         }
-        if self.aggregate.dedup_horizon_secs == 0 {
+        let retention = self.aggregate.dedup_retention_days;
+        let floor = self.time.max_age_secs.div_ceil(86_400) + 2;
+        if retention != 0 && retention < floor {
             return Err(key_error(
-                "aggregate.dedup_horizon_secs",
-                "must be positive: re-delivered events would be counted twice",
+                "aggregate.dedup_retention_days",
+                format!(
+                    "must be 0 (keep every fingerprint) or at least {floor}: events up to time.max_age_secs old are accepted, and a re-sent one must still find its fingerprint"
+                ),
             ));
         }
         for (key, addr) in [
@@ -536,10 +540,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`aggregate.metrics_addr`"), "{e}");
-        let e = load_toml("[aggregate]\ndedup_horizon_secs = 0\n")
+        let e = load_toml("[aggregate]\ndedup_retention_days = 8\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`aggregate.dedup_horizon_secs`"), "{e}");
+        assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
+        assert!(e.contains("at least 9"), "{e}");
+        assert!(load_toml("[aggregate]\ndedup_retention_days = 9\n").is_ok());
+        let e = load_toml("[aggregate]\ndedup_horizon_secs = 3600\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dedup_horizon_secs"), "{e}");
         let e = load_toml("[time]\nmax_age_secs = 0\n")
             .unwrap_err()
             .to_string();

@@ -326,13 +326,13 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
             window_ms: secs(a.window_secs),
             allowed_lateness_ms: secs(a.allowed_lateness_secs),
             max_age_ms: secs(config.time.max_age_secs),
-            dedup_horizon_ms: secs(a.dedup_horizon_secs),
         },
         emit_interval: Duration::from_millis(u64::from(a.emit_interval_ms)),
         idle_timeout: Duration::from_secs(u64::from(a.idle_timeout_secs)),
         exit_at_end,
         kafka_options: config.kafka.options.clone(),
         archive_payments: config.aggregate.archive_payments,
+        dedup_retention_days: a.dedup_retention_days,
     };
     let kafka = config.kafka();
     kafka.ensure_topic().await?;

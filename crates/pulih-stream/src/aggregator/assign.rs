@@ -181,7 +181,7 @@ impl Shared {
     fn restore(&self, partition: i32) -> Result<Option<Partition>, Failure> {
         let restored = self.retry(
             "Cannot restore a partition from ClickHouse; retrying.",
-            // A restore reads a whole dedup horizon: give it longer.
+            // A restore reads every open window: give it longer.
             || self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)),
             |_| {
                 self.metrics.store_errors.inc();
@@ -203,19 +203,19 @@ impl Shared {
             .restore_activity(scope, c.core.window_ms / 1000)
             .await?;
         let daily = self.store.restore_daily(scope).await?;
-        let since = core::dedup_since_ms(&c.core, checkpoint.as_ref());
-        let before = checkpoint.as_ref().map_or(0, |c| c.next_offset);
-        let dedup = self
-            .store
-            .dedup_entries(&c.topic, partition, since, before)
-            .await?;
+        let windows: Vec<_> = activity
+            .iter()
+            .filter(|r| r.source_partition == partition)
+            .map(|r| (r.window_start, r.district_code.clone(), r.sector.clone()))
+            .collect();
+        let seen = self.store.seen_for(&c.topic, partition, &windows).await?;
         tracing::info!(
             message = "Partition restored.",
             partition,
-            next_offset = before,
+            next_offset = checkpoint.as_ref().map_or(0, |c| c.next_offset),
             windows = activity.len(),
             merchant_days = daily.len(),
-            remembered_events = dedup.len()
+            remembered_events = seen.len()
         );
         Ok(Partition::restore(
             partition,
@@ -223,7 +223,7 @@ impl Shared {
             checkpoint.as_ref(),
             activity,
             daily,
-            dedup,
+            seen,
         ))
     }
 }

@@ -1,13 +1,15 @@
 //! Making what was folded durable, in the order the exactly-once argument
-//! needs (`docs/semantics.md`): raw records, dedup entries, merchant-days,
+//! needs (`docs/semantics.md`): raw records, fingerprints, merchant-days,
 //! windows, dead letters, and only then the checkpoints. Nothing is
 //! committed to Kafka: consumption resumes from the checkpoints.
 
 use std::time::Instant;
 
-use pulih_store::{ActivityRow, DailyRow, PaymentRow};
+use pulih_store::{ActivityRow, DailyRow, PaymentRow, SeenRow};
 
-use crate::core::{self, Flush};
+use pulih_event::calendar::DAY_MS;
+
+use crate::core::{self, Flush, Outcome};
 
 use super::dead_letter::DeadRecord;
 use super::watermark::{operator_watermark, PartitionClock};
@@ -53,13 +55,26 @@ impl Shared {
                         )
                     })
                     .collect();
-                let (a, d): (Vec<ActivityRow>, Vec<DailyRow>) = self.block_on(async {
-                    Ok((
-                        self.store.activity_for(&windows).await?,
-                        self.store.daily_for(&days).await?,
-                    ))
-                })?;
-                part.core.supply(a, d);
+                let (a, d, seen): (Vec<ActivityRow>, Vec<DailyRow>, Vec<SeenRow>) =
+                    self.block_on(async {
+                        Ok((
+                            self.store.activity_for(&windows).await?,
+                            self.store.daily_for(&days).await?,
+                            self.store
+                                .seen_for(&self.config.topic, *id, &windows)
+                                .await?,
+                        ))
+                    })?;
+                for (offset, outcome) in part.core.supply(a, d, seen) {
+                    let Some(label) = st.stats.count(outcome) else {
+                        continue;
+                    };
+                    self.metrics.records.with_label_values(&[label]).inc();
+                    let row = st.pending_payments.remove(&(*id, offset));
+                    if let (Some(row), Outcome::Late | Outcome::Replayed) = (row, outcome) {
+                        st.payments.push(row);
+                    }
+                }
             }
             let now_s = now_secs();
             let mut flush = Flush::default();
@@ -117,7 +132,7 @@ impl Shared {
 
     /// Makes one flush durable, in the order the correctness argument
     /// needs: raw records (idempotent by key, so any time before the
-    /// checkpoint), dedup entries and rows, dead letters, then checkpoints.
+    /// checkpoint), fingerprints and rows, dead letters, then checkpoints.
     fn write(
         &self,
         flush: &Flush,
@@ -125,8 +140,8 @@ impl Shared {
         payments: &[PaymentRow],
     ) -> Result<(), Failure> {
         self.block_on(self.store.insert_payments(payments))?;
-        self.block_on(self.store.insert_dedup(&flush.dedup))?;
-        self.faults.pass("after_dedup");
+        self.block_on(self.store.insert_seen(&flush.seen))?;
+        self.faults.pass("after_seen");
         self.block_on(self.store.insert_daily(&flush.daily))?;
         self.faults.pass("after_daily");
         self.block_on(self.store.insert_activity(&flush.activity))?;
@@ -174,20 +189,56 @@ impl Shared {
         self.metrics.dedup_entries.set(dedup as i64);
     }
 
-    /// Drops dedup partitions that no restore can read any more.
+    /// Drops the fingerprints of whole months that are more than
+    /// `dedup_retention_days` behind every partition's checkpoint (and
+    /// behind this host's clock: both must have passed), when a retention
+    /// is set.
     pub(super) fn prune(&self) {
-        let horizon_days = self.config.core.dedup_horizon_ms / 86_400_000 + 2;
-        let today = i64::from(now_secs()) / 86_400;
-        let before = u16::try_from(today - horizon_days).unwrap_or(0);
-        match self.block_on(self.store.prune_dedup(before)) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                message = "Dropped old de-duplication partitions.",
-                partitions = n
+        let days = i64::from(self.config.dedup_retention_days);
+        if days == 0 {
+            return;
+        }
+        let result = self.block_on(async {
+            let Some(checkpointed) = self
+                .store
+                .checkpointed_event_time(&self.config.topic)
+                .await?
+            else {
+                return Ok(Vec::new());
+            };
+            let reference = checkpointed.min(i64::from(now_secs()) * 1000);
+            let before = first_month_kept(reference - days * DAY_MS);
+            self.store.prune_seen(before).await
+        });
+        match result {
+            Ok(months) if months.is_empty() => {}
+            Ok(months) => tracing::info!(
+                message = "Dropped the de-duplication fingerprints of old months.",
+                months = ?months
             ),
             Err(error) => {
-                tracing::warn!(message = "Cannot drop old de-duplication partitions.", %error)
+                tracing::warn!(message = "Cannot drop old de-duplication fingerprints.", %error)
             }
         }
+    }
+}
+
+/// `YYYYMM` of the month of `t_ms` (UTC, as the table's partitions): the
+/// months before it hold only windows that started before `t_ms`.
+fn first_month_kept(t_ms: i64) -> u32 {
+    let date = pulih_store::iso_date(t_ms.div_euclid(DAY_MS));
+    date[..4].parse::<u32>().unwrap_or(0) * 100 + date[5..7].parse::<u32>().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_before_the_horizon_only() {
+        // 2024-03-01T00:00:00Z: February and earlier may go.
+        assert_eq!(first_month_kept(1_709_251_200_000), 202_403);
+        assert_eq!(first_month_kept(1_709_251_199_999), 202_402);
+        assert_eq!(first_month_kept(0), 197_001);
     }
 }

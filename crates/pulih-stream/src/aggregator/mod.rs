@@ -13,7 +13,7 @@
 //!   (`archive.rs`);
 //! - **flush** (`flush.rs`), every `emit_interval`: the operator watermark
 //!   (`watermark.rs`) closes rows; then load the rows late records need,
-//!   write dedup entries, merchant-days and windows, make sure the dead
+//!   write fingerprints, merchant-days and windows, make sure the dead
 //!   letters are acknowledged, and write the checkpoints;
 //! - **stall**: while a flush fails, consumption is paused, the flush is
 //!   retried with capped exponential backoff and `pulih_aggregate_stalled`
@@ -84,6 +84,9 @@ pub struct AggregatorConfig {
     pub kafka_options: BTreeMap<String, String>,
     /// Also write every counted record to the `payments` table.
     pub archive_payments: bool,
+    /// Drop the fingerprints of windows this many days behind the
+    /// checkpoints (whole months); 0 keeps them.
+    pub dedup_retention_days: u32,
 }
 
 /// What one run did.
@@ -103,9 +106,11 @@ pub struct RunStats {
 }
 
 impl RunStats {
-    /// Counts one outcome; returns its metric label.
-    fn count(&mut self, outcome: Outcome) -> &'static str {
+    /// Counts one outcome; returns its metric label (none for a pending
+    /// record: it is counted once decided).
+    fn count(&mut self, outcome: Outcome) -> Option<&'static str> {
         let (counter, label) = match outcome {
+            Outcome::Pending => return None,
             Outcome::Applied => (&mut self.applied, "applied"),
             Outcome::Late => (&mut self.late, "late"),
             Outcome::Replayed => (&mut self.replayed, "replayed"),
@@ -113,7 +118,7 @@ impl RunStats {
             Outcome::TooOld => (&mut self.too_old, "too_old"),
         };
         *counter += 1;
-        label
+        Some(label)
     }
 }
 
@@ -198,6 +203,9 @@ struct State {
     dead: Vec<DeadRecord>,
     /// Counted records since the last take, with `archive_payments`.
     payments: Vec<PaymentRow>,
+    /// Raw records of pending records, with `archive_payments`: archived
+    /// once counted. By (partition, offset).
+    pending_payments: HashMap<(i32, i64), PaymentRow>,
 }
 
 struct Shared {
@@ -396,6 +404,7 @@ pub fn run_blocking(
             pending: None,
             dead: Vec::new(),
             payments: Vec::new(),
+            pending_payments: HashMap::new(),
         }),
         faults: FaultPoints::from_env(),
     });

@@ -48,10 +48,13 @@ impl Shared {
                 let label = st.stats.count(outcome);
                 let counted = matches!(
                     outcome,
-                    Outcome::Applied | Outcome::Late | Outcome::Replayed
+                    Outcome::Applied | Outcome::Late | Outcome::Replayed | Outcome::Pending
                 );
                 if self.config.archive_payments && counted {
                     match archive::payment_row(payload, p, m.offset(), ts) {
+                        Some(row) if outcome == Outcome::Pending => {
+                            st.pending_payments.insert((p, m.offset()), row);
+                        }
                         Some(row) => st.payments.push(row),
                         None => tracing::warn!(
                             message = "Counted record not archived: it does not parse as a payment record.",
@@ -72,7 +75,9 @@ impl Shared {
                         .with_label_values(&["too_old"])
                         .inc();
                 }
-                self.metrics.records.with_label_values(&[label]).inc();
+                if let Some(label) = label {
+                    self.metrics.records.with_label_values(&[label]).inc();
+                }
             }
             Err(error) => {
                 part.core.skip(m.offset());
