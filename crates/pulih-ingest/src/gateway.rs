@@ -23,11 +23,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
 use pulih_event::calendar::now_ms;
 use pulih_event::dead_letter::{DeadLetter, Stage};
+use pulih_telemetry::prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge};
+use pulih_telemetry::Component;
 use rdkafka::producer::DeliveryFuture;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -65,7 +64,8 @@ pub struct GatewayConfig {
 /// The gateway's metrics (`pulih_ingest_` prefix, bounded labels).
 #[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
+    /// The registry `/metrics` serves.
+    pub component: Component,
     pub requests: IntCounterVec,
     pub records: IntCounterVec,
     pub request_seconds: HistogramVec,
@@ -75,60 +75,60 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let opts = |n: &str, h: &str| Opts::new(n, h).namespace("pulih_ingest");
-        let requests = IntCounterVec::new(
-            opts(
-                "requests_total",
-                "HTTP requests to /v1/events by status code.",
-            ),
-            &["status"],
-        )
-        .expect("valid metric");
-        let records = IntCounterVec::new(
+        let component = Component::new("pulih_ingest");
+        let c = &component;
+        let opts = |n: &str, h: &str| c.opts(n, h);
+        let requests = c.register(
+            IntCounterVec::new(
+                opts(
+                    "requests_total",
+                    "HTTP requests to /v1/events by status code.",
+                ),
+                &["status"],
+            )
+            .expect("valid metric"),
+        );
+        let records = c.register(IntCounterVec::new(
             opts(
                 "records_total",
                 "Records by outcome (accepted, rejected) and reason code (empty when accepted).",
             ),
             &["outcome", "reason"],
         )
-        .expect("valid metric");
+        .expect("valid metric"));
         let buckets = vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        let request_seconds = HistogramVec::new(
-            HistogramOpts::new("request_duration_seconds", "Time to answer /v1/events.")
-                .namespace("pulih_ingest")
-                .buckets(buckets.clone()),
-            &["status"],
-        )
-        .expect("valid metric");
-        let ack_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "kafka_ack_duration_seconds",
-                "Time from queueing a request's records to Kafka acknowledging all of them.",
+        let request_seconds = c.register(
+            HistogramVec::new(
+                HistogramOpts::new("request_duration_seconds", "Time to answer /v1/events.")
+                    .namespace("pulih_ingest")
+                    .buckets(buckets.clone()),
+                &["status"],
             )
-            .namespace("pulih_ingest")
-            .buckets(buckets),
-            &["result"],
-        )
-        .expect("valid metric");
-        let queue_depth = IntGauge::with_opts(opts(
-            "producer_queue_depth",
-            "Records queued in the Kafka producer and not yet acknowledged.",
-        ))
-        .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(records.clone()),
-            Box::new(request_seconds.clone()),
-            Box::new(ack_seconds.clone()),
-            Box::new(queue_depth.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
+            .expect("valid metric"),
+        );
+        let ack_seconds = c.register(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "kafka_ack_duration_seconds",
+                    "Time from queueing a request's records to Kafka acknowledging all of them.",
+                )
+                .namespace("pulih_ingest")
+                .buckets(buckets),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
+        let queue_depth = c.register(
+            IntGauge::with_opts(opts(
+                "producer_queue_depth",
+                "Records queued in the Kafka producer and not yet acknowledged.",
+            ))
+            .expect("valid metric"),
+        );
         Metrics {
-            registry,
+            component: component.clone(),
             requests,
             records,
             request_seconds,
@@ -138,11 +138,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buf).unwrap_or_default()
+        self.component.render()
     }
 }
 
@@ -669,7 +665,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
     st.metrics.queue_depth.set(i64::from(st.intake.in_flight()));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, pulih_telemetry::CONTENT_TYPE)],
         st.metrics.render(),
     )
         .into_response()

@@ -2,15 +2,16 @@
 //! `pulih_aggregate_` prefix; labels are bounded (an outcome, a table, a
 //! partition number), never a district, merchant or event id.
 
-use prometheus::{
+use pulih_telemetry::prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
 };
+use pulih_telemetry::Component;
 
 /// The aggregator's metrics, registered in their own registry.
 #[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
+    /// The registry `/metrics` serves.
+    pub component: Component,
     /// Records by outcome: applied, late, replayed, duplicate, too_old,
     /// wrong_partition, undecodable.
     pub records: IntCounterVec,
@@ -40,66 +41,81 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("pulih_aggregate");
-        let records = IntCounterVec::new(
-            opts("records_total", "Records consumed, by what became of them."),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let watermark_seconds = Gauge::with_opts(opts(
+        let component = Component::new("pulih_aggregate");
+        let c = &component;
+        let opts = |name: &str, help: &str| c.opts(name, help);
+        let records = c.register(
+            IntCounterVec::new(
+                opts("records_total", "Records consumed, by what became of them."),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let watermark_seconds = c.register(Gauge::with_opts(opts(
             "watermark_seconds",
             "Operator watermark (event time, Unix seconds): the minimum over assigned, non-idle partitions.",
         ))
-        .expect("valid metric");
-        let partition_watermark_seconds = GaugeVec::new(
-            opts(
-                "partition_watermark_seconds",
-                "Watermark of each assigned partition (event time, Unix seconds).",
-            ),
-            &["partition"],
-        )
-        .expect("valid metric");
-        let stalled = IntGauge::with_opts(opts(
+        .expect("valid metric"));
+        let partition_watermark_seconds = c.register(
+            GaugeVec::new(
+                opts(
+                    "partition_watermark_seconds",
+                    "Watermark of each assigned partition (event time, Unix seconds).",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
+        );
+        let stalled = c.register(IntGauge::with_opts(opts(
             "stalled",
             "1 while ClickHouse calls fail (a flush, or restoring a partition) and consumption is paused.",
         ))
-        .expect("valid metric");
-        let store_errors = IntCounter::with_opts(opts(
-            "store_errors_total",
-            "Failed ClickHouse calls (each is retried).",
-        ))
-        .expect("valid metric");
-        let rows_written = IntCounterVec::new(
-            opts(
-                "rows_written_total",
-                "Rows written to ClickHouse, by table.",
-            ),
-            &["table"],
-        )
-        .expect("valid metric");
-        let dead_lettered = IntCounterVec::new(
-            opts(
-                "dead_lettered_total",
-                "Records written to the dead-letter topic, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let flush_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "flush_seconds",
-                "Time to make one flush durable (loads, inserts, checkpoint).",
+        .expect("valid metric"));
+        let store_errors = c.register(
+            IntCounter::with_opts(opts(
+                "store_errors_total",
+                "Failed ClickHouse calls (each is retried).",
+            ))
+            .expect("valid metric"),
+        );
+        let rows_written = c.register(
+            IntCounterVec::new(
+                opts(
+                    "rows_written_total",
+                    "Rows written to ClickHouse, by table.",
+                ),
+                &["table"],
             )
-            .namespace("pulih_aggregate")
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-        let gauge =
-            |name: &str, help: &str| IntGauge::with_opts(opts(name, help)).expect("valid metric");
-        let m = Metrics {
+            .expect("valid metric"),
+        );
+        let dead_lettered = c.register(
+            IntCounterVec::new(
+                opts(
+                    "dead_lettered_total",
+                    "Records written to the dead-letter topic, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        );
+        let flush_seconds = c.register(
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "flush_seconds",
+                    "Time to make one flush durable (loads, inserts, checkpoint).",
+                )
+                .namespace("pulih_aggregate")
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )
+            .expect("valid metric"),
+        );
+        let gauge = |name: &str, help: &str| {
+            c.register(IntGauge::with_opts(opts(name, help)).expect("valid metric"))
+        };
+        Metrics {
+            component: component.clone(),
             records,
             watermark_seconds,
             partition_watermark_seconds,
@@ -130,37 +146,17 @@ impl Metrics {
                 "consumer_lag_records",
                 "Records not yet consumed on the assigned partitions (the broker's high watermark from librdkafka statistics, every second).",
             ),
-            partition_lag: IntGaugeVec::new(
-                opts(
-                    "partition_lag_records",
-                    "Records not yet consumed, per assigned partition.",
-                ),
-                &["partition"],
-            )
-            .expect("valid metric"),
-            registry,
-        };
-        for c in [
-            Box::new(m.records.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.watermark_seconds.clone()),
-            Box::new(m.partition_watermark_seconds.clone()),
-            Box::new(m.stalled.clone()),
-            Box::new(m.store_errors.clone()),
-            Box::new(m.rows_written.clone()),
-            Box::new(m.dead_lettered.clone()),
-            Box::new(m.flush_seconds.clone()),
-            Box::new(m.topic_partitions.clone()),
-            Box::new(m.owned_partitions.clone()),
-            Box::new(m.assigned_partitions.clone()),
-            Box::new(m.resident_windows.clone()),
-            Box::new(m.resident_merchant_days.clone()),
-            Box::new(m.dedup_entries.clone()),
-            Box::new(m.consumer_lag.clone()),
-            Box::new(m.partition_lag.clone()),
-        ] {
-            m.registry.register(c).expect("metric names are unique");
+            partition_lag: c.register(
+                IntGaugeVec::new(
+                    opts(
+                        "partition_lag_records",
+                        "Records not yet consumed, per assigned partition.",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid metric"),
+            ),
         }
-        m
     }
 }
 

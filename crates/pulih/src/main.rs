@@ -349,7 +349,10 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
             .await
             .map_err(|e| format!("`aggregate.metrics_addr`: cannot listen on {addr}: {e}"))?;
         tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
-        tokio::spawn(serve_metrics(listener, metrics.registry.clone()));
+        tokio::spawn(pulih_telemetry::serve(
+            listener,
+            metrics.component.registry().clone(),
+        ));
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -368,47 +371,6 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         stats.rows_written
     );
     Ok(())
-}
-
-/// A minimal HTTP/1.1 responder for `GET /metrics` (and `/healthz`).
-async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::Registry) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", render(&registry)),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
-}
-
-/// The registry in Prometheus' text format.
-fn render(registry: &prometheus::Registry) -> String {
-    let mut buf = Vec::new();
-    use prometheus::Encoder;
-    match prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
-        Ok(()) => String::from_utf8(buf).unwrap_or_default(),
-        Err(e) => format!("# cannot encode metrics: {e}\n"),
-    }
 }
 
 async fn ingest(config: &Config) -> Result<(), BoxError> {

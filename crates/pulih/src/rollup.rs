@@ -4,16 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
 use pulih_metrics::{format_day, parse_day, Day};
 use pulih_store::{RollupReport, Store};
+use pulih_telemetry::prometheus::{Gauge, IntCounter, IntCounterVec};
+use pulih_telemetry::Component;
 
 use crate::config::Config;
-use crate::{now_ms, serve_metrics, BoxError};
+use crate::{now_ms, BoxError};
 
 /// What `pulih rollup --every` exports, under `pulih_rollup_`.
 struct RollupMetrics {
-    registry: Registry,
+    component: Component,
     rounds: IntCounterVec,
     last_success: Gauge,
     latest_day: Gauge,
@@ -23,44 +24,40 @@ struct RollupMetrics {
 }
 
 impl RollupMetrics {
-    fn new() -> Result<RollupMetrics, prometheus::Error> {
-        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("pulih_rollup");
+    fn new() -> Result<RollupMetrics, pulih_telemetry::prometheus::Error> {
+        let component = Component::new("pulih_rollup");
+        let c = &component;
+        let opts = |name: &str, help: &str| c.opts(name, help);
         let m = RollupMetrics {
-            registry: Registry::new(),
-            rounds: IntCounterVec::new(
+            component: component.clone(),
+            rounds: c.register(IntCounterVec::new(
                 opts("rounds_total", "Rollup rounds, by outcome (succeeded, failed)."),
                 &["outcome"],
-            )?,
-            last_success: Gauge::with_opts(opts(
+            )?),
+            last_success: c.register(Gauge::with_opts(opts(
                 "last_success_timestamp_seconds",
                 "When the last successful round ended (Unix seconds).",
-            ))?,
-            latest_day: Gauge::with_opts(opts(
+            ))?),
+            latest_day: c.register(Gauge::with_opts(opts(
                 "latest_day_timestamp_seconds",
                 "Start (Asia/Jakarta midnight, Unix seconds) of the newest day the last successful round computed.",
-            ))?,
-            duration: Gauge::with_opts(opts(
+            ))?),
+            duration: c.register(Gauge::with_opts(opts(
                 "last_round_duration_seconds",
                 "How long the last round took, succeeded or not.",
-            ))?,
-            rows: IntCounter::with_opts(opts(
+            ))?),
+            rows: c.register(IntCounter::with_opts(opts(
                 "rows_total",
                 "Rows written to the analytics table (the public table gets as many).",
-            ))?,
-            suppressed: IntCounter::with_opts(opts(
+            ))?),
+            suppressed: c.register(IntCounter::with_opts(opts(
                 "suppressed_rows_total",
                 "Rows written whose values the public table withholds.",
-            ))?,
+            ))?),
         };
         for outcome in ["succeeded", "failed"] {
             m.rounds.with_label_values(&[outcome]);
         }
-        m.registry.register(Box::new(m.rounds.clone()))?;
-        m.registry.register(Box::new(m.last_success.clone()))?;
-        m.registry.register(Box::new(m.latest_day.clone()))?;
-        m.registry.register(Box::new(m.duration.clone()))?;
-        m.registry.register(Box::new(m.rows.clone()))?;
-        m.registry.register(Box::new(m.suppressed.clone()))?;
         Ok(m)
     }
 
@@ -117,7 +114,10 @@ pub(crate) async fn rollup(
             .await
             .map_err(|e| format!("`metrics.rollup_metrics_addr`: cannot listen on {addr}: {e}"))?;
         tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
-        tokio::spawn(serve_metrics(listener, metrics.registry.clone()));
+        tokio::spawn(pulih_telemetry::serve(
+            listener,
+            metrics.component.registry().clone(),
+        ));
     }
     let refresh = config.metrics.refresh_days as Day;
     // Merchant-days written since this time are not yet rolled up. It moves
@@ -199,7 +199,7 @@ mod tests {
             suppressed: 7,
         };
         m.round(Duration::from_secs(2), Some(&report));
-        let text = crate::render(&m.registry);
+        let text = m.component.render();
         for line in [
             "pulih_rollup_rounds_total{outcome=\"failed\"} 1",
             "pulih_rollup_rounds_total{outcome=\"succeeded\"} 1",
