@@ -9,7 +9,7 @@
 //!
 //! Records are generated like the simulator's: 44 districts × 6 sectors,
 //! 5 000 merchants, one hour of event time in order with jitter, 1 % of
-//! them re-deliveries. Results go in docs/benchmarks.md.
+//! them re-deliveries (a copy of the record 50 records earlier). Results go in docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -49,9 +49,18 @@ fn main() {
         x ^= x << 17;
         x
     };
+    // Where each record starts in `buf`, so a re-delivery can copy one.
+    let mut starts: Vec<usize> = Vec::with_capacity(n + 1);
     for i in 0..n {
         let r = rnd();
-        let id = if i > 100 && r % 100 == 0 { i - 50 } else { i };
+        starts.push(buf.len());
+        if i > 100 && r % 100 == 0 {
+            // A re-delivery: the same record as 50 records earlier.
+            let (from, to) = (starts[i - 50], starts[i - 49]);
+            buf.extend_from_within(from..to);
+            continue;
+        }
+        let id = i;
         let merchant = (r >> 8) % 5_000;
         let record = PaymentRecord {
             event_id: format!("evt-{id:010}"),
