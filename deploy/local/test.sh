@@ -14,7 +14,11 @@ deploy/local/services.sh up
 
 # The end-to-end tests create databases named it_<test>_<ms>_<pid>_<n> (and
 # their _analytics and _public siblings); drop them when the run ends,
-# passed or failed, so they do not pile up on the server.
+# passed or failed, so they do not pile up on the server. Their Kafka
+# topics (it.<test>_...) stay: Tansu 0.6.0 answers a request to delete one
+# topic by deleting every topic of the broker (tried on 2026-11-29), and
+# the broker is shared with whatever else runs here. Empty ones cost
+# little; `deploy/local/services.sh reset` deletes both services' data.
 drop_test_databases() {
     local ch=http://127.0.0.1:8123/ db
     for db in $(curl -sf "$ch" --data-binary \
