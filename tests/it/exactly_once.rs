@@ -469,6 +469,20 @@ impl Run {
             rows.iter().all(|r| r.is_final == 1),
             "every window is final"
         );
+        // Read to the end with every partition idle, the topic is complete
+        // up to the wall clock less the lateness: every partition recorded
+        // a watermark past the last event's day.
+        let through = self
+            .store
+            .complete_through(&self.kafka.topic)
+            .await
+            .unwrap()
+            .expect("every partition recorded how far it is complete");
+        let last = self.sent.iter().map(|e| T0_MS + e.at_ms).max().unwrap();
+        assert!(
+            pulih_event::calendar::day_of(through) > pulih_event::calendar::day_of(last),
+            "complete through {through}, last event {last}"
+        );
         let got = self.windows().await;
         assert_eq!(rows.len(), got.len(), "one row per window after FINAL");
         for (k, v) in &want.windows {

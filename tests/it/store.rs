@@ -104,6 +104,37 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
     );
 }
 
+/// A topic is complete up to the lowest partition watermark, once every
+/// partition the layout records has one; a lower watermark written later
+/// (a restarted process) takes nothing back.
+#[tokio::test]
+async fn completeness_waits_for_every_partition_and_never_goes_back() {
+    let store = Store::new(&store_config("complete"));
+    store.migrate().await.unwrap();
+    assert_eq!(store.complete_through("t").await.unwrap(), None);
+    assert_eq!(store.record_layout("t", 2).await.unwrap(), 2);
+    let w = |partition: i32, watermark_ms: i64| pulih_store::WatermarkRow {
+        topic: "t".into(),
+        partition,
+        watermark_ms,
+        updated_at: 1,
+    };
+    store.insert_watermarks(&[w(0, 5_000)]).await.unwrap();
+    assert_eq!(
+        store.complete_through("t").await.unwrap(),
+        None,
+        "partition 1 has none"
+    );
+    store
+        .insert_watermarks(&[w(1, 9_000), w(0, 7_000)])
+        .await
+        .unwrap();
+    assert_eq!(store.complete_through("t").await.unwrap(), Some(7_000));
+    store.insert_watermarks(&[w(0, 1_000)]).await.unwrap();
+    assert_eq!(store.complete_through("t").await.unwrap(), Some(7_000));
+    assert_eq!(store.complete_through("other").await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn checkpoints_keep_the_highest_offset() {
     let store = Store::new(&store_config("checkpoint"));

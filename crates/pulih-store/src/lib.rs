@@ -250,6 +250,16 @@ pub struct CheckpointRow {
     pub updated_at: u32,
 }
 
+/// One row of `aggregator_watermark`: a partition's event time is
+/// complete up to `watermark_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct WatermarkRow {
+    pub topic: String,
+    pub partition: i32,
+    pub watermark_ms: i64,
+    pub updated_at: u32,
+}
+
 /// One row of `aggregator_seen`: an event counted in a window.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct SeenRow {
@@ -399,6 +409,37 @@ impl Store {
     /// Appends fingerprints of counted events to `aggregator_seen`.
     pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
         self.insert_rows("aggregator_seen", rows).await
+    }
+
+    /// Records how far partitions are complete in `aggregator_watermark`.
+    pub async fn insert_watermarks(&self, rows: &[WatermarkRow]) -> Result<(), StoreError> {
+        self.insert_rows("aggregator_watermark", rows).await
+    }
+
+    /// How far `topic`'s event time is complete: the lowest watermark over
+    /// its partitions (milliseconds), once every partition the layout
+    /// records has one; `None` before that.
+    pub async fn complete_through(&self, topic: &str) -> Result<Option<i64>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Progress {
+            partitions: u64,
+            watermark_ms: i64,
+            expected: i32,
+        }
+        let p = self
+            .client
+            .query(
+                "SELECT count() AS partitions, min(w) AS watermark_ms, \
+                 (SELECT argMin(partition_count, recorded_at) FROM aggregator_layout WHERE topic = ?) AS expected \
+                 FROM (SELECT partition, max(watermark_ms) AS w FROM aggregator_watermark \
+                 WHERE topic = ? GROUP BY partition)",
+            )
+            .bind(topic)
+            .bind(topic)
+            .fetch_one::<Progress>()
+            .await
+            .map_err(self.err("read aggregator_watermark"))?;
+        Ok((p.expected > 0 && p.partitions >= p.expected as u64).then_some(p.watermark_ms))
     }
 
     /// Records checkpoints in `aggregator_checkpoint`.

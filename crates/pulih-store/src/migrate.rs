@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_payments.sql"),
     migration!(6, "0006_aggregator_layout.sql"),
     migration!(7, "0007_aggregator_seen.sql"),
+    migration!(8, "0008_aggregator_watermark.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -41,7 +41,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use pulih_event::{Channel, MerchantSize, Sector};
-use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow};
+use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow, WatermarkRow};
 
 use pulih_event::calendar;
 pub use pulih_event::calendar::day_end_ms;
@@ -284,14 +284,15 @@ impl Wanted {
 }
 
 /// Everything one flush of a partition must make durable, in this order:
-/// fingerprints, daily rows and window rows (any order among them), then
-/// the checkpoint.
+/// fingerprints, daily rows and window rows (any order among them), the
+/// checkpoint, then how far the partition's event time is complete.
 #[derive(Debug, Clone, Default)]
 pub struct Flush {
     pub seen: Vec<SeenRow>,
     pub activity: Vec<ActivityRow>,
     pub daily: Vec<DailyRow>,
     pub checkpoints: Vec<CheckpointRow>,
+    pub watermarks: Vec<WatermarkRow>,
 }
 
 impl Flush {
@@ -300,6 +301,7 @@ impl Flush {
             && self.activity.is_empty()
             && self.daily.is_empty()
             && self.checkpoints.is_empty()
+            && self.watermarks.is_empty()
     }
 
     pub fn append(&mut self, other: Flush) {
@@ -307,6 +309,7 @@ impl Flush {
         self.activity.extend(other.activity);
         self.daily.extend(other.daily);
         self.checkpoints.extend(other.checkpoints);
+        self.watermarks.extend(other.watermarks);
     }
 }
 
@@ -329,6 +332,8 @@ pub struct Partition {
     wait_days: Vec<(DayKey, i64, u64)>,
     /// Fingerprints to make durable: (window, fingerprint, offset).
     new_seen: Vec<(WindowKey, u128, i64)>,
+    /// The Jakarta day of the watermark last recorded as complete.
+    recorded_day: i64,
 }
 
 impl Partition {
@@ -348,6 +353,7 @@ impl Partition {
             pending: Vec::new(),
             wait_days: Vec::new(),
             new_seen: Vec::new(),
+            recorded_day: i64::MIN,
         }
     }
 
@@ -633,7 +639,9 @@ impl Partition {
 
     /// Takes what must become durable: new fingerprints, rows that changed
     /// or became final (final rows are then forgotten, with their
-    /// fingerprints), and a checkpoint when the offset moved. With
+    /// fingerprints), a checkpoint when the offset moved, and the
+    /// watermark each time it enters a new Jakarta day (every row it
+    /// closed is in this flush or an earlier one). With
     /// `all_final` every row is final (the input is known to be complete).
     /// Call [`Partition::supply`] first when [`Partition::wanted`] is not
     /// empty; while records are pending the checkpoint is left out.
@@ -690,6 +698,15 @@ impl Partition {
                 max_event_ms: self.max_event_ms.unwrap_or(i64::MIN),
                 max_ts_ms: self.max_ts_ms.unwrap_or(i64::MIN),
                 group_id: group_id.to_owned(),
+                updated_at: now_s,
+            });
+        }
+        if !waiting && wm > i64::MIN && calendar::day_of(wm) > self.recorded_day {
+            self.recorded_day = calendar::day_of(wm);
+            flush.watermarks.push(WatermarkRow {
+                topic: topic.to_owned(),
+                partition: self.id,
+                watermark_ms: wm,
                 updated_at: now_s,
             });
         }

@@ -549,6 +549,41 @@ fn duplicates_are_dropped_however_late_they_come() {
     assert_eq!(daily_values(&m).values().map(|v| v.0).sum::<u64>(), 3);
 }
 
+/// The watermark is recorded each time it enters a new Jakarta day, in the
+/// flush that makes final the rows it closed, and not while records wait
+/// for rows read back.
+#[test]
+fn the_watermark_is_recorded_once_per_jakarta_day() {
+    const DAY: i64 = 86_400_000;
+    let mut m = Model::default();
+    let mut p = Partition::new(0, config(120_000));
+    assert!(
+        p.take("t", "g", false, 0).watermarks.is_empty(),
+        "no event yet"
+    );
+    p.fold(0, T0, &ev(1, 0, 0, 1, 10));
+    p.advance(None);
+    let f = p.take("t", "g", false, 0);
+    assert_eq!(f.watermarks.len(), 1);
+    assert_eq!(f.watermarks[0].watermark_ms, T0 - 120_000);
+    p.fold(1, T0 + 60_000, &ev(2, 60_000, 0, 1, 10));
+    p.advance(None);
+    assert!(p.take("t", "g", false, 0).watermarks.is_empty(), "same day");
+    // The next day: recorded with the rows of the day before made final.
+    p.fold(2, T0 + DAY, &ev(3, DAY, 0, 1, 10));
+    p.advance(Some(T0 + DAY));
+    let f = p.take("t", "g", false, 0);
+    assert_eq!(f.watermarks.len(), 1);
+    assert!(f.daily.iter().any(|r| r.is_final == 1));
+    // A late record waits for its window: nothing is recorded until it is in.
+    p.fold(3, T0 + 2 * DAY, &ev(4, 1_000, 0, 2, 10));
+    p.advance(Some(T0 + 2 * DAY));
+    let f = p.take("t", "g", false, 0);
+    assert!(f.watermarks.is_empty() && f.checkpoints.is_empty());
+    m.flush(&mut p, false, None);
+    assert!(m.checkpoints.contains_key(&0));
+}
+
 /// A record that waits for its window while a later record of the same
 /// merchant-day is folded is still counted in that day.
 #[test]

@@ -132,7 +132,8 @@ impl Shared {
 
     /// Makes one flush durable, in the order the correctness argument
     /// needs: raw records (idempotent by key, so any time before the
-    /// checkpoint), fingerprints and rows, dead letters, then checkpoints.
+    /// checkpoint), fingerprints and rows, dead letters, checkpoints, then
+    /// how far each partition is complete.
     fn write(
         &self,
         flush: &Flush,
@@ -152,6 +153,7 @@ impl Shared {
         }
         self.block_on(self.store.insert_checkpoints(&flush.checkpoints))?;
         self.faults.pass("after_checkpoint");
+        self.block_on(self.store.insert_watermarks(&flush.watermarks))?;
         Ok(())
     }
 
