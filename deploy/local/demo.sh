@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end, on this machine:
 #   services up → migrations → simulator → Kafka → aggregator → ClickHouse
-# then a table of what landed, checked against what the simulator sent, and
-# the latest day's published recovery metrics per level.
+# then a table of what landed, checked against what the simulator sent, how
+# far the published recovery metrics reach (complete days only), and the
+# latest published day per level.
 #
 # Usage: deploy/local/demo.sh [RATE] [SECONDS]      (default 2000 events/s for 10 s)
 set -euo pipefail
@@ -48,10 +49,15 @@ else
     exit 1
 fi
 
-echo "demo: rolling up the last days into recovery metrics (docs/data-model.md)" >&2
+echo "demo: rolling up the complete days into recovery metrics (docs/data-model.md)" >&2
 $PULIH rollup --from "$(date -u -d '3 days ago' +%F)"
+echo "demo: published through (the last complete Jakarta day; today's events, in the report above, are published once the day has ended):" >&2
 curl -sS 'http://127.0.0.1:8123/' --data-binary "
-    SELECT level, count() AS cells, sum(suppressed) AS suppressed, sum(txn_count) AS published_transactions
+    SELECT toString(argMax(data_through, released_at)) AS data_through,
+           toString(argMax(provisional_from, released_at)) AS provisional_from
+    FROM pulih_public.releases FORMAT PrettyCompactMonoBlock"
+curl -sS 'http://127.0.0.1:8123/' --data-binary "
+    SELECT day, level, count() AS cells, sum(suppressed) AS suppressed, sum(txn_count) AS published_transactions
     FROM pulih_public.recovery_daily FINAL
     WHERE day = (SELECT max(day) FROM pulih_public.recovery_daily)
-    GROUP BY level ORDER BY level FORMAT PrettyCompactMonoBlock"
+    GROUP BY day, level ORDER BY level FORMAT PrettyCompactMonoBlock"

@@ -745,6 +745,8 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         ("analytics", "recovery_daily"),
         ("public", "recovery_daily"),
         ("analytics", "activity_1m"),
+        ("analytics", "releases"),
+        ("public", "releases"),
     ] {
         let data = client
             .query(&format!("SELECT * FROM `{db}_{database}`.{table} FINAL"))
@@ -814,6 +816,26 @@ async fn rollup_every_picks_up_new_days() {
             })
             .collect()
     };
+    // The aggregator of the topic's one partition has passed the end of
+    // 2021-03-01 (Jakarta): that day is complete.
+    store.record_layout(&kafka.topic, 1).await.unwrap();
+    let complete_through = |day: &str| {
+        let store = store.clone();
+        let topic = kafka.topic.clone();
+        let end = pulih_event::calendar::day_end_ms(i64::from(parse_day(day).unwrap()));
+        async move {
+            store
+                .insert_watermarks(&[pulih_store::WatermarkRow {
+                    topic,
+                    partition: 0,
+                    watermark_ms: end,
+                    updated_at: 0,
+                }])
+                .await
+                .unwrap()
+        }
+    };
+    complete_through("2021-03-01").await;
     store.insert_daily(&day_rows("2021-03-01")).await.unwrap();
     let log = std::fs::File::create(dir.join("rollup.log")).unwrap();
     let mut child = Command::new(pulih_bin())
@@ -856,8 +878,44 @@ async fn rollup_every_picks_up_new_days() {
         }
     };
     wait_for("2021-03-01", 8).await;
+    let release = || {
+        let client = client.clone();
+        let db = store_config.database.clone();
+        async move {
+            client
+                .query(&format!(
+                    "SELECT toString(argMax(data_through, released_at)), toString(argMax(provisional_from, released_at)) \
+                     FROM `{db}_public`.releases"
+                ))
+                .fetch_one::<(String, String)>()
+                .await
+                .unwrap()
+        }
+    };
+    // A day the aggregator has not finished is not published, however
+    // many rounds pass.
     store.insert_daily(&day_rows("2021-03-02")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        city_txns("2021-03-02").await,
+        0,
+        "a partial day is not published"
+    );
+    assert_eq!(
+        release().await,
+        ("2021-03-01".to_owned(), "2021-02-23".to_owned()),
+        "complete through 2021-03-01, the last 7 days provisional"
+    );
+    complete_through("2021-03-02").await;
     wait_for("2021-03-02", 8).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while release().await.0 != "2021-03-02" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no release of 2021-03-02"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // A backfill of an older day is rolled up too, without a restart.
     store.insert_daily(&day_rows("2021-02-01")).await.unwrap();
     wait_for("2021-02-01", 8).await;

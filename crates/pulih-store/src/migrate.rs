@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_aggregator_layout.sql"),
     migration!(7, "0007_aggregator_seen.sql"),
     migration!(8, "0008_aggregator_watermark.sql"),
+    migration!(9, "0009_releases.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -397,6 +397,34 @@ impl Store {
         Ok(complete)
     }
 
+    /// Records a release in the analytics and public databases: complete
+    /// days through `data_through` are published, and those from
+    /// `provisional_from` on may still be revised.
+    pub async fn record_release(
+        &self,
+        data_through: Day,
+        provisional_from: Day,
+    ) -> Result<(), StoreError> {
+        #[derive(clickhouse::Row, Serialize)]
+        struct Release {
+            released_at: u32,
+            data_through: u16,
+            provisional_from: u16,
+        }
+        let row = [Release {
+            released_at: (pulih_event::calendar::now_ms() / 1000) as u32,
+            data_through: u16::try_from(data_through).unwrap_or(0),
+            provisional_from: u16::try_from(provisional_from).unwrap_or(0),
+        }];
+        for database in [
+            migrate::analytics_database(&self.database),
+            migrate::public_database(&self.database),
+        ] {
+            self.insert_rows_into(&database, "releases", &row).await?;
+        }
+        Ok(())
+    }
+
     /// Recomputes `recovery_daily` for days `from ..= to` (default: all
     /// days with data) in the analytics and public databases. `kota_of`
     /// maps each district code to its kota code.

@@ -120,6 +120,11 @@ pub(crate) async fn rollup(
         ));
     }
     let refresh = config.metrics.refresh_days as Day;
+    // Days younger than the age limit may still be corrected by events the
+    // gateway accepts: they are released as provisional.
+    let provisional = config.time.max_age_secs.div_ceil(86_400) as Day;
+    let topic = &config.kafka.topic;
+    let mut released: Option<Day> = None;
     // Merchant-days written since this time are not yet rolled up. It moves
     // to the start of each round that succeeds, less a margin for the
     // aggregator's clock being a little behind.
@@ -127,21 +132,50 @@ pub(crate) async fn rollup(
     loop {
         let started = Instant::now();
         let round_start = u32::try_from((now_ms() / 1000).saturating_sub(600)).unwrap_or(0);
-        let result = store.rollup(&params, &kota, from, to).await;
-        metrics.round(started.elapsed(), result.as_ref().ok());
+        // Only complete days: those every partition's watermark has passed.
+        let result = async {
+            let Some(watermark) = store.complete_through(topic).await? else {
+                return Ok((None, RollupReport::default()));
+            };
+            let through = (pulih_event::calendar::day_of(watermark) - 1) as Day;
+            // Through the last day with merchant-days unless --to says
+            // otherwise, and never past the last complete one.
+            let last = match to {
+                Some(t) => Some(t),
+                None => store.activity_days().await?.map(|(_, last)| last),
+            }
+            .map_or(through, |t| t.min(through));
+            let report = store.rollup(&params, &kota, from, Some(last)).await?;
+            if released != Some(through) {
+                store
+                    .record_release(through, through - provisional + 1)
+                    .await?;
+            }
+            Ok::<_, pulih_store::StoreError>((Some(through), report))
+        }
+        .await;
+        metrics.round(started.elapsed(), result.as_ref().ok().map(|(_, r)| r));
         match result {
-            Ok(r) => {
+            Ok((through, r)) => {
                 since = round_start;
-                match r.days {
-                    Some((a, b)) => println!(
-                        "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s",
+                released = through;
+                match (through, r.days) {
+                    (None, _) => println!(
+                        "nothing to roll up: no day of topic {topic} is complete yet (aggregator_watermark)"
+                    ),
+                    (Some(t), None) => println!(
+                        "nothing to roll up through {}, the last complete day",
+                        format_day(t)
+                    ),
+                    (Some(t), Some((a, b))) => println!(
+                        "rolled up {}..{}: {} rows, {} suppressed, in {:.1} s; complete through {}",
                         format_day(a),
                         format_day(b),
                         r.rows,
                         r.suppressed,
-                        started.elapsed().as_secs_f64()
+                        started.elapsed().as_secs_f64(),
+                        format_day(t)
                     ),
-                    None => println!("nothing to roll up: merchant_activity_daily is empty"),
                 }
             }
             // A service keeps going: the next round covers these days too.
