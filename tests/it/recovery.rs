@@ -892,6 +892,23 @@ async fn rollup_every_picks_up_new_days() {
                 .unwrap()
         }
     };
+    // A late merchant-day revises the published day; its first release
+    // stays as it was.
+    let mut late = day_rows("2021-03-01");
+    late.truncate(1);
+    late[0].merchant_key = [9; 32];
+    store.insert_daily(&late).await.unwrap();
+    wait_for("2021-03-01", 10).await;
+    let first_release = client
+        .query(&format!(
+            "SELECT toUInt64(ifNull(sum(txn_count), 0)) FROM `{}_analytics`.recovery_daily_first_release FINAL \
+             WHERE level = 'city' AND day = '2021-03-01'",
+            store_config.database
+        ))
+        .fetch_one::<u64>()
+        .await
+        .unwrap();
+    assert_eq!(first_release, 8, "the first release of 2021-03-01 is kept");
     // A day the aggregator has not finished is not published, however
     // many rounds pass.
     store.insert_daily(&day_rows("2021-03-02")).await.unwrap();

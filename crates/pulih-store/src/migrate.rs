@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_aggregator_seen.sql"),
     migration!(8, "0008_aggregator_watermark.sql"),
     migration!(9, "0009_releases.sql"),
+    migration!(10, "0010_first_release.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

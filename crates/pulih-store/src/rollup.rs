@@ -513,6 +513,19 @@ impl Store {
             self.insert_rows_into(&analytics, "recovery_daily", &a)
                 .await?;
             self.insert_rows_into(&public, "recovery_daily", &p).await?;
+            // The first release of each public value is kept (a revision
+            // of the day later does not replace it).
+            self.client
+                .query(&format!(
+                    "INSERT INTO `{analytics}`.recovery_daily_first_release \
+                     SELECT *, bitNot(version) FROM `{public}`.recovery_daily FINAL \
+                     WHERE day >= toDate(?) AND day <= toDate(?)"
+                ))
+                .bind(pulih_metrics::format_day(start))
+                .bind(pulih_metrics::format_day(end))
+                .execute()
+                .await
+                .map_err(self.err("keep the first release"))?;
             tracing::debug!(
                 message = "Rolled up recovery metrics.",
                 from = %pulih_metrics::format_day(start),
