@@ -323,6 +323,16 @@ impl Config {
                 ),
             ));
         }
+        let days = end - start + 1;
+        if days % 7 != 0 {
+            return Err(key_error(
+                "metrics.baseline_end",
+                format!(
+                    "the baseline must be whole weeks, so that every weekday weighs the same; {} to {} is {days} days",
+                    m.baseline_start, m.baseline_end
+                ),
+            ));
+        }
         if m.min_merchants == 0 {
             return Err(key_error(
                 "metrics.min_merchants",
@@ -501,6 +511,7 @@ mod tests {
                 "`metrics.baseline_start`",
             ),
             ("baseline_end = \"2019-12-31\"", "`metrics.baseline_end`"),
+            ("baseline_end = \"2020-02-02\"", "whole weeks"),
             ("min_merchants = 0", "`metrics.min_merchants`"),
             (
                 "rollup_metrics_addr = \"localhost:9465\"",
