@@ -490,6 +490,23 @@ impl Run {
         }
         assert_eq!(got.len(), want.windows.len());
         assert_eq!(self.days().await, want.days);
+        // Every merchant counted has its producer recorded, once.
+        let producers = self
+            .store
+            .client()
+            .query(
+                "SELECT producer_id, count() FROM merchant_producer FINAL \
+                 WHERE merchant_key IN (SELECT merchant_key FROM merchant_activity_daily) \
+                 GROUP BY producer_id",
+            )
+            .fetch_all::<(String, u64)>()
+            .await
+            .unwrap();
+        let merchants: BTreeSet<[u8; 32]> = want.days.keys().map(|k| k.3).collect();
+        assert_eq!(
+            producers,
+            vec![("bank-x".to_owned(), merchants.len() as u64)]
+        );
         // The archive holds each counted event once.
         let counted: BTreeSet<&str> = self
             .sent

@@ -260,6 +260,14 @@ pub struct WatermarkRow {
     pub updated_at: u32,
 }
 
+/// One row of `merchant_producer`: the producer a merchant key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct MerchantProducerRow {
+    pub merchant_key: [u8; 32],
+    pub producer_id: String,
+    pub first_seen: u32,
+}
+
 /// One row of `aggregator_seen`: an event counted in a window.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct SeenRow {
@@ -409,6 +417,14 @@ impl Store {
     /// Appends fingerprints of counted events to `aggregator_seen`.
     pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
         self.insert_rows("aggregator_seen", rows).await
+    }
+
+    /// Records the producers of merchant keys in `merchant_producer`.
+    pub async fn insert_merchant_producers(
+        &self,
+        rows: &[MerchantProducerRow],
+    ) -> Result<(), StoreError> {
+        self.insert_rows("merchant_producer", rows).await
     }
 
     /// Records how far partitions are complete in `aggregator_watermark`.

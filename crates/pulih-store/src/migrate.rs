@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_aggregator_watermark.sql"),
     migration!(9, "0009_releases.sql"),
     migration!(10, "0010_first_release.sql"),
+    migration!(11, "0011_merchant_producer.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

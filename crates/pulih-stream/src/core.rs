@@ -91,14 +91,51 @@ impl Hasher for PrehashedHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
-type Prehashed = BuildHasherDefault<PrehashedHasher>;
+/// Hash-map state for keys that are already uniformly random.
+pub type Prehashed = BuildHasherDefault<PrehashedHasher>;
 
 /// A district code such as `31.74.09`: always eight ASCII bytes.
 pub type District = [u8; 8];
 
+/// A producer id (1-64 characters of `[A-Za-z0-9_-]`), held inline so
+/// that decoding a record allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Producer {
+    len: u8,
+    bytes: [u8; 64],
+}
+
+impl Producer {
+    /// `None` when `id` is empty or longer than 64 bytes.
+    pub fn new(id: &str) -> Option<Producer> {
+        let n = id.len();
+        if n == 0 || n > 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        bytes[..n].copy_from_slice(id.as_bytes());
+        Some(Producer {
+            len: n as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A decoded, validated payment record, as the core needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// Who sent it (`producer_id`).
+    pub producer: Producer,
     /// XXH3-128 of `producer_id`, a zero byte and `event_id`.
     pub fingerprint: u128,
     pub occurred_ms: i64,

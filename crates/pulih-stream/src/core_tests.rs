@@ -17,6 +17,7 @@ const SECTORS: [&str; 3] = ["G", "I", "C"];
 
 fn ev(id: u32, t_ms: i64, cell: usize, merchant: u8, amount: u64) -> Event {
     Event {
+        producer: Producer::new("p").unwrap(),
         fingerprint: fingerprint("p", &format!("e{id}")),
         occurred_ms: T0 + t_ms,
         district: *DISTRICTS[cell % 3],

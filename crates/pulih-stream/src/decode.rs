@@ -8,7 +8,7 @@ use std::fmt;
 use pulih_event::{Channel, MerchantSize, Reference, Sector, Timestamp};
 use serde::Deserialize;
 
-use crate::core::{fingerprint, Event};
+use crate::core::{fingerprint, Event, Producer};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +88,8 @@ pub fn decode_serde(bytes: &[u8], reference: &Reference) -> Result<Event, Decode
         .and_then(|_| r.district_code.as_bytes().try_into().ok())
         .ok_or(DecodeError::UnknownDistrict)?;
     Ok(Event {
+        producer: Producer::new(&r.producer_id)
+            .ok_or_else(|| DecodeError::BadRecord("producer_id is empty or too long".into()))?,
         fingerprint: fingerprint(&r.producer_id, &r.event_id),
         occurred_ms: r.occurred_at.unix_millis(),
         district,
@@ -204,6 +206,7 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
         .into_iter()
         .find(|c| c.as_str().as_bytes() == f.size)?;
     Some(Event {
+        producer: Producer::new(text(f.producer_id)?)?,
         fingerprint: fingerprint(text(f.producer_id)?, text(f.event_id)?),
         occurred_ms: occurred.unix_millis(),
         district,

@@ -1,19 +1,19 @@
 //! Making what was folded durable, in the order the exactly-once argument
-//! needs (`docs/semantics.md`): raw records, fingerprints, merchant-days,
+//! needs (`docs/semantics.md`): raw records and merchants' producers,
+//! fingerprints, merchant-days,
 //! windows, dead letters, and only then the checkpoints. Nothing is
 //! committed to Kafka: consumption resumes from the checkpoints.
 
 use std::time::Instant;
 
-use pulih_store::{ActivityRow, DailyRow, PaymentRow, SeenRow};
+use pulih_store::{ActivityRow, DailyRow, SeenRow};
 
 use pulih_event::calendar::DAY_MS;
 
 use crate::core::{self, Flush, Outcome};
 
-use super::dead_letter::DeadRecord;
 use super::watermark::{operator_watermark, PartitionClock};
-use super::{now_secs, Failure, Shared, State};
+use super::{now_secs, Failure, Shared, State, Taken};
 
 impl Shared {
     /// Takes a flush from every partition unless one is already pending,
@@ -88,17 +88,25 @@ impl Shared {
                     ));
                 }
             }
-            let dead = std::mem::take(&mut st.dead);
-            let payments = std::mem::take(&mut st.payments);
-            st.pending = Some((flush, dead, payments));
+            st.pending = Some(Taken {
+                flush,
+                dead: std::mem::take(&mut st.dead),
+                payments: std::mem::take(&mut st.payments),
+                producers: std::mem::take(&mut st.producers),
+            });
         }
-        let (flush, dead, payments) = st.pending.as_ref().expect("set above");
-        if flush.is_empty() && dead.is_empty() && payments.is_empty() {
+        let taken = st.pending.as_ref().expect("set above");
+        let (flush, payments) = (&taken.flush, &taken.payments);
+        if flush.is_empty()
+            && taken.dead.is_empty()
+            && payments.is_empty()
+            && taken.producers.is_empty()
+        {
             st.pending = None;
             return Ok(false);
         }
         let started = Instant::now();
-        self.write(flush, dead, payments)?;
+        self.write(taken)?;
         self.metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -134,13 +142,15 @@ impl Shared {
     /// needs: raw records (idempotent by key, so any time before the
     /// checkpoint), fingerprints and rows, dead letters, checkpoints, then
     /// how far each partition is complete.
-    fn write(
-        &self,
-        flush: &Flush,
-        dead: &[DeadRecord],
-        payments: &[PaymentRow],
-    ) -> Result<(), Failure> {
+    fn write(&self, taken: &Taken) -> Result<(), Failure> {
+        let Taken {
+            flush,
+            dead,
+            payments,
+            producers,
+        } = taken;
         self.block_on(self.store.insert_payments(payments))?;
+        self.block_on(self.store.insert_merchant_producers(producers))?;
         self.block_on(self.store.insert_seen(&flush.seen))?;
         self.faults.pass("after_seen");
         self.block_on(self.store.insert_daily(&flush.daily))?;

@@ -32,13 +32,13 @@ mod flush;
 mod records;
 pub mod watermark;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pulih_event::Reference;
-use pulih_store::{PaymentRow, Store, StoreError};
+use pulih_store::{MerchantProducerRow, PaymentRow, Store, StoreError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -47,7 +47,7 @@ use rdkafka::ClientConfig;
 
 pub use assign::owned_partitions;
 
-use crate::core::{CoreConfig, Flush, Outcome, Partition};
+use crate::core::{CoreConfig, Flush, Outcome, Partition, Prehashed};
 use crate::metrics::Metrics;
 use dead_letter::DeadRecord;
 use fault::FaultPoints;
@@ -198,7 +198,7 @@ struct State {
     partition_count: i32,
     stats: RunStats,
     /// A flush taken from the core but not yet durable.
-    pending: Option<(Flush, Vec<DeadRecord>, Vec<PaymentRow>)>,
+    pending: Option<Taken>,
     /// Dead letters of records folded since the last take.
     dead: Vec<DeadRecord>,
     /// Counted records since the last take, with `archive_payments`.
@@ -206,6 +206,19 @@ struct State {
     /// Raw records of pending records, with `archive_payments`: archived
     /// once counted. By (partition, offset).
     pending_payments: HashMap<(i32, i64), PaymentRow>,
+    /// Merchant keys whose producer this process has recorded (or is
+    /// about to): one entry per merchant seen since the start.
+    producers_known: HashSet<[u8; 32], Prehashed>,
+    /// Producers of merchant keys seen first since the last take.
+    producers: Vec<MerchantProducerRow>,
+}
+
+/// Everything one flush makes durable, taken at once.
+struct Taken {
+    flush: Flush,
+    dead: Vec<DeadRecord>,
+    payments: Vec<PaymentRow>,
+    producers: Vec<MerchantProducerRow>,
 }
 
 struct Shared {
@@ -405,6 +418,8 @@ pub fn run_blocking(
             dead: Vec::new(),
             payments: Vec::new(),
             pending_payments: HashMap::new(),
+            producers_known: HashSet::default(),
+            producers: Vec::new(),
         }),
         faults: FaultPoints::from_env(),
     });

@@ -9,7 +9,9 @@ use rdkafka::Message;
 use crate::core::{Event, Outcome};
 use crate::decode::decode;
 
-use super::{archive, dead_letter, Shared};
+use pulih_store::MerchantProducerRow;
+
+use super::{archive, dead_letter, now_secs, Shared};
 
 impl Shared {
     pub(super) fn handle(&self, m: &BorrowedMessage<'_>) {
@@ -43,6 +45,13 @@ impl Shared {
                 }
             }
             Ok(event) => {
+                if st.producers_known.insert(event.merchant) {
+                    st.producers.push(MerchantProducerRow {
+                        merchant_key: event.merchant,
+                        producer_id: event.producer.as_str().to_owned(),
+                        first_seen: now_secs(),
+                    });
+                }
                 let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
                 let outcome = part.core.fold(m.offset(), ts, &event);
                 let label = st.stats.count(outcome);
