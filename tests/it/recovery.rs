@@ -747,6 +747,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         ("analytics", "activity_1m"),
         ("analytics", "releases"),
         ("public", "releases"),
+        ("analytics", "producer_coverage_daily"),
     ] {
         let data = client
             .query(&format!("SELECT * FROM `{db}_{database}`.{table} FINAL"))
@@ -978,4 +979,77 @@ async fn rollup_every_picks_up_new_days() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One producer of three stops for 3 days: its coverage flags exactly those
+/// days as an outage, and the other two producers' days stay covered.
+#[tokio::test]
+async fn an_outage_of_one_producer_is_flagged_on_its_days() {
+    let store_config = store_config("coverage");
+    let store = pulih_store::Store::new(&store_config);
+    store.migrate().await.unwrap();
+    let first = parse_day("2021-03-01").unwrap();
+    let stop = first + 30..first + 33;
+    let producers = ["bank-a", "bank-b", "qris-c"];
+    let mut mapping = Vec::new();
+    let mut daily = Vec::new();
+    for (p, producer) in producers.iter().enumerate() {
+        for m in 0..10u8 {
+            let key = [p as u8 * 16 + m; 32];
+            mapping.push(pulih_store::MerchantProducerRow {
+                merchant_key: key,
+                producer_id: (*producer).to_owned(),
+                first_seen: 0,
+            });
+            for day in first..first + 42 {
+                if p == 2 && stop.contains(&day) {
+                    continue;
+                }
+                daily.push(pulih_store::DailyRow {
+                    day: day as u16,
+                    district_code: "31.72.01".into(),
+                    sector: "G".into(),
+                    merchant_key: key,
+                    txn_count: 3,
+                    amount_idr_sum: 60_000,
+                    is_final: 1,
+                    source_partition: 0,
+                    source_offset: 1,
+                    version: 3,
+                    updated_at: 0,
+                });
+            }
+        }
+    }
+    store.insert_merchant_producers(&mapping).await.unwrap();
+    store.insert_daily(&daily).await.unwrap();
+    let kota = pulih_store::kota_map([("31.72.01", "31.72")]);
+    store
+        .rollup(&pulih_metrics::Params::standard(), &kota, None, None)
+        .await
+        .unwrap();
+    let outages = store
+        .client()
+        .query(&format!(
+            "SELECT producer_id, toString(day) FROM `{}_analytics`.producer_coverage_daily FINAL \
+             WHERE outage = 1 ORDER BY producer_id, day",
+            store_config.database
+        ))
+        .fetch_all::<(String, String)>()
+        .await
+        .unwrap();
+    let want: Vec<(String, String)> = stop.map(|d| ("qris-c".to_owned(), format_day(d))).collect();
+    assert_eq!(outages, want);
+    // Judged every day once four weeks of history exist: 3 producers × 14.
+    let judged = store
+        .client()
+        .query(&format!(
+            "SELECT count() FROM `{}_analytics`.producer_coverage_daily FINAL \
+             WHERE day >= '2021-03-29' AND coverage IS NOT NULL",
+            store_config.database
+        ))
+        .fetch_one::<u64>()
+        .await
+        .unwrap();
+    assert_eq!(judged, 42);
 }

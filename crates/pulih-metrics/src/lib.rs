@@ -7,7 +7,8 @@
 //! trailing 3 days); their 7-day moving averages; indices against a
 //! baseline period; seasonal adjustment against the same index 52 weeks
 //! earlier; week-over-week and 4-week changes; and the small-cell
-//! suppression that decides what may be published. It does no I/O:
+//! suppression that decides what may be published; and each producer's
+//! coverage (`coverage`), which tells an outage from a downturn. It does no I/O:
 //! `pulih-store` reads the daily totals from ClickHouse and writes the rows
 //! this crate computes. The definitions are spelled out in
 //! `docs/data-model.md`.
@@ -15,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+pub mod coverage;
 mod suppress;
 
 pub use suppress::complementary;
@@ -142,7 +144,7 @@ pub struct BaselineTotals {
 }
 
 /// Configurable definitions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     pub baseline_start: Day,
     pub baseline_end: Day,
@@ -150,6 +152,12 @@ pub struct Params {
     pub min_merchants: u32,
     /// A day's cell with fewer transactions is suppressed.
     pub min_txns: u64,
+    /// A producer is judged for outages only when its norm (median of the
+    /// same weekday over the previous four weeks) reaches this many
+    /// transactions a day.
+    pub coverage_min_txns: u64,
+    /// A producer below this share of its norm on a day has an outage.
+    pub coverage_outage_below: f64,
 }
 
 impl Params {
@@ -161,6 +169,8 @@ impl Params {
             baseline_end: parse_day("2020-01-31").expect("valid date"),
             min_merchants: 3,
             min_txns: 5,
+            coverage_min_txns: 20,
+            coverage_outage_below: 0.5,
         }
     }
 

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_releases.sql"),
     migration!(10, "0010_first_release.sql"),
     migration!(11, "0011_merchant_producer.sql"),
+    migration!(12, "0012_producer_coverage.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use pulih_metrics::coverage::{self, ProducerDay};
 use pulih_metrics::{
     format_day, BaselineTotals, Cell, Day, DayTotals, Input, Level, Metrics, Params, Published,
 };
@@ -397,6 +398,78 @@ impl Store {
         Ok(complete)
     }
 
+    /// Computes each producer's coverage on days `from ..= to` and writes
+    /// it to `producer_coverage_daily`.
+    async fn roll_up_coverage(
+        &self,
+        params: &Params,
+        from: Day,
+        to: Day,
+        version: u64,
+        computed_at: u32,
+    ) -> Result<(), StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Fetched {
+            producer_id: String,
+            day: u16,
+            txns: u64,
+            amount: u64,
+        }
+        #[derive(clickhouse::Row, Serialize)]
+        struct CoverageRow {
+            day: u16,
+            producer_id: String,
+            txn_count: u64,
+            amount_idr_sum: u64,
+            norm_txn_count: Option<f64>,
+            coverage: Option<f64>,
+            outage: u8,
+            version: u64,
+            computed_at: u32,
+        }
+        let fetched = self
+            .client
+            .query(
+                "SELECT p.producer_id AS producer_id, d.day AS day, toUInt64(sum(d.txn_count)) AS txns, \
+                 toUInt64(sum(d.amount_idr_sum)) AS amount \
+                 FROM (SELECT day, merchant_key, txn_count, amount_idr_sum FROM merchant_activity_daily FINAL \
+                       WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
+                 ANY INNER JOIN (SELECT merchant_key, producer_id FROM merchant_producer FINAL) AS p \
+                 USING merchant_key GROUP BY producer_id, day",
+            )
+            .bind(pulih_metrics::format_day(from - coverage::NORM_HISTORY))
+            .bind(pulih_metrics::format_day(to))
+            .fetch_all::<Fetched>()
+            .await
+            .map_err(self.err("read producer activity"))?;
+        let days: Vec<ProducerDay> = fetched
+            .into_iter()
+            .map(|f| ProducerDay {
+                producer: f.producer_id,
+                day: Day::from(f.day),
+                txns: f.txns,
+                amount: f.amount,
+            })
+            .collect();
+        let rows: Vec<CoverageRow> = coverage::coverage(&days, from, to, params)
+            .into_iter()
+            .map(|c| CoverageRow {
+                day: u16::try_from(c.day).unwrap_or(0),
+                producer_id: c.producer,
+                txn_count: c.txns,
+                amount_idr_sum: c.amount,
+                norm_txn_count: c.norm_txns,
+                coverage: c.ratio,
+                outage: u8::from(c.outage),
+                version,
+                computed_at,
+            })
+            .collect();
+        let analytics = migrate::analytics_database(&self.database);
+        self.insert_rows_into(&analytics, "producer_coverage_daily", &rows)
+            .await
+    }
+
     /// Records a release in the analytics and public databases: complete
     /// days through `data_through` are published, and those from
     /// `provisional_from` on may still be revised.
@@ -513,6 +586,8 @@ impl Store {
             self.insert_rows_into(&analytics, "recovery_daily", &a)
                 .await?;
             self.insert_rows_into(&public, "recovery_daily", &p).await?;
+            self.roll_up_coverage(params, start, end, version, computed_at)
+                .await?;
             // The first release of each public value is kept (a revision
             // of the day later does not replace it).
             self.client

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub baseline_end: String,
     pub min_merchants: u32,
     pub min_transactions: u64,
+    pub coverage_min_transactions: u64,
+    pub coverage_outage_below: f64,
     pub refresh_days: u32,
     pub rollup_metrics_addr: String,
 }
@@ -339,11 +341,28 @@ impl Config {
                 "must be at least 1: a cell of one merchant may never be published",
             ));
         }
+        if !(m.coverage_outage_below > 0.0 && m.coverage_outage_below <= 1.0) {
+            return Err(key_error(
+                "metrics.coverage_outage_below",
+                format!(
+                    "must be a share of the producer's norm, in (0, 1]; got {}",
+                    m.coverage_outage_below
+                ),
+            ));
+        }
+        if m.coverage_min_transactions == 0 {
+            return Err(key_error(
+                "metrics.coverage_min_transactions",
+                "must be at least 1: a producer without a norm cannot have an outage",
+            ));
+        }
         Ok(pulih_metrics::Params {
             baseline_start: start,
             baseline_end: end,
             min_merchants: m.min_merchants,
             min_txns: m.min_transactions,
+            coverage_min_txns: m.coverage_min_transactions,
+            coverage_outage_below: m.coverage_outage_below,
         })
     }
 
@@ -513,6 +532,18 @@ mod tests {
             ("baseline_end = \"2019-12-31\"", "`metrics.baseline_end`"),
             ("baseline_end = \"2020-02-02\"", "whole weeks"),
             ("min_merchants = 0", "`metrics.min_merchants`"),
+            (
+                "coverage_outage_below = 1.5",
+                "`metrics.coverage_outage_below`",
+            ),
+            (
+                "coverage_outage_below = 0",
+                "`metrics.coverage_outage_below`",
+            ),
+            (
+                "coverage_min_transactions = 0",
+                "`metrics.coverage_min_transactions`",
+            ),
             (
                 "rollup_metrics_addr = \"localhost:9465\"",
                 "`metrics.rollup_metrics_addr`",

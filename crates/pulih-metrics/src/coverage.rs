@@ -1,0 +1,157 @@
+//! Coverage: whether each producer's feed was complete on a day. A
+//! producer whose feed stops (an outage at a bank or an acquirer) makes
+//! its merchants' revenue drop to zero, which must not read as a collapse
+//! in sales. Each producer's transactions on a day are compared with its
+//! own norm: the median of the same weekday over the previous
+//! [`NORM_WEEKS`] weeks (so weekly cycles do not count as gaps, and an
+//! earlier outage does not lower the norm). A day
+//! below `coverage_outage_below` of a norm of at least
+//! `coverage_min_txns` transactions is an **outage** of that producer.
+
+use std::collections::BTreeMap;
+
+use crate::{Day, Params};
+
+/// Weeks of the same weekday the norm averages.
+pub const NORM_WEEKS: Day = 4;
+
+/// Days before the first computed day that the norm reads.
+pub const NORM_HISTORY: Day = 7 * NORM_WEEKS;
+
+/// One producer's activity on one Jakarta day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerDay {
+    pub producer: String,
+    pub day: Day,
+    pub txns: u64,
+    pub amount: u64,
+}
+
+/// A producer's coverage on a day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coverage {
+    pub producer: String,
+    pub day: Day,
+    pub txns: u64,
+    pub amount: u64,
+    /// Median transactions on the same weekday over the previous weeks;
+    /// `None` below `coverage_min_txns` (too little history to judge).
+    pub norm_txns: Option<f64>,
+    /// `txns / norm_txns`.
+    pub ratio: Option<f64>,
+    pub outage: bool,
+}
+
+/// Coverage of every producer active in `days` on each day `from ..= to`;
+/// `days` must hold the [`NORM_HISTORY`] days before `from` too. A producer
+/// with neither activity nor a norm on a day has no row for it.
+pub fn coverage(days: &[ProducerDay], from: Day, to: Day, params: &Params) -> Vec<Coverage> {
+    let mut series: BTreeMap<&str, BTreeMap<Day, (u64, u64)>> = BTreeMap::new();
+    for d in days {
+        let v = series
+            .entry(d.producer.as_str())
+            .or_default()
+            .entry(d.day)
+            .or_insert((0, 0));
+        v.0 += d.txns;
+        v.1 += d.amount;
+    }
+    let mut out = Vec::new();
+    for (producer, s) in &series {
+        for day in from..=to {
+            let (txns, amount) = s.get(&day).copied().unwrap_or((0, 0));
+            let mut weeks: Vec<u64> = (1..=NORM_WEEKS)
+                .map(|w| s.get(&(day - 7 * w)).map_or(0, |v| v.0))
+                .collect();
+            weeks.sort_unstable();
+            let norm = (weeks[1] + weeks[2]) as f64 / 2.0;
+            let norm = (norm >= params.coverage_min_txns as f64).then_some(norm);
+            if txns == 0 && norm.is_none() {
+                continue;
+            }
+            let ratio = norm.map(|n| txns as f64 / n);
+            out.push(Coverage {
+                producer: (*producer).to_owned(),
+                day,
+                txns,
+                amount,
+                norm_txns: norm,
+                ratio,
+                outage: ratio.is_some_and(|r| r < params.coverage_outage_below),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `per_day(day)` transactions for each day of `0..days`, skipping
+    /// the days in `gap`.
+    fn feed(
+        producer: &str,
+        days: Day,
+        gap: std::ops::Range<Day>,
+        per_day: impl Fn(Day) -> u64,
+    ) -> Vec<ProducerDay> {
+        (0..days)
+            .filter(|d| !gap.contains(d))
+            .map(|day| ProducerDay {
+                producer: producer.to_owned(),
+                day,
+                txns: per_day(day),
+                amount: per_day(day) * 10_000,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_feed_that_stops_is_an_outage_on_exactly_those_days() {
+        let p = Params::standard();
+        let mut days = feed("bank-a", 42, 32..35, |_| 100);
+        days.extend(feed("bank-b", 42, 0..0, |_| 80));
+        let c = coverage(&days, 28, 41, &p);
+        let outages: Vec<(String, Day)> = c
+            .iter()
+            .filter(|c| c.outage)
+            .map(|c| (c.producer.clone(), c.day))
+            .collect();
+        assert_eq!(
+            outages,
+            vec![
+                ("bank-a".into(), 32),
+                ("bank-a".into(), 33),
+                ("bank-a".into(), 34)
+            ]
+        );
+        let back = c
+            .iter()
+            .find(|c| c.producer == "bank-a" && c.day == 39)
+            .unwrap();
+        assert_eq!(back.ratio, Some(1.0), "the outage does not lower the norm");
+        assert_eq!(back.norm_txns, Some(100.0));
+    }
+
+    #[test]
+    fn weekly_cycles_and_new_producers_are_not_outages() {
+        let p = Params::standard();
+        // Sundays (day % 7 == 3 for these day numbers) at a fifth.
+        let mut days = feed("bank-a", 42, 0..0, |d| if d % 7 == 3 { 20 } else { 100 });
+        // A producer that started on day 30: no norm yet.
+        days.extend(feed("bank-new", 42, 0..30, |_| 500));
+        let c = coverage(&days, 28, 41, &p);
+        assert!(c.iter().all(|c| !c.outage), "{c:?}");
+        let new: Vec<_> = c.iter().filter(|c| c.producer == "bank-new").collect();
+        assert_eq!(new.len(), 12);
+        assert!(new.iter().all(|c| c.norm_txns.is_none()));
+    }
+
+    #[test]
+    fn a_small_producer_is_not_judged() {
+        let p = Params::standard();
+        let days = feed("tiny", 42, 35..38, |_| 3);
+        assert!(coverage(&days, 28, 41, &p).iter().all(|c| !c.outage));
+    }
+}
