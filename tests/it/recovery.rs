@@ -748,6 +748,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         ("analytics", "releases"),
         ("public", "releases"),
         ("analytics", "producer_coverage_daily"),
+        ("analytics", "cell_coverage_daily"),
     ] {
         let data = client
             .query(&format!("SELECT * FROM `{db}_{database}`.{table} FINAL"))
@@ -982,7 +983,8 @@ async fn rollup_every_picks_up_new_days() {
 }
 
 /// One producer of three stops for 3 days: its coverage flags exactly those
-/// days as an outage, and the other two producers' days stay covered.
+/// days as an outage, the other two producers' days stay covered, and the
+/// cell its merchants are in is incomplete on those days only.
 #[tokio::test]
 async fn an_outage_of_one_producer_is_flagged_on_its_days() {
     let store_config = store_config("coverage");
@@ -1038,7 +1040,10 @@ async fn an_outage_of_one_producer_is_flagged_on_its_days() {
         .fetch_all::<(String, String)>()
         .await
         .unwrap();
-    let want: Vec<(String, String)> = stop.map(|d| ("qris-c".to_owned(), format_day(d))).collect();
+    let want: Vec<(String, String)> = stop
+        .clone()
+        .map(|d| ("qris-c".to_owned(), format_day(d)))
+        .collect();
     assert_eq!(outages, want);
     // Judged every day once four weeks of history exist: 3 producers × 14.
     let judged = store
@@ -1052,4 +1057,25 @@ async fn an_outage_of_one_producer_is_flagged_on_its_days() {
         .await
         .unwrap();
     assert_eq!(judged, 42);
+    // The cell its merchants are in misses a third of what it expects on
+    // those days, at every level up to the city; no other day is
+    // incomplete.
+    let incomplete = store
+        .client()
+        .query(&format!(
+            "SELECT toString(level), toString(day), round(missing_share, 4) \
+             FROM `{}_analytics`.cell_coverage_daily FINAL WHERE incomplete = 1 ORDER BY day, level",
+            store_config.database
+        ))
+        .fetch_all::<(String, String, f64)>()
+        .await
+        .unwrap();
+    let want: Vec<(String, String, f64)> = stop
+        .clone()
+        .flat_map(|d| {
+            ["district_sector", "kota_sector", "sector", "city"]
+                .map(|level| (level.to_owned(), format_day(d), 0.3333))
+        })
+        .collect();
+    assert_eq!(incomplete, want);
 }

@@ -7,10 +7,15 @@
 //! earlier outage does not lower the norm). A day
 //! below `coverage_outage_below` of a norm of at least
 //! `coverage_min_txns` transactions is an **outage** of that producer.
+//!
+//! A cell-day is **incomplete** when producers in outage carry at least
+//! `coverage_incomplete_share` of the transactions the cell expects that
+//! day (each producer's own norm in that cell, summed): its numbers then
+//! miss part of its activity, whatever they show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::{Day, Params};
+use crate::{Cell, Day, Level, Params};
 
 /// Weeks of the same weekday the norm averages.
 pub const NORM_WEEKS: Day = 4;
@@ -60,11 +65,8 @@ pub fn coverage(days: &[ProducerDay], from: Day, to: Day, params: &Params) -> Ve
     for (producer, s) in &series {
         for day in from..=to {
             let (txns, amount) = s.get(&day).copied().unwrap_or((0, 0));
-            let mut weeks: Vec<u64> = (1..=NORM_WEEKS)
-                .map(|w| s.get(&(day - 7 * w)).map_or(0, |v| v.0))
-                .collect();
-            weeks.sort_unstable();
-            let norm = (weeks[1] + weeks[2]) as f64 / 2.0;
+            let txns_by_day: BTreeMap<Day, u64> = s.iter().map(|(d, v)| (*d, v.0)).collect();
+            let norm = norm(&txns_by_day, day);
             let norm = (norm >= params.coverage_min_txns as f64).then_some(norm);
             if txns == 0 && norm.is_none() {
                 continue;
@@ -82,6 +84,101 @@ pub fn coverage(days: &[ProducerDay], from: Day, to: Day, params: &Params) -> Ve
         }
     }
     out
+}
+
+/// The median of the same weekday in the [`NORM_WEEKS`] weeks before `day`.
+fn norm(series: &BTreeMap<Day, u64>, day: Day) -> f64 {
+    let mut weeks: Vec<u64> = (1..=NORM_WEEKS)
+        .map(|w| series.get(&(day - 7 * w)).copied().unwrap_or(0))
+        .collect();
+    weeks.sort_unstable();
+    // The median of four.
+    (weeks[1] + weeks[2]) as f64 / 2.0
+}
+
+/// One producer's transactions in one district × sector cell on one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerCellDay {
+    pub producer: String,
+    pub kota: String,
+    pub district: String,
+    pub sector: String,
+    pub day: Day,
+    pub txns: u64,
+}
+
+/// How much of a cell's expected activity producers in outage carry on a
+/// day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellCoverage {
+    pub cell: Cell,
+    pub day: Day,
+    /// The producers' norms in this cell, summed.
+    pub expected_txns: f64,
+    /// The share of `expected_txns` that producers in outage carry.
+    pub missing_share: f64,
+    pub incomplete: bool,
+}
+
+/// Coverage of every cell (all four levels) with an expected activity on
+/// each day `from ..= to`, given the producers' `outages` (producer, day).
+/// `days` must hold the [`NORM_HISTORY`] days before `from` too.
+pub fn cell_coverage(
+    days: &[ProducerCellDay],
+    outages: &HashSet<(String, Day)>,
+    from: Day,
+    to: Day,
+    params: &Params,
+) -> Vec<CellCoverage> {
+    let mut series: HashMap<(&str, Cell), BTreeMap<Day, u64>> = HashMap::new();
+    for d in days {
+        let cell = Cell::new(
+            Level::DistrictSector,
+            d.kota.clone(),
+            d.district.clone(),
+            d.sector.clone(),
+        );
+        *series
+            .entry((d.producer.as_str(), cell))
+            .or_default()
+            .entry(d.day)
+            .or_insert(0) += d.txns;
+    }
+    // (cell, day) -> (expected, missing), summed up the hierarchy.
+    let mut totals: BTreeMap<(Cell, Day), (f64, f64)> = BTreeMap::new();
+    for ((producer, cell), s) in &series {
+        for day in from..=to {
+            let expected = norm(s, day);
+            if expected == 0.0 {
+                continue;
+            }
+            let missing = if outages.contains(&((*producer).to_owned(), day)) {
+                expected
+            } else {
+                0.0
+            };
+            let mut c = Some(cell.clone());
+            while let Some(cell) = c {
+                c = cell.parent();
+                let t = totals.entry((cell, day)).or_insert((0.0, 0.0));
+                t.0 += expected;
+                t.1 += missing;
+            }
+        }
+    }
+    totals
+        .into_iter()
+        .map(|((cell, day), (expected, missing))| {
+            let share = missing / expected;
+            CellCoverage {
+                cell,
+                day,
+                expected_txns: expected,
+                missing_share: share,
+                incomplete: share >= params.coverage_incomplete_share,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -153,5 +250,51 @@ mod tests {
         let p = Params::standard();
         let days = feed("tiny", 42, 35..38, |_| 3);
         assert!(coverage(&days, 28, 41, &p).iter().all(|c| !c.outage));
+    }
+
+    #[test]
+    fn a_cell_is_incomplete_by_the_share_its_producers_in_outage_carry() {
+        let mut p = Params::standard();
+        p.coverage_incomplete_share = 0.1;
+        let mut days = Vec::new();
+        // District A: bank-a 90 %, bank-b 10 % of the activity; district B:
+        // bank-a only. Same sector, same kota.
+        for day in 0..35 {
+            for (producer, district, txns) in [
+                ("bank-a", "31.72.01", 90),
+                ("bank-b", "31.72.01", 10),
+                ("bank-a", "31.72.02", 50),
+            ] {
+                days.push(ProducerCellDay {
+                    producer: producer.into(),
+                    kota: "31.72".into(),
+                    district: district.into(),
+                    sector: "G".into(),
+                    day,
+                    txns,
+                });
+            }
+        }
+        let outages: HashSet<(String, Day)> = [("bank-b".to_owned(), 30)].into();
+        let c = cell_coverage(&days, &outages, 28, 34, &p);
+        let at = |level: Level, district: &str, day: Day| {
+            c.iter()
+                .find(|c| c.cell.level == level && c.cell.district == district && c.day == day)
+                .unwrap()
+        };
+        let a = at(Level::DistrictSector, "31.72.01", 30);
+        assert_eq!(
+            (a.expected_txns, a.missing_share, a.incomplete),
+            (100.0, 0.1, true)
+        );
+        assert!(!at(Level::DistrictSector, "31.72.02", 30).incomplete);
+        // The kota expects 150, of which 10 are missing: under 10 %.
+        let kota = at(Level::KotaSector, "", 30);
+        assert!((kota.missing_share - 10.0 / 150.0).abs() < 1e-12 && !kota.incomplete);
+        assert!(c
+            .iter()
+            .filter(|c| c.day != 30)
+            .all(|c| c.missing_share == 0.0));
+        assert_eq!(c.len(), 7 * 5, "two districts, kota, sector, city: 7 days");
     }
 }

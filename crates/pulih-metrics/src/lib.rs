@@ -158,6 +158,9 @@ pub struct Params {
     pub coverage_min_txns: u64,
     /// A producer below this share of its norm on a day has an outage.
     pub coverage_outage_below: f64,
+    /// A cell-day is incomplete when producers in outage carry at least
+    /// this share of the transactions it expects.
+    pub coverage_incomplete_share: f64,
 }
 
 impl Params {
@@ -171,6 +174,7 @@ impl Params {
             min_txns: 5,
             coverage_min_txns: 20,
             coverage_outage_below: 0.5,
+            coverage_incomplete_share: 0.1,
         }
     }
 

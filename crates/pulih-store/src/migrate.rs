@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_first_release.sql"),
     migration!(11, "0011_merchant_producer.sql"),
     migration!(12, "0012_producer_coverage.sql"),
+    migration!(13, "0013_cell_coverage.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

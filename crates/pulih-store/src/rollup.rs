@@ -2,7 +2,7 @@
 //! `merchant_activity_daily`, computes the metrics with `pulih-metrics`, and
 //! writes the analysts' and the public table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use pulih_metrics::coverage::{self, ProducerDay};
 use pulih_metrics::{
@@ -398,11 +398,13 @@ impl Store {
         Ok(complete)
     }
 
-    /// Computes each producer's coverage on days `from ..= to` and writes
-    /// it to `producer_coverage_daily`.
+    /// Computes each producer's and each cell's coverage on days
+    /// `from ..= to` and writes them to `producer_coverage_daily` and
+    /// `cell_coverage_daily`.
     async fn roll_up_coverage(
         &self,
         params: &Params,
+        kota_of: &[(String, String)],
         from: Day,
         to: Day,
         version: u64,
@@ -467,6 +469,79 @@ impl Store {
             .collect();
         let analytics = migrate::analytics_database(&self.database);
         self.insert_rows_into(&analytics, "producer_coverage_daily", &rows)
+            .await?;
+
+        #[derive(clickhouse::Row, Deserialize)]
+        struct FetchedCell {
+            producer_id: String,
+            district_code: String,
+            sector: String,
+            day: u16,
+            txns: u64,
+        }
+        #[derive(clickhouse::Row, Serialize)]
+        struct CellRow {
+            day: u16,
+            level: i8,
+            kota_code: String,
+            district_code: String,
+            sector: String,
+            expected_txn_count: f64,
+            missing_share: f64,
+            incomplete: u8,
+            version: u64,
+            computed_at: u32,
+        }
+        let outages: HashSet<(String, Day)> = rows
+            .iter()
+            .filter(|r| r.outage == 1)
+            .map(|r| (r.producer_id.clone(), Day::from(r.day)))
+            .collect();
+        let kota: HashMap<&str, &str> = kota_of
+            .iter()
+            .map(|(d, k)| (d.as_str(), k.as_str()))
+            .collect();
+        let cells = self
+            .client
+            .query(
+                "SELECT p.producer_id AS producer_id, d.district_code AS district_code, d.sector AS sector, \
+                 d.day AS day, toUInt64(sum(d.txn_count)) AS txns \
+                 FROM (SELECT day, district_code, sector, merchant_key, txn_count FROM merchant_activity_daily FINAL \
+                       WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
+                 ANY INNER JOIN (SELECT merchant_key, producer_id FROM merchant_producer FINAL) AS p \
+                 USING merchant_key GROUP BY producer_id, district_code, sector, day",
+            )
+            .bind(pulih_metrics::format_day(from - coverage::NORM_HISTORY))
+            .bind(pulih_metrics::format_day(to))
+            .fetch_all::<FetchedCell>()
+            .await
+            .map_err(self.err("read producer activity per cell"))?
+            .into_iter()
+            .map(|f| coverage::ProducerCellDay {
+                kota: kota.get(f.district_code.as_str()).copied().unwrap_or("").to_owned(),
+                producer: f.producer_id,
+                district: f.district_code,
+                sector: f.sector,
+                day: Day::from(f.day),
+                txns: f.txns,
+            })
+            .collect::<Vec<_>>();
+        let cell_rows: Vec<CellRow> = coverage::cell_coverage(&cells, &outages, from, to, params)
+            .into_iter()
+            .map(|c| CellRow {
+                day: u16::try_from(c.day).unwrap_or(0),
+                level: c.cell.level as i8,
+                kota_code: c.cell.kota,
+                district_code: c.cell.district,
+                sector: c.cell.sector,
+                expected_txn_count: c.expected_txns,
+                missing_share: c.missing_share,
+                incomplete: u8::from(c.incomplete),
+                version,
+                computed_at,
+            })
+            .collect();
+        self.insert_rows_into(&analytics, "cell_coverage_daily", &cell_rows)
             .await
     }
 
@@ -586,7 +661,7 @@ impl Store {
             self.insert_rows_into(&analytics, "recovery_daily", &a)
                 .await?;
             self.insert_rows_into(&public, "recovery_daily", &p).await?;
-            self.roll_up_coverage(params, start, end, version, computed_at)
+            self.roll_up_coverage(params, kota_of, start, end, version, computed_at)
                 .await?;
             // The first release of each public value is kept (a revision
             // of the day later does not replace it).

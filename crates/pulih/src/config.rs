@@ -43,6 +43,7 @@ pub struct Metrics {
     pub min_transactions: u64,
     pub coverage_min_transactions: u64,
     pub coverage_outage_below: f64,
+    pub coverage_incomplete_share: f64,
     pub refresh_days: u32,
     pub rollup_metrics_addr: String,
 }
@@ -350,6 +351,15 @@ impl Config {
                 ),
             ));
         }
+        if !(m.coverage_incomplete_share > 0.0 && m.coverage_incomplete_share <= 1.0) {
+            return Err(key_error(
+                "metrics.coverage_incomplete_share",
+                format!(
+                    "must be a share of the cell's expected transactions, in (0, 1]; got {}",
+                    m.coverage_incomplete_share
+                ),
+            ));
+        }
         if m.coverage_min_transactions == 0 {
             return Err(key_error(
                 "metrics.coverage_min_transactions",
@@ -363,6 +373,7 @@ impl Config {
             min_txns: m.min_transactions,
             coverage_min_txns: m.coverage_min_transactions,
             coverage_outage_below: m.coverage_outage_below,
+            coverage_incomplete_share: m.coverage_incomplete_share,
         })
     }
 
