@@ -413,6 +413,8 @@ impl Store {
         #[derive(clickhouse::Row, Deserialize)]
         struct Fetched {
             producer_id: String,
+            district_code: String,
+            sector: String,
             day: u16,
             txns: u64,
             amount: u64,
@@ -429,15 +431,16 @@ impl Store {
             version: u64,
             computed_at: u32,
         }
+        // Each producer's activity per district x sector cell and day.
         let fetched = self
             .client
             .query(
-                "SELECT p.producer_id AS producer_id, d.day AS day, toUInt64(sum(d.txn_count)) AS txns, \
-                 toUInt64(sum(d.amount_idr_sum)) AS amount \
-                 FROM (SELECT day, merchant_key, txn_count, amount_idr_sum FROM merchant_activity_daily FINAL \
-                       WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
+                "SELECT p.producer_id AS producer_id, d.district_code AS district_code, d.sector AS sector, \
+                 d.day AS day, toUInt64(sum(d.txn_count)) AS txns, toUInt64(sum(d.amount_idr_sum)) AS amount \
+                 FROM (SELECT day, district_code, sector, merchant_key, txn_count, amount_idr_sum \
+                       FROM merchant_activity_daily FINAL WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
                  ANY INNER JOIN (SELECT merchant_key, producer_id FROM merchant_producer FINAL) AS p \
-                 USING merchant_key GROUP BY producer_id, day",
+                 USING merchant_key GROUP BY producer_id, district_code, sector, day",
             )
             .bind(pulih_metrics::format_day(from - coverage::NORM_HISTORY))
             .bind(pulih_metrics::format_day(to))
@@ -445,9 +448,9 @@ impl Store {
             .await
             .map_err(self.err("read producer activity"))?;
         let days: Vec<ProducerDay> = fetched
-            .into_iter()
+            .iter()
             .map(|f| ProducerDay {
-                producer: f.producer_id,
+                producer: f.producer_id.clone(),
                 day: Day::from(f.day),
                 txns: f.txns,
                 amount: f.amount,
@@ -471,14 +474,6 @@ impl Store {
         self.insert_rows_into(&analytics, "producer_coverage_daily", &rows)
             .await?;
 
-        #[derive(clickhouse::Row, Deserialize)]
-        struct FetchedCell {
-            producer_id: String,
-            district_code: String,
-            sector: String,
-            day: u16,
-            txns: u64,
-        }
         #[derive(clickhouse::Row, Serialize)]
         struct CellRow {
             day: u16,
@@ -501,31 +496,21 @@ impl Store {
             .iter()
             .map(|(d, k)| (d.as_str(), k.as_str()))
             .collect();
-        let cells = self
-            .client
-            .query(
-                "SELECT p.producer_id AS producer_id, d.district_code AS district_code, d.sector AS sector, \
-                 d.day AS day, toUInt64(sum(d.txn_count)) AS txns \
-                 FROM (SELECT day, district_code, sector, merchant_key, txn_count FROM merchant_activity_daily FINAL \
-                       WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
-                 ANY INNER JOIN (SELECT merchant_key, producer_id FROM merchant_producer FINAL) AS p \
-                 USING merchant_key GROUP BY producer_id, district_code, sector, day",
-            )
-            .bind(pulih_metrics::format_day(from - coverage::NORM_HISTORY))
-            .bind(pulih_metrics::format_day(to))
-            .fetch_all::<FetchedCell>()
-            .await
-            .map_err(self.err("read producer activity per cell"))?
+        let cells: Vec<coverage::ProducerCellDay> = fetched
             .into_iter()
             .map(|f| coverage::ProducerCellDay {
-                kota: kota.get(f.district_code.as_str()).copied().unwrap_or("").to_owned(),
+                kota: kota
+                    .get(f.district_code.as_str())
+                    .copied()
+                    .unwrap_or("")
+                    .to_owned(),
                 producer: f.producer_id,
                 district: f.district_code,
                 sector: f.sector,
                 day: Day::from(f.day),
                 txns: f.txns,
             })
-            .collect::<Vec<_>>();
+            .collect();
         let cell_rows: Vec<CellRow> = coverage::cell_coverage(&cells, &outages, from, to, params)
             .into_iter()
             .map(|c| CellRow {
