@@ -627,19 +627,19 @@ impl Partition {
             .map(|(_, e)| self.window_key(e))
             .filter(|k| !self.windows.contains_key(k))
             .collect();
-        for row in activity {
-            if let Some((key, agg)) = window_from_row(&row, self.id) {
-                if fresh.contains(&key) {
-                    self.windows
-                        .entry(key)
-                        .or_insert_with(|| Slot::new(agg, row.is_final == 1));
-                }
-            }
-        }
+        // Windows read back, and those the store has no row of, empty.
+        let mut read: FxHashMap<WindowKey, Slot<WindowAgg>> = activity
+            .iter()
+            .filter_map(|row| {
+                let (key, agg) = window_from_row(row, self.id)?;
+                Some((key, Slot::new(agg, row.is_final == 1)))
+            })
+            .collect();
         for key in &fresh {
-            self.windows
-                .entry(*key)
-                .or_insert_with(|| Slot::new(WindowAgg::default(), false));
+            let slot = read
+                .remove(key)
+                .unwrap_or_else(|| Slot::new(WindowAgg::default(), false));
+            self.windows.insert(*key, slot);
         }
         self.remember(&fresh, seen);
         for row in daily {

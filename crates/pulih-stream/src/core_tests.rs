@@ -581,8 +581,11 @@ fn the_watermark_is_recorded_once_per_jakarta_day() {
     p.advance(Some(T0 + 2 * DAY));
     let f = p.take("t", "g", false, 0);
     assert!(f.watermarks.is_empty() && f.checkpoints.is_empty());
-    m.flush(&mut p, false, None);
-    assert!(m.checkpoints.contains_key(&0));
+    assert_eq!(m.supply(&mut p), vec![(3, Outcome::Late)]);
+    let f = p.take("t", "g", false, 0);
+    assert_eq!(f.checkpoints.len(), 1);
+    assert_eq!(f.watermarks.len(), 1, "recorded once the late record is in");
+    assert_eq!(f.watermarks[0].watermark_ms, T0 + 2 * DAY);
 }
 
 /// A record that waits for its window while a later record of the same

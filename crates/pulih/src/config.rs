@@ -342,23 +342,24 @@ impl Config {
                 "must be at least 1: a cell of one merchant may never be published",
             ));
         }
-        if !(m.coverage_outage_below > 0.0 && m.coverage_outage_below <= 1.0) {
-            return Err(key_error(
+        for (key, share, of) in [
+            (
                 "metrics.coverage_outage_below",
-                format!(
-                    "must be a share of the producer's norm, in (0, 1]; got {}",
-                    m.coverage_outage_below
-                ),
-            ));
-        }
-        if !(m.coverage_incomplete_share > 0.0 && m.coverage_incomplete_share <= 1.0) {
-            return Err(key_error(
+                m.coverage_outage_below,
+                "the producer's norm",
+            ),
+            (
                 "metrics.coverage_incomplete_share",
-                format!(
-                    "must be a share of the cell's expected transactions, in (0, 1]; got {}",
-                    m.coverage_incomplete_share
-                ),
-            ));
+                m.coverage_incomplete_share,
+                "the cell's expected transactions",
+            ),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(key_error(
+                    key,
+                    format!("must be a share of {of}, in (0, 1]; got {share}"),
+                ));
+            }
         }
         if m.coverage_min_transactions == 0 {
             return Err(key_error(
