@@ -556,7 +556,7 @@ fn duplicates_are_dropped_however_late_they_come() {
 #[test]
 fn the_watermark_is_recorded_once_per_jakarta_day() {
     const DAY: i64 = 86_400_000;
-    let mut m = Model::default();
+    let m = Model::default();
     let mut p = Partition::new(0, config(120_000));
     assert!(
         p.take("t", "g", false, 0).watermarks.is_empty(),
