@@ -122,11 +122,17 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         .await
         .expect("the writer inserts merchant-days");
     let kota = pulih_store::kota_map([("31.71.01", "31.71")]);
+    let cells = pulih_metrics::reference_cells(&kota, &["G".to_owned()]);
     let report = store
-        .rollup(&Params::standard(), &kota, None, None)
+        .rollup(&Params::standard(), &kota, &cells, None, None)
         .await
         .expect("the writer rolls up");
     assert_eq!(report.rows, 4, "one row per level");
+    let today = pulih_event::calendar::day_of(pulih_event::calendar::now_ms()) as i32;
+    assert!(store
+        .release_public(today, day, day)
+        .await
+        .expect("the writer releases"));
     let writer = client(&ch, WRITER);
     refused(
         count(&writer, "SELECT count() FROM default.one").await,
@@ -155,11 +161,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         "the analyst sees unsuppressed metrics"
     );
     assert_eq!(
-        count(
-            &analyst,
-            "SELECT count() FROM pulih_public.recovery_daily FINAL"
-        )
-        .await,
+        count(&analyst, "SELECT count() FROM pulih_public.recovery_daily").await,
         Ok(4)
     );
     refused(
@@ -193,12 +195,12 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         "analyst drops a table",
     );
 
-    // The public account reads the suppressed table and nothing else.
+    // The public account reads the released indices and nothing else.
     let public = client(&ch, PUBLIC);
     assert_eq!(
         count(
             &public,
-            "SELECT count() FROM pulih_public.recovery_daily FINAL WHERE suppressed = 0"
+            "SELECT count() FROM pulih_public.recovery_daily WHERE withheld = 0"
         )
         .await,
         Ok(4)
@@ -217,7 +219,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
     refused(
         run(
             &public,
-            "INSERT INTO pulih_public.recovery_daily (day) VALUES ('2020-01-01')",
+            "INSERT INTO pulih_public.recovery_vintages (day) VALUES ('2020-01-01')",
         )
         .await,
         164,

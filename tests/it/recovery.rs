@@ -170,6 +170,22 @@ struct Tally {
     txns: u64,
     amount: u64,
     merchants: BTreeSet<String>,
+    /// Revenue per merchant.
+    by_merchant: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// The p% rule with p = 10 %: the revenue less the two largest
+    /// merchants' is under a tenth of the largest's.
+    fn dominated(&self) -> bool {
+        let mut v: Vec<u64> = self.by_merchant.values().copied().collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        let (first, second) = (
+            v.first().copied().unwrap_or(0),
+            v.get(1).copied().unwrap_or(0),
+        );
+        ((self.amount - first - second) as f64) < 0.1 * first as f64
+    }
 }
 
 /// Metrics computed straight from the events, the slow obvious way.
@@ -191,6 +207,7 @@ impl Truth {
                 t.txns += 1;
                 t.amount += e.amount;
                 t.merchants.insert(e.merchant.clone());
+                *t.by_merchant.entry(e.merchant.clone()).or_default() += e.amount;
             }
         }
         let mut truth = Truth {
@@ -222,6 +239,7 @@ impl Truth {
             txns: 0,
             amount: 0,
             merchants: BTreeSet::new(),
+            by_merchant: BTreeMap::new(),
         };
         self.days.get(k).and_then(|m| m.get(&d)).unwrap_or(&EMPTY)
     }
@@ -531,14 +549,66 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         unstamped(rows(&client, &values("2021-05-01")).await) == before,
         "a partial rollup gives the rows of a full one"
     );
+    // One public release a day: the first run made today's, of the days it
+    // computed; the next day's carries everything computed since.
+    let releases = client
+        .query(&format!(
+            "SELECT toString(vintage) FROM `{db}_public`.releases ORDER BY vintage"
+        ))
+        .fetch_all::<String>()
+        .await
+        .unwrap();
+    let today = pulih_event::calendar::day_of(pulih_event::calendar::now_ms()) as Day;
+    assert_eq!(
+        releases,
+        vec![format_day(today)],
+        "three later rounds the same day made no release"
+    );
+    let first_vintage = rows(
+        &client,
+        &format!("SELECT min(day) AS first, max(day) AS last FROM `{db}_public`.recovery_daily"),
+    )
+    .await;
+    assert_eq!(first_vintage[0]["first"], "2021-05-01");
+    let store = pulih_store::Store::new(&store_config);
+    let last = parse_day(LAST).unwrap();
+    assert!(store.release_public(today + 1, last, last).await.unwrap());
     let analytics = rows(
         &client,
         &format!("SELECT * FROM `{db}_analytics`.recovery_daily FINAL"),
     )
     .await;
+    // Every reference cell, every day, whatever it traded.
+    let cells_days = rows(
+        &client,
+        &format!(
+            "SELECT count() AS n, uniqExact(level, kota_code, district_code, sector) AS cells, \
+             uniqExact(day) AS days, uniqExact(vintage) AS vintages FROM `{db}_public`.recovery_daily"
+        ),
+    )
+    .await;
+    let reference = pulih_event::Reference::jakarta();
+    let n_cells = 1 + 21 * (1 + 6 + reference.districts().len());
+    let n_days = (last - parse_day(FIRST).unwrap() + 1) as usize;
+    assert_eq!(num(&cells_days[0]["cells"]), Some(n_cells as f64));
+    assert_eq!(num(&cells_days[0]["days"]), Some(n_days as f64));
+    assert_eq!(num(&cells_days[0]["n"]), Some((n_cells * n_days) as f64));
+    // Every row was computed again since the first release: all show the
+    // second, and the first stays in recovery_vintages.
+    assert_eq!(num(&cells_days[0]["vintages"]), Some(1.0));
+    let kept = rows(
+        &client,
+        &format!("SELECT uniqExact(vintage) AS v, min(day) AS first FROM `{db}_public`.recovery_vintages WHERE vintage = toDate('{}')", format_day(today)),
+    )
+    .await;
+    assert_eq!(kept[0]["first"], "2021-05-01", "the first release is kept");
+    // The cells with any activity, compared value by value below.
     let public = rows(
         &client,
-        &format!("SELECT * FROM `{db}_public`.recovery_daily FINAL"),
+        &format!(
+            "SELECT * FROM `{db}_public`.recovery_daily WHERE (level, kota_code, district_code, sector) IN \
+             (SELECT level, kota_code, district_code, sector FROM `{db}_analytics`.recovery_daily)"
+        ),
     )
     .await;
     let by_key: HashMap<(Key, Day), &Value> = analytics.iter().map(|r| (key_of(r), r)).collect();
@@ -559,12 +629,14 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     let got_rows: BTreeSet<(Key, Day)> = by_key.keys().cloned().collect();
     assert_eq!(got_rows.len(), expected_rows.len());
     assert!(got_rows == expected_rows, "row sets differ");
-    assert_eq!(public_by_key.len(), by_key.len());
+    let traded: BTreeSet<&Key> = by_key.keys().map(|(k, _)| k).collect();
+    assert_eq!(public_by_key.len(), traded.len() * n_days);
     assert!(!got_rows.iter().any(|(k, _)| k.district == "31.72.04"));
 
     // Every value of every row, against the events.
     let mut complementary = 0;
     let mut small = 0;
+    let mut dominance = 0;
     for ((k, d), r) in &by_key {
         let (k, d) = (k, *d);
         let t = truth.tally(k, d);
@@ -593,8 +665,8 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
                 close(col("index"), truth.index(k, m, d)),
                 "{what} {name}_index"
             );
-            let sa = div(truth.index(k, m, d), truth.index(k, m, d - 364));
-            assert!(close(col("index_sa"), sa), "{what} {name}_index_sa");
+            let yoy = div(ma7, truth.ma7(k, m, d - 364)).map(|x| x - 1.0);
+            assert!(close(col("yoy"), yoy), "{what} {name}_yoy");
             let wow = div(ma7, truth.ma7(k, m, d - 7)).map(|x| x - 1.0);
             assert!(close(col("wow"), wow), "{what} {name}_wow");
             let chg4w = div(ma7, truth.ma7(k, m, d - 28)).map(|x| x - 1.0);
@@ -606,17 +678,24 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
                 assert!(is_small, "{what} suppressed as small");
                 small += 1;
             }
-            "none" => assert!(!is_small, "{what} small but published"),
+            "dominance" => {
+                assert!(!is_small && t.dominated(), "{what} suppressed as dominated");
+                dominance += 1;
+            }
+            "none" => assert!(
+                !is_small && !t.dominated(),
+                "{what} small or dominated but published"
+            ),
             "complementary" => {
-                assert!(!is_small, "{what}");
+                assert!(!is_small && !t.dominated(), "{what}");
                 complementary += 1;
             }
             other => panic!("suppression {other}"),
         }
     }
     assert!(
-        small > 1_000 && complementary > 100,
-        "small {small}, complementary {complementary}"
+        small > 1_000 && complementary > 100 && dominance > 100,
+        "small {small}, dominance {dominance}, complementary {complementary}"
     );
 
     // Publication: nothing small or complementary leaves; a derived value
@@ -627,33 +706,40 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
             .is_some_and(|r| r["suppression"] == "none")
     };
     let window = |k: &Key, d: Day| (d - 6..=d).all(|x| published(k, x));
+    let round = |v: Option<f64>| v.map(pulih_metrics::round_public);
     for ((k, d), r) in &public_by_key {
-        let a = by_key[&(k.clone(), *d)];
+        let what = format!("{k:?} {}", format_day(*d));
+        let Some(a) = by_key.get(&(k.clone(), *d)) else {
+            // No trade in 28 days: withheld like any small cell.
+            assert_eq!(num(&r["withheld"]), Some(1.0), "{what}");
+            continue;
+        };
         let open = a["suppression"] == "none";
-        assert_eq!(num(&r["suppressed"]), Some(if open { 0.0 } else { 1.0 }));
-        for c in ["amount_idr_sum", "txn_count", "merchants_open"] {
-            let want = if open { num(&a[c]) } else { None };
-            assert_eq!(num(&r[c]), want, "{k:?} {c}");
-        }
+        assert_eq!(
+            num(&r["withheld"]),
+            Some(if open { 0.0 } else { 1.0 }),
+            "{what}"
+        );
+        let incomplete = if open { num(&a["incomplete"]) } else { None };
+        assert_eq!(num(&r["incomplete"]), incomplete, "{what}");
+        // The release above says provisional from its last day.
+        let provisional = if *d >= last { 1.0 } else { 0.0 };
+        assert_eq!(num(&r["provisional"]), Some(provisional), "{what}");
         for name in MEASURES {
             let rules = [
-                ("ma7", window(k, *d)),
                 ("index", window(k, *d) && !truth.baseline_small(k)),
-                (
-                    "index_sa",
-                    window(k, *d) && !truth.baseline_small(k) && window(k, *d - 364),
-                ),
+                ("yoy", window(k, *d) && window(k, *d - 364)),
                 ("wow", window(k, *d) && window(k, *d - 7)),
                 ("chg4w", window(k, *d) && window(k, *d - 28)),
             ];
             for (c, ok) in rules {
                 let col = format!("{name}_{c}");
-                let want = if ok { num(&a[col.as_str()]) } else { None };
-                assert!(
-                    close(num(&r[col.as_str()]), want),
-                    "{k:?} {} {col}",
-                    format_day(*d)
-                );
+                let want = if ok {
+                    round(num(&a[col.as_str()]))
+                } else {
+                    None
+                };
+                assert_eq!(num(&r[col.as_str()]), want, "{what} {col}");
             }
         }
     }
@@ -703,28 +789,24 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         "the recovery"
     );
     assert!(
-        at("2021-04-20", "txn_count_index_sa").unwrap() > 2.0,
+        at("2021-04-20", "txn_count_yoy").unwrap() > 1.0,
         "against April 2020"
     );
     assert!(at("2020-04-01", "txn_count_chg4w").unwrap() < -0.4);
     // The Lebaran gap: rows stay, withheld, and the 7-day values after it
     // are not published until a full clean week has passed.
-    assert_eq!(at("2020-05-24", "suppressed"), Some(1.0));
-    assert_eq!(at("2020-05-24", "amount_idr_sum"), None);
-    assert_eq!(at("2020-05-30", "txn_count_ma7"), None);
-    assert!(at("2020-06-01", "txn_count_ma7").is_some());
+    assert_eq!(at("2020-05-24", "withheld"), Some(1.0));
+    assert_eq!(at("2020-05-30", "txn_count_index"), None);
+    assert!(at("2020-06-01", "txn_count_index").is_some());
     // 52 weeks after the leap day lands on it.
     let leap = parse_day("2021-02-27").unwrap();
     assert_eq!(format_day(leap - 364), "2020-02-29");
-    assert!(close(
-        at("2021-02-27", "amount_idr_index_sa"),
-        div(
-            truth.index(&city, 0, leap),
-            truth.index(&city, 0, leap - 364)
-        )
-    ));
-    // Before a year of history exists, nothing is seasonally adjusted.
-    assert_eq!(at("2019-12-20", "txn_count_index_sa"), None);
+    assert_eq!(
+        at("2021-02-27", "amount_idr_yoy"),
+        round(div(truth.ma7(&city, 0, leap), truth.ma7(&city, 0, leap - 364)).map(|x| x - 1.0))
+    );
+    // Before a year of history exists, there is no year-on-year change.
+    assert_eq!(at("2019-12-20", "txn_count_yoy"), None);
 
     // The cookbook: every query of docs/data-model.md on this data, here
     // and on current ClickHouse (chDB) from an export of the same tables.
@@ -743,7 +825,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     std::fs::create_dir_all(&export).unwrap();
     for (database, table) in [
         ("analytics", "recovery_daily"),
-        ("public", "recovery_daily"),
+        ("public", "recovery_vintages"),
         ("analytics", "activity_1m"),
         ("analytics", "releases"),
         ("public", "releases"),
@@ -858,7 +940,7 @@ async fn rollup_every_picks_up_new_days() {
         async move {
             client
                 .query(&format!(
-                    "SELECT toUInt64(ifNull(sum(txn_count), 0)) FROM `{db}_public`.recovery_daily FINAL \
+                    "SELECT toUInt64(ifNull(sum(txn_count), 0)) FROM `{db}_analytics`.recovery_daily FINAL \
                      WHERE level = 'city' AND day = '{day}'"
                 ))
                 .fetch_one::<u64>()
@@ -887,30 +969,45 @@ async fn rollup_every_picks_up_new_days() {
             client
                 .query(&format!(
                     "SELECT toString(argMax(data_through, released_at)), toString(argMax(provisional_from, released_at)) \
-                     FROM `{db}_public`.releases"
+                     FROM `{db}_analytics`.releases"
                 ))
                 .fetch_one::<(String, String)>()
                 .await
                 .unwrap()
         }
     };
-    // A late merchant-day revises the published day; its first release
-    // stays as it was.
+    // The first round made today's public release. A late merchant-day
+    // revises the analysts' day, and the public one stays as released:
+    // one vintage a day, so two polls never differ by one payment.
+    let public_rows = || {
+        let client = client.clone();
+        let db = store_config.database.clone();
+        async move {
+            let bytes = client
+                .query(&format!(
+                    "SELECT * FROM `{db}_public`.recovery_vintages ORDER BY level, kota_code, district_code, sector, day, vintage"
+                ))
+                .fetch_bytes("TSV")
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        }
+    };
+    let released = public_rows().await;
+    assert_eq!(
+        released.lines().count(),
+        1 + 21 * (1 + 6 + pulih_event::Reference::jakarta().districts().len()),
+        "every reference cell, for the one complete day"
+    );
+    assert!(released.contains("2021-03-01\tcity\t\t\t\t"), "{released}");
     let mut late = day_rows("2021-03-01");
     late.truncate(1);
     late[0].merchant_key = [9; 32];
     store.insert_daily(&late).await.unwrap();
     wait_for("2021-03-01", 10).await;
-    let first_release = client
-        .query(&format!(
-            "SELECT toUInt64(ifNull(sum(txn_count), 0)) FROM `{}_analytics`.recovery_daily_first_release FINAL \
-             WHERE level = 'city' AND day = '2021-03-01'",
-            store_config.database
-        ))
-        .fetch_one::<u64>()
-        .await
-        .unwrap();
-    assert_eq!(first_release, 8, "the first release of 2021-03-01 is kept");
+    assert_eq!(public_rows().await, released, "no second release today");
     // A day the aggregator has not finished is not published, however
     // many rounds pass.
     store.insert_daily(&day_rows("2021-03-02")).await.unwrap();
@@ -918,7 +1015,7 @@ async fn rollup_every_picks_up_new_days() {
     assert_eq!(
         city_txns("2021-03-02").await,
         0,
-        "a partial day is not published"
+        "a partial day is not computed"
     );
     assert_eq!(
         release().await,
@@ -972,6 +1069,8 @@ async fn rollup_every_picks_up_new_days() {
         1_614_618_000.0
     );
     assert!(value("pulih_rollup_rows_total") > 0.0);
+    assert_eq!(value("pulih_rollup_public_releases_total"), 1.0);
+    assert_eq!(public_rows().await, released, "still today's release only");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -983,8 +1082,9 @@ async fn rollup_every_picks_up_new_days() {
 }
 
 /// One producer of three stops for 3 days: its coverage flags exactly those
-/// days as an outage, the other two producers' days stay covered, and the
-/// cell its merchants are in is incomplete on those days only.
+/// days as an outage, the other two producers' days stay covered, the
+/// cell its merchants are in is incomplete on those days only, and nothing
+/// reads as a collapse: the 7-day averages leave those days out.
 #[tokio::test]
 async fn an_outage_of_one_producer_is_flagged_on_its_days() {
     let store_config = store_config("coverage");
@@ -1026,10 +1126,20 @@ async fn an_outage_of_one_producer_is_flagged_on_its_days() {
     store.insert_merchant_producers(&mapping).await.unwrap();
     store.insert_daily(&daily).await.unwrap();
     let kota = pulih_store::kota_map([("31.72.01", "31.72")]);
+    let cells = pulih_metrics::reference_cells(&kota, &["G".to_owned()]);
     store
-        .rollup(&pulih_metrics::Params::standard(), &kota, None, None)
+        .rollup(
+            &pulih_metrics::Params::standard(),
+            &kota,
+            &cells,
+            None,
+            None,
+        )
         .await
         .unwrap();
+    let last = first + 41;
+    let today = pulih_event::calendar::day_of(pulih_event::calendar::now_ms()) as Day;
+    assert!(store.release_public(today, last, last).await.unwrap());
     let outages = store
         .client()
         .query(&format!(
@@ -1078,4 +1188,47 @@ async fn an_outage_of_one_producer_is_flagged_on_its_days() {
         })
         .collect();
     assert_eq!(incomplete, want);
+
+    // Every level, every day from the first with a week-over-week change:
+    // the 7-day averages hold steady through the outage, and the public
+    // rows mark its days.
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Public {
+        d: u16,
+        incomplete: Option<u8>,
+        amount_idr_wow: Option<f64>,
+        txn_count_wow: Option<f64>,
+        merchants_open_wow: Option<f64>,
+    }
+    let public = store
+        .client()
+        .query(&format!(
+            "SELECT toUInt16(day) AS d, incomplete, amount_idr_wow, txn_count_wow, merchants_open_wow \
+             FROM `{}_public`.recovery_daily WHERE withheld = 0 AND day >= toDate('{}') ORDER BY day, level",
+            store_config.database,
+            format_day(first + 13)
+        ))
+        .fetch_all::<Public>()
+        .await
+        .unwrap();
+    assert_eq!(public.len(), 4 * 29, "every level, every day from the 14th");
+    for r in &public {
+        let d = Day::from(r.d);
+        assert_eq!(
+            r.incomplete,
+            Some(u8::from(stop.contains(&d))),
+            "{}",
+            format_day(d)
+        );
+        for wow in [r.amount_idr_wow, r.txn_count_wow] {
+            assert_eq!(wow, Some(0.0), "{}: not a collapse", format_day(d));
+        }
+        // Merchants open counts the two days before: it recovers on the
+        // third day after the outage, and the outage days are left out.
+        assert!(
+            r.merchants_open_wow.is_none_or(|w| w == 0.0),
+            "{}",
+            format_day(d)
+        );
+    }
 }

@@ -4,9 +4,13 @@
 //! in sales. Each producer's transactions on a day are compared with its
 //! own norm: the median of the same weekday over the previous
 //! [`NORM_WEEKS`] weeks (so weekly cycles do not count as gaps, and an
-//! earlier outage does not lower the norm). A day
-//! below `coverage_outage_below` of a norm of at least
-//! `coverage_min_txns` transactions is an **outage** of that producer.
+//! earlier outage does not lower the norm), and that ratio with the median
+//! of every judged producer's ratio that day, so that a day when the whole
+//! city trades less (Lebaran, a restriction) is no outage of anyone. A day
+//! below `coverage_outage_below` of that, for a norm of at least
+//! `coverage_min_txns` transactions, is an **outage** of that producer.
+//! With a single producer nothing can be told apart: its feed stopping
+//! looks like the city stopping, and no day is an outage.
 //!
 //! A cell-day is **incomplete** when producers in outage carry at least
 //! `coverage_incomplete_share` of the transactions the cell expects that
@@ -42,7 +46,8 @@ pub struct Coverage {
     /// Median transactions on the same weekday over the previous weeks;
     /// `None` below `coverage_min_txns` (too little history to judge).
     pub norm_txns: Option<f64>,
-    /// `txns / norm_txns`.
+    /// `txns / norm_txns`, divided by the median of that ratio over every
+    /// judged producer that day.
     pub ratio: Option<f64>,
     pub outage: bool,
 }
@@ -63,25 +68,44 @@ pub fn coverage(days: &[ProducerDay], from: Day, to: Day, params: &Params) -> Ve
     }
     let mut out = Vec::new();
     for (producer, s) in &series {
+        let txns_by_day: BTreeMap<Day, u64> = s.iter().map(|(d, v)| (*d, v.0)).collect();
         for day in from..=to {
             let (txns, amount) = s.get(&day).copied().unwrap_or((0, 0));
-            let txns_by_day: BTreeMap<Day, u64> = s.iter().map(|(d, v)| (*d, v.0)).collect();
             let norm = norm(&txns_by_day, day);
             let norm = (norm >= params.coverage_min_txns as f64).then_some(norm);
             if txns == 0 && norm.is_none() {
                 continue;
             }
-            let ratio = norm.map(|n| txns as f64 / n);
             out.push(Coverage {
                 producer: (*producer).to_owned(),
                 day,
                 txns,
                 amount,
                 norm_txns: norm,
-                ratio,
-                outage: ratio.is_some_and(|r| r < params.coverage_outage_below),
+                ratio: norm.map(|n| txns as f64 / n),
+                outage: false,
             });
         }
+    }
+    // Each day's market: the median ratio of the judged producers.
+    let mut by_day: BTreeMap<Day, Vec<f64>> = BTreeMap::new();
+    for c in &out {
+        if let Some(r) = c.ratio {
+            by_day.entry(c.day).or_default().push(r);
+        }
+    }
+    let market: BTreeMap<Day, f64> = by_day
+        .into_iter()
+        .map(|(d, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            (d, (v[(n - 1) / 2] + v[n / 2]) / 2.0)
+        })
+        .collect();
+    for c in &mut out {
+        let m = market.get(&c.day).copied().unwrap_or(0.0);
+        c.ratio = c.ratio.map(|r| if m > 0.0 { r / m } else { 1.0 });
+        c.outage = c.ratio.is_some_and(|r| r < params.coverage_outage_below);
     }
     out
 }
@@ -243,6 +267,22 @@ mod tests {
         let new: Vec<_> = c.iter().filter(|c| c.producer == "bank-new").collect();
         assert_eq!(new.len(), 12);
         assert!(new.iter().all(|c| c.norm_txns.is_none()));
+    }
+
+    #[test]
+    fn a_day_when_every_producer_trades_less_is_no_outage() {
+        let p = Params::standard();
+        // Lebaran: every feed at a fifth for three days.
+        let quiet = |d: Day| if (32..35).contains(&d) { 20 } else { 100 };
+        let mut days = feed("bank-a", 42, 0..0, quiet);
+        days.extend(feed("bank-b", 42, 0..0, |d| quiet(d) * 2));
+        days.extend(feed("qris-c", 42, 0..0, |d| quiet(d) / 2));
+        let c = coverage(&days, 28, 41, &p);
+        assert!(c.iter().all(|c| !c.outage), "{c:?}");
+        assert!(c.iter().all(|c| c.ratio == Some(1.0)));
+        // A single producer's gap cannot be told from the city's.
+        let alone = feed("bank-a", 42, 32..35, |_| 100);
+        assert!(coverage(&alone, 28, 41, &p).iter().all(|c| !c.outage));
     }
 
     #[test]

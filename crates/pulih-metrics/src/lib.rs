@@ -5,15 +5,17 @@
 //! (district × sector, kota × sector, sector, city), revenue, transactions
 //! and merchants open (distinct merchants with a transaction in the
 //! trailing 3 days); their 7-day moving averages; indices against a
-//! baseline period; seasonal adjustment against the same index 52 weeks
-//! earlier; week-over-week and 4-week changes; and the small-cell
-//! suppression that decides what may be published; and each producer's
-//! coverage (`coverage`), which tells an outage from a downturn. It does no I/O:
+//! baseline period; year-on-year, week-over-week and 4-week changes; the
+//! suppression (small cells, dominance, complementary cells) that decides
+//! what may be published, and the public row (rounded indices and changes
+//! only, for every reference cell); and each producer's coverage
+//! (`coverage`), which tells an outage from a downturn: days of incomplete
+//! coverage are left out of the 7-day averages. It does no I/O:
 //! `pulih-store` reads the daily totals from ClickHouse and writes the rows
 //! this crate computes. The definitions are spelled out in
 //! `docs/data-model.md`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 pub mod coverage;
@@ -24,8 +26,13 @@ pub use suppress::complementary;
 /// A day, counted from 1970-01-01 (ClickHouse's `Date`).
 pub type Day = i32;
 
-/// Offset used by seasonal adjustment: 52 weeks, so weekdays line up.
+/// Offset of the year-on-year change: 52 weeks, so weekdays line up.
 pub const YEAR_LAG: Day = 364;
+/// A 7-day average needs at least this many days of complete coverage;
+/// days of incomplete coverage are left out of it, not counted as zeros.
+pub const MIN_COVERED_DAYS: u8 = 4;
+/// Published indices and changes are rounded to this many decimals.
+pub const PUBLIC_DECIMALS: i32 = 2;
 /// A cell has a row on day `d` when it had a transaction in `d-27 ..= d`.
 pub const ROW_LOOKBACK: Day = 27;
 /// Days of history a computation for day `d` reads: the 7-day window one
@@ -133,6 +140,9 @@ pub struct DayTotals {
     pub merchants_active: u32,
     /// Distinct merchants with a transaction that day or the two before.
     pub merchants_open: u32,
+    /// The revenue of the two merchants with the most that day, largest
+    /// first (0 where there are fewer), for the dominance rule.
+    pub top_amounts: [u64; 2],
 }
 
 /// A cell's totals over the whole baseline period.
@@ -152,6 +162,11 @@ pub struct Params {
     pub min_merchants: u32,
     /// A day's cell with fewer transactions is suppressed.
     pub min_txns: u64,
+    /// The p% dominance rule on revenue: a cell-day is suppressed when its
+    /// revenue less its two largest merchants' is below this share of the
+    /// largest merchant's (the second largest could then estimate the
+    /// largest within p %).
+    pub dominance_p: f64,
     /// A producer is judged for outages only when its norm (median of the
     /// same weekday over the previous four weeks) reaches this many
     /// transactions a day.
@@ -172,6 +187,7 @@ impl Params {
             baseline_end: parse_day("2020-01-31").expect("valid date"),
             min_merchants: 3,
             min_txns: 5,
+            dominance_p: 0.1,
             coverage_min_txns: 20,
             coverage_outage_below: 0.5,
             coverage_incomplete_share: 0.1,
@@ -180,6 +196,23 @@ impl Params {
 
     fn small(&self, merchants: u32, txns: u64) -> bool {
         merchants < self.min_merchants || txns < self.min_txns
+    }
+
+    /// Whether the largest merchant dominates a day's revenue.
+    fn dominated(&self, t: &DayTotals) -> bool {
+        let [first, second] = t.top_amounts;
+        let rest = t.amount_idr.saturating_sub(first).saturating_sub(second);
+        (rest as f64) < self.dominance_p * first as f64
+    }
+
+    fn suppression(&self, t: &DayTotals) -> Suppression {
+        if self.small(t.merchants_active, t.txns) {
+            Suppression::SmallCell
+        } else if self.dominated(t) {
+            Suppression::Dominance
+        } else {
+            Suppression::None
+        }
     }
 }
 
@@ -194,6 +227,10 @@ pub struct Input {
     pub ranges: Vec<(Day, Day)>,
     pub days: HashMap<Cell, BTreeMap<Day, DayTotals>>,
     pub baseline: HashMap<Cell, BaselineTotals>,
+    /// Cell-days whose coverage is incomplete (`coverage::cell_coverage`):
+    /// producers in outage carry part of their activity, so their totals
+    /// are left out of 7-day averages and baselines.
+    pub incomplete: HashSet<(Cell, Day)>,
 }
 
 impl Input {
@@ -239,6 +276,8 @@ pub enum Suppression {
     SmallCell = 1,
     /// Withheld so that a small cell cannot be recovered by subtraction.
     Complementary = 2,
+    /// One merchant dominates the revenue (the p% rule).
+    Dominance = 3,
 }
 
 /// Which derived values may be published.
@@ -248,8 +287,8 @@ pub struct Publishable {
     pub ma7: bool,
     /// `ma7`, and the baseline has enough merchants and transactions.
     pub index: bool,
-    /// `index` today and 364 days earlier.
-    pub index_sa: bool,
+    /// `ma7` today and 364 days earlier.
+    pub yoy: bool,
     /// `ma7` today and 7 days earlier.
     pub wow: bool,
     /// `ma7` today and 28 days earlier.
@@ -264,53 +303,141 @@ pub struct Metrics {
     pub totals: DayTotals,
     /// `None` while the trailing 3 days reach before the first day of data.
     pub merchants_open: Option<u32>,
+    /// Mean over the days of the trailing 7 whose coverage is complete,
+    /// when there are at least [`MIN_COVERED_DAYS`] of them.
     pub ma7: [Option<f64>; 3],
-    /// Daily mean over the baseline period.
+    /// Days of the trailing 7 with complete coverage.
+    pub covered_days: u8,
+    /// This day's coverage is incomplete.
+    pub incomplete: bool,
+    /// Daily mean over the baseline period's days of complete coverage.
     pub baseline: [Option<f64>; 3],
     pub index: [Option<f64>; 3],
-    pub index_sa: [Option<f64>; 3],
+    /// `ma7` against `ma7` 364 days earlier, less 1.
+    pub yoy: [Option<f64>; 3],
     pub wow: [Option<f64>; 3],
     pub chg4w: [Option<f64>; 3],
     pub suppression: Suppression,
     pub publishable: Publishable,
 }
 
-/// What may leave the platform for one cell and day.
+/// What may leave the platform for one cell and day: indices and changes,
+/// rounded to [`PUBLIC_DECIMALS`] decimals, never a level (docs/data-model.md,
+/// "What is published"). Every cell of the reference tables has one every
+/// day, traded or not, so a row's existence says nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
     pub day: Day,
     pub cell: Cell,
-    pub suppressed: bool,
-    pub amount_idr_sum: Option<u64>,
-    pub txn_count: Option<u64>,
-    pub merchants_open: Option<u32>,
-    pub ma7: [Option<f64>; 3],
+    /// The day's values are withheld: too few merchants or transactions,
+    /// one merchant dominating, protecting another cell, or no trade in 28
+    /// days; the public cannot tell which.
+    pub withheld: bool,
+    /// The day's coverage is incomplete; `None` when withheld.
+    pub incomplete: Option<bool>,
     pub index: [Option<f64>; 3],
-    pub index_sa: [Option<f64>; 3],
+    pub yoy: [Option<f64>; 3],
     pub wow: [Option<f64>; 3],
     pub chg4w: [Option<f64>; 3],
 }
 
+/// `v` rounded to [`PUBLIC_DECIMALS`] decimals.
+pub fn round_public(v: f64) -> f64 {
+    let scale = 10f64.powi(PUBLIC_DECIMALS);
+    (v * scale).round() / scale
+}
+
+impl Published {
+    /// The row of a cell with nothing to publish that day.
+    pub fn withheld(cell: Cell, day: Day) -> Published {
+        Published {
+            day,
+            cell,
+            withheld: true,
+            incomplete: None,
+            index: [None; 3],
+            yoy: [None; 3],
+            wow: [None; 3],
+            chg4w: [None; 3],
+        }
+    }
+}
+
 impl Metrics {
-    /// The row with every value that may not be published set to `None`.
+    /// The public row: every value that may not be published set to `None`,
+    /// the rest rounded.
     pub fn published(&self) -> Published {
         let open = self.suppression == Suppression::None;
-        let keep = |ok: bool, v: [Option<f64>; 3]| if ok { v } else { [None; 3] };
+        let keep = |ok: bool, v: [Option<f64>; 3]| {
+            if ok {
+                v.map(|x| x.map(round_public))
+            } else {
+                [None; 3]
+            }
+        };
         let p = self.publishable;
         Published {
             day: self.day,
             cell: self.cell.clone(),
-            suppressed: !open,
-            amount_idr_sum: open.then_some(self.totals.amount_idr),
-            txn_count: open.then_some(self.totals.txns),
-            merchants_open: self.merchants_open.filter(|_| open),
-            ma7: keep(p.ma7, self.ma7),
+            withheld: !open,
+            incomplete: open.then_some(self.incomplete),
             index: keep(p.index, self.index),
-            index_sa: keep(p.index_sa, self.index_sa),
+            yoy: keep(p.yoy, self.yoy),
             wow: keep(p.wow, self.wow),
             chg4w: keep(p.chg4w, self.chg4w),
         }
     }
+}
+
+/// Every cell of the reference tables: each district × sector, kota ×
+/// sector and sector, and the city, from the district → kota pairs and the
+/// sector codes.
+pub fn reference_cells(kota_of: &[(String, String)], sectors: &[String]) -> Vec<Cell> {
+    let mut cells = BTreeSet::new();
+    cells.insert(Cell::new(
+        Level::City,
+        String::new(),
+        String::new(),
+        String::new(),
+    ));
+    for sector in sectors {
+        cells.insert(Cell::new(
+            Level::Sector,
+            String::new(),
+            String::new(),
+            sector.clone(),
+        ));
+        for (district, kota) in kota_of {
+            cells.insert(Cell::new(
+                Level::KotaSector,
+                kota.clone(),
+                String::new(),
+                sector.clone(),
+            ));
+            cells.insert(Cell::new(
+                Level::DistrictSector,
+                kota.clone(),
+                district.clone(),
+                sector.clone(),
+            ));
+        }
+    }
+    cells.into_iter().collect()
+}
+
+/// The public rows of days `from ..= to`: one for every cell in `cells`
+/// and every cell of `rows`, each day; withheld where `rows` has none.
+pub fn public_rows(rows: &[Metrics], cells: &[Cell], from: Day, to: Day) -> Vec<Published> {
+    let mut out: BTreeMap<(Day, &Cell), Published> = BTreeMap::new();
+    for d in from..=to {
+        for c in cells {
+            out.insert((d, c), Published::withheld(c.clone(), d));
+        }
+    }
+    for r in rows.iter().filter(|r| (from..=to).contains(&r.day)) {
+        out.insert((r.day, &r.cell), r.published());
+    }
+    out.into_values().collect()
 }
 
 /// One cell's dense series over the computed days.
@@ -364,16 +491,7 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
     // Suppression of every day in the dense range, per cell.
     let mut suppression: HashMap<&Cell, Vec<Suppression>> = HashMap::new();
     for (cell, s) in &series {
-        let v = (0..len)
-            .map(|i| {
-                let t = s.totals[i];
-                if params.small(t.merchants_active, t.txns) {
-                    Suppression::SmallCell
-                } else {
-                    Suppression::None
-                }
-            })
-            .collect();
+        let v = s.totals.iter().map(|t| params.suppression(t)).collect();
         suppression.insert(*cell, v);
     }
     for i in 0..len {
@@ -396,31 +514,42 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
         let i = idx(d)?;
         input.knows(m, d).then(|| series[cell].totals[i].measure(m))
     };
+    let covered = |cell: &Cell, d: Day| !input.incomplete.contains(&(cell.clone(), d));
+    // The mean over the covered days of the 7 up to `d`; unknown when a day
+    // is, or when fewer than MIN_COVERED_DAYS are covered.
     let ma7 = |cell: &Cell, m: Measure, d: Day| -> Option<f64> {
-        let mut sum = 0.0;
+        let (mut sum, mut n) = (0.0, 0u8);
         for k in 0..7 {
-            sum += value(cell, m, d - k)?;
+            let v = value(cell, m, d - k)?;
+            if covered(cell, d - k) {
+                sum += v;
+                n += 1;
+            }
         }
-        Some(sum / 7.0)
+        (n >= MIN_COVERED_DAYS).then(|| sum / f64::from(n))
     };
     let ma7_published = |cell: &Cell, d: Day| (0..7).all(|k| published(cell, d - k));
 
-    // Baselines need totals of their own, outside the dense range.
+    // Baselines need totals of their own, outside the dense range: the mean
+    // over the period's covered days, when at least half of them are.
     let baseline_days = params.baseline_end - params.baseline_start + 1;
     let baseline_mean = |cell: &Cell, m: Measure| -> Option<f64> {
         if baseline_days <= 0 {
             return None;
         }
         let days = input.days.get(cell);
-        let mut sum = 0.0;
+        let (mut sum, mut n) = (0.0, 0);
         for d in params.baseline_start..=params.baseline_end {
             if !input.knows(m, d) {
                 return None;
             }
-            let t = days.and_then(|s| s.get(&d)).copied().unwrap_or_default();
-            sum += t.measure(m);
+            if covered(cell, d) {
+                let t = days.and_then(|s| s.get(&d)).copied().unwrap_or_default();
+                sum += t.measure(m);
+                n += 1;
+            }
         }
-        Some(sum / f64::from(baseline_days))
+        (2 * n >= baseline_days).then(|| sum / f64::from(n))
     };
 
     let mut out = Vec::new();
@@ -431,14 +560,12 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
             .baseline
             .get(*cell)
             .is_some_and(|b| !params.small(b.merchants, b.txns));
-        let index_at = |m: Measure, d: Day| ratio(ma7(cell, m, d), baseline[m as usize]);
         for d in from..=to {
             let i = (d - d0) as usize;
             if !s.exists[i] {
                 continue;
             }
             let ma7_now = MEASURES.map(|m| ma7(cell, m, d));
-            let index = MEASURES.map(|m| index_at(m, d));
             let ma7_ok = ma7_published(cell, d);
             let index_ok = ma7_ok && baseline_ok;
             out.push(Metrics {
@@ -448,16 +575,18 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
                 merchants_open: value(cell, Measure::MerchantsOpen, d)
                     .map(|_| s.totals[i].merchants_open),
                 ma7: ma7_now,
+                covered_days: (0..7).filter(|k| covered(cell, d - k)).count() as u8,
+                incomplete: !covered(cell, d),
                 baseline,
-                index,
-                index_sa: MEASURES.map(|m| ratio(index[m as usize], index_at(m, d - YEAR_LAG))),
+                index: MEASURES.map(|m| ratio(ma7_now[m as usize], baseline[m as usize])),
+                yoy: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - YEAR_LAG))),
                 wow: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - 7))),
                 chg4w: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - 28))),
                 suppression: suppression[*cell][i],
                 publishable: Publishable {
                     ma7: ma7_ok,
                     index: index_ok,
-                    index_sa: index_ok && ma7_published(cell, d - YEAR_LAG),
+                    yoy: ma7_ok && ma7_published(cell, d - YEAR_LAG),
                     wow: ma7_ok && ma7_published(cell, d - 7),
                     chg4w: ma7_ok && ma7_published(cell, d - 28),
                 },

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::{Cell, Suppression};
 
 /// Takes every cell with a row that day, its suppression so far (small
-/// cells) and its transaction count; returns the cells that must also be
+/// and dominated cells) and its transaction count; returns the cells that must also be
 /// withheld (`Suppression::Complementary`), each once.
 pub fn complementary<'a>(present: &[(&'a Cell, Suppression, u64)]) -> Vec<&'a Cell> {
     let mut state: HashMap<&'a Cell, (Suppression, u64)> =

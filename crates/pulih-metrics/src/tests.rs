@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
 
@@ -8,12 +8,15 @@ fn day(s: &str) -> Day {
     parse_day(s).unwrap()
 }
 
+/// Totals of `merchants` merchants with equal revenue.
 fn totals(amount: u64, txns: u64, merchants: u32) -> DayTotals {
+    let each = amount.checked_div(u64::from(merchants)).unwrap_or(0);
     DayTotals {
         amount_idr: amount,
         txns,
         merchants_active: merchants,
         merchants_open: merchants,
+        top_amounts: [each, if merchants > 1 { each } else { 0 }],
     }
 }
 
@@ -36,6 +39,14 @@ fn rollup(
             e.txns += t.txns;
             e.merchants_active += t.merchants_active;
             e.merchants_open += t.merchants_open;
+            let mut top = [
+                e.top_amounts[0],
+                e.top_amounts[1],
+                t.top_amounts[0],
+                t.top_amounts[1],
+            ];
+            top.sort_unstable_by(|a, b| b.cmp(a));
+            e.top_amounts = [top[0], top[1]];
             cell = c.parent();
         }
     }
@@ -55,6 +66,7 @@ fn history(leaves: &[((&str, &str, &str), Day, DayTotals)], first: Day, last: Da
         ranges: vec![(first, last)],
         baseline: days.keys().map(|c| (c.clone(), baseline)).collect(),
         days,
+        incomplete: HashSet::new(),
     }
 }
 
@@ -65,6 +77,7 @@ fn one_day(leaves: &[((&str, &str, &str), Day, DayTotals)], d: Day) -> Vec<Metri
         ranges: vec![(d - HISTORY_DAYS, d)],
         days: rollup(leaves),
         baseline: HashMap::new(),
+        incomplete: HashSet::new(),
     };
     compute(&input, &Params::standard(), d, d)
 }
@@ -103,11 +116,11 @@ fn constant_activity_is_index_one_and_no_change() {
         assert_eq!(r.index, [Some(1.0); 3]);
         assert_eq!(r.wow, [Some(0.0); 3]);
         assert_eq!(r.chg4w, [Some(0.0); 3]);
-        // No data a year earlier: nothing to adjust against.
-        assert_eq!(r.index_sa, [None; 3]);
+        // No data a year earlier: nothing to compare with.
+        assert_eq!(r.yoy, [None; 3]);
         let p = r.published();
         assert_eq!(p.index, [Some(1.0); 3]);
-        assert_eq!(p.amount_idr_sum, Some(1_000));
+        assert_eq!(p.incomplete, Some(false));
     }
 }
 
@@ -130,8 +143,8 @@ fn a_parent_with_one_small_child_gives_up_the_next_smallest() {
     assert_eq!(get(Level::KotaSector, "31.71", ""), Suppression::None);
     assert_eq!(get(ds, "31.72", "31.72.01"), Suppression::None);
     let small = rows.iter().find(|r| r.cell.district == "31.71.01").unwrap();
-    assert_eq!(small.published().amount_idr_sum, None);
-    assert!(small.published().suppressed);
+    assert!(small.published().withheld);
+    assert_eq!(small.published().incomplete, None);
 }
 
 #[test]
@@ -173,6 +186,7 @@ fn rows_follow_activity_for_28_days() {
         ranges: vec![(d - 400, d + 40)],
         days: rollup(&leaves),
         baseline: HashMap::new(),
+        incomplete: HashSet::new(),
     };
     let rows = compute(&input, &Params::standard(), d - 3, d + 40);
     let days: Vec<Day> = rows
@@ -190,7 +204,7 @@ fn rows_follow_activity_for_28_days() {
 }
 
 #[test]
-fn seasonal_adjustment_divides_by_the_index_52_weeks_earlier() {
+fn year_on_year_compares_the_7_day_averages_52_weeks_apart() {
     let mut params = Params::standard();
     params.min_merchants = 1;
     params.min_txns = 1;
@@ -205,13 +219,157 @@ fn seasonal_adjustment_divides_by_the_index_52_weeks_earlier() {
     let rows = compute(&input, &params, d, d);
     let r = &rows[0];
     assert_eq!(r.index[Measure::Txns as usize], Some(1.5));
-    assert_eq!(r.index_sa[Measure::Txns as usize], Some(1.5));
-    assert_eq!(r.index_sa[Measure::MerchantsOpen as usize], Some(1.0));
-    assert!(r.publishable.index_sa);
-    // A year earlier lies before the data: no adjustment.
+    assert_eq!(r.yoy[Measure::Txns as usize], Some(0.5));
+    assert_eq!(r.yoy[Measure::MerchantsOpen as usize], Some(0.0));
+    assert!(r.publishable.yoy);
+    // A year earlier lies before the data: no comparison.
     let early = compute(&input, &params, day("2020-06-01"), day("2020-06-01"));
-    assert_eq!(early[0].index_sa, [None; 3]);
+    assert_eq!(early[0].yoy, [None; 3]);
     assert_eq!(early[0].index[Measure::Txns as usize], Some(1.0));
+}
+
+#[test]
+fn one_dominant_merchant_withholds_the_cell() {
+    let d = day("2020-05-01");
+    // One medium merchant and two stalls: the stalls' revenue (1 500) is
+    // under 10 % of the medium merchant's (20 000).
+    let dominated = DayTotals {
+        amount_idr: 21_500,
+        txns: 12,
+        merchants_active: 3,
+        merchants_open: 3,
+        top_amounts: [20_000, 1_000],
+    };
+    // The same merchant among peers: the rest is 10 % of it or more.
+    let spread = DayTotals {
+        amount_idr: 24_000,
+        txns: 12,
+        merchants_active: 4,
+        merchants_open: 4,
+        top_amounts: [20_000, 2_000],
+    };
+    let leaves = [
+        (("31.71", "31.71.01", "G"), d, dominated),
+        (("31.71", "31.71.02", "G"), d, spread),
+        (("31.71", "31.71.03", "G"), d, totals(9_000, 9, 3)),
+    ];
+    let rows = one_day(&leaves, d);
+    let get = |district| suppression_of(&rows, Level::DistrictSector, "31.71", district);
+    assert_eq!(get("31.71.01"), Suppression::Dominance);
+    assert_eq!(get("31.71.02"), Suppression::None);
+    // The parent would give the dominated cell away: one more is withheld.
+    assert_eq!(get("31.71.03"), Suppression::Complementary);
+    assert!(
+        rows.iter()
+            .find(|r| r.cell.district == "31.71.01")
+            .unwrap()
+            .published()
+            .withheld
+    );
+}
+
+/// Three producers' worth of activity, one of which is missing on three
+/// days that coverage marks incomplete.
+#[test]
+fn an_outage_is_left_out_of_the_averages_not_read_as_a_collapse() {
+    let params = Params::standard();
+    let (first, last) = (day("2019-12-01"), day("2020-03-31"));
+    let gap = day("2020-03-10")..=day("2020-03-12");
+    let mut leaves = Vec::new();
+    for d in first..=last {
+        // Two thirds of the activity on the outage days.
+        let t = if gap.contains(&d) {
+            totals(600, 6, 4)
+        } else {
+            totals(900, 9, 6)
+        };
+        leaves.push((("31.71", "31.71.01", "G"), d, t));
+    }
+    let mut input = history(&leaves, first, last);
+    let cells: Vec<Cell> = input.days.keys().cloned().collect();
+    let rows_without = compute(&input, &params, day("2020-03-01"), last);
+    for c in &cells {
+        for d in gap.clone() {
+            input.incomplete.insert((c.clone(), d));
+        }
+    }
+    let rows = compute(&input, &params, day("2020-03-01"), last);
+    let city = |rows: &[Metrics], d: Day| {
+        rows.iter()
+            .find(|r| r.cell.level == Level::City && r.day == d)
+            .unwrap()
+            .clone()
+    };
+    // Without coverage, the outage drags the 7-day average down.
+    let naive = city(&rows_without, day("2020-03-12"));
+    assert!(naive.wow[0].unwrap() < -0.1, "{:?}", naive.wow);
+    for d in day("2020-03-08")..=day("2020-03-20") {
+        let r = city(&rows, d);
+        assert_eq!(r.incomplete, gap.contains(&d));
+        let missing = gap.clone().filter(|g| (d - 6..=d).contains(g)).count() as u8;
+        assert_eq!(r.covered_days, 7 - missing);
+        for m in MEASURES {
+            let i = m as usize;
+            assert_eq!(
+                r.ma7[i].map(|v| (v * 1e9).round() / 1e9),
+                Some(r.baseline[i].unwrap()),
+                "{} {m:?}: the covered days are as usual",
+                format_day(d)
+            );
+            assert_eq!(r.wow[i].map(|v| (v * 1e9).round()), Some(0.0));
+        }
+    }
+}
+
+#[test]
+fn every_reference_cell_has_a_public_row_every_day() {
+    let kota_of = vec![
+        ("31.71.01".to_owned(), "31.71".to_owned()),
+        ("31.71.02".to_owned(), "31.71".to_owned()),
+        ("31.72.01".to_owned(), "31.72".to_owned()),
+    ];
+    let sectors = vec!["G".to_owned(), "I".to_owned()];
+    let cells = reference_cells(&kota_of, &sectors);
+    // 6 district x sector, 4 kota x sector, 2 sectors, the city.
+    assert_eq!(cells.len(), 13);
+    let d = day("2020-05-01");
+    // One merchant trades on one day in one cell.
+    let leaves = [(("31.71", "31.71.01", "G"), d, totals(50_000, 1, 1))];
+    let input = Input {
+        first_day: d - 10,
+        ranges: vec![(d - 10 - HISTORY_DAYS, d + 40)],
+        days: rollup(&leaves),
+        baseline: HashMap::new(),
+        incomplete: HashSet::new(),
+    };
+    let rows = compute(&input, &Params::standard(), d - 10, d + 40);
+    let public = public_rows(&rows, &cells, d - 10, d + 40);
+    assert_eq!(public.len(), 13 * 51);
+    // Its row looks exactly like every other cell's, on every day.
+    for p in &public {
+        assert_eq!(p, &Published::withheld(p.cell.clone(), p.day));
+    }
+}
+
+#[test]
+fn public_values_are_rounded_to_hundredths() {
+    assert_eq!(round_public(0.876_543), 0.88);
+    assert_eq!(round_public(-0.114_9), -0.11);
+    let mut params = Params::standard();
+    params.min_merchants = 1;
+    let mut leaves = Vec::new();
+    for d in day("2019-12-01")..=day("2020-03-31") {
+        let txns = 10 + (d % 3) as u64;
+        leaves.push((("31.71", "31.71.01", "G"), d, totals(txns * 1_234, txns, 4)));
+    }
+    let input = history(&leaves, day("2019-12-01"), day("2020-03-31"));
+    for r in compute(&input, &params, day("2020-03-01"), day("2020-03-31")) {
+        let p = r.published();
+        for v in p.index.iter().chain(&p.wow).chain(&p.chg4w).flatten() {
+            assert!(((v * 100.0).round() - v * 100.0).abs() < 1e-9, "{v}");
+        }
+        assert!(p.index[0].is_some());
+    }
 }
 
 /// A random day of district totals over two kotas and two sectors.
@@ -266,17 +424,18 @@ proptest! {
             ranges: vec![(start, end)],
             days: rollup(&leaves),
             baseline: HashMap::new(),
+            incomplete: HashSet::new(),
         };
         let rows = compute(&input, &params, start, end);
         let at: HashMap<(Cell, Day), &Metrics> = rows.iter().map(|r| ((r.cell.clone(), r.day), r)).collect();
         for r in &rows {
             let p = r.published();
-            if !p.suppressed {
+            if !p.withheld {
                 prop_assert!(r.totals.merchants_active >= 3 && r.totals.txns >= 5, "{} published small", r.cell);
             } else {
-                prop_assert_eq!(p.amount_idr_sum, None);
-                prop_assert_eq!(p.txn_count, None);
-                prop_assert_eq!(p.merchants_open, None);
+                prop_assert_eq!(p.index, [None; 3]);
+                prop_assert_eq!(p.wow, [None; 3]);
+                prop_assert_eq!(p.incomplete, None);
             }
             if r.publishable.ma7 {
                 for k in 0..7 {

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_merchant_producer.sql"),
     migration!(12, "0012_producer_coverage.sql"),
     migration!(13, "0013_cell_coverage.sql"),
+    migration!(14, "0014_public_indices.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -1,6 +1,7 @@
 //! `recovery_daily`: reads daily totals per cell from
-//! `merchant_activity_daily`, computes the metrics with `pulih-metrics`, and
-//! writes the analysts' and the public table.
+//! `merchant_activity_daily`, computes the metrics with `pulih-metrics`,
+//! writes the analysts' table and the candidates for the next public
+//! release, and makes the public releases (once a day).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -72,6 +73,8 @@ struct CellDayRow {
     amount: u64,
     active: u64,
     open: u64,
+    top1: u64,
+    top2: u64,
 }
 
 /// Adds one level's daily totals to `days`; later rows replace earlier ones.
@@ -86,6 +89,7 @@ fn add_days(
             txns: r.txns,
             merchants_active: r.active as u32,
             merchants_open: r.open as u32,
+            top_amounts: [r.top1, r.top2],
         };
         days.entry(Cell::new(level, r.kota, r.district, r.sector))
             .or_default()
@@ -121,6 +125,10 @@ struct AnalyticsRow {
     txn_count: u64,
     merchants_active: u32,
     merchants_open: Option<u32>,
+    amount_idr_top1: u64,
+    amount_idr_top2: u64,
+    incomplete: u8,
+    covered_days: u8,
     amount_idr_ma7: Option<f64>,
     txn_count_ma7: Option<f64>,
     merchants_open_ma7: Option<f64>,
@@ -130,9 +138,9 @@ struct AnalyticsRow {
     amount_idr_index: Option<f64>,
     txn_count_index: Option<f64>,
     merchants_open_index: Option<f64>,
-    amount_idr_index_sa: Option<f64>,
-    txn_count_index_sa: Option<f64>,
-    merchants_open_index_sa: Option<f64>,
+    amount_idr_yoy: Option<f64>,
+    txn_count_yoy: Option<f64>,
+    merchants_open_yoy: Option<f64>,
     amount_idr_wow: Option<f64>,
     txn_count_wow: Option<f64>,
     merchants_open_wow: Option<f64>,
@@ -144,27 +152,22 @@ struct AnalyticsRow {
     computed_at: u32,
 }
 
-/// One row of `<database>_public.recovery_daily`, in column order.
+/// One row of `<database>_analytics.release_candidate`, in column order.
 #[derive(Debug, Clone, clickhouse::Row, Serialize)]
-struct PublicRow {
+struct CandidateRow {
     day: u16,
     level: i8,
     kota_code: String,
     district_code: String,
     sector: String,
-    suppressed: u8,
-    amount_idr_sum: Option<u64>,
-    txn_count: Option<u64>,
-    merchants_open: Option<u32>,
-    amount_idr_ma7: Option<f64>,
-    txn_count_ma7: Option<f64>,
-    merchants_open_ma7: Option<f64>,
+    withheld: u8,
+    incomplete: Option<u8>,
     amount_idr_index: Option<f64>,
     txn_count_index: Option<f64>,
     merchants_open_index: Option<f64>,
-    amount_idr_index_sa: Option<f64>,
-    txn_count_index_sa: Option<f64>,
-    merchants_open_index_sa: Option<f64>,
+    amount_idr_yoy: Option<f64>,
+    txn_count_yoy: Option<f64>,
+    merchants_open_yoy: Option<f64>,
     amount_idr_wow: Option<f64>,
     txn_count_wow: Option<f64>,
     merchants_open_wow: Option<f64>,
@@ -187,6 +190,10 @@ impl AnalyticsRow {
             txn_count: m.totals.txns,
             merchants_active: m.totals.merchants_active,
             merchants_open: m.merchants_open,
+            amount_idr_top1: m.totals.top_amounts[0],
+            amount_idr_top2: m.totals.top_amounts[1],
+            incomplete: u8::from(m.incomplete),
+            covered_days: m.covered_days,
             amount_idr_ma7: m.ma7[0],
             txn_count_ma7: m.ma7[1],
             merchants_open_ma7: m.ma7[2],
@@ -196,9 +203,9 @@ impl AnalyticsRow {
             amount_idr_index: m.index[0],
             txn_count_index: m.index[1],
             merchants_open_index: m.index[2],
-            amount_idr_index_sa: m.index_sa[0],
-            txn_count_index_sa: m.index_sa[1],
-            merchants_open_index_sa: m.index_sa[2],
+            amount_idr_yoy: m.yoy[0],
+            txn_count_yoy: m.yoy[1],
+            merchants_open_yoy: m.yoy[2],
             amount_idr_wow: m.wow[0],
             txn_count_wow: m.wow[1],
             merchants_open_wow: m.wow[2],
@@ -212,27 +219,22 @@ impl AnalyticsRow {
     }
 }
 
-impl PublicRow {
-    fn new(p: Published, version: u64, computed_at: u32) -> PublicRow {
-        PublicRow {
+impl CandidateRow {
+    fn new(p: Published, version: u64, computed_at: u32) -> CandidateRow {
+        CandidateRow {
             day: p.day as u16,
             level: p.cell.level as i8,
             kota_code: p.cell.kota,
             district_code: p.cell.district,
             sector: p.cell.sector,
-            suppressed: u8::from(p.suppressed),
-            amount_idr_sum: p.amount_idr_sum,
-            txn_count: p.txn_count,
-            merchants_open: p.merchants_open,
-            amount_idr_ma7: p.ma7[0],
-            txn_count_ma7: p.ma7[1],
-            merchants_open_ma7: p.ma7[2],
+            withheld: u8::from(p.withheld),
+            incomplete: p.incomplete.map(u8::from),
             amount_idr_index: p.index[0],
             txn_count_index: p.index[1],
             merchants_open_index: p.index[2],
-            amount_idr_index_sa: p.index_sa[0],
-            txn_count_index_sa: p.index_sa[1],
-            merchants_open_index_sa: p.index_sa[2],
+            amount_idr_yoy: p.yoy[0],
+            txn_count_yoy: p.yoy[1],
+            merchants_open_yoy: p.yoy[2],
             amount_idr_wow: p.wow[0],
             txn_count_wow: p.wow[1],
             merchants_open_wow: p.wow[2],
@@ -294,7 +296,9 @@ impl Store {
         let sql = format!(
             "SELECT toUInt16(day + k) AS d, {k} AS kota, {d} AS district, {s} AS sector, \
              sumIf(txn_count, k = 0) AS txns, sumIf(amount_idr_sum, k = 0) AS amount, \
-             uniqExactIf(merchant_key, k = 0) AS active, uniqExact(merchant_key) AS open \
+             uniqExactIf(merchant_key, k = 0) AS active, uniqExact(merchant_key) AS open, \
+             arrayReverseSort(groupArrayIf(amount_idr_sum, k = 0))[1] AS top1, \
+             arrayReverseSort(groupArrayIf(amount_idr_sum, k = 0))[2] AS top2 \
              FROM ({}) ARRAY JOIN [0, 1, 2] AS k \
              WHERE {} \
              GROUP BY d, kota, district, sector",
@@ -361,7 +365,8 @@ impl Store {
             let sql = format!(
                 "SELECT toUInt16(day) AS d, kota_code AS kota, district_code AS district, sector, \
                  txn_count AS txns, amount_idr_sum AS amount, toUInt64(merchants_active) AS active, \
-                 toUInt64(ifNull(merchants_open, 0)) AS open \
+                 toUInt64(ifNull(merchants_open, 0)) AS open, \
+                 amount_idr_top1 AS top1, amount_idr_top2 AS top2 \
                  FROM `{}`.recovery_daily FINAL WHERE level = '{}' AND {}",
                 migrate::analytics_database(&self.database),
                 level.name(),
@@ -398,9 +403,45 @@ impl Store {
         Ok(complete)
     }
 
+    /// The cell-days of `from ..= to` that an earlier rollup found
+    /// incomplete (`cell_coverage_daily`).
+    async fn load_incomplete(
+        &self,
+        from: Day,
+        to: Day,
+    ) -> Result<HashSet<(Cell, Day)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Row {
+            d: u16,
+            level: i8,
+            kota_code: String,
+            district_code: String,
+            sector: String,
+        }
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT toUInt16(day) AS d, toInt8(level) AS level, kota_code, district_code, sector \
+                 FROM `{}`.cell_coverage_daily FINAL WHERE incomplete = 1 AND {}",
+                migrate::analytics_database(&self.database),
+                day_ranges("day", &[(from, to)], 0)
+            ))
+            .fetch_all::<Row>()
+            .await
+            .map_err(self.err("read earlier coverage from cell_coverage_daily"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let level = Level::ALL.into_iter().find(|l| *l as i8 == r.level)?;
+                let cell = Cell::new(level, r.kota_code, r.district_code, r.sector);
+                Some((cell, Day::from(r.d)))
+            })
+            .collect())
+    }
+
     /// Computes each producer's and each cell's coverage on days
-    /// `from ..= to` and writes them to `producer_coverage_daily` and
-    /// `cell_coverage_daily`.
+    /// `from ..= to`, writes them to `producer_coverage_daily` and
+    /// `cell_coverage_daily`, and returns the incomplete cell-days.
     async fn roll_up_coverage(
         &self,
         params: &Params,
@@ -409,7 +450,7 @@ impl Store {
         to: Day,
         version: u64,
         computed_at: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<HashSet<(Cell, Day)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Fetched {
             producer_id: String,
@@ -511,7 +552,13 @@ impl Store {
                 txns: f.txns,
             })
             .collect();
-        let cell_rows: Vec<CellRow> = coverage::cell_coverage(&cells, &outages, from, to, params)
+        let computed = coverage::cell_coverage(&cells, &outages, from, to, params);
+        let incomplete = computed
+            .iter()
+            .filter(|c| c.incomplete)
+            .map(|c| (c.cell.clone(), c.day))
+            .collect();
+        let cell_rows: Vec<CellRow> = computed
             .into_iter()
             .map(|c| CellRow {
                 day: u16::try_from(c.day).unwrap_or(0),
@@ -527,40 +574,112 @@ impl Store {
             })
             .collect();
         self.insert_rows_into(&analytics, "cell_coverage_daily", &cell_rows)
-            .await
+            .await?;
+        Ok(incomplete)
     }
 
-    /// Records a release in the analytics and public databases: complete
-    /// days through `data_through` are published, and those from
-    /// `provisional_from` on may still be revised.
+    /// Records in the analytics database how far the metrics are complete:
+    /// days through `data_through`, those from `provisional_from` on may
+    /// still be revised. Written whenever either changes.
     pub async fn record_release(
         &self,
         data_through: Day,
         provisional_from: Day,
     ) -> Result<(), StoreError> {
-        #[derive(clickhouse::Row, Serialize)]
-        struct Release {
-            released_at: u32,
-            data_through: u16,
-            provisional_from: u16,
-        }
         let row = [Release {
             released_at: (pulih_event::calendar::now_ms() / 1000) as u32,
             data_through: u16::try_from(data_through).unwrap_or(0),
             provisional_from: u16::try_from(provisional_from).unwrap_or(0),
         }];
-        for database in [
-            migrate::analytics_database(&self.database),
-            migrate::public_database(&self.database),
-        ] {
-            self.insert_rows_into(&database, "releases", &row).await?;
+        let analytics = migrate::analytics_database(&self.database);
+        self.insert_rows_into(&analytics, "releases", &row).await
+    }
+
+    /// The latest public release: its vintage and when it was made.
+    pub async fn last_public_release(&self) -> Result<Option<(Day, u32)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            last_vintage: u16,
+            last_released_at: u32,
+            releases: u64,
         }
-        Ok(())
+        let last = self
+            .client
+            .query(&format!(
+                "SELECT toUInt16(max(vintage)) AS last_vintage, \
+                 toUInt32(argMax(released_at, vintage)) AS last_released_at, count() AS releases \
+                 FROM `{}`.releases",
+                migrate::public_database(&self.database)
+            ))
+            .fetch_one::<Last>()
+            .await
+            .map_err(self.err("read the last public release"))?;
+        Ok((last.releases > 0).then_some((Day::from(last.last_vintage), last.last_released_at)))
+    }
+
+    /// Makes the public release of Jakarta day `vintage`, unless one was
+    /// made that day: every candidate row of days through `data_through`
+    /// computed since the last release is added to
+    /// `<database>_public.recovery_vintages` under this vintage, then the
+    /// release is recorded, which makes its rows visible. Returns whether
+    /// it released. A release interrupted before it is recorded is made
+    /// again, whole, by the next call.
+    pub async fn release_public(
+        &self,
+        vintage: Day,
+        data_through: Day,
+        provisional_from: Day,
+    ) -> Result<bool, StoreError> {
+        let last = self.last_public_release().await?;
+        if last.is_some_and(|(v, _)| v >= vintage) {
+            return Ok(false);
+        }
+        let since = last.map_or(0, |(_, at)| at);
+        let public = migrate::public_database(&self.database);
+        let analytics = migrate::analytics_database(&self.database);
+        let values = [
+            "amount_idr_index, txn_count_index, merchants_open_index",
+            "amount_idr_yoy, txn_count_yoy, merchants_open_yoy",
+            "amount_idr_wow, txn_count_wow, merchants_open_wow",
+            "amount_idr_chg4w, txn_count_chg4w, merchants_open_chg4w",
+        ]
+        .join(", ");
+        self.client
+            .query(&format!(
+                "INSERT INTO `{public}`.recovery_vintages \
+                 (day, level, kota_code, district_code, sector, vintage, withheld, incomplete, {values}) \
+                 SELECT day, level, kota_code, district_code, sector, toDate(?) AS vintage, withheld, incomplete, {values} \
+                 FROM `{analytics}`.release_candidate FINAL \
+                 WHERE day <= toDate(?) AND computed_at >= toDateTime(?)"
+            ))
+            .bind(format_day(vintage))
+            .bind(format_day(data_through))
+            .bind(since)
+            .execute()
+            .await
+            .map_err(self.err("write the public release"))?;
+        #[derive(clickhouse::Row, Serialize)]
+        struct PublicRelease {
+            vintage: u16,
+            released_at: u32,
+            data_through: u16,
+            provisional_from: u16,
+        }
+        let row = [PublicRelease {
+            vintage: u16::try_from(vintage).unwrap_or(0),
+            released_at: (pulih_event::calendar::now_ms() / 1000) as u32,
+            data_through: u16::try_from(data_through).unwrap_or(0),
+            provisional_from: u16::try_from(provisional_from).unwrap_or(0),
+        }];
+        self.insert_rows_into(&public, "releases", &row).await?;
+        Ok(true)
     }
 
     /// Recomputes `recovery_daily` for days `from ..= to` (default: all
-    /// days with data) in the analytics and public databases. `kota_of`
-    /// maps each district code to its kota code.
+    /// days with data) in the analytics database, with each cell's
+    /// coverage, and the candidates for the next public release: a row for
+    /// every cell of `cells` (and every cell with data) each day.
+    /// `kota_of` maps each district code to its kota code.
     ///
     /// Days are computed in chunks, in order, each read once from
     /// `merchant_activity_daily`; the year of history a chunk needs is
@@ -572,6 +691,7 @@ impl Store {
         &self,
         params: &Params,
         kota_of: &[(String, String)],
+        cells: &[Cell],
         from: Option<Day>,
         to: Option<Day>,
     ) -> Result<RollupReport, StoreError> {
@@ -593,11 +713,10 @@ impl Store {
         let version = now.as_millis() as u64;
         let computed_at = now.as_secs() as u32;
         let analytics = migrate::analytics_database(&self.database);
-        let public = migrate::public_database(&self.database);
         let kota = kota_expr(kota_of);
         let history = pulih_metrics::HISTORY_DAYS;
 
-        // The baseline: its days and distinct merchants, once.
+        // The baseline: its days, coverage and distinct merchants, once.
         let baseline_days = (params.baseline_start - 2, params.baseline_end);
         let mut input = Input {
             first_day: first,
@@ -605,6 +724,18 @@ impl Store {
         };
         self.load_fresh(&kota, &[baseline_days], &mut input.days)
             .await?;
+        if params.baseline_end >= first {
+            input.incomplete = self
+                .roll_up_coverage(
+                    params,
+                    kota_of,
+                    params.baseline_start.max(first),
+                    params.baseline_end,
+                    version,
+                    computed_at,
+                )
+                .await?;
+        }
         for level in Level::ALL {
             for r in self.baseline_totals(level, &kota, params).await? {
                 input.baseline.insert(
@@ -624,6 +755,8 @@ impl Store {
             {
                 self.load_fresh(&kota, &[earlier], &mut input.days).await?;
             }
+            let before = self.load_incomplete(earlier.0, earlier.1).await?;
+            input.incomplete.extend(before);
         }
 
         let mut start = from;
@@ -631,36 +764,29 @@ impl Store {
             let end = (start + CHUNK_DAYS - 1).min(to);
             self.load_fresh(&kota, &[(start, end)], &mut input.days)
                 .await?;
+            let incomplete = self
+                .roll_up_coverage(params, kota_of, start, end, version, computed_at)
+                .await?;
+            input.incomplete.extend(incomplete);
             input.ranges = vec![(start - history, end), baseline_days];
             let rows = pulih_metrics::compute(&input, params, start, end);
             let a: Vec<AnalyticsRow> = rows
                 .iter()
                 .map(|m| AnalyticsRow::new(m, version, computed_at))
                 .collect();
-            let p: Vec<PublicRow> = rows
-                .iter()
-                .map(|m| PublicRow::new(m.published(), version, computed_at))
+            let p: Vec<CandidateRow> = pulih_metrics::public_rows(&rows, cells, start, end)
+                .into_iter()
+                .map(|p| CandidateRow::new(p, version, computed_at))
                 .collect();
             report.rows += rows.len();
-            report.suppressed += p.iter().filter(|r| r.suppressed == 1).count();
+            report.suppressed += rows
+                .iter()
+                .filter(|m| m.suppression != pulih_metrics::Suppression::None)
+                .count();
             self.insert_rows_into(&analytics, "recovery_daily", &a)
                 .await?;
-            self.insert_rows_into(&public, "recovery_daily", &p).await?;
-            self.roll_up_coverage(params, kota_of, start, end, version, computed_at)
+            self.insert_rows_into(&analytics, "release_candidate", &p)
                 .await?;
-            // The first release of each public value is kept (a revision
-            // of the day later does not replace it).
-            self.client
-                .query(&format!(
-                    "INSERT INTO `{analytics}`.recovery_daily_first_release \
-                     SELECT *, bitNot(version) FROM `{public}`.recovery_daily FINAL \
-                     WHERE day >= toDate(?) AND day <= toDate(?)"
-                ))
-                .bind(pulih_metrics::format_day(start))
-                .bind(pulih_metrics::format_day(end))
-                .execute()
-                .await
-                .map_err(self.err("keep the first release"))?;
             tracing::debug!(
                 message = "Rolled up recovery metrics.",
                 from = %pulih_metrics::format_day(start),
@@ -669,13 +795,24 @@ impl Store {
             );
             // Keep what the next chunk needs.
             let keep = end + 1 - history;
+            let in_baseline = |d: &Day| (baseline_days.0..=baseline_days.1).contains(d);
             for series in input.days.values_mut() {
-                series.retain(|d, _| *d >= keep || (baseline_days.0..=baseline_days.1).contains(d));
+                series.retain(|d, _| *d >= keep || in_baseline(d));
             }
+            input
+                .incomplete
+                .retain(|(_, d)| *d >= keep || in_baseline(d));
             start = end + 1;
         }
         Ok(report)
     }
+}
+
+#[derive(clickhouse::Row, Serialize)]
+struct Release {
+    released_at: u32,
+    data_through: u16,
+    provisional_from: u16,
 }
 
 /// The district → kota pairs of a set of reference districts.

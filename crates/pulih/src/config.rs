@@ -41,6 +41,7 @@ pub struct Metrics {
     pub baseline_end: String,
     pub min_merchants: u32,
     pub min_transactions: u64,
+    pub dominance_p: f64,
     pub coverage_min_transactions: u64,
     pub coverage_outage_below: f64,
     pub coverage_incomplete_share: f64,
@@ -361,6 +362,15 @@ impl Config {
                 ));
             }
         }
+        if !(m.dominance_p > 0.0 && m.dominance_p <= 1.0) {
+            return Err(key_error(
+                "metrics.dominance_p",
+                format!(
+                    "{} is not a share in (0, 1]: the p% rule needs a p, e.g. 0.1 for 10 %",
+                    m.dominance_p
+                ),
+            ));
+        }
         if m.coverage_min_transactions == 0 {
             return Err(key_error(
                 "metrics.coverage_min_transactions",
@@ -372,6 +382,7 @@ impl Config {
             baseline_end: end,
             min_merchants: m.min_merchants,
             min_txns: m.min_transactions,
+            dominance_p: m.dominance_p,
             coverage_min_txns: m.coverage_min_transactions,
             coverage_outage_below: m.coverage_outage_below,
             coverage_incomplete_share: m.coverage_incomplete_share,
@@ -544,6 +555,8 @@ mod tests {
             ("baseline_end = \"2019-12-31\"", "`metrics.baseline_end`"),
             ("baseline_end = \"2020-02-02\"", "whole weeks"),
             ("min_merchants = 0", "`metrics.min_merchants`"),
+            ("dominance_p = 0", "`metrics.dominance_p`"),
+            ("dominance_p = 10", "`metrics.dominance_p`"),
             (
                 "coverage_outage_below = 1.5",
                 "`metrics.coverage_outage_below`",

@@ -21,6 +21,7 @@ struct RollupMetrics {
     duration: Gauge,
     rows: IntCounter,
     suppressed: IntCounter,
+    public_releases: IntCounter,
 }
 
 impl RollupMetrics {
@@ -48,11 +49,15 @@ impl RollupMetrics {
             ))?),
             rows: c.register(IntCounter::with_opts(opts(
                 "rows_total",
-                "Rows written to the analytics table (the public table gets as many).",
+                "Rows written to the analytics table.",
             ))?),
             suppressed: c.register(IntCounter::with_opts(opts(
                 "suppressed_rows_total",
-                "Rows written whose values the public table withholds.",
+                "Rows written whose day the public release withholds.",
+            ))?),
+            public_releases: c.register(IntCounter::with_opts(opts(
+                "public_releases_total",
+                "Public releases made (at most one a Jakarta day).",
             ))?),
         };
         for outcome in ["succeeded", "failed"] {
@@ -96,6 +101,12 @@ pub(crate) async fn rollup(
             .iter()
             .map(|d| (d.code.as_str(), d.regency_code.as_str())),
     );
+    let sectors: Vec<String> = reference
+        .categories()
+        .iter()
+        .map(|c| c.sector.as_str().to_owned())
+        .collect();
+    let cells = pulih_metrics::reference_cells(&kota, &sectors);
     let day = |flag: &str, v: Option<String>| -> Result<Option<Day>, BoxError> {
         v.map(|s| parse_day(&s).map_err(|e| format!("{flag}: {e}").into()))
             .transpose()
@@ -135,7 +146,7 @@ pub(crate) async fn rollup(
         // Only complete days: those every partition's watermark has passed.
         let result = async {
             let Some(watermark) = store.complete_through(topic).await? else {
-                return Ok((None, RollupReport::default()));
+                return Ok((None, RollupReport::default(), false));
             };
             let through = (pulih_event::calendar::day_of(watermark) - 1) as Day;
             // Through the last day with merchant-days unless --to says
@@ -145,18 +156,29 @@ pub(crate) async fn rollup(
                 None => store.activity_days().await?.map(|(_, last)| last),
             }
             .map_or(through, |t| t.min(through));
-            let report = store.rollup(&params, &kota, from, Some(last)).await?;
+            let report = store
+                .rollup(&params, &kota, &cells, from, Some(last))
+                .await?;
             if released != Some(through) {
                 store
                     .record_release(through, through - provisional + 1)
                     .await?;
             }
-            Ok::<_, pulih_store::StoreError>((Some(through), report))
+            // The public release: once a Jakarta day, the rows computed
+            // since the one before.
+            let today = pulih_event::calendar::day_of(now_ms() as i64) as Day;
+            let public = store
+                .release_public(today, through, through - provisional + 1)
+                .await?;
+            if public {
+                metrics.public_releases.inc();
+            }
+            Ok::<_, pulih_store::StoreError>((Some(through), report, public))
         }
         .await;
-        metrics.round(started.elapsed(), result.as_ref().ok().map(|(_, r)| r));
+        metrics.round(started.elapsed(), result.as_ref().ok().map(|(_, r, _)| r));
         match result {
-            Ok((through, r)) => {
+            Ok((through, r, public)) => {
                 since = round_start;
                 released = through;
                 match (through, r.days) {
@@ -176,6 +198,12 @@ pub(crate) async fn rollup(
                         started.elapsed().as_secs_f64(),
                         format_day(t)
                     ),
+                }
+                if public {
+                    println!(
+                        "public release made: through {}",
+                        through.map(format_day).unwrap_or_default()
+                    );
                 }
             }
             // A service keeps going: the next round covers these days too.
