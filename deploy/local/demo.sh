@@ -51,13 +51,13 @@ fi
 
 echo "demo: rolling up the complete days into recovery metrics (docs/data-model.md)" >&2
 $PULIH rollup --from "$(date -u -d '3 days ago' +%F)"
-echo "demo: published through (the last complete Jakarta day; today's events, in the report above, are published once the day has ended):" >&2
+echo "demo: the public release (once a Jakarta day; complete days only, so today's events, in the report above, are published once the day has ended):" >&2
 curl -sS 'http://127.0.0.1:8123/' --data-binary "
-    SELECT toString(argMax(data_through, released_at)) AS data_through,
-           toString(argMax(provisional_from, released_at)) AS provisional_from
-    FROM pulih_public.releases FORMAT PrettyCompactMonoBlock"
+    SELECT toString(vintage) AS vintage, toString(data_through) AS data_through,
+           toString(provisional_from) AS provisional_from
+    FROM pulih_public.releases ORDER BY vintage DESC LIMIT 1 FORMAT PrettyCompactMonoBlock"
 curl -sS 'http://127.0.0.1:8123/' --data-binary "
-    SELECT day, level, count() AS cells, sum(suppressed) AS suppressed, sum(txn_count) AS published_transactions
-    FROM pulih_public.recovery_daily FINAL
-    WHERE day = (SELECT max(day) FROM pulih_public.recovery_daily)
+    SELECT day, level, count() AS cells, sum(withheld) AS cells_withheld
+    FROM pulih_public.recovery_daily
+    WHERE day = (SELECT argMax(data_through, vintage) FROM pulih_public.releases)
     GROUP BY day, level ORDER BY level FORMAT PrettyCompactMonoBlock"

@@ -16,6 +16,10 @@
 -- columns (ClickHouse 18.16 has no idempotent ALTER ... ADD COLUMN or
 -- RENAME COLUMN). Every table dropped here is derived: `pulih rollup`
 -- without `--from` computes them again from merchant_activity_daily.
+--
+-- From this version on, producer_coverage_daily.coverage (0012) is each
+-- producer's ratio to its norm divided by the median producer's that day,
+-- so that a day when the whole city trades less is no one's outage.
 
 DROP TABLE IF EXISTS {analytics}.recovery_daily_first_release;
 

@@ -995,7 +995,19 @@ async fn rollup_every_picks_up_new_days() {
             String::from_utf8(bytes.to_vec()).unwrap()
         }
     };
-    let released = public_rows().await;
+    // The round's release follows its rows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let released = loop {
+        let text = public_rows().await;
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no public release within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(
         released.lines().count(),
         1 + 21 * (1 + 6 + pulih_event::Reference::jakarta().districts().len()),

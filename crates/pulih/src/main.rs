@@ -81,8 +81,9 @@ enum Command {
     /// Print what landed in ClickHouse: per-sector totals of activity_1m.
     Report,
     /// Compute the recovery metrics (docs/data-model.md) from
-    /// merchant_activity_daily into <database>_analytics.recovery_daily and,
-    /// suppressed, <database>_public.recovery_daily.
+    /// merchant_activity_daily into <database>_analytics.recovery_daily, and
+    /// make the day's public release (<database>_public.recovery_daily) if
+    /// none was made today.
     Rollup {
         /// First Jakarta day to compute (YYYY-MM-DD); default: the first day with data.
         #[arg(long)]
