@@ -9,8 +9,9 @@
 # 21 KBLI categories (each merchant in one cell, 1-4 transactions a day),
 # ending yesterday, straight with SQL (the pipeline is benchmarked by
 # bench-e2e.sh). Then times a full rollup and an incremental one (the last
-# metrics.refresh_days days, as `pulih rollup --every` does), and prints the
-# rows and bytes of the result tables.
+# metrics.refresh_days days, as `pulih rollup --every` does; each run makes
+# the day's public release if none was made), and prints the rows and bytes
+# of the result tables.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -19,6 +20,7 @@ DAYS="${2:-730}"
 CH=http://127.0.0.1:8123/
 DB=pulih_bench_rollup
 export PULIH_CLICKHOUSE__DATABASE=$DB
+export PULIH_KAFKA__TOPIC=pulih.bench_rollup.v1
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
 . deploy/local/lib.sh
@@ -42,11 +44,18 @@ q "INSERT INTO $DB.merchant_activity_daily
 t1=$(date +%s.%N)
 echo "bench: loaded $((MERCHANTS * DAYS)) merchant-days in $(echo "$t1 - $t0" | bc) s" >&2
 
+# The rollup computes complete days only (docs/semantics.md,
+# "Completeness"): say that one aggregator of a one-partition topic has
+# passed the end of yesterday, as it would have after loading these days.
+q "INSERT INTO $DB.aggregator_layout VALUES ('$PULIH_KAFKA__TOPIC', 1, now())"
+q "INSERT INTO $DB.aggregator_watermark VALUES ('$PULIH_KAFKA__TOPIC', 0, toInt64(toUnixTimestamp(now())) * 1000, now())"
+
 echo "bench: full rollup" >&2
 /usr/bin/time -f "bench: full rollup: %e s wall, %M KiB max RSS, %P CPU (pulih)" $PULIH rollup
 echo "bench: incremental rollup (refresh_days)" >&2
 from=$(date -u -d "4 days ago" +%F)
 /usr/bin/time -f "bench: incremental rollup: %e s wall, %M KiB max RSS, %P CPU (pulih)" $PULIH rollup --from "$from"
 q "SELECT database, table, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS on_disk
-   FROM system.parts WHERE active AND database LIKE '$DB%' AND table IN ('merchant_activity_daily', 'recovery_daily')
+   FROM system.parts WHERE active AND database LIKE '$DB%'
+     AND table IN ('merchant_activity_daily', 'recovery_daily', 'release_candidate', 'recovery_vintages')
    GROUP BY database, table ORDER BY database FORMAT PrettyCompactMonoBlock"

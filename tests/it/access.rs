@@ -46,27 +46,36 @@ fn refused<T: std::fmt::Debug>(result: Result<T, String>, code: u32, what: &str)
     }
 }
 
-#[tokio::test]
-async fn each_account_can_do_its_job_and_nothing_more() {
+/// A private ClickHouse with the shipped accounts.
+fn with_roles(name: &str) -> PrivateClickHouse {
     let roles = repo_root().join("deploy/clickhouse/users.d/pulih-roles.xml");
     let (w, a, p) = (digest(WRITER.1), digest(ANALYST.1), digest(PUBLIC.1));
-    let ch = PrivateClickHouse::start_with_users(
-        "ch_roles",
+    PrivateClickHouse::start_with_users(
+        name,
         &[&roles],
         &[
             ("PULIH_CH_WRITER_SHA256", &w),
             ("PULIH_CH_ANALYST_SHA256", &a),
             ("PULIH_CH_PUBLIC_SHA256", &p),
         ],
-    );
+    )
+}
 
-    // The writer migrates, writes what the aggregator writes, and rolls up.
-    let store = Store::new(&StoreConfig {
+/// The pipeline's store, as the writer account.
+fn writer_store(ch: &PrivateClickHouse) -> Store {
+    Store::new(&StoreConfig {
         url: ch.url(),
         database: "pulih".into(),
         user: WRITER.0.into(),
         password: WRITER.1.into(),
-    });
+    })
+}
+
+#[tokio::test]
+async fn each_account_can_do_its_job_and_nothing_more() {
+    let ch = with_roles("ch_roles");
+    // The writer migrates, writes what the aggregator writes, and rolls up.
+    let store = writer_store(&ch);
     store
         .migrate()
         .await
@@ -246,23 +255,8 @@ async fn each_account_can_do_its_job_and_nothing_more() {
 /// withheld value (docs/data-model.md, "What is published").
 #[tokio::test]
 async fn the_public_account_cannot_recover_withheld_values() {
-    let roles = repo_root().join("deploy/clickhouse/users.d/pulih-roles.xml");
-    let (w, a, p) = (digest(WRITER.1), digest(ANALYST.1), digest(PUBLIC.1));
-    let ch = PrivateClickHouse::start_with_users(
-        "ch_attacks",
-        &[&roles],
-        &[
-            ("PULIH_CH_WRITER_SHA256", &w),
-            ("PULIH_CH_ANALYST_SHA256", &a),
-            ("PULIH_CH_PUBLIC_SHA256", &p),
-        ],
-    );
-    let store = Store::new(&StoreConfig {
-        url: ch.url(),
-        database: "pulih".into(),
-        user: WRITER.0.into(),
-        password: WRITER.1.into(),
-    });
+    let ch = with_roles("ch_attacks");
+    let store = writer_store(&ch);
     store.migrate().await.unwrap();
     // Jakarta Pusat, trade (G), 2020-01-01 .. 2020-02-29:
     // - 31.71.01: five merchants a day, one only on 2020-01-15 (a withheld

@@ -873,7 +873,10 @@ async fn rollup_every_picks_up_new_days() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("pulih.toml");
     let metrics_port = free_port();
-    let metrics = format!("[metrics]\nrollup_metrics_addr = \"127.0.0.1:{metrics_port}\"\n");
+    // Old days: release without waiting for yesterday to be complete.
+    let metrics = format!(
+        "[metrics]\nrollup_metrics_addr = \"127.0.0.1:{metrics_port}\"\npublic_release_hour = 0\n"
+    );
     std::fs::write(
         &config,
         pulih_toml(&kafka, &store_config, "unused", "", &metrics),

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub coverage_outage_below: f64,
     pub coverage_incomplete_share: f64,
     pub refresh_days: u32,
+    pub public_release_hour: u32,
     pub rollup_metrics_addr: String,
 }
 
@@ -371,6 +372,12 @@ impl Config {
                 ),
             ));
         }
+        if m.public_release_hour > 23 {
+            return Err(key_error(
+                "metrics.public_release_hour",
+                format!("{} is not an hour of the day (0-23)", m.public_release_hour),
+            ));
+        }
         if m.coverage_min_transactions == 0 {
             return Err(key_error(
                 "metrics.coverage_min_transactions",
@@ -556,6 +563,7 @@ mod tests {
             ("baseline_end = \"2020-02-02\"", "whole weeks"),
             ("min_merchants = 0", "`metrics.min_merchants`"),
             ("dominance_p = 0", "`metrics.dominance_p`"),
+            ("public_release_hour = 24", "`metrics.public_release_hour`"),
             ("dominance_p = 10", "`metrics.dominance_p`"),
             (
                 "coverage_outage_below = 1.5",

@@ -131,6 +131,7 @@ pub(crate) async fn rollup(
         ));
     }
     let refresh = config.metrics.refresh_days as Day;
+    let release_hour = i64::from(config.metrics.public_release_hour);
     // Days younger than the age limit may still be corrected by events the
     // gateway accepts: they are released as provisional.
     let provisional = config.time.max_age_secs.div_ceil(86_400) as Day;
@@ -165,11 +166,18 @@ pub(crate) async fn rollup(
                     .await?;
             }
             // The public release: once a Jakarta day, the rows computed
-            // since the one before.
-            let today = pulih_event::calendar::day_of(now_ms() as i64) as Day;
-            let public = store
-                .release_public(today, through, through - provisional + 1)
-                .await?;
+            // since the one before; as soon as yesterday is complete, or
+            // from metrics.public_release_hour with what is complete then.
+            let now = now_ms();
+            let today = pulih_event::calendar::day_of(now) as Day;
+            let hour = (now - pulih_event::calendar::day_start_ms(i64::from(today))) / 3_600_000;
+            let public = if through >= today - 1 || hour >= release_hour {
+                store
+                    .release_public(today, through, through - provisional + 1)
+                    .await?
+            } else {
+                false
+            };
             if public {
                 metrics.public_releases.inc();
             }
