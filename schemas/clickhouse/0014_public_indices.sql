@@ -12,8 +12,8 @@
 --
 -- It replaces {public}.recovery_daily (a table of levels), {public}.releases
 -- and {analytics}.recovery_daily_first_release, and rebuilds
--- {analytics}.recovery_daily with coverage, dominance and year-on-year
--- columns (ClickHouse 18.16 has no idempotent ALTER ... ADD COLUMN or
+-- {analytics}.recovery_daily with coverage, dominance, year-on-year and
+-- holiday-aligned year-on-year columns (ClickHouse 18.16 has no idempotent ALTER ... ADD COLUMN or
 -- RENAME COLUMN). Every table dropped here is derived: `pulih rollup`
 -- without `--from` computes them again from merchant_activity_daily.
 --
@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS {analytics}.recovery_daily
     amount_idr_yoy            Nullable(Float64),
     txn_count_yoy             Nullable(Float64),
     merchants_open_yoy        Nullable(Float64),
+    amount_idr_yoy_aligned    Nullable(Float64),
+    txn_count_yoy_aligned     Nullable(Float64),
+    merchants_open_yoy_aligned Nullable(Float64),
     amount_idr_wow            Nullable(Float64),
     txn_count_wow             Nullable(Float64),
     merchants_open_wow        Nullable(Float64),
@@ -88,6 +91,9 @@ CREATE TABLE IF NOT EXISTS {analytics}.release_candidate
     amount_idr_yoy            Nullable(Float64),
     txn_count_yoy             Nullable(Float64),
     merchants_open_yoy        Nullable(Float64),
+    amount_idr_yoy_aligned    Nullable(Float64),
+    txn_count_yoy_aligned     Nullable(Float64),
+    merchants_open_yoy_aligned Nullable(Float64),
     amount_idr_wow            Nullable(Float64),
     txn_count_wow             Nullable(Float64),
     merchants_open_wow        Nullable(Float64),
@@ -138,6 +144,9 @@ CREATE TABLE IF NOT EXISTS {public}.recovery_vintages
     amount_idr_yoy            Nullable(Float64),
     txn_count_yoy             Nullable(Float64),
     merchants_open_yoy        Nullable(Float64),
+    amount_idr_yoy_aligned    Nullable(Float64),
+    txn_count_yoy_aligned     Nullable(Float64),
+    merchants_open_yoy_aligned Nullable(Float64),
     amount_idr_wow            Nullable(Float64),
     txn_count_wow             Nullable(Float64),
     merchants_open_wow        Nullable(Float64),
@@ -160,6 +169,7 @@ SELECT
     withheld, incomplete,
     amount_idr_index, txn_count_index, merchants_open_index,
     amount_idr_yoy, txn_count_yoy, merchants_open_yoy,
+    amount_idr_yoy_aligned, txn_count_yoy_aligned, merchants_open_yoy_aligned,
     amount_idr_wow, txn_count_wow, merchants_open_wow,
     amount_idr_chg4w, txn_count_chg4w, merchants_open_chg4w
 FROM {public}.recovery_vintages

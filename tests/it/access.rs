@@ -328,7 +328,7 @@ async fn the_public_account_cannot_recover_withheld_values() {
             String::from_utf8(bytes.to_vec()).unwrap()
         }
     };
-    let values: Vec<String> = ["index", "yoy", "wow", "chg4w"]
+    let values: Vec<String> = ["index", "yoy", "yoy_aligned", "wow", "chg4w"]
         .iter()
         .flat_map(|c| ["amount_idr", "txn_count", "merchants_open"].map(|m| format!("{m}_{c}")))
         .collect();

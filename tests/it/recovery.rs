@@ -25,6 +25,25 @@ const FIRST: &str = "2019-01-01";
 const LAST: &str = "2021-06-30";
 /// Lebaran 2020: no payments anywhere.
 const GAP: (&str, &str) = ("2020-05-23", "2020-05-25");
+/// Idul Fitri each year (schemas/reference/calendar.tsv): a week of less
+/// trade around it, as Jakarta empties for the mudik; it moves 11 days
+/// earlier each year.
+const LEBARAN: [&str; 3] = ["2019-06-05", "2020-05-24", "2021-05-13"];
+const IMLEK: [&str; 3] = ["2019-02-05", "2020-01-25", "2021-02-12"];
+
+/// The day a year earlier that day `d` is compared with when aligned on
+/// Lebaran (21 days before to 14 after) and Imlek (7 either side).
+fn aligned(d: Day) -> Day {
+    for (dates, before, after) in [(LEBARAN, 21, 14), (IMLEK, 7, 7)] {
+        let dates = dates.map(|s| parse_day(s).unwrap());
+        for (i, x) in dates.iter().enumerate() {
+            if i > 0 && x - before <= d && d <= x + after {
+                return d - x + dates[i - 1];
+            }
+        }
+    }
+    d - 364
+}
 /// 31.72.03 is closed through April 2020.
 const CLOSED: (&str, &str, &str) = ("31.72.03", "2020-04-01", "2020-04-30");
 
@@ -66,6 +85,14 @@ fn level(d: Day, slow: bool) -> f64 {
         parse_day("2021-03-01").unwrap(),
     );
     let weekend = if (d + 4).rem_euclid(7) >= 5 { 1.2 } else { 1.0 };
+    let mudik = if LEBARAN
+        .iter()
+        .any(|l| (parse_day(l).unwrap() - d).abs() <= 3)
+    {
+        0.6
+    } else {
+        1.0
+    };
     let base = if d < shock {
         1.0
     } else if d <= trough_end {
@@ -75,7 +102,7 @@ fn level(d: Day, slow: bool) -> f64 {
     } else {
         target
     };
-    (base * weekend).min(1.0)
+    (base * weekend * mudik).min(1.0)
 }
 
 fn history() -> Vec<Event> {
@@ -667,6 +694,11 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
             );
             let yoy = div(ma7, truth.ma7(k, m, d - 364)).map(|x| x - 1.0);
             assert!(close(col("yoy"), yoy), "{what} {name}_yoy");
+            let yoy_aligned = div(ma7, truth.ma7(k, m, aligned(d))).map(|x| x - 1.0);
+            assert!(
+                close(col("yoy_aligned"), yoy_aligned),
+                "{what} {name}_yoy_aligned"
+            );
             let wow = div(ma7, truth.ma7(k, m, d - 7)).map(|x| x - 1.0);
             assert!(close(col("wow"), wow), "{what} {name}_wow");
             let chg4w = div(ma7, truth.ma7(k, m, d - 28)).map(|x| x - 1.0);
@@ -729,6 +761,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
             let rules = [
                 ("index", window(k, *d) && !truth.baseline_small(k)),
                 ("yoy", window(k, *d) && window(k, *d - 364)),
+                ("yoy_aligned", window(k, *d) && window(k, aligned(*d))),
                 ("wow", window(k, *d) && window(k, *d - 7)),
                 ("chg4w", window(k, *d) && window(k, *d - 28)),
             ];
@@ -807,6 +840,27 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     );
     // Before a year of history exists, there is no year-on-year change.
     assert_eq!(at("2019-12-20", "txn_count_yoy"), None);
+    // Lebaran moves 12 days earlier from 2019 to 2020. A week after it in
+    // 2020, 52 weeks earlier is 2019's quiet Lebaran week, so the plain
+    // year-on-year change reads a rebound that is not there; aligned on
+    // Lebaran, the same days after 2019's Lebaran are compared instead.
+    // (Both share 2020's numerator: the ratio is 2019's two 7-day averages.)
+    let value = |d: &str, column: &str| {
+        num(&by_key[&(city.clone(), parse_day(d).unwrap())][column]).unwrap()
+    };
+    for d in ["2020-06-03", "2020-06-04", "2020-06-05", "2020-06-06"] {
+        let (plain, holiday_aligned) =
+            (value(d, "txn_count_yoy"), value(d, "txn_count_yoy_aligned"));
+        assert!(
+            (1.0 + plain) / (1.0 + holiday_aligned) > 1.1,
+            "{d}: {plain:.3} against 52 weeks, {holiday_aligned:.3} aligned on Lebaran"
+        );
+    }
+    // Away from Lebaran and Imlek the two are the same.
+    assert_eq!(
+        value("2020-07-15", "txn_count_yoy"),
+        value("2020-07-15", "txn_count_yoy_aligned")
+    );
 
     // The cookbook: every query of docs/data-model.md on this data, here
     // and on current ClickHouse (chDB) from an export of the same tables.
@@ -829,6 +883,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         ("analytics", "activity_1m"),
         ("analytics", "releases"),
         ("public", "releases"),
+        ("public", "calendar"),
         ("analytics", "producer_coverage_daily"),
         ("analytics", "cell_coverage_daily"),
     ] {

@@ -12,6 +12,8 @@
 //!   (`schemas/payment_record.v1.json`), in which the merchant id is replaced
 //!   by a keyed pseudonym;
 //! - [`reference`]: the district (kecamatan) and KBLI 2020 reference tables;
+//! - [`holidays`]: the Indonesian calendar (national holidays, cuti bersama,
+//!   Ramadan, Jakarta restrictions) and the per-day table derived from it;
 //! - [`pseudonym`]: the keyed HMAC-SHA256 pseudonymisation of merchant ids.
 //!
 //! Dependencies and why: `serde`/`serde_json` parse the JSON; `time` does the
@@ -22,6 +24,7 @@
 
 pub mod calendar;
 pub mod dead_letter;
+pub mod holidays;
 pub mod pseudonym;
 pub mod record;
 pub mod reference;

@@ -28,6 +28,10 @@ pub type Day = i32;
 
 /// Offset of the year-on-year change: 52 weeks, so weekdays line up.
 pub const YEAR_LAG: Day = 364;
+/// The longest lag of the holiday-aligned comparison: a moving holiday's
+/// date a year before, less its date this year (Imlek moves up to 384
+/// days between years, Lebaran about 354).
+pub const MAX_ALIGNED_LAG: Day = 390;
 /// A 7-day average needs at least this many days of complete coverage;
 /// days of incomplete coverage are left out of it, not counted as zeros.
 pub const MIN_COVERED_DAYS: u8 = 4;
@@ -37,7 +41,7 @@ pub const PUBLIC_DECIMALS: i32 = 2;
 pub const ROW_LOOKBACK: Day = 27;
 /// Days of history a computation for day `d` reads: the 7-day window one
 /// year back, and the row rule and suppression of those days.
-pub const HISTORY_DAYS: Day = YEAR_LAG + 6 + ROW_LOOKBACK + 2;
+pub const HISTORY_DAYS: Day = MAX_ALIGNED_LAG + 6 + ROW_LOOKBACK + 2;
 
 /// `YYYY-MM-DD` to a day number.
 pub fn parse_day(s: &str) -> Result<Day, String> {
@@ -153,6 +157,18 @@ pub struct BaselineTotals {
     pub txns: u64,
 }
 
+/// A holiday whose date moves between years (Lebaran, Imlek), with the
+/// days around it that the holiday-aligned comparison matches with the
+/// same days around the previous year's date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovingHoliday {
+    /// Its date in each year, in order.
+    pub dates: Vec<Day>,
+    /// Days before and after the date that are aligned.
+    pub before: Day,
+    pub after: Day,
+}
+
 /// Configurable definitions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
@@ -176,6 +192,9 @@ pub struct Params {
     /// A cell-day is incomplete when producers in outage carry at least
     /// this share of the transactions it expects.
     pub coverage_incomplete_share: f64,
+    /// The holidays the year-on-year comparison aligns on; the first whose
+    /// window holds a day decides its comparison day.
+    pub moving_holidays: Vec<MovingHoliday>,
 }
 
 impl Params {
@@ -191,7 +210,32 @@ impl Params {
             coverage_min_txns: 20,
             coverage_outage_below: 0.5,
             coverage_incomplete_share: 0.1,
+            moving_holidays: Vec::new(),
         }
+    }
+
+    /// The day `d` is compared with a year earlier: the same day relative
+    /// to the previous year's date of a moving holiday when `d` is in its
+    /// window, else 364 days (52 weeks) earlier.
+    pub fn aligned_day(&self, d: Day) -> Day {
+        for h in &self.moving_holidays {
+            let Some(&date) = h
+                .dates
+                .iter()
+                .find(|&&x| x - h.before <= d && d <= x + h.after)
+            else {
+                continue;
+            };
+            let previous = h
+                .dates
+                .iter()
+                .rev()
+                .find(|&&p| (300..=MAX_ALIGNED_LAG).contains(&(date - p)));
+            if let Some(&p) = previous {
+                return d - date + p;
+            }
+        }
+        d - YEAR_LAG
     }
 
     fn small(&self, merchants: u32, txns: u64) -> bool {
@@ -289,6 +333,8 @@ pub struct Publishable {
     pub index: bool,
     /// `ma7` today and 364 days earlier.
     pub yoy: bool,
+    /// `ma7` today and on the holiday-aligned day a year earlier.
+    pub yoy_aligned: bool,
     /// `ma7` today and 7 days earlier.
     pub wow: bool,
     /// `ma7` today and 28 days earlier.
@@ -315,6 +361,9 @@ pub struct Metrics {
     pub index: [Option<f64>; 3],
     /// `ma7` against `ma7` 364 days earlier, less 1.
     pub yoy: [Option<f64>; 3],
+    /// `ma7` against `ma7` on the holiday-aligned day a year earlier
+    /// ([`Params::aligned_day`]), less 1.
+    pub yoy_aligned: [Option<f64>; 3],
     pub wow: [Option<f64>; 3],
     pub chg4w: [Option<f64>; 3],
     pub suppression: Suppression,
@@ -337,6 +386,7 @@ pub struct Published {
     pub incomplete: Option<bool>,
     pub index: [Option<f64>; 3],
     pub yoy: [Option<f64>; 3],
+    pub yoy_aligned: [Option<f64>; 3],
     pub wow: [Option<f64>; 3],
     pub chg4w: [Option<f64>; 3],
 }
@@ -357,6 +407,7 @@ impl Published {
             incomplete: None,
             index: [None; 3],
             yoy: [None; 3],
+            yoy_aligned: [None; 3],
             wow: [None; 3],
             chg4w: [None; 3],
         }
@@ -383,6 +434,7 @@ impl Metrics {
             incomplete: open.then_some(self.incomplete),
             index: keep(p.index, self.index),
             yoy: keep(p.yoy, self.yoy),
+            yoy_aligned: keep(p.yoy_aligned, self.yoy_aligned),
             wow: keep(p.wow, self.wow),
             chg4w: keep(p.chg4w, self.chg4w),
         }
@@ -566,6 +618,7 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
                 continue;
             }
             let ma7_now = MEASURES.map(|m| ma7(cell, m, d));
+            let aligned = params.aligned_day(d);
             let ma7_ok = ma7_published(cell, d);
             let index_ok = ma7_ok && baseline_ok;
             out.push(Metrics {
@@ -580,6 +633,7 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
                 baseline,
                 index: MEASURES.map(|m| ratio(ma7_now[m as usize], baseline[m as usize])),
                 yoy: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - YEAR_LAG))),
+                yoy_aligned: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, aligned))),
                 wow: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - 7))),
                 chg4w: MEASURES.map(|m| change(ma7_now[m as usize], ma7(cell, m, d - 28))),
                 suppression: suppression[*cell][i],
@@ -587,6 +641,7 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
                     ma7: ma7_ok,
                     index: index_ok,
                     yoy: ma7_ok && ma7_published(cell, d - YEAR_LAG),
+                    yoy_aligned: ma7_ok && ma7_published(cell, aligned),
                     wow: ma7_ok && ma7_published(cell, d - 7),
                     chg4w: ma7_ok && ma7_published(cell, d - 28),
                 },

@@ -459,3 +459,53 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_aligned_comparison_follows_lebaran_between_years() {
+    let mut params = Params::standard();
+    params.min_merchants = 1;
+    params.min_txns = 1;
+    let lebaran = [day("2020-05-24"), day("2021-05-13")];
+    params.moving_holidays = vec![MovingHoliday {
+        dates: lebaran.to_vec(),
+        before: 21,
+        after: 14,
+    }];
+    // Inside the window: the same day relative to the previous Lebaran.
+    assert_eq!(params.aligned_day(day("2021-05-15")), day("2020-05-26"));
+    assert_eq!(params.aligned_day(day("2021-04-22")), day("2020-05-03"));
+    // Outside it, or with no Lebaran a year earlier: 52 weeks.
+    assert_eq!(
+        params.aligned_day(day("2021-06-01")),
+        day("2021-06-01") - 364
+    );
+    assert_eq!(
+        params.aligned_day(day("2020-05-24")),
+        day("2020-05-24") - 364
+    );
+    // Activity halves for the three days from each Lebaran: the aligned
+    // comparison sets dip against dip and sees no change, where 52 weeks
+    // earlier sees a dip in one year or the other.
+    let mut leaves = Vec::new();
+    for d in day("2019-12-01")..=day("2021-07-31") {
+        let dip = lebaran.iter().any(|l| (*l..*l + 3).contains(&d));
+        let txns = if dip { 5 } else { 10 };
+        leaves.push((("31.71", "31.71.01", "G"), d, totals(txns * 100, txns, 4)));
+    }
+    let input = history(&leaves, day("2019-12-01"), day("2021-07-31"));
+    let rows = compute(&input, &params, day("2021-04-22"), day("2021-05-27"));
+    let txn = Measure::Txns as usize;
+    let (mut swings, mut aligned_swings) = (0, 0);
+    for r in rows.iter().filter(|r| r.cell.level == Level::City) {
+        assert_eq!(r.yoy_aligned[txn], Some(0.0), "{}", format_day(r.day));
+        assert!(r.publishable.yoy_aligned);
+        if r.yoy[txn].is_some_and(|v| v.abs() > 0.05) {
+            swings += 1;
+        }
+        if r.yoy_aligned[txn].is_some_and(|v| v.abs() > 0.05) {
+            aligned_swings += 1;
+        }
+    }
+    assert!(swings >= 14, "two false swings of a week each: {swings}");
+    assert_eq!(aligned_swings, 0);
+}

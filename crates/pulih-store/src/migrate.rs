@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_producer_coverage.sql"),
     migration!(13, "0013_cell_coverage.sql"),
     migration!(14, "0014_public_indices.sql"),
+    migration!(15, "0015_calendar.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -141,6 +141,9 @@ struct AnalyticsRow {
     amount_idr_yoy: Option<f64>,
     txn_count_yoy: Option<f64>,
     merchants_open_yoy: Option<f64>,
+    amount_idr_yoy_aligned: Option<f64>,
+    txn_count_yoy_aligned: Option<f64>,
+    merchants_open_yoy_aligned: Option<f64>,
     amount_idr_wow: Option<f64>,
     txn_count_wow: Option<f64>,
     merchants_open_wow: Option<f64>,
@@ -168,6 +171,9 @@ struct CandidateRow {
     amount_idr_yoy: Option<f64>,
     txn_count_yoy: Option<f64>,
     merchants_open_yoy: Option<f64>,
+    amount_idr_yoy_aligned: Option<f64>,
+    txn_count_yoy_aligned: Option<f64>,
+    merchants_open_yoy_aligned: Option<f64>,
     amount_idr_wow: Option<f64>,
     txn_count_wow: Option<f64>,
     merchants_open_wow: Option<f64>,
@@ -206,6 +212,9 @@ impl AnalyticsRow {
             amount_idr_yoy: m.yoy[0],
             txn_count_yoy: m.yoy[1],
             merchants_open_yoy: m.yoy[2],
+            amount_idr_yoy_aligned: m.yoy_aligned[0],
+            txn_count_yoy_aligned: m.yoy_aligned[1],
+            merchants_open_yoy_aligned: m.yoy_aligned[2],
             amount_idr_wow: m.wow[0],
             txn_count_wow: m.wow[1],
             merchants_open_wow: m.wow[2],
@@ -235,6 +244,9 @@ impl CandidateRow {
             amount_idr_yoy: p.yoy[0],
             txn_count_yoy: p.yoy[1],
             merchants_open_yoy: p.yoy[2],
+            amount_idr_yoy_aligned: p.yoy_aligned[0],
+            txn_count_yoy_aligned: p.yoy_aligned[1],
+            merchants_open_yoy_aligned: p.yoy_aligned[2],
             amount_idr_wow: p.wow[0],
             txn_count_wow: p.wow[1],
             merchants_open_wow: p.wow[2],
@@ -595,6 +607,52 @@ impl Store {
         self.insert_rows_into(&analytics, "releases", &row).await
     }
 
+    /// Writes the calendar to `calendar` in the analytics and public
+    /// databases, replacing what an earlier run wrote.
+    pub async fn load_calendar(
+        &self,
+        days: &[pulih_event::holidays::CalendarDay],
+    ) -> Result<(), StoreError> {
+        #[derive(clickhouse::Row, Serialize)]
+        struct Row {
+            day: u16,
+            holiday: String,
+            cuti_bersama: u8,
+            ramadan: u8,
+            lebaran_day: Option<i16>,
+            imlek_day: Option<i16>,
+            payday: u8,
+            month_end: u8,
+            restriction: String,
+            version: u64,
+        }
+        let version = pulih_event::calendar::now_ms() as u64;
+        let rows: Vec<Row> = days
+            .iter()
+            .filter_map(|d| {
+                Some(Row {
+                    day: u16::try_from(d.day).ok()?,
+                    holiday: d.holiday.clone(),
+                    cuti_bersama: u8::from(d.cuti_bersama),
+                    ramadan: u8::from(d.ramadan),
+                    lebaran_day: d.lebaran_day,
+                    imlek_day: d.imlek_day,
+                    payday: u8::from(d.payday),
+                    month_end: u8::from(d.month_end),
+                    restriction: d.restriction.clone(),
+                    version,
+                })
+            })
+            .collect();
+        for database in [
+            migrate::analytics_database(&self.database),
+            migrate::public_database(&self.database),
+        ] {
+            self.insert_rows_into(&database, "calendar", &rows).await?;
+        }
+        Ok(())
+    }
+
     /// The latest public release: its vintage and when it was made.
     pub async fn last_public_release(&self) -> Result<Option<(Day, u32)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
@@ -640,6 +698,7 @@ impl Store {
         let values = [
             "amount_idr_index, txn_count_index, merchants_open_index",
             "amount_idr_yoy, txn_count_yoy, merchants_open_yoy",
+            "amount_idr_yoy_aligned, txn_count_yoy_aligned, merchants_open_yoy_aligned",
             "amount_idr_wow, txn_count_wow, merchants_open_wow",
             "amount_idr_chg4w, txn_count_chg4w, merchants_open_chg4w",
         ]

@@ -109,6 +109,7 @@ pub struct Pseudonymisation {
 #[serde(deny_unknown_fields)]
 pub struct ReferenceFiles {
     pub districts_file: PathBuf,
+    pub calendar_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,7 +394,27 @@ impl Config {
             coverage_min_txns: m.coverage_min_transactions,
             coverage_outage_below: m.coverage_outage_below,
             coverage_incomplete_share: m.coverage_incomplete_share,
+            moving_holidays: self.moving_holidays()?,
         })
+    }
+
+    /// Lebaran (H-21 .. H+14: Ramadan's last weeks, the exodus and the
+    /// return) and Imlek (± 7 days), which the holiday-aligned year-on-year
+    /// comparison aligns on.
+    fn moving_holidays(&self) -> Result<Vec<pulih_metrics::MovingHoliday>, ConfigError> {
+        let h = self.holidays()?;
+        Ok(vec![
+            pulih_metrics::MovingHoliday {
+                dates: h.dates("idul_fitri"),
+                before: 21,
+                after: 14,
+            },
+            pulih_metrics::MovingHoliday {
+                dates: h.dates("imlek"),
+                before: 7,
+                after: 7,
+            },
+        ])
     }
 
     /// The pseudonymiser, for commands that produce events.
@@ -417,6 +438,16 @@ impl Config {
         }
         pulih_event::Reference::load(&self.reference.districts_file)
             .map_err(|e| key_error("reference.districts_file", e))
+    }
+
+    /// The calendar of holidays and restrictions: `reference.calendar_file`,
+    /// or the shipped one.
+    pub fn holidays(&self) -> Result<pulih_event::holidays::Holidays, ConfigError> {
+        if self.reference.calendar_file.as_os_str().is_empty() {
+            return Ok(pulih_event::holidays::Holidays::jakarta());
+        }
+        pulih_event::holidays::Holidays::load(&self.reference.calendar_file)
+            .map_err(|e| key_error("reference.calendar_file", e))
     }
 
     /// The gateway's settings, with every producer's token hash checked.

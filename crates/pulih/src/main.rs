@@ -200,6 +200,7 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
         }
         return Ok(());
     }
+    let holidays = config.holidays()?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("database {} is up to date", store.database());
@@ -208,6 +209,9 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
             println!("applied {name}");
         }
     }
+    let days = holidays.days();
+    store.load_calendar(&days).await?;
+    println!("calendar: {} days", days.len());
     Ok(())
 }
 
