@@ -490,44 +490,104 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         .join("target/test-services")
         .join(unique("recovery"));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("history.ndjson");
-    let mut text = String::new();
+    // The pseudonymisation secret is rotated in the middle of the run: up
+    // to noon of 2021-01-01 under k1, then under k2 with k1 as the previous
+    // secret (the link period) until noon of 2021-01-10, then under k2
+    // alone (docs/operations.md). Days on both sides of a change and the
+    // two changing days themselves hold merchants under two keys.
+    let noon = |d: &str| {
+        let d = parse_day(d).unwrap();
+        let day: Vec<usize> = (0..events.len()).filter(|&i| events[i].day == d).collect();
+        day[day.len() / 2]
+    };
+    let (rotate, settle) = (noon("2021-01-01"), noon("2021-01-10"));
+    let mut parts = [String::new(), String::new(), String::new()];
     let mut per_day: HashMap<Day, u64> = HashMap::new();
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         let n = per_day.entry(e.day).or_default();
-        text.push_str(&line(e, *n));
-        text.push('\n');
+        let part = &mut parts[usize::from(i >= rotate) + usize::from(i >= settle)];
+        part.push_str(&line(e, *n));
+        part.push('\n');
         *n += 1;
     }
-    std::fs::write(&file, text).unwrap();
-    let config = dir.join("pulih.toml");
-    std::fs::write(
-        &config,
-        pulih_toml(
-            &kafka,
-            &store_config,
-            &unique("it-recovery"),
-            "emit_interval_ms = 200\nmetrics_addr = \"\"",
-            "[pseudonymisation]\nsecret = \"recovery-test-secret-0123456789abcdef0123\"",
+    let (k1, k2) = (
+        "recovery-test-secret-0123456789abcdef0123",
+        "recovery-test-secret-rotated-fedcba987654",
+    );
+    let secrets = [
+        format!("[pseudonymisation]\nkey_id = \"k1\"\nsecret = \"{k1}\""),
+        format!(
+            "[pseudonymisation]\nkey_id = \"k2\"\nsecret = \"{k2}\"\nprevious_key_id = \"k1\"\nprevious_secret = \"{k1}\""
         ),
-    )
-    .unwrap();
+        format!("[pseudonymisation]\nkey_id = \"k2\"\nsecret = \"{k2}\""),
+    ];
+    let group = unique("it-recovery");
+    let config_with = |i: usize| {
+        let config = dir.join(format!("pulih-{i}.toml"));
+        std::fs::write(
+            &config,
+            pulih_toml(
+                &kafka,
+                &store_config,
+                &group,
+                "emit_interval_ms = 200\nmetrics_addr = \"\"",
+                &secrets[i],
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let config = config_with(0);
     run_pulih(&config, &["migrate"]);
-    let produced = run_pulih(
-        &config,
-        &[
-            "produce",
-            "--producer",
-            "bank-a",
-            "--file",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        produced.contains(&format!("produced events={} rejected=0", events.len())),
-        "{produced}"
-    );
+    let mut produced_total = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let file = dir.join(format!("history-{i}.ndjson"));
+        std::fs::write(&file, part).unwrap();
+        let produced = run_pulih(
+            &config_with(i),
+            &[
+                "produce",
+                "--producer",
+                "bank-a",
+                "--file",
+                file.to_str().unwrap(),
+            ],
+        );
+        let n = part.lines().count();
+        assert!(
+            produced.contains(&format!("produced events={n} rejected=0")),
+            "{produced}"
+        );
+        produced_total += n;
+    }
+    assert_eq!(produced_total, events.len());
     run_pulih(&config, &["aggregate", "--exit-at-end"]);
+    // Merchants trading on both sides of the rotation have two keys; the
+    // link period linked every one that traded in it.
+    let count = |sql: String| {
+        let client = clickhouse::Client::default()
+            .with_url(&store_config.url)
+            .with_validation(false);
+        async move { client.query(&sql).fetch_one::<u64>().await.unwrap() }
+    };
+    let merchants = events
+        .iter()
+        .map(|e| &e.merchant)
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
+    let keys = count(format!(
+        "SELECT uniqExact(merchant_key) FROM `{db}`.merchant_activity_daily"
+    ))
+    .await;
+    let links = count(format!(
+        "SELECT count() FROM `{db}`.merchant_key_link FINAL"
+    ))
+    .await;
+    assert!(keys > merchants, "{keys} keys for {merchants} merchants");
+    assert!(
+        links > 0 && keys - links == merchants,
+        "{keys} keys, {links} links, {merchants} merchants"
+    );
     // Four ways to the same rows: a first partial run (its history read
     // from merchant_activity_daily), a second one that needs more history
     // than the first wrote, a full run, and a partial run after it (its

@@ -6,8 +6,11 @@
 //! unrelated keys. Without the secret a key cannot be linked back to the
 //! producer's merchant id, even by trying every plausible id. The key id
 //! travels with every record (`merchant_key_id`) so the secret can be
-//! rotated: keys made under different secrets never compare equal, and
-//! anyone counting merchants across a rotation can see why.
+//! rotated: keys made under different secrets never compare equal. During
+//! a rotation the pseudonymiser also holds the secret being retired
+//! ([`Pseudonymiser::with_previous`]), and every record carries the key
+//! under it too (`merchant_key_previous`): the link that lets the metrics
+//! count a merchant once across the change (docs/operations.md).
 
 use std::fmt;
 
@@ -48,12 +51,15 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub struct Pseudonymiser {
     key_id: String,
     mac: Hmac<Sha256>,
+    /// The secret being retired, during a rotation.
+    previous: Option<Box<Pseudonymiser>>,
 }
 
 impl fmt::Debug for Pseudonymiser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pseudonymiser")
             .field("key_id", &self.key_id)
+            .field("previous", &self.previous.as_ref().map(|p| &p.key_id))
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +82,29 @@ impl Pseudonymiser {
         Ok(Pseudonymiser {
             key_id: key_id.to_owned(),
             mac,
+            previous: None,
         })
+    }
+
+    /// The same, during a rotation away from `previous`: records carry the
+    /// key under both. The two must have different key ids.
+    pub fn with_previous(mut self, previous: Pseudonymiser) -> Result<Pseudonymiser, String> {
+        if previous.key_id == self.key_id {
+            return Err(format!(
+                "the previous key id must differ from the current one ({})",
+                self.key_id
+            ));
+        }
+        self.previous = Some(Box::new(Pseudonymiser {
+            previous: None,
+            ..previous
+        }));
+        Ok(self)
+    }
+
+    /// The pseudonymiser of the secret being retired, during a rotation.
+    pub fn previous(&self) -> Option<&Pseudonymiser> {
+        self.previous.as_deref()
     }
 
     pub fn key_id(&self) -> &str {
@@ -127,6 +155,28 @@ mod tests {
             a.merchant_key("ab", "cdefghij"),
             a.merchant_key("a", "bcdefghij")
         );
+    }
+
+    #[test]
+    fn a_rotation_keys_under_both_secrets() {
+        let old = p("0123456789abcdef0123456789abcdef");
+        let new = Pseudonymiser::new("k2", &Secret::new("fedcba9876543210fedcba9876543210"))
+            .unwrap()
+            .with_previous(old.clone())
+            .unwrap();
+        assert_eq!(new.key_id(), "k2");
+        assert_eq!(
+            new.previous().unwrap().merchant_key("bank-a", "m-1"),
+            old.merchant_key("bank-a", "m-1")
+        );
+        assert_ne!(
+            new.merchant_key("bank-a", "m-1"),
+            old.merchant_key("bank-a", "m-1")
+        );
+        assert!(p("0123456789abcdef0123456789abcdef")
+            .with_previous(old)
+            .unwrap_err()
+            .contains("must differ"));
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub struct PaymentRecord {
     pub occurred_at: Timestamp,
     pub merchant_key: String,
     pub merchant_key_id: String,
+    /// The key under the secret being retired, during a rotation of the
+    /// pseudonymisation secret; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_key_previous: Option<String>,
     pub district_code: String,
     pub sector: Sector,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +45,9 @@ impl PaymentRecord {
         PaymentRecord {
             merchant_key: pseudonymiser.merchant_key(producer_id, &event.merchant_id),
             merchant_key_id: pseudonymiser.key_id().to_owned(),
+            merchant_key_previous: pseudonymiser
+                .previous()
+                .map(|p| p.merchant_key(producer_id, &event.merchant_id)),
             event_id: event.event_id,
             producer_id: producer_id.to_owned(),
             occurred_at: event.occurred_at,

@@ -268,6 +268,15 @@ pub struct MerchantProducerRow {
     pub first_seen: u32,
 }
 
+/// One row of `merchant_key_link`: a merchant's key and its key under the
+/// pseudonymisation secret being retired.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct MerchantLinkRow {
+    pub merchant_key: [u8; 32],
+    pub previous_key: [u8; 32],
+    pub first_seen: u32,
+}
+
 /// One row of `aggregator_seen`: an event counted in a window.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct SeenRow {
@@ -425,6 +434,12 @@ impl Store {
         rows: &[MerchantProducerRow],
     ) -> Result<(), StoreError> {
         self.insert_rows("merchant_producer", rows).await
+    }
+
+    /// Records links between merchant keys across a rotation of the
+    /// pseudonymisation secret (`merchant_key_link`).
+    pub async fn insert_merchant_links(&self, rows: &[MerchantLinkRow]) -> Result<(), StoreError> {
+        self.insert_rows("merchant_key_link", rows).await
     }
 
     /// Records how far partitions are complete in `aggregator_watermark`.

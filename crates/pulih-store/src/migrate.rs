@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_cell_coverage.sql"),
     migration!(14, "0014_public_indices.sql"),
     migration!(15, "0015_calendar.sql"),
+    migration!(16, "0016_merchant_key_link.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

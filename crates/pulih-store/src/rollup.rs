@@ -41,11 +41,27 @@ fn kota_expr(kota_of: &[(String, String)]) -> String {
 /// The latest version of each merchant-day on the days `filter` selects.
 /// `FINAL` is safe here because `day` is part of the sorting key (every
 /// version of a row has the same day), and on ClickHouse 18.16 it was four
-/// times faster than `argMax` grouping (docs/benchmarks.md).
-fn merchant_days(filter: &str) -> String {
-    format!(
+/// times faster than `argMax` grouping (docs/benchmarks.md). With `linked`
+/// (after a rotation of the pseudonymisation secret), each key is replaced
+/// by its canonical key (`merchant_key_canonical`) and a merchant's rows
+/// under two keys on one day are added up, so it counts once.
+fn merchant_days(filter: &str, linked: bool) -> String {
+    let rows = format!(
         "SELECT day, district_code, sector, merchant_key, txn_count, amount_idr_sum \
          FROM merchant_activity_daily FINAL WHERE {filter}"
+    );
+    if !linked {
+        return rows;
+    }
+    format!(
+        "SELECT day, district_code, sector, merchant AS merchant_key, \
+         sum(t) AS txn_count, sum(a) AS amount_idr_sum \
+         FROM (SELECT day, district_code, sector, if(linked = 1, canonical_key, merchant_key) AS merchant, \
+               txn_count AS t, amount_idr_sum AS a \
+               FROM ({rows}) \
+               ANY LEFT JOIN (SELECT merchant_key, canonical_key, toUInt8(1) AS linked \
+                              FROM merchant_key_canonical FINAL) USING merchant_key) \
+         GROUP BY day, district_code, sector, merchant"
     )
 }
 
@@ -303,6 +319,7 @@ impl Store {
         level: Level,
         kota: &str,
         ranges: &[(Day, Day)],
+        linked: bool,
     ) -> Result<Vec<CellDayRow>, StoreError> {
         let [k, d, s] = group_exprs(level, kota);
         let sql = format!(
@@ -314,7 +331,7 @@ impl Store {
              FROM ({}) ARRAY JOIN [0, 1, 2] AS k \
              WHERE {} \
              GROUP BY d, kota, district, sector",
-            merchant_days(&day_ranges("day", ranges, 2)),
+            merchant_days(&day_ranges("day", ranges, 2), linked),
             day_ranges("(day + k)", ranges, 0),
         );
         self.client
@@ -329,17 +346,17 @@ impl Store {
         level: Level,
         kota: &str,
         params: &Params,
+        linked: bool,
     ) -> Result<Vec<BaselineRow>, StoreError> {
         let [k, d, s] = group_exprs(level, kota);
         let sql = format!(
             "SELECT {k} AS kota, {d} AS district, {s} AS sector, \
              uniqExact(merchant_key) AS merchants, sum(txn_count) AS txns \
              FROM ({}) GROUP BY kota, district, sector",
-            merchant_days(&day_ranges(
-                "day",
-                &[(params.baseline_start, params.baseline_end)],
-                0
-            )),
+            merchant_days(
+                &day_ranges("day", &[(params.baseline_start, params.baseline_end)], 0),
+                linked
+            ),
         );
         self.client
             .query(&sql)
@@ -354,12 +371,75 @@ impl Store {
         &self,
         kota: &str,
         ranges: &[(Day, Day)],
+        linked: bool,
         days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
     ) -> Result<(), StoreError> {
         for level in Level::ALL {
-            add_days(days, level, self.cell_days(level, kota, ranges).await?);
+            let rows = self.cell_days(level, kota, ranges, linked).await?;
+            add_days(days, level, rows);
         }
         Ok(())
+    }
+
+    /// Computes every linked merchant key's canonical key (the oldest key
+    /// its links in `merchant_key_link` lead to) into
+    /// `merchant_key_canonical`, when links were added since; returns
+    /// whether any key is linked.
+    async fn refresh_canonical(&self, version: u64) -> Result<bool, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Link {
+            merchant_key: [u8; 32],
+            previous_key: [u8; 32],
+        }
+        #[derive(clickhouse::Row, Serialize)]
+        struct Canonical {
+            merchant_key: [u8; 32],
+            canonical_key: [u8; 32],
+            version: u64,
+        }
+        let links = self
+            .client
+            .query("SELECT merchant_key, previous_key FROM merchant_key_link FINAL")
+            .fetch_all::<Link>()
+            .await
+            .map_err(self.err("read merchant_key_link"))?;
+        if links.is_empty() {
+            return Ok(false);
+        }
+        let written = self
+            .client
+            .query("SELECT count() FROM merchant_key_canonical FINAL")
+            .fetch_one::<u64>()
+            .await
+            .map_err(self.err("read merchant_key_canonical"))?;
+        if written == links.len() as u64 {
+            return Ok(true);
+        }
+        let previous: HashMap<[u8; 32], [u8; 32]> = links
+            .iter()
+            .map(|l| (l.merchant_key, l.previous_key))
+            .collect();
+        let rows: Vec<Canonical> = links
+            .iter()
+            .map(|l| {
+                // Follow the links back; a cycle (two rotations that reused
+                // a secret) stops after as many steps as there are links.
+                let mut key = l.merchant_key;
+                for _ in 0..previous.len() {
+                    match previous.get(&key) {
+                        Some(p) if *p != key => key = *p,
+                        _ => break,
+                    }
+                }
+                Canonical {
+                    merchant_key: l.merchant_key,
+                    canonical_key: key,
+                    version,
+                }
+            })
+            .collect();
+        self.insert_rows("merchant_key_canonical", &rows).await?;
+        Ok(true)
     }
 
     /// Daily totals of days `from ..= to` as an earlier rollup wrote them
@@ -774,6 +854,7 @@ impl Store {
         let analytics = migrate::analytics_database(&self.database);
         let kota = kota_expr(kota_of);
         let history = pulih_metrics::HISTORY_DAYS;
+        let linked = self.refresh_canonical(version).await?;
 
         // The baseline: its days, coverage and distinct merchants, once.
         let baseline_days = (params.baseline_start - 2, params.baseline_end);
@@ -781,7 +862,7 @@ impl Store {
             first_day: first,
             ..Input::default()
         };
-        self.load_fresh(&kota, &[baseline_days], &mut input.days)
+        self.load_fresh(&kota, &[baseline_days], linked, &mut input.days)
             .await?;
         if params.baseline_end >= first {
             input.incomplete = self
@@ -796,7 +877,7 @@ impl Store {
                 .await?;
         }
         for level in Level::ALL {
-            for r in self.baseline_totals(level, &kota, params).await? {
+            for r in self.baseline_totals(level, &kota, params, linked).await? {
                 input.baseline.insert(
                     Cell::new(level, r.kota, r.district, r.sector),
                     BaselineTotals {
@@ -812,7 +893,8 @@ impl Store {
                 .load_history(earlier.0, earlier.1, &mut input.days)
                 .await?
             {
-                self.load_fresh(&kota, &[earlier], &mut input.days).await?;
+                self.load_fresh(&kota, &[earlier], linked, &mut input.days)
+                    .await?;
             }
             let before = self.load_incomplete(earlier.0, earlier.1).await?;
             input.incomplete.extend(before);
@@ -821,7 +903,7 @@ impl Store {
         let mut start = from;
         while start <= to {
             let end = (start + CHUNK_DAYS - 1).min(to);
-            self.load_fresh(&kota, &[(start, end)], &mut input.days)
+            self.load_fresh(&kota, &[(start, end)], linked, &mut input.days)
                 .await?;
             let incomplete = self
                 .roll_up_coverage(params, kota_of, start, end, version, computed_at)

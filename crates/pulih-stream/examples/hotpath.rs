@@ -70,6 +70,7 @@ fn main() {
             ),
             merchant_key: keys[merchant as usize].clone(),
             merchant_key_id: "k1".into(),
+            merchant_key_previous: None,
             district_code: districts[(merchant as usize) % districts.len()].clone(),
             sector: Sector::from_letter(sectors[(merchant as usize / 44) % sectors.len()]).unwrap(),
             kbli_code: None,

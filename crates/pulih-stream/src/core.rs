@@ -142,6 +142,9 @@ pub struct Event {
     pub district: District,
     pub sector: Sector,
     pub merchant: [u8; 32],
+    /// The merchant's key under the pseudonymisation secret being retired,
+    /// during a rotation (`merchant_key_previous`).
+    pub previous_merchant: Option<[u8; 32]>,
     pub amount: u64,
     pub channel: Channel,
     pub size: MerchantSize,

@@ -23,6 +23,7 @@ fn ev(id: u32, t_ms: i64, cell: usize, merchant: u8, amount: u64) -> Event {
         district: *DISTRICTS[cell % 3],
         sector: Sector::from_letter(SECTORS[cell / 3 % 3]).unwrap(),
         merchant: [merchant; 32],
+        previous_merchant: None,
         amount,
         channel: Channel::ALL[(id as usize) % 6],
         size: MerchantSize::ALL[(id as usize) % 3],

@@ -22,6 +22,8 @@ struct RecordRef<'a> {
     merchant_key: Cow<'a, str>,
     #[serde(borrow, rename = "merchant_key_id")]
     _merchant_key_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    merchant_key_previous: Option<Cow<'a, str>>,
     #[serde(borrow)]
     district_code: Cow<'a, str>,
     sector: Sector,
@@ -83,6 +85,15 @@ pub fn decode_serde(bytes: &[u8], reference: &Reference) -> Result<Event, Decode
     let mut merchant = [0u8; 32];
     hex::decode_to_slice(r.merchant_key.as_bytes(), &mut merchant)
         .map_err(|_| DecodeError::BadMerchantKey)?;
+    let previous_merchant = match &r.merchant_key_previous {
+        None => None,
+        Some(k) => {
+            let mut previous = [0u8; 32];
+            hex::decode_to_slice(k.as_bytes(), &mut previous)
+                .map_err(|_| DecodeError::BadMerchantKey)?;
+            Some(previous)
+        }
+    };
     let district = reference
         .district(&r.district_code)
         .and_then(|_| r.district_code.as_bytes().try_into().ok())
@@ -95,6 +106,7 @@ pub fn decode_serde(bytes: &[u8], reference: &Reference) -> Result<Event, Decode
         district,
         sector: r.sector,
         merchant,
+        previous_merchant,
         amount: r.amount_idr,
         channel: r.channel,
         size: r.merchant_size,
@@ -177,6 +189,10 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
                 f.backfill = true;
                 11
             }
+            b"merchant_key_previous" => {
+                f.merchant_key_previous = Some(s.string()?);
+                12
+            }
             _ => return None,
         };
         if seen & (1 << bit) != 0 {
@@ -191,12 +207,17 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
         }
     }
     s.ws();
-    // kbli_code (bit 7) and backfill (bit 11) are optional.
-    if s.i != bytes.len() || seen | (1 << 7) | (1 << 11) != 0xfff {
+    // kbli_code (bit 7), backfill (bit 11) and merchant_key_previous (bit
+    // 12) are optional.
+    if s.i != bytes.len() || seen | (1 << 7) | (1 << 11) | (1 << 12) != 0x1fff {
         return None;
     }
     let occurred = Timestamp::parse_rfc3339(text(f.occurred_at)?)?;
     let merchant = hex32(f.merchant_key)?;
+    let previous_merchant = match f.merchant_key_previous {
+        None => None,
+        Some(k) => Some(hex32(k)?),
+    };
     let district: [u8; 8] = f.district_code.try_into().ok()?;
     reference.district(text(&district)?)?;
     let channel = Channel::ALL
@@ -212,6 +233,7 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
         district,
         sector: Sector::from_letter(text(f.sector)?)?,
         merchant,
+        previous_merchant,
         amount: f.amount,
         channel,
         size,
@@ -267,6 +289,7 @@ struct Fields<'a> {
     channel: &'a [u8],
     size: &'a [u8],
     backfill: bool,
+    merchant_key_previous: Option<&'a [u8]>,
 }
 
 struct Scanner<'a> {
@@ -362,6 +385,7 @@ mod tests {
             occurred_at: Timestamp::from_unix_millis(1_709_251_200_250),
             merchant_key: "ab".repeat(32),
             merchant_key_id: "k1".into(),
+            merchant_key_previous: None,
             district_code: "31.74.09".into(),
             sector: Sector::from_letter("I").unwrap(),
             kbli_code: Some("56101".into()),
@@ -412,6 +436,17 @@ mod tests {
         let fast = decode_fast(&json, &reference).expect("a backfill record takes the fast path");
         assert!(fast.backfill);
         assert_eq!(fast, decode_serde(&json, &reference).unwrap());
+        // During a rotation of the pseudonymisation secret.
+        r.merchant_key_previous = Some("cd".repeat(32));
+        let json = r.to_json();
+        let fast = decode_fast(&json, &reference).expect("a rotating record takes the fast path");
+        assert_eq!(fast.previous_merchant, Some([0xcd; 32]));
+        assert_eq!(fast, decode_serde(&json, &reference).unwrap());
+        r.merchant_key_previous = Some("zz".repeat(32));
+        assert_eq!(
+            decode(&r.to_json(), &reference),
+            Err(DecodeError::BadMerchantKey)
+        );
         let spaced = b" { \"event_id\" : \"e-1\" ,\"producer_id\":\"bank-a\",\"occurred_at\":\"2024-03-01T00:00:00.250Z\",\"merchant_key\":\"abababababababababababababababababababababababababababababababab\",\"merchant_key_id\":\"k1\",\"district_code\":\"31.74.09\",\"sector\":\"I\",\"kbli_code\":null,\"amount_idr\":25000,\"channel\":\"qris\",\"merchant_size\":\"micro\"}\n";
         assert_eq!(
             decode_fast(spaced, &reference),
@@ -428,10 +463,14 @@ mod tests {
         fn the_fast_path_agrees_with_serde(
             edits in proptest::collection::vec((0usize..400, 0u8..8, proptest::prelude::any::<u8>()), 0..4),
             backfill in proptest::prelude::any::<bool>(),
+            rotating in proptest::prelude::any::<bool>(),
         ) {
             let reference = Reference::jakarta();
             let mut base = record();
             base.backfill = backfill;
+            if rotating {
+                base.merchant_key_previous = Some("cd".repeat(32));
+            }
             let mut bytes = base.to_json();
             for (pos, op, byte) in edits {
                 let pos = pos % (bytes.len() + 1);

@@ -103,6 +103,8 @@ pub struct ClickHouse {
 pub struct Pseudonymisation {
     pub key_id: String,
     pub secret: Secret,
+    pub previous_key_id: String,
+    pub previous_secret: Secret,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,11 +427,29 @@ impl Config {
                 "is not set; set it in the config file or PULIH_PSEUDONYMISATION__SECRET (generate one with `python3 -c 'import secrets; print(secrets.token_hex(32))'`)",
             ));
         }
-        pulih_event::Pseudonymiser::new(
-            &self.pseudonymisation.key_id,
-            &self.pseudonymisation.secret,
-        )
-        .map_err(|e| key_error("pseudonymisation", e))
+        let p = &self.pseudonymisation;
+        let current = pulih_event::Pseudonymiser::new(&p.key_id, &p.secret)
+            .map_err(|e| key_error("pseudonymisation", e))?;
+        if p.previous_secret.expose().is_empty() {
+            if !p.previous_key_id.is_empty() {
+                return Err(key_error(
+                    "pseudonymisation.previous_secret",
+                    "is not set, but previous_key_id is: set both during a rotation, neither after it",
+                ));
+            }
+            return Ok(current);
+        }
+        if p.previous_secret == p.secret {
+            return Err(key_error(
+                "pseudonymisation.previous_secret",
+                "is the current secret: a rotation needs a new one",
+            ));
+        }
+        let previous = pulih_event::Pseudonymiser::new(&p.previous_key_id, &p.previous_secret)
+            .map_err(|e| key_error("pseudonymisation.previous_key_id", e))?;
+        current
+            .with_previous(previous)
+            .map_err(|e| key_error("pseudonymisation.previous_key_id", e))
     }
 
     pub fn reference(&self) -> Result<pulih_event::Reference, ConfigError> {
@@ -688,6 +708,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("at least 32 bytes"), "{e}");
+        let secret = "secret = \"0123456789abcdef0123456789abcdef\"";
+        for (rotation, key) in [
+            (
+                "previous_key_id = \"k0\"",
+                "`pseudonymisation.previous_secret`",
+            ),
+            (
+                "previous_secret = \"0123456789abcdef0123456789abcdef\"\nprevious_key_id = \"k0\"",
+                "`pseudonymisation.previous_secret`",
+            ),
+            (
+                "previous_secret = \"fedcba9876543210fedcba9876543210\"\nprevious_key_id = \"k1\"",
+                "`pseudonymisation.previous_key_id`",
+            ),
+        ] {
+            let e = load_toml(&format!("[pseudonymisation]\n{secret}\n{rotation}\n"))
+                .unwrap()
+                .pseudonymiser()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{rotation}: {e}");
+        }
+        let rotating = load_toml(&format!(
+            "[pseudonymisation]\n{secret}\nkey_id = \"k2\"\nprevious_key_id = \"k1\"\nprevious_secret = \"fedcba9876543210fedcba9876543210\"\n"
+        ))
+        .unwrap()
+        .pseudonymiser()
+        .unwrap();
+        assert_eq!(rotating.previous().unwrap().key_id(), "k1");
         let e = Config::load_from(
             Some(Path::new("/nonexistent/pulih.toml")),
             Env::prefixed("X_"),

@@ -1,5 +1,5 @@
 //! Making what was folded durable, in the order the exactly-once argument
-//! needs (`docs/semantics.md`): raw records and merchants' producers,
+//! needs (`docs/semantics.md`): raw records, merchants' producers and links,
 //! fingerprints, merchant-days,
 //! windows, dead letters, and only then the checkpoints. Nothing is
 //! committed to Kafka: consumption resumes from the checkpoints.
@@ -93,6 +93,7 @@ impl Shared {
                 dead: std::mem::take(&mut st.dead),
                 payments: std::mem::take(&mut st.payments),
                 producers: std::mem::take(&mut st.producers),
+                links: std::mem::take(&mut st.links),
             });
         }
         let taken = st.pending.as_ref().expect("set above");
@@ -101,6 +102,7 @@ impl Shared {
             && taken.dead.is_empty()
             && payments.is_empty()
             && taken.producers.is_empty()
+            && taken.links.is_empty()
         {
             st.pending = None;
             return Ok(false);
@@ -148,9 +150,11 @@ impl Shared {
             dead,
             payments,
             producers,
+            links,
         } = taken;
         self.block_on(self.store.insert_payments(payments))?;
         self.block_on(self.store.insert_merchant_producers(producers))?;
+        self.block_on(self.store.insert_merchant_links(links))?;
         self.block_on(self.store.insert_seen(&flush.seen))?;
         self.faults.pass("after_seen");
         self.block_on(self.store.insert_daily(&flush.daily))?;

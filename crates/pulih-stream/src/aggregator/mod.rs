@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pulih_event::Reference;
-use pulih_store::{MerchantProducerRow, PaymentRow, Store, StoreError};
+use pulih_store::{MerchantLinkRow, MerchantProducerRow, PaymentRow, Store, StoreError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -211,6 +211,11 @@ struct State {
     producers_known: HashSet<[u8; 32], Prehashed>,
     /// Producers of merchant keys seen first since the last take.
     producers: Vec<MerchantProducerRow>,
+    /// Merchant keys whose link to their key under a retired
+    /// pseudonymisation secret this process has recorded (or is about to).
+    links_known: HashSet<[u8; 32], Prehashed>,
+    /// Links of merchant keys seen first since the last take.
+    links: Vec<MerchantLinkRow>,
 }
 
 /// Everything one flush makes durable, taken at once.
@@ -219,6 +224,7 @@ struct Taken {
     dead: Vec<DeadRecord>,
     payments: Vec<PaymentRow>,
     producers: Vec<MerchantProducerRow>,
+    links: Vec<MerchantLinkRow>,
 }
 
 struct Shared {
@@ -420,6 +426,8 @@ pub fn run_blocking(
             pending_payments: HashMap::new(),
             producers_known: HashSet::default(),
             producers: Vec::new(),
+            links_known: HashSet::default(),
+            links: Vec::new(),
         }),
         faults: FaultPoints::from_env(),
     });

@@ -9,7 +9,7 @@ use rdkafka::Message;
 use crate::core::{Event, Outcome};
 use crate::decode::decode;
 
-use pulih_store::MerchantProducerRow;
+use pulih_store::{MerchantLinkRow, MerchantProducerRow};
 
 use super::{archive, dead_letter, now_secs, Shared};
 
@@ -51,6 +51,15 @@ impl Shared {
                         producer_id: event.producer.as_str().to_owned(),
                         first_seen: now_secs(),
                     });
+                }
+                if let Some(previous) = event.previous_merchant {
+                    if st.links_known.insert(event.merchant) {
+                        st.links.push(MerchantLinkRow {
+                            merchant_key: event.merchant,
+                            previous_key: previous,
+                            first_seen: now_secs(),
+                        });
+                    }
                 }
                 let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
                 let outcome = part.core.fold(m.offset(), ts, &event);
