@@ -40,6 +40,10 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -q -- -D warnings
 
+step "Prometheus rules and their unit tests (promtool)"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/tests/*.yml
+
 step "SQL on current ClickHouse (chDB)"
 python3 schemas/clickhouse/check_with_chdb.py
 
