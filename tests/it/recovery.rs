@@ -1200,6 +1200,12 @@ async fn rollup_every_picks_up_new_days() {
     );
     assert!(value("pulih_rollup_rows_total") > 0.0);
     assert_eq!(value("pulih_rollup_public_releases_total"), 1.0);
+    // Every rollup metric the alerting rules use is exported.
+    let (used, missing) = pulih_tests::rule_metrics_missing("pulih_rollup", &text);
+    assert!(
+        used.len() >= 3 && missing.is_empty(),
+        "{missing:?} not in\n{text}"
+    );
     assert_eq!(public_rows().await, released, "still today's release only");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

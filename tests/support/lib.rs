@@ -461,3 +461,39 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The `<component>_*` metric names (e.g. `pulih_aggregate`) that the
+/// Prometheus rules under deploy/prometheus/rules/ use, and of those, the
+/// ones a `/metrics` page does not declare (`# TYPE <name> ...`).
+pub fn rule_metrics_missing(component: &str, page: &str) -> (Vec<String>, Vec<String>) {
+    let mut names = std::collections::BTreeSet::new();
+    let dir = repo_root().join("deploy/prometheus/rules");
+    for entry in std::fs::read_dir(&dir).expect("deploy/prometheus/rules exists") {
+        let text: String = std::fs::read_to_string(entry.unwrap().path())
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let prefix = format!("{component}_");
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(&prefix) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    let declared: std::collections::BTreeSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let missing = names
+        .iter()
+        .filter(|n| !declared.contains(n.as_str()))
+        .cloned()
+        .collect();
+    (names.into_iter().collect(), missing)
+}

@@ -98,6 +98,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        // Every reason at 0 from the start, so that rates and alerts over
+        // them (deploy/prometheus/rules) see the series before the first one.
+        for reason in [
+            "bad_record",
+            "bad_merchant_key",
+            "unknown_district",
+            "too_old",
+            "wrong_partition",
+        ] {
+            dead_lettered.with_label_values(&[reason]);
+        }
         let flush_seconds = c.register(
             Histogram::with_opts(
                 HistogramOpts::new(
