@@ -787,6 +787,11 @@ async fn clickhouse_stopped_for_20_seconds_mid_run() {
         used.len() >= 5 && missing.is_empty(),
         "{missing:?} not in\n{m}"
     );
+    let undocumented = pulih_tests::undocumented_metrics(&m);
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/operations.md: {undocumented:?}"
+    );
     interrupt(&mut a);
     run.finish_and_check().await;
 }

@@ -369,6 +369,11 @@ async fn requests_are_refused_with_their_status() {
         !used.is_empty() && missing.is_empty(),
         "{missing:?} not in\n{m}"
     );
+    let undocumented = pulih_tests::undocumented_metrics(&m);
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/operations.md: {undocumented:?}"
+    );
     gw.stop().await;
 }
 

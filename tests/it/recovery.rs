@@ -1206,6 +1206,11 @@ async fn rollup_every_picks_up_new_days() {
         used.len() >= 3 && missing.is_empty(),
         "{missing:?} not in\n{text}"
     );
+    let undocumented = pulih_tests::undocumented_metrics(&text);
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/operations.md: {undocumented:?}"
+    );
     assert_eq!(public_rows().await, released, "still today's release only");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -497,3 +497,14 @@ pub fn rule_metrics_missing(component: &str, page: &str) -> (Vec<String>, Vec<St
         .collect();
     (names.into_iter().collect(), missing)
 }
+
+/// The metric names a `/metrics` page declares that docs/operations.md
+/// ("Metrics reference") does not list.
+pub fn undocumented_metrics(page: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .filter(|name| !doc.contains(&format!("| `{name}` |")))
+        .map(str::to_owned)
+        .collect()
+}
