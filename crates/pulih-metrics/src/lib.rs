@@ -566,7 +566,12 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
         let i = idx(d)?;
         input.knows(m, d).then(|| series[cell].totals[i].measure(m))
     };
-    let covered = |cell: &Cell, d: Day| !input.incomplete.contains(&(cell.clone(), d));
+    // Incomplete days by cell, looked up without building a key per day.
+    let mut incomplete: HashMap<&Cell, HashSet<Day>> = HashMap::new();
+    for (cell, d) in &input.incomplete {
+        incomplete.entry(cell).or_default().insert(*d);
+    }
+    let covered = |cell: &Cell, d: Day| incomplete.get(cell).is_none_or(|s| !s.contains(&d));
     // The mean over the covered days of the 7 up to `d`; unknown when a day
     // is, or when fewer than MIN_COVERED_DAYS are covered.
     let ma7 = |cell: &Cell, m: Measure, d: Day| -> Option<f64> {
