@@ -3,6 +3,8 @@
 #
 #   Kafka API   Tansu 0.6.0 broker        127.0.0.1:9092
 #   ClickHouse  Debian's clickhouse-server 127.0.0.1:8123 (HTTP), :9000 (native)
+#   Alertmanager Debian's prometheus-alertmanager 127.0.0.1:9093, with
+#               deploy/alertmanager/alertmanager.yml
 #
 # Usage: deploy/local/services.sh up|down|status|install
 #
@@ -28,6 +30,7 @@ KAFKA_STORAGE="${PULIH_KAFKA_STORAGE:-sqlite}"
 TANSU_VERSION="0.6.0"
 KAFKA_PORT=9092
 CH_HTTP_PORT=8123
+AM_PORT=9093
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
@@ -43,6 +46,7 @@ install_debian_packages() {
     local missing=()
     command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server)
     command -v promtool >/dev/null || missing+=(prometheus)
+    command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
     # Build tools for the bundled librdkafka and for Tansu's SQLite.
     command -v cc >/dev/null || missing+=(build-essential)
     command -v make >/dev/null || missing+=(make)
@@ -57,8 +61,12 @@ install_debian_packages() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
             || die "apt-get install ${missing[*]} failed"
     fi
-    # Debian starts no service in a container, but stop the packaged one if
-    # it runs: ours uses the same ports.
+    # Debian starts no service in a container, but stop the packaged ones
+    # if they run: ours use the same ports.
+    if pgrep -x prometheus-alertmanager >/dev/null 2>&1 && ! running "$STATE/alertmanager.pid"; then
+        say "stopping the system prometheus-alertmanager (it holds port $AM_PORT)"
+        as_root service prometheus-alertmanager stop >/dev/null 2>&1 || true
+    fi
     if pgrep -f '/etc/clickhouse-server/config.xml' >/dev/null 2>&1; then
         say "stopping the system clickhouse-server (it holds port $CH_HTTP_PORT)"
         as_root service clickhouse-server stop >/dev/null 2>&1 || true
@@ -135,6 +143,23 @@ start_clickhouse() {
     say "clickhouse $(curl -s "http://127.0.0.1:$CH_HTTP_PORT/?query=SELECT%20version()") ready on 127.0.0.1:$CH_HTTP_PORT"
 }
 
+start_alertmanager() {
+    local pidfile="$STATE/alertmanager.pid" log="$STATE/alertmanager/alertmanager.log"
+    if running "$pidfile"; then say "alertmanager already running, pid $(cat "$pidfile")"; return 0; fi
+    if port_open $AM_PORT; then die "port $AM_PORT is taken by another program; stop it first"; fi
+    mkdir -p "$STATE/alertmanager"
+    # No cluster: one local instance (an empty listen address turns the
+    # gossip port off).
+    (exec setsid prometheus-alertmanager \
+        --config.file="$ROOT/deploy/alertmanager/alertmanager.yml" \
+        --storage.path="$STATE/alertmanager" \
+        --web.listen-address="127.0.0.1:$AM_PORT" \
+        --cluster.listen-address= >"$log" 2>&1 </dev/null) &
+    echo $! >"$pidfile"
+    wait_for "alertmanager" "curl -sf http://127.0.0.1:$AM_PORT/-/ready >/dev/null" 30 "$log"
+    say "alertmanager ready on 127.0.0.1:$AM_PORT"
+}
+
 stop() { # name pidfile
     local pid
     if running "$2"; then
@@ -153,15 +178,16 @@ status() {
     local rc=0
     if running "$STATE/tansu.pid" && port_open $KAFKA_PORT; then say "kafka (tansu): running on 127.0.0.1:$KAFKA_PORT"; else say "kafka (tansu): stopped"; rc=1; fi
     if running "$STATE/clickhouse.pid" && port_open $CH_HTTP_PORT; then say "clickhouse: running on 127.0.0.1:$CH_HTTP_PORT"; else say "clickhouse: stopped"; rc=1; fi
+    if running "$STATE/alertmanager.pid" && port_open $AM_PORT; then say "alertmanager: running on 127.0.0.1:$AM_PORT"; else say "alertmanager: stopped"; rc=1; fi
     return $rc
 }
 
 mkdir -p "$STATE"
 case "${1:-}" in
     install) install_debian_packages; install_tansu ;;
-    up) install_debian_packages; install_tansu; start_tansu; start_clickhouse ;;
-    reset) stop "kafka (tansu)" "$STATE/tansu.pid"; stop clickhouse "$STATE/clickhouse.pid"; rm -rf "$STATE/tansu" "$STATE/clickhouse"; say "state removed" ;;
-    down) stop "kafka (tansu)" "$STATE/tansu.pid"; stop clickhouse "$STATE/clickhouse.pid" ;;
+    up) install_debian_packages; install_tansu; start_tansu; start_clickhouse; start_alertmanager ;;
+    reset) stop "kafka (tansu)" "$STATE/tansu.pid"; stop clickhouse "$STATE/clickhouse.pid"; stop alertmanager "$STATE/alertmanager.pid"; rm -rf "$STATE/tansu" "$STATE/clickhouse" "$STATE/alertmanager"; say "state removed" ;;
+    down) stop "kafka (tansu)" "$STATE/tansu.pid"; stop clickhouse "$STATE/clickhouse.pid"; stop alertmanager "$STATE/alertmanager.pid" ;;
     status) status ;;
     restart-kafka) stop "kafka (tansu)" "$STATE/tansu.pid"; start_tansu ;;
     *) die "usage: $0 up|down|status|install|reset|restart-kafka" ;;

@@ -43,6 +43,7 @@ cargo clippy --locked --workspace --all-targets -q -- -D warnings
 step "Prometheus rules and their unit tests (promtool)"
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/tests/*.yml
+amtool check-config deploy/alertmanager/alertmanager.yml
 
 step "SQL on current ClickHouse (chDB)"
 python3 schemas/clickhouse/check_with_chdb.py

@@ -160,7 +160,14 @@ impl AlertEvent {
     /// The Alertmanager v2 alert: labels identify it (and route it),
     /// annotations describe it. An active alert ends at `ends_at` unless
     /// re-sent; a resolved one at the time it was resolved.
-    pub fn to_alertmanager(&self, starts_at: i64, ends_at: i64) -> serde_json::Value {
+    /// `deployment` (the ClickHouse database) tells deployments sharing an
+    /// Alertmanager apart.
+    pub fn to_alertmanager(
+        &self,
+        starts_at: i64,
+        ends_at: i64,
+        deployment: &str,
+    ) -> serde_json::Value {
         let mut annotations = serde_json::json!({
             "summary": self.summary,
             "description": format!(
@@ -180,6 +187,7 @@ impl AlertEvent {
             ("district_code", &self.district_code),
             ("sector", &self.sector),
             ("severity", &self.severity),
+            ("deployment", deployment),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())

@@ -45,7 +45,7 @@ pub struct Settings {
     /// of merchants open over its reference window ...
     pub min_merchants_open: f64,
     /// ... and at least this many transactions a week in it.
-    pub min_weekly_txns: f64,
+    pub min_weekly_transactions: f64,
     pub depth_yoy: f64,
     pub depth_chg4w: f64,
     /// Points (of percent) below the city's year-on-year change.
@@ -74,7 +74,7 @@ impl Default for Settings {
         Settings {
             window_days: 28,
             min_merchants_open: 30.0,
-            min_weekly_txns: 500.0,
+            min_weekly_transactions: 500.0,
             depth_yoy: -0.15,
             depth_chg4w: -0.10,
             relative_points: 7.5,
@@ -95,6 +95,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Days of history before the first evaluated day that an evaluation
+    /// reads: the earlier weekly evaluations of the duration test, the
+    /// past weeks of the significance test, and the windows of each.
+    pub fn lookback(&self) -> Day {
+        let weeks =
+            self.duration_weeks.max(self.clear_weeks) as Day - 1 + self.significance_weeks as Day;
+        7 * weeks + pulih_metrics::MAX_ALIGNED_LAG + 2 * self.window_days
+    }
+
     /// Checks every setting; the error names the offending one (its key
     /// under `[alerts]`).
     pub fn check(&self) -> Result<(), (&'static str, String)> {
@@ -126,7 +135,7 @@ impl Settings {
             ));
         }
         positive("min_merchants_open", self.min_merchants_open)?;
-        positive("min_weekly_txns", self.min_weekly_txns)?;
+        positive("min_weekly_transactions", self.min_weekly_transactions)?;
         change("depth_yoy", self.depth_yoy)?;
         change("depth_chg4w", self.depth_chg4w)?;
         positive("relative_points", self.relative_points)?;
@@ -222,20 +231,14 @@ impl DayValue {
 }
 
 /// The daily values of every cell over `first..=last`; a day in the range
-/// without a value had no trade.
+/// without a value had no trade. Kota × sector and district × sector cells
+/// are evaluated against the city cell; sector cells (the whole city) only
+/// have statistics, for the per-sector gauges.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     pub first: Day,
     pub last: Day,
     pub days: HashMap<Cell, BTreeMap<Day, DayValue>>,
-}
-
-/// The kota × sector, district × sector and city rows the rule reads.
-pub fn reads(level: Level) -> bool {
-    matches!(
-        level,
-        Level::KotaSector | Level::DistrictSector | Level::City
-    )
 }
 
 /// A window's sums, dense: index `d - first`.
@@ -367,9 +370,6 @@ impl<'a> Rule<'a> {
         let mut series = Vec::new();
         let mut districts: HashMap<(String, String), Vec<Cell>> = HashMap::new();
         for (cell, days) in &history.days {
-            if !reads(cell.level) {
-                continue;
-            }
             let mut vals = vec![DayValue::NONE; len];
             for (&d, v) in days.range(history.first..=history.last) {
                 vals[(d - history.first) as usize] = *v;
@@ -406,6 +406,19 @@ impl<'a> Rule<'a> {
             .index
             .keys()
             .filter(|c| matches!(c.level, Level::KotaSector | Level::DistrictSector))
+            .cloned()
+            .collect();
+        cells.sort();
+        cells
+    }
+
+    /// The cells of the per-sector gauges: kota × sector, and sector (the
+    /// whole city).
+    pub fn gauge_cells(&self) -> Vec<Cell> {
+        let mut cells: Vec<Cell> = self
+            .index
+            .keys()
+            .filter(|c| matches!(c.level, Level::KotaSector | Level::Sector))
             .cloned()
             .collect();
         cells.sort();
@@ -510,7 +523,7 @@ impl<'a> Rule<'a> {
                 stats
                     .reference_merchants_open
                     .is_some_and(|m| m >= self.settings.min_merchants_open)
-                    && stats.reference_weekly_txns >= self.settings.min_weekly_txns
+                    && stats.reference_weekly_txns >= self.settings.min_weekly_transactions
             }
             _ => true,
         };
@@ -590,10 +603,17 @@ impl<'a> Rule<'a> {
         a
     }
 
-    /// How many consecutive weekly evaluations up to `d` satisfy `test`.
-    fn weeks_holding(&self, cell: &Cell, d: Day, test: impl Fn(&Assessment) -> bool) -> u32 {
+    /// How many consecutive weekly evaluations up to `d` satisfy `test`,
+    /// up to `limit`.
+    fn weeks_holding(
+        &self,
+        cell: &Cell,
+        d: Day,
+        limit: u32,
+        test: impl Fn(&Assessment) -> bool,
+    ) -> u32 {
         let mut n = 0;
-        while n < 52 && test(&self.assess(cell, d - 7 * n as Day)) {
+        while n < limit && test(&self.assess(cell, d - 7 * n as Day)) {
             n += 1;
         }
         n
@@ -613,7 +633,8 @@ impl<'a> Rule<'a> {
                 let a = self.assess(&cell, d);
                 match &state {
                     None if a.condition => {
-                        let weeks = self.weeks_holding(&cell, d, |a| a.condition);
+                        let weeks =
+                            self.weeks_holding(&cell, d, st.duration_weeks, |a| a.condition);
                         if weeks < st.duration_weeks {
                             continue;
                         }
@@ -634,7 +655,7 @@ impl<'a> Rule<'a> {
                         });
                     }
                     Some(active) if a.clear => {
-                        let weeks = self.weeks_holding(&cell, d, |a| a.clear);
+                        let weeks = self.weeks_holding(&cell, d, st.clear_weeks, |a| a.clear);
                         if weeks < st.clear_weeks {
                             continue;
                         }

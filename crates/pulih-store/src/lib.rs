@@ -7,6 +7,7 @@
 //! lacks `RowBinaryWithNamesAndTypes`; the row structs here therefore must
 //! match the column order of their tables, which the integration tests check.
 
+mod alerts;
 mod migrate;
 mod rollup;
 

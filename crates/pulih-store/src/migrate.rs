@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_public_indices.sql"),
     migration!(15, "0015_calendar.sql"),
     migration!(16, "0016_merchant_key_link.sql"),
+    migration!(17, "0017_alerts.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

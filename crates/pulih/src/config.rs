@@ -23,7 +23,42 @@ pub struct Config {
     pub simulate: Simulate,
     pub ingest: Ingest,
     pub metrics: Metrics,
+    pub alerts: Alerts,
     pub time: Time,
+}
+
+/// `pulih alerts` (docs/alerting.md): delivery, and every number of the
+/// sector-downturn rule (`pulih_alert::Settings`, same names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    pub topic: String,
+    pub alertmanager_url: String,
+    pub resend_secs: u32,
+    pub metrics_addr: String,
+    pub rows_url: String,
+    pub window_days: i32,
+    pub min_merchants_open: f64,
+    pub min_weekly_transactions: f64,
+    pub depth_yoy: f64,
+    pub depth_chg4w: f64,
+    pub relative_points: f64,
+    pub significance_z: f64,
+    pub significance_weeks: u32,
+    pub significance_min_weeks: u32,
+    pub significance_min_sd: f64,
+    pub diffusion_merchants_yoy: f64,
+    pub diffusion_district_share: f64,
+    pub diffusion_district_yoy: f64,
+    pub duration_weeks: u32,
+    pub clear_yoy: f64,
+    pub clear_chg4w: f64,
+    pub clear_weeks: u32,
+    pub critical_yoy: f64,
+    pub lebaran_before_days: i32,
+    pub lebaran_after_days: i32,
+    pub imlek_days: i32,
+    pub year_end_days: i32,
 }
 
 /// The time policy the gateway, `pulih produce` and the aggregator share.
@@ -312,7 +347,98 @@ impl Config {
             ));
         }
         self.metric_params()?;
+        self.alert_settings()?;
+        self.alert_guards()?;
+        let a = &self.alerts;
+        if a.topic.is_empty() || a.topic == self.kafka.topic || a.topic == self.kafka.dlq_topic {
+            return Err(key_error(
+                "alerts.topic",
+                "must be set and differ from kafka.topic and kafka.dlq_topic",
+            ));
+        }
+        if !a.alertmanager_url.is_empty()
+            && pulih_alert::alertmanager::Alertmanager::new(
+                &a.alertmanager_url,
+                std::time::Duration::from_secs(10),
+            )
+            .is_err()
+        {
+            return Err(key_error(
+                "alerts.alertmanager_url",
+                format!(
+                    "{:?} is not an http:// URL (empty: post to no Alertmanager)",
+                    a.alertmanager_url
+                ),
+            ));
+        }
+        if !(10..=3600).contains(&a.resend_secs) {
+            return Err(key_error("alerts.resend_secs", "must be from 10 to 3600"));
+        }
+        if !a.metrics_addr.is_empty() && a.metrics_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key_error(
+                "alerts.metrics_addr",
+                "must be host:port with an IP address, e.g. 127.0.0.1:9466, or empty to serve no metrics",
+            ));
+        }
         Ok(())
+    }
+
+    /// The sector-downturn rule's settings of `[alerts]`, checked.
+    pub fn alert_settings(&self) -> Result<pulih_alert::Settings, ConfigError> {
+        let a = &self.alerts;
+        let s = pulih_alert::Settings {
+            window_days: a.window_days,
+            min_merchants_open: a.min_merchants_open,
+            min_weekly_transactions: a.min_weekly_transactions,
+            depth_yoy: a.depth_yoy,
+            depth_chg4w: a.depth_chg4w,
+            relative_points: a.relative_points,
+            significance_z: a.significance_z,
+            significance_weeks: a.significance_weeks,
+            significance_min_weeks: a.significance_min_weeks,
+            significance_min_sd: a.significance_min_sd,
+            diffusion_merchants_yoy: a.diffusion_merchants_yoy,
+            diffusion_district_share: a.diffusion_district_share,
+            diffusion_district_yoy: a.diffusion_district_yoy,
+            duration_weeks: a.duration_weeks,
+            clear_yoy: a.clear_yoy,
+            clear_chg4w: a.clear_chg4w,
+            clear_weeks: a.clear_weeks,
+            critical_yoy: a.critical_yoy,
+        };
+        s.check()
+            .map_err(|(key, msg)| key_error(&format!("alerts.{key}"), msg))?;
+        Ok(s)
+    }
+
+    /// The guard windows of the rule: Lebaran, Imlek and the year's end
+    /// in every year of the calendar, as inclusive day ranges.
+    pub fn alert_guards(&self) -> Result<Vec<(i32, i32)>, ConfigError> {
+        let a = &self.alerts;
+        for (key, v) in [
+            ("alerts.lebaran_before_days", a.lebaran_before_days),
+            ("alerts.lebaran_after_days", a.lebaran_after_days),
+            ("alerts.imlek_days", a.imlek_days),
+            ("alerts.year_end_days", a.year_end_days),
+        ] {
+            if !(0..=60).contains(&v) {
+                return Err(key_error(key, format!("{v} must be from 0 to 60 days")));
+            }
+        }
+        let h = self.holidays()?;
+        let mut guards = Vec::new();
+        for d in h.dates("idul_fitri") {
+            guards.push((d - a.lebaran_before_days, d + a.lebaran_after_days));
+        }
+        for d in h.dates("imlek") {
+            guards.push((d - a.imlek_days, d + a.imlek_days));
+        }
+        for year in 2000..=2100 {
+            let jan1 = pulih_metrics::parse_day(&format!("{year}-01-01"))
+                .map_err(|e| key_error("alerts.year_end_days", e))?;
+            guards.push((jan1 - a.year_end_days, jan1 + a.year_end_days - 1));
+        }
+        Ok(guards)
     }
 
     /// The metric definitions of `[metrics]`.

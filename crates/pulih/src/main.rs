@@ -6,6 +6,7 @@
 //! environment with errors that name the key; `tracing-subscriber` writes
 //! logs (human-readable by default, JSON with `--log-format json`).
 
+mod alerts;
 mod config;
 mod rollup;
 
@@ -47,6 +48,20 @@ enum TokenCommand {
     /// Print a new bearer token for PRODUCER and the config lines that
     /// authorise it (only the token's SHA-256 goes in the config).
     New { producer: String },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Replay the rule over stored history, with no alert active at
+    /// --from, and print when each alert would have fired and cleared.
+    /// Writes and sends nothing.
+    Backtest {
+        #[arg(long)]
+        from: String,
+        /// Default: the last final day.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,6 +111,24 @@ enum Command {
         /// merchant-days changed (after a first run over --from..--to).
         #[arg(long, value_name = "SECS")]
         every: Option<u64>,
+    },
+    /// Evaluate the sector-downturn rule (docs/alerting.md) on every
+    /// complete, final day not yet evaluated; send state changes to Kafka
+    /// (`alerts.topic`) and pulih_analytics.alert_events, and active alerts
+    /// to Alertmanager; repeat every `alerts.resend_secs` unless --once.
+    Alerts {
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
+        /// One round, then exit.
+        #[arg(long)]
+        once: bool,
+        /// First day to evaluate (YYYY-MM-DD) on the first round; default:
+        /// the day after the last evaluated one, or the last final day.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day to evaluate; default: the last final day.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Run the HTTP gateway: POST /v1/events for authenticated producers
     /// (docs/ingest.md), /healthz, /readyz, /metrics.
@@ -179,6 +212,16 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Aggregate { exit_at_end } => aggregate(&config, exit_at_end).await,
         Command::Report => report(&config).await,
         Command::Rollup { from, to, every } => rollup::rollup(&config, from, to, every).await,
+        Command::Alerts {
+            command: Some(AlertsCommand::Backtest { from, to }),
+            ..
+        } => alerts::backtest(&config, from, to).await,
+        Command::Alerts {
+            command: None,
+            once,
+            from,
+            to,
+        } => alerts::alerts(&config, once, from, to).await,
         Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
         Command::Ingest => ingest(&config).await,
         Command::Produce { file, producer } => produce(&config, &file, &producer).await,

@@ -1,0 +1,271 @@
+//! What `pulih alerts` reads and writes: the daily values the rule
+//! evaluates (`recovery_daily`), the alerts already raised
+//! (`alert_events`) and the evaluation rounds (`alert_runs`).
+
+use std::collections::{HashMap, HashSet};
+
+use pulih_alert::message::AlertEvent;
+use pulih_alert::rule::{DayValue, History};
+use pulih_alert::Active;
+use pulih_metrics::{parse_day, Cell, Day, Level};
+use serde::{Deserialize, Serialize};
+
+use crate::{migrate, Store, StoreError};
+
+#[derive(clickhouse::Row, Deserialize)]
+struct ValueRow {
+    day: u16,
+    level: i8,
+    kota_code: String,
+    district_code: String,
+    sector: String,
+    amount: f64,
+    txns: f64,
+    open: Option<f64>,
+    incomplete: u8,
+    withheld: u8,
+}
+
+#[derive(clickhouse::Row, Serialize)]
+struct EventRow {
+    alert_id: String,
+    rule: String,
+    state: i8,
+    level: i8,
+    kota_code: String,
+    district_code: String,
+    sector: String,
+    severity: i8,
+    day: u16,
+    since: u16,
+    summary: String,
+    revenue_yoy: Option<f64>,
+    revenue_chg4w: Option<f64>,
+    points_vs_city: Option<f64>,
+    z: Option<f64>,
+    merchants_open_yoy: Option<f64>,
+    weeks: u8,
+    guarded: u8,
+    raised_at: u32,
+    event: String,
+}
+
+fn level_of(i: i8) -> Option<Level> {
+    Level::ALL.into_iter().find(|l| *l as i8 == i)
+}
+
+fn day16(s: &str) -> u16 {
+    parse_day(s)
+        .ok()
+        .and_then(|d| u16::try_from(d).ok())
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// The daily values of every cell over `from..=to`
+    /// (`recovery_daily FINAL`).
+    pub async fn alert_history(&self, from: Day, to: Day) -> Result<History, StoreError> {
+        let sql = format!(
+            "SELECT toUInt16(day) AS day, toInt8(level) AS level, kota_code, district_code, sector, \
+             toFloat64(amount_idr_sum) AS amount, toFloat64(txn_count) AS txns, \
+             CAST(merchants_open AS Nullable(Float64)) AS open, \
+             incomplete, toUInt8(suppression != 'none') AS withheld \
+             FROM `{}`.recovery_daily FINAL \
+             WHERE day >= toDate({from}) AND day <= toDate({to})",
+            migrate::analytics_database(&self.database),
+        );
+        let rows = self
+            .client
+            .query(&sql)
+            .fetch_all::<ValueRow>()
+            .await
+            .map_err(self.err("read recovery_daily for the alert rule"))?;
+        let mut h = History {
+            first: from,
+            last: to,
+            days: HashMap::new(),
+        };
+        for r in rows {
+            let Some(level) = level_of(r.level) else {
+                continue;
+            };
+            let cell = Cell::new(level, r.kota_code, r.district_code, r.sector);
+            h.days.entry(cell).or_default().insert(
+                Day::from(r.day),
+                DayValue {
+                    amount: r.amount,
+                    txns: r.txns,
+                    merchants_open: r.open,
+                    incomplete: r.incomplete != 0,
+                    withheld: r.withheld != 0,
+                },
+            );
+        }
+        Ok(h)
+    }
+
+    /// The last day the newest complete-days record of the rollup says
+    /// is no longer provisional (`releases`): the last day alerts may
+    /// evaluate. `None` before the first rollup.
+    pub async fn final_through(&self) -> Result<Option<Day>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            provisional: u16,
+            n: u64,
+        }
+        let last = self
+            .client
+            .query(&format!(
+                "SELECT toUInt16(argMax(provisional_from, released_at)) AS provisional, count() AS n \
+                 FROM `{}`.releases",
+                migrate::analytics_database(&self.database)
+            ))
+            .fetch_one::<Last>()
+            .await
+            .map_err(self.err("read the last release of the analytics database"))?;
+        Ok((last.n > 0).then_some(Day::from(last.provisional) - 1))
+    }
+
+    /// The last day an evaluation round went through.
+    pub async fn alerts_evaluated_through(&self) -> Result<Option<Day>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            through: u16,
+            n: u64,
+        }
+        let last = self
+            .client
+            .query(&format!(
+                "SELECT toUInt16(max(evaluated_through)) AS through, count() AS n FROM `{}`.alert_runs",
+                migrate::analytics_database(&self.database)
+            ))
+            .fetch_one::<Last>()
+            .await
+            .map_err(self.err("read alert_runs"))?;
+        Ok((last.n > 0).then_some(Day::from(last.through)))
+    }
+
+    /// Records an evaluation round through `through`.
+    pub async fn record_alert_run(&self, through: Day, transitions: u32) -> Result<(), StoreError> {
+        #[derive(clickhouse::Row, Serialize)]
+        struct Run {
+            evaluated_through: u16,
+            evaluated_at: u32,
+            transitions: u32,
+        }
+        let row = [Run {
+            evaluated_through: u16::try_from(through).unwrap_or(0),
+            evaluated_at: (pulih_event::calendar::now_ms() / 1000) as u32,
+            transitions,
+        }];
+        let analytics = migrate::analytics_database(&self.database);
+        self.insert_rows_into(&analytics, "alert_runs", &row).await
+    }
+
+    /// Every stored change: (alert id, day, firing).
+    pub async fn alert_changes(&self) -> Result<HashSet<(String, Day, bool)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Change {
+            alert_id: String,
+            day: u16,
+            firing: u8,
+        }
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT alert_id, toUInt16(day) AS day, toUInt8(state = 'firing') AS firing \
+                 FROM `{}`.alert_events FINAL",
+                migrate::analytics_database(&self.database)
+            ))
+            .fetch_all::<Change>()
+            .await
+            .map_err(self.err("read alert_events"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.alert_id, Day::from(r.day), r.firing != 0))
+            .collect())
+    }
+
+    /// The alerts whose last change before `before` fired them, with the
+    /// record that fired them.
+    pub async fn active_alerts(
+        &self,
+        before: Day,
+    ) -> Result<HashMap<String, (Active, AlertEvent)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            event: String,
+        }
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT last_event AS event FROM (\
+                 SELECT argMax(event, (day, state)) AS last_event, argMax(state, (day, state)) AS last_state \
+                 FROM `{}`.alert_events FINAL WHERE day < toDate({before}) GROUP BY alert_id) \
+                 WHERE last_state = 'firing'",
+                migrate::analytics_database(&self.database)
+            ))
+            .fetch_all::<Last>()
+            .await
+            .map_err(self.err("read the active alerts"))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let Ok(e) = serde_json::from_str::<AlertEvent>(&r.event) else {
+                tracing::warn!(message = "Unreadable alert record in alert_events.", event = %r.event);
+                continue;
+            };
+            let severity = if e.severity == "critical" {
+                pulih_alert::Severity::Critical
+            } else {
+                pulih_alert::Severity::Warning
+            };
+            let active = Active {
+                since: Day::from(day16(&e.since)),
+                severity,
+            };
+            out.insert(e.alert_id.clone(), (active, e));
+        }
+        Ok(out)
+    }
+
+    /// Writes state changes to `alert_events`.
+    pub async fn insert_alert_events(&self, events: &[AlertEvent]) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            let level = Level::ALL
+                .into_iter()
+                .find(|l| l.name() == e.level)
+                .map_or(0, |l| l as i8);
+            let raised_at = time::OffsetDateTime::parse(
+                &e.raised_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_or(0, |t| t.unix_timestamp() as u32);
+            rows.push(EventRow {
+                alert_id: e.alert_id.clone(),
+                rule: e.rule.clone(),
+                state: if e.firing() { 1 } else { 2 },
+                level,
+                kota_code: e.kota_code.clone(),
+                district_code: e.district_code.clone(),
+                sector: e.sector.clone(),
+                severity: if e.severity == "critical" { 2 } else { 1 },
+                day: day16(&e.day),
+                since: day16(&e.since),
+                summary: e.summary.clone(),
+                revenue_yoy: e.values.revenue_yoy,
+                revenue_chg4w: e.values.revenue_chg4w,
+                points_vs_city: e.values.points_vs_city,
+                z: e.values.z,
+                merchants_open_yoy: e.values.merchants_open_yoy,
+                weeks: e.values.weeks.min(255) as u8,
+                guarded: u8::from(e.values.guarded),
+                raised_at,
+                event: serde_json::to_string(e).unwrap_or_default(),
+            });
+        }
+        let analytics = migrate::analytics_database(&self.database);
+        self.insert_rows_into(&analytics, "alert_events", &rows)
+            .await
+    }
+}

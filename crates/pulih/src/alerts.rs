@@ -1,0 +1,440 @@
+//! `pulih alerts`: evaluates the sector-downturn rule (docs/alerting.md)
+//! once per complete, final day; writes each state change to Kafka
+//! (`alerts.topic`) and then to `pulih_analytics.alert_events`; keeps
+//! Alertmanager told of every active alert; and exports per-sector gauges.
+//! `pulih alerts backtest` replays the rule over stored history.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use pulih_alert::alertmanager::Alertmanager;
+use pulih_alert::message::AlertEvent;
+use pulih_alert::{Active, Names, Rule, Transition};
+use pulih_metrics::{format_day, parse_day, Day, Level};
+use pulih_store::Store;
+use pulih_telemetry::prometheus::{Gauge, GaugeVec, IntCounterVec};
+use pulih_telemetry::Component;
+use rdkafka::producer::FutureRecord;
+
+use crate::config::Config;
+use crate::{now_ms, BoxError};
+
+/// What `pulih alerts` exports, under `pulih_alerts_`.
+struct AlertMetrics {
+    component: Component,
+    rounds: IntCounterVec,
+    last_success: Gauge,
+    evaluated_day: Gauge,
+    changes: IntCounterVec,
+    active: GaugeVec,
+    posts: IntCounterVec,
+    revenue_yoy: GaugeVec,
+    revenue_chg4w: GaugeVec,
+}
+
+impl AlertMetrics {
+    fn new() -> Result<AlertMetrics, pulih_telemetry::prometheus::Error> {
+        let component = Component::new("pulih_alerts");
+        let c = &component;
+        let opts = |name: &str, help: &str| c.opts(name, help);
+        let m = AlertMetrics {
+            component: component.clone(),
+            rounds: c.register(IntCounterVec::new(
+                opts("rounds_total", "Evaluation rounds, by outcome (succeeded, failed)."),
+                &["outcome"],
+            )?),
+            last_success: c.register(Gauge::with_opts(opts(
+                "last_success_timestamp_seconds",
+                "When the last successful round ended (Unix seconds).",
+            ))?),
+            evaluated_day: c.register(Gauge::with_opts(opts(
+                "evaluated_day_timestamp_seconds",
+                "Start (Asia/Jakarta midnight, Unix seconds) of the last day the rule evaluated.",
+            ))?),
+            changes: c.register(IntCounterVec::new(
+                opts("changes_total", "Alert state changes raised, by state (firing, resolved)."),
+                &["state"],
+            )?),
+            active: c.register(GaugeVec::new(
+                opts("active", "Active downturn alerts, by severity."),
+                &["severity"],
+            )?),
+            posts: c.register(IntCounterVec::new(
+                opts(
+                    "alertmanager_posts_total",
+                    "POSTs to Alertmanager's /api/v2/alerts, by outcome (succeeded, failed).",
+                ),
+                &["outcome"],
+            )?),
+            revenue_yoy: c.register(GaugeVec::new(
+                opts(
+                    "sector_revenue_yoy",
+                    "28-day revenue of a sector against the holiday-aligned days a year before, less 1, rounded to 0.01, on the last evaluated day; kota=\"all\" is the whole city. Absent where the cell is withheld or incomplete.",
+                ),
+                &["kota", "sector"],
+            )?),
+            revenue_chg4w: c.register(GaugeVec::new(
+                opts(
+                    "sector_revenue_chg4w",
+                    "28-day revenue of a sector against the 28 days before, less 1, rounded to 0.01, on the last evaluated day; kota=\"all\" is the whole city. Absent where the cell is withheld or incomplete.",
+                ),
+                &["kota", "sector"],
+            )?),
+        };
+        for outcome in ["succeeded", "failed"] {
+            m.rounds.with_label_values(&[outcome]);
+            m.posts.with_label_values(&[outcome]);
+        }
+        for state in ["firing", "resolved"] {
+            m.changes.with_label_values(&[state]);
+        }
+        for severity in ["warning", "critical"] {
+            m.active.with_label_values(&[severity]);
+        }
+        Ok(m)
+    }
+
+    fn gauges(&self, rule: &Rule, day: Day) {
+        self.revenue_yoy.reset();
+        self.revenue_chg4w.reset();
+        for cell in rule.gauge_cells() {
+            let Some(s) = rule.assess(&cell, day).stats else {
+                continue;
+            };
+            let kota = if cell.level == Level::Sector {
+                "all"
+            } else {
+                &cell.kota
+            };
+            let labels = [kota, &cell.sector];
+            self.revenue_yoy
+                .with_label_values(&labels)
+                .set(pulih_metrics::round_public(s.yoy));
+            self.revenue_chg4w
+                .with_label_values(&labels)
+                .set(pulih_metrics::round_public(s.chg4w));
+        }
+    }
+
+    fn set_active(&self, active: &HashMap<String, (Active, AlertEvent)>) {
+        for severity in [
+            pulih_alert::Severity::Warning,
+            pulih_alert::Severity::Critical,
+        ] {
+            let n = active
+                .values()
+                .filter(|(a, _)| a.severity == severity)
+                .count();
+            self.active
+                .with_label_values(&[severity.name()])
+                .set(n as f64);
+        }
+    }
+}
+
+/// The rule's inputs from the configuration.
+struct Setup {
+    settings: pulih_alert::Settings,
+    params: pulih_metrics::Params,
+    guards: Vec<(Day, Day)>,
+    names: Names,
+    public_database: String,
+    /// The `deployment` label of every alert: the ClickHouse database.
+    deployment: String,
+}
+
+fn setup(config: &Config) -> Result<Setup, BoxError> {
+    let reference = config.reference()?;
+    let mut names = Names::default();
+    for d in reference.districts() {
+        names.district.insert(d.code.clone(), d.name.clone());
+        names
+            .kota
+            .insert(d.regency_code.clone(), d.regency_name.clone());
+    }
+    for c in reference.categories() {
+        names
+            .sector
+            .insert(c.sector.as_str().to_owned(), c.name_id.clone());
+    }
+    Ok(Setup {
+        settings: config.alert_settings()?,
+        params: config.metric_params()?,
+        guards: config.alert_guards()?,
+        names,
+        public_database: pulih_store::public_database(&config.clickhouse.database),
+        deployment: config.clickhouse.database.clone(),
+    })
+}
+
+fn day_arg(flag: &str, v: Option<String>) -> Result<Option<Day>, BoxError> {
+    v.map(|s| parse_day(&s).map_err(|e| format!("{flag}: {e}").into()))
+        .transpose()
+}
+
+/// Reads the history the rule needs to evaluate `from..=to`.
+async fn history(
+    store: &Store,
+    settings: &pulih_alert::Settings,
+    from: Day,
+    to: Day,
+) -> Result<pulih_alert::History, BoxError> {
+    let first = store
+        .activity_days()
+        .await?
+        .map_or(from, |(first, _)| first);
+    let start = (from - settings.lookback()).max(first);
+    Ok(store.alert_history(start, to).await?)
+}
+
+/// `pulih alerts backtest`: the changes the rule makes over `from..=to`
+/// of stored history, starting with no alert active; writes nothing.
+pub(crate) async fn backtest(
+    config: &Config,
+    from: String,
+    to: Option<String>,
+) -> Result<(), BoxError> {
+    let s = setup(config)?;
+    let from = day_arg("--from", Some(from))?.unwrap_or_default();
+    let store = Store::new(&config.store());
+    store.ping().await?;
+    let last = store.final_through().await?;
+    let to = match (day_arg("--to", to)?, last) {
+        (Some(t), _) => t,
+        (None, Some(l)) => l,
+        (None, None) => return Err("no complete day yet: run `pulih rollup` first".into()),
+    };
+    if to < from {
+        return Err(format!(
+            "--to {} is before --from {}",
+            format_day(to),
+            format_day(from)
+        )
+        .into());
+    }
+    let h = history(&store, &s.settings, from, to).await?;
+    let rule = Rule::new(&s.settings, &s.params, &s.guards, &h);
+    let changes = rule.run(from, to, &HashMap::new());
+    print!("{}", backtest_table(&changes, &s.names, from, to));
+    Ok(())
+}
+
+/// One row per alert episode: when it fired and cleared.
+fn backtest_table(changes: &[Transition], names: &Names, from: Day, to: Day) -> String {
+    let mut out = format!(
+        "Backtest of {} over {}..{}: {} alert(s)\n\n",
+        pulih_alert::rule::SECTOR_DOWNTURN,
+        format_day(from),
+        format_day(to),
+        changes.iter().filter(|t| t.firing).count()
+    );
+    out += "| alert | severity | fired | cleared | at firing |\n|---|---|---|---|---|\n";
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for t in changes {
+        if t.firing {
+            open.insert(t.id(), rows.len());
+            rows.push([
+                t.id(),
+                t.severity.name().to_owned(),
+                format_day(t.day),
+                "(active)".to_owned(),
+                pulih_alert::rule::summary(t, names),
+            ]);
+        } else if let Some(i) = open.remove(&t.id()) {
+            rows[i][3] = format_day(t.day);
+        }
+    }
+    for r in rows {
+        out += &format!("| {} |\n", r.join(" | "));
+    }
+    out
+}
+
+/// `pulih alerts`: one round (`--once`) or a service.
+pub(crate) async fn alerts(
+    config: &Config,
+    once: bool,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<(), BoxError> {
+    let s = setup(config)?;
+    let (from, to) = (day_arg("--from", from)?, day_arg("--to", to)?);
+    let store = Store::new(&config.store());
+    store.ping().await?;
+    let a = &config.alerts;
+    let kafka = pulih_ingest::KafkaConfig {
+        topic: a.topic.clone(),
+        ..config.kafka()
+    };
+    kafka.ensure_topic().await?;
+    let producer = kafka.producer()?;
+    let alertmanager = if a.alertmanager_url.is_empty() {
+        None
+    } else {
+        Some(Alertmanager::new(
+            &a.alertmanager_url,
+            Duration::from_secs(10),
+        )?)
+    };
+    let metrics = AlertMetrics::new()?;
+    if !once && !a.metrics_addr.is_empty() {
+        let addr: std::net::SocketAddr = a.metrics_addr.parse()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("`alerts.metrics_addr`: cannot listen on {addr}: {e}"))?;
+        tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
+        tokio::spawn(pulih_telemetry::serve(
+            listener,
+            metrics.component.registry().clone(),
+        ));
+    }
+    let resend = Duration::from_secs(u64::from(a.resend_secs));
+    let mut first_round = true;
+    loop {
+        let round = async {
+            let Some(last) = store.final_through().await? else {
+                println!("nothing to evaluate: no complete day yet (run `pulih rollup`)");
+                return Ok::<_, BoxError>(store.active_alerts(Day::MAX).await?);
+            };
+            let last = to.map_or(last, |t| t.min(last));
+            let done = store.alerts_evaluated_through().await?;
+            let start = match (first_round, from, done) {
+                (true, Some(f), _) => f,
+                (_, _, Some(d)) => d + 1,
+                // A new deployment starts with the last final day: the
+                // alerts that hold now, not a replay of history (that is
+                // `pulih alerts backtest`).
+                (_, _, None) => last,
+            };
+            if start > last {
+                return Ok(store.active_alerts(Day::MAX).await?);
+            }
+            let h = history(&store, &s.settings, start, last).await?;
+            let rule = Rule::new(&s.settings, &s.params, &s.guards, &h);
+            let mut active = store.active_alerts(start).await?;
+            let states: HashMap<String, Active> = active
+                .iter()
+                .map(|(id, (a, _))| (id.clone(), a.clone()))
+                .collect();
+            let stored = store.alert_changes().await?;
+            let now = now_ms() / 1000;
+            let mut new: Vec<AlertEvent> = Vec::new();
+            for t in rule.run(start, last, &states) {
+                if stored.contains(&(t.id(), t.day, t.firing)) {
+                    continue;
+                }
+                new.push(AlertEvent::new(
+                    &t,
+                    &s.names,
+                    &s.public_database,
+                    &a.rows_url,
+                    now,
+                ));
+            }
+            // Kafka first: a crash before the table write re-sends the
+            // change on the next round (consumers key on alert_id, day
+            // and state), and never loses it.
+            for e in &new {
+                let payload = serde_json::to_vec(e)?;
+                producer
+                    .send(
+                        FutureRecord::to(&a.topic)
+                            .key(&e.alert_id)
+                            .payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| format!("send to Kafka topic {}: {e}", a.topic))?;
+            }
+            store.insert_alert_events(&new).await?;
+            store.record_alert_run(last, new.len() as u32).await?;
+            let mut resolved = Vec::new();
+            for e in &new {
+                metrics.changes.with_label_values(&[&e.state]).inc();
+                println!("{} {} {}: {}", e.day, e.state, e.alert_id, e.summary);
+                if e.firing() {
+                    let severity = if e.severity == "critical" {
+                        pulih_alert::Severity::Critical
+                    } else {
+                        pulih_alert::Severity::Warning
+                    };
+                    let since = parse_day(&e.since).unwrap_or(last);
+                    active.insert(e.alert_id.clone(), (Active { since, severity }, e.clone()));
+                } else if let Some((_, fired)) = active.remove(&e.alert_id) {
+                    resolved.push((fired, e.clone()));
+                }
+            }
+            metrics.gauges(&rule, last);
+            metrics
+                .evaluated_day
+                .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
+            println!(
+                "evaluated {}..{}: {} change(s), {} active",
+                format_day(start),
+                format_day(last),
+                new.len(),
+                active.len()
+            );
+            if let Some(am) = &alertmanager {
+                let posts: Vec<serde_json::Value> = resolved
+                    .iter()
+                    .map(|(fired, e)| {
+                        e.to_alertmanager(raised_at(fired), raised_at(e), &s.deployment)
+                    })
+                    .collect();
+                post(am, &metrics, &posts).await;
+            }
+            Ok(active)
+        }
+        .await;
+        first_round = false;
+        match round {
+            Ok(active) => {
+                metrics.rounds.with_label_values(&["succeeded"]).inc();
+                metrics.last_success.set(now_ms() as f64 / 1000.0);
+                metrics.set_active(&active);
+                if let Some(am) = &alertmanager {
+                    // Every active alert, re-sent each round so that it
+                    // stays active in Alertmanager while it is here.
+                    let ends = now_ms() / 1000 + 4 * i64::from(a.resend_secs);
+                    let posts: Vec<serde_json::Value> = active
+                        .values()
+                        .map(|(_, e)| e.to_alertmanager(raised_at(e), ends, &s.deployment))
+                        .collect();
+                    post(am, &metrics, &posts).await;
+                }
+            }
+            Err(e) if !once => {
+                metrics.rounds.with_label_values(&["failed"]).inc();
+                tracing::warn!(message = "Alert round failed; retrying next round.", error = %e);
+            }
+            Err(e) => return Err(e),
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(resend) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn raised_at(e: &AlertEvent) -> i64 {
+    time::OffsetDateTime::parse(&e.raised_at, &time::format_description::well_known::Rfc3339)
+        .map_or(0, |t| t.unix_timestamp())
+}
+
+async fn post(am: &Alertmanager, metrics: &AlertMetrics, alerts: &[serde_json::Value]) {
+    if alerts.is_empty() {
+        return;
+    }
+    match am.post(alerts).await {
+        Ok(()) => metrics.posts.with_label_values(&["succeeded"]).inc(),
+        Err(e) => {
+            metrics.posts.with_label_values(&["failed"]).inc();
+            tracing::warn!(message = "Cannot post to Alertmanager; retrying next round.", error = %e);
+        }
+    }
+}
