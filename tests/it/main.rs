@@ -3,6 +3,7 @@
 //! group and database.
 
 mod access;
+mod alerts;
 mod e2e;
 mod exactly_once;
 mod ingest;

@@ -409,7 +409,7 @@ const MEASURES: [&str; 3] = ["amount_idr", "txn_count", "merchants_open"];
 
 /// Runs the binary to completion (at most five minutes) and returns its
 /// standard output; its log goes to `<config dir>/<command>.log`.
-fn run_pulih(config: &Path, args: &[&str]) -> String {
+pub(crate) fn run_pulih(config: &Path, args: &[&str]) -> String {
     let log_path = config.with_file_name(format!("{}.log", args[0]));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(pulih_bin())

@@ -489,3 +489,43 @@ proptest! {
         prop_assert!(again.is_empty(), "{:?}", ids(&again));
     }
 }
+
+#[test]
+fn every_change_is_a_valid_alert_record_and_alertmanager_alert() {
+    let path = format!("{}/../../schemas/alert.v1.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let h = history(&city(downturn), &[], &[]);
+    let ts = run(&h, "2020-07-01", "2021-12-24");
+    assert!(ts.len() >= 2);
+    for t in &ts {
+        let e = crate::message::AlertEvent::new(
+            t,
+            &Names::default(),
+            "pulih_public",
+            "",
+            1_625_000_000,
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{v}: {errors:?}");
+        let back: crate::message::AlertEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        let am = e.to_alertmanager(1_625_000_000, 1_625_000_240, "pulih");
+        assert_eq!(am["labels"]["alertname"], "PulihSectorDownturn");
+        assert_eq!(am["labels"]["alert_id"], t.id());
+        assert_eq!(am["endsAt"], "2021-06-29T20:57:20Z");
+        if t.cell.level == Level::KotaSector {
+            assert!(am["labels"].get("district_code").is_none(), "{am}");
+        }
+    }
+    // A withheld value never appears: a change carries only rounded values.
+    let e = crate::message::AlertEvent::new(&ts[0], &Names::default(), "p", "", 0);
+    let yoy = e.values.revenue_yoy.unwrap();
+    assert_eq!(yoy, (yoy * 100.0).round() / 100.0);
+}

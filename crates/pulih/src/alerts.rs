@@ -308,6 +308,18 @@ pub(crate) async fn alerts(
                 (_, _, None) => last,
             };
             if start > last {
+                // Nothing new; a service just started still shows the
+                // gauges of the last evaluated day.
+                if first_round {
+                    let shown = done.unwrap_or(last).min(last);
+                    let h = store
+                        .alert_history(
+                            shown - pulih_metrics::MAX_ALIGNED_LAG - 2 * s.settings.window_days,
+                            shown,
+                        )
+                        .await?;
+                    metrics.gauges(&Rule::new(&s.settings, &s.params, &s.guards, &h), shown);
+                }
                 return Ok(store.active_alerts(Day::MAX).await?);
             }
             let h = history(&store, &s.settings, start, last).await?;
