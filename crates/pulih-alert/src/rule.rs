@@ -6,9 +6,10 @@
 //! holiday-aligned day a year before `t` ([`Params::aligned_day`]):
 //!
 //! * **depth**: `R(d-27..d) / R(a(d-27..d)) - 1 <= depth_yoy` and the
-//!   4-week change `R(d-27..d) / R(d-55..d-28) - 1 <= depth_chg4w`; inside
-//!   a guard window (Lebaran, Imlek, year-end) the 4-week change is taken
-//!   net of the reference year's over the same holiday-relative days;
+//!   4-week change `R(d-27..d) / R(d-55..d-28) - 1 <= depth_chg4w`; when
+//!   either window touches a guard window (Lebaran, Imlek, year-end) the
+//!   4-week change is taken net of the reference year's over the same
+//!   holiday-relative days;
 //! * **relative**: the cell's year-on-year change at least
 //!   `relative_points` points below the city's (all sectors);
 //! * **significance**: that difference at least `significance_z` robust
@@ -251,14 +252,15 @@ struct Series {
 pub struct Stats {
     /// Revenue over the window against the aligned days a year before.
     pub yoy: f64,
-    /// Against the 28 days before; net of the reference year's in a guard.
+    /// Against the 28 days before; net of the reference year's when a
+    /// window touches a guard window.
     pub chg4w: f64,
     /// Mean merchants open against the aligned days a year before.
     pub merchants_yoy: Option<f64>,
     /// Mean merchants open and transactions a week in the reference window.
     pub reference_merchants_open: Option<f64>,
     pub reference_weekly_txns: f64,
-    /// The day is in a guard window.
+    /// A day of either window is in a guard window.
     pub guarded: bool,
 }
 
@@ -481,7 +483,9 @@ impl<'a> Rule<'a> {
             return None;
         }
         let yoy = amount / ref_amount - 1.0;
-        let guarded = self.guarded(d);
+        // A holiday in either window: compare the change with the
+        // reference year's over the same holiday-relative days.
+        let guarded = (d - 2 * w + 1..=d).any(|t| self.guarded(t));
         let chg4w = if guarded {
             let (ref_before, _, _) = self.sums(s, aligned(before))?;
             if ref_before <= 0.0 {
@@ -531,7 +535,7 @@ impl<'a> Rule<'a> {
     }
 
     /// Robust z-score of the relative change on `d` against the cell's
-    /// past weekly values outside guard windows.
+    /// past weekly values on days outside guard windows.
     fn z(&self, cell: &Cell, d: Day, now: f64) -> Option<f64> {
         let mut past: Vec<f64> = (1..=self.settings.significance_weeks as Day)
             .map(|k| d - 7 * k)

@@ -14,8 +14,8 @@ use crate::{migrate, Store, StoreError};
 
 #[derive(clickhouse::Row, Deserialize)]
 struct ValueRow {
-    day: u16,
-    level: i8,
+    d: u16,
+    lvl: i8,
     kota_code: String,
     district_code: String,
     sector: String,
@@ -66,7 +66,7 @@ impl Store {
     /// (`recovery_daily FINAL`).
     pub async fn alert_history(&self, from: Day, to: Day) -> Result<History, StoreError> {
         let sql = format!(
-            "SELECT toUInt16(day) AS day, toInt8(level) AS level, kota_code, district_code, sector, \
+            "SELECT toUInt16(day) AS d, toInt8(level) AS lvl, kota_code, district_code, sector, \
              toFloat64(amount_idr_sum) AS amount, toFloat64(txn_count) AS txns, \
              CAST(merchants_open AS Nullable(Float64)) AS open, \
              incomplete, toUInt8(suppression != 'none') AS withheld \
@@ -86,12 +86,12 @@ impl Store {
             days: HashMap::new(),
         };
         for r in rows {
-            let Some(level) = level_of(r.level) else {
+            let Some(level) = level_of(r.lvl) else {
                 continue;
             };
             let cell = Cell::new(level, r.kota_code, r.district_code, r.sector);
             h.days.entry(cell).or_default().insert(
-                Day::from(r.day),
+                Day::from(r.d),
                 DayValue {
                     amount: r.amount,
                     txns: r.txns,
@@ -167,13 +167,13 @@ impl Store {
         #[derive(clickhouse::Row, Deserialize)]
         struct Change {
             alert_id: String,
-            day: u16,
+            d: u16,
             firing: u8,
         }
         let rows = self
             .client
             .query(&format!(
-                "SELECT alert_id, toUInt16(day) AS day, toUInt8(state = 'firing') AS firing \
+                "SELECT alert_id, toUInt16(day) AS d, toUInt8(state = 'firing') AS firing \
                  FROM `{}`.alert_events FINAL",
                 migrate::analytics_database(&self.database)
             ))
@@ -182,7 +182,7 @@ impl Store {
             .map_err(self.err("read alert_events"))?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.alert_id, Day::from(r.day), r.firing != 0))
+            .map(|r| (r.alert_id, Day::from(r.d), r.firing != 0))
             .collect())
     }
 
