@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use pulih_metrics::{format_day, round_public, Cell, Day, Level};
 
-use crate::rule::{summary, Names, Transition};
+use crate::rule::{summary, Active, Names, Severity, Transition};
 
 /// The `schema` field of every record.
 pub const SCHEMA: &str = "pulih.alert.v1";
@@ -155,6 +155,31 @@ impl AlertEvent {
 
     pub fn firing(&self) -> bool {
         self.state == "firing"
+    }
+
+    pub fn severity(&self) -> Severity {
+        if self.severity == Severity::Critical.name() {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
+    }
+
+    /// When the change was raised, in Unix seconds (0 if unreadable).
+    pub fn raised_at_secs(&self) -> i64 {
+        time::OffsetDateTime::parse(
+            &self.raised_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_or(0, |t| t.unix_timestamp())
+    }
+
+    /// The state a firing record leaves its alert in.
+    pub fn active(&self) -> Active {
+        Active {
+            since: pulih_metrics::parse_day(&self.since).unwrap_or_default(),
+            severity: self.severity(),
+        }
     }
 
     /// The Alertmanager v2 alert: labels identify it (and route it),

@@ -37,8 +37,10 @@ use pulih_metrics::{format_day, Cell, Day, Level, Params};
 /// The rule's name in alert identities and labels.
 pub const SECTOR_DOWNTURN: &str = "sector_downturn";
 
-/// Every number of the rule, with the defaults of docs/alerting.md.
-#[derive(Debug, Clone, PartialEq)]
+/// Every number of the rule, with the defaults of docs/alerting.md; the
+/// `[alerts.rule]` table of the configuration, by the same names.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Days of each comparison window.
     pub window_days: Day,
@@ -638,7 +640,9 @@ impl<'a> Rule<'a> {
                 match &state {
                     None if a.condition => {
                         let weeks =
-                            self.weeks_holding(&cell, d, st.duration_weeks, |a| a.condition);
+                            1 + self.weeks_holding(&cell, d - 7, st.duration_weeks - 1, |a| {
+                                a.condition
+                            });
                         if weeks < st.duration_weeks {
                             continue;
                         }
@@ -659,7 +663,8 @@ impl<'a> Rule<'a> {
                         });
                     }
                     Some(active) if a.clear => {
-                        let weeks = self.weeks_holding(&cell, d, st.clear_weeks, |a| a.clear);
+                        let weeks =
+                            1 + self.weeks_holding(&cell, d - 7, st.clear_weeks - 1, |a| a.clear);
                         if weeks < st.clear_weeks {
                             continue;
                         }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use pulih_alert::message::AlertEvent;
 use pulih_alert::rule::{DayValue, History};
-use pulih_alert::Active;
+use pulih_alert::{Active, Severity};
 use pulih_metrics::{parse_day, Cell, Day, Level};
 use serde::{Deserialize, Serialize};
 
@@ -214,16 +214,7 @@ impl Store {
                 tracing::warn!(message = "Unreadable alert record in alert_events.", event = %r.event);
                 continue;
             };
-            let severity = if e.severity == "critical" {
-                pulih_alert::Severity::Critical
-            } else {
-                pulih_alert::Severity::Warning
-            };
-            let active = Active {
-                since: Day::from(day16(&e.since)),
-                severity,
-            };
-            out.insert(e.alert_id.clone(), (active, e));
+            out.insert(e.alert_id.clone(), (e.active(), e));
         }
         Ok(out)
     }
@@ -236,11 +227,6 @@ impl Store {
                 .into_iter()
                 .find(|l| l.name() == e.level)
                 .map_or(0, |l| l as i8);
-            let raised_at = time::OffsetDateTime::parse(
-                &e.raised_at,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map_or(0, |t| t.unix_timestamp() as u32);
             rows.push(EventRow {
                 alert_id: e.alert_id.clone(),
                 rule: e.rule.clone(),
@@ -249,7 +235,10 @@ impl Store {
                 kota_code: e.kota_code.clone(),
                 district_code: e.district_code.clone(),
                 sector: e.sector.clone(),
-                severity: if e.severity == "critical" { 2 } else { 1 },
+                severity: match e.severity() {
+                    Severity::Warning => 1,
+                    Severity::Critical => 2,
+                },
                 day: day16(&e.day),
                 since: day16(&e.since),
                 summary: e.summary.clone(),
@@ -260,7 +249,7 @@ impl Store {
                 merchants_open_yoy: e.values.merchants_open_yoy,
                 weeks: e.values.weeks.min(255) as u8,
                 guarded: u8::from(e.values.guarded),
-                raised_at,
+                raised_at: u32::try_from(e.raised_at_secs()).unwrap_or(0),
                 event: serde_json::to_string(e).unwrap_or_default(),
             });
         }

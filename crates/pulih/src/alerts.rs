@@ -324,8 +324,9 @@ pub(crate) async fn alerts(
             }
             let h = history(&store, &s.settings, start, last).await?;
             let rule = Rule::new(&s.settings, &s.params, &s.guards, &h);
-            let mut active = store.active_alerts(start).await?;
-            let states: HashMap<String, Active> = active
+            let states: HashMap<String, Active> = store
+                .active_alerts(start)
+                .await?
                 .iter()
                 .map(|(id, (a, _))| (id.clone(), a.clone()))
                 .collect();
@@ -361,43 +362,35 @@ pub(crate) async fn alerts(
             }
             store.insert_alert_events(&new).await?;
             store.record_alert_run(last, new.len() as u32).await?;
-            let mut resolved = Vec::new();
             for e in &new {
                 metrics.changes.with_label_values(&[&e.state]).inc();
                 println!("{} {} {}: {}", e.day, e.state, e.alert_id, e.summary);
-                if e.firing() {
-                    let severity = if e.severity == "critical" {
-                        pulih_alert::Severity::Critical
-                    } else {
-                        pulih_alert::Severity::Warning
-                    };
-                    let since = parse_day(&e.since).unwrap_or(last);
-                    active.insert(e.alert_id.clone(), (Active { since, severity }, e.clone()));
-                } else if let Some((_, fired)) = active.remove(&e.alert_id) {
-                    resolved.push((fired, e.clone()));
-                }
             }
             metrics.gauges(&rule, last);
             metrics
                 .evaluated_day
                 .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
             println!(
-                "evaluated {}..{}: {} change(s), {} active",
+                "evaluated {}..{}: {} change(s)",
                 format_day(start),
                 format_day(last),
-                new.len(),
-                active.len()
+                new.len()
             );
+            // Resolved alerts end when they resolved; Alertmanager keeps
+            // the start it already has (the earlier of the two).
             if let Some(am) = &alertmanager {
-                let posts: Vec<serde_json::Value> = resolved
+                let posts: Vec<serde_json::Value> = new
                     .iter()
-                    .map(|(fired, e)| {
-                        e.to_alertmanager(raised_at(fired), raised_at(e), &s.deployment)
+                    .filter(|e| !e.firing())
+                    .map(|e| {
+                        let since = e.active().since;
+                        let starts = pulih_event::calendar::day_start_ms(i64::from(since)) / 1000;
+                        e.to_alertmanager(starts, e.raised_at_secs(), &s.deployment)
                     })
                     .collect();
                 post(am, &metrics, &posts).await;
             }
-            Ok(active)
+            Ok(store.active_alerts(Day::MAX).await?)
         }
         .await;
         first_round = false;
@@ -412,7 +405,7 @@ pub(crate) async fn alerts(
                     let ends = now_ms() / 1000 + 4 * i64::from(a.resend_secs);
                     let posts: Vec<serde_json::Value> = active
                         .values()
-                        .map(|(_, e)| e.to_alertmanager(raised_at(e), ends, &s.deployment))
+                        .map(|(_, e)| e.to_alertmanager(e.raised_at_secs(), ends, &s.deployment))
                         .collect();
                     post(am, &metrics, &posts).await;
                 }
@@ -431,11 +424,6 @@ pub(crate) async fn alerts(
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
-}
-
-fn raised_at(e: &AlertEvent) -> i64 {
-    time::OffsetDateTime::parse(&e.raised_at, &time::format_description::well_known::Rfc3339)
-        .map_or(0, |t| t.unix_timestamp())
 }
 
 async fn post(am: &Alertmanager, metrics: &AlertMetrics, alerts: &[serde_json::Value]) {

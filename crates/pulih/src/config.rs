@@ -27,8 +27,8 @@ pub struct Config {
     pub time: Time,
 }
 
-/// `pulih alerts` (docs/alerting.md): delivery, and every number of the
-/// sector-downturn rule (`pulih_alert::Settings`, same names).
+/// `pulih alerts` (docs/alerting.md): delivery, the sector-downturn rule
+/// (`[alerts.rule]`, `pulih_alert::Settings`) and its guard windows.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Alerts {
@@ -37,24 +37,7 @@ pub struct Alerts {
     pub resend_secs: u32,
     pub metrics_addr: String,
     pub rows_url: String,
-    pub window_days: i32,
-    pub min_merchants_open: f64,
-    pub min_weekly_transactions: f64,
-    pub depth_yoy: f64,
-    pub depth_chg4w: f64,
-    pub relative_points: f64,
-    pub significance_z: f64,
-    pub significance_weeks: u32,
-    pub significance_min_weeks: u32,
-    pub significance_min_sd: f64,
-    pub diffusion_merchants_yoy: f64,
-    pub diffusion_district_share: f64,
-    pub diffusion_district_yoy: f64,
-    pub duration_weeks: u32,
-    pub clear_yoy: f64,
-    pub clear_chg4w: f64,
-    pub clear_weeks: u32,
-    pub critical_yoy: f64,
+    pub rule: pulih_alert::Settings,
     pub lebaran_before_days: i32,
     pub lebaran_after_days: i32,
     pub imlek_days: i32,
@@ -385,29 +368,9 @@ impl Config {
 
     /// The sector-downturn rule's settings of `[alerts]`, checked.
     pub fn alert_settings(&self) -> Result<pulih_alert::Settings, ConfigError> {
-        let a = &self.alerts;
-        let s = pulih_alert::Settings {
-            window_days: a.window_days,
-            min_merchants_open: a.min_merchants_open,
-            min_weekly_transactions: a.min_weekly_transactions,
-            depth_yoy: a.depth_yoy,
-            depth_chg4w: a.depth_chg4w,
-            relative_points: a.relative_points,
-            significance_z: a.significance_z,
-            significance_weeks: a.significance_weeks,
-            significance_min_weeks: a.significance_min_weeks,
-            significance_min_sd: a.significance_min_sd,
-            diffusion_merchants_yoy: a.diffusion_merchants_yoy,
-            diffusion_district_share: a.diffusion_district_share,
-            diffusion_district_yoy: a.diffusion_district_yoy,
-            duration_weeks: a.duration_weeks,
-            clear_yoy: a.clear_yoy,
-            clear_chg4w: a.clear_chg4w,
-            clear_weeks: a.clear_weeks,
-            critical_yoy: a.critical_yoy,
-        };
+        let s = self.alerts.rule.clone();
         s.check()
-            .map_err(|(key, msg)| key_error(&format!("alerts.{key}"), msg))?;
+            .map_err(|(key, msg)| key_error(&format!("alerts.rule.{key}"), msg))?;
         Ok(s)
     }
 
@@ -697,6 +660,25 @@ mod tests {
         let path = dir.join("pulih.toml");
         std::fs::write(&path, text).unwrap();
         Config::load_from(Some(&path), Env::prefixed("PULIH_TEST_NOTHING_"))
+    }
+
+    #[test]
+    fn the_alert_rule_defaults_are_the_documented_ones_and_checked_by_key() {
+        let c = Config::load_from(None, Env::prefixed("PULIH_TEST_NOTHING_")).unwrap();
+        assert_eq!(
+            c.alert_settings().unwrap(),
+            pulih_alert::Settings::default()
+        );
+        let e = load_toml("[alerts.rule]\nclear_yoy = -0.2\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`alerts.rule.clear_yoy`: -0.2 must be above"),
+            "{e}"
+        );
+        let e = load_toml("[alerts.rule]\ndepth = -0.2\n").unwrap_err();
+        assert!(e.to_string().contains("depth"), "{e}");
+        let e = load_toml("[alerts]\nimlek_days = 90\n").unwrap_err();
+        assert!(e.to_string().contains("`alerts.imlek_days`: 90"), "{e}");
     }
 
     #[test]
