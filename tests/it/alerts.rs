@@ -247,6 +247,38 @@ async fn notified(
     }
 }
 
+/// Runs a `pulih` service until its `/metrics` on 127.0.0.1:`port` has
+/// `ready` (at most 60 s), stops it and returns the page.
+async fn scrape_service(config: &std::path::Path, args: &[&str], port: u16, ready: &str) -> String {
+    let mut service = std::process::Command::new(pulih_tests::pulih_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("PULIH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            drop(s);
+            let (_, _, body) = pulih_tests::http(addr, "GET", "/metrics", &[], b"").await;
+            let page = String::from_utf8(body).unwrap();
+            if page.contains(ready) {
+                break Some(page);
+            }
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = service.kill();
+    let _ = service.wait();
+    page.unwrap_or_else(|| panic!("pulih {args:?}: no {ready} on /metrics within 60 s"))
+}
+
 /// The rows of the backtest's Markdown table: alert, severity, fired,
 /// cleared, summary.
 fn table(out: &str) -> Vec<Vec<String>> {
@@ -312,6 +344,7 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
     let kafka = kafka_config("alerts", 1);
     let topic = unique("alerts");
     let metrics_port = free_port();
+    let rollup_port = free_port();
     let dir = std::env::temp_dir().join(unique("pulih-alerts"));
     std::fs::create_dir_all(&dir).unwrap();
     let config: PathBuf = dir.join("pulih.toml");
@@ -325,7 +358,8 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
             &format!(
                 "[alerts]\ntopic = \"{topic}\"\nalertmanager_url = \"http://127.0.0.1:9093\"\n\
                  resend_secs = 10\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n\
-                 rows_url = \"http://127.0.0.1:8090/cell?level={{level}}&kota={{kota}}&district={{district}}&sector={{sector}}\"\n"
+                 rows_url = \"http://127.0.0.1:8090/cell?level={{level}}&kota={{kota}}&district={{district}}&sector={{sector}}\"\n\
+                 [metrics]\nrollup_metrics_addr = \"127.0.0.1:{rollup_port}\"\n"
             ),
         ),
     )
@@ -367,6 +401,58 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
         );
     }
 
+    // The rollup service tells the operators of the outage: recomputing
+    // the days up to one of its days, its gauges show the producer.
+    store.record_layout(&kafka.topic, 1).await.unwrap();
+    store
+        .insert_watermarks(&[pulih_store::WatermarkRow {
+            topic: kafka.topic.clone(),
+            partition: 0,
+            watermark_ms: pulih_event::calendar::day_end_ms(i64::from(day(LAST))),
+            updated_at: 0,
+        }])
+        .await
+        .unwrap();
+    let page = scrape_service(
+        &config,
+        &[
+            "rollup",
+            "--from",
+            "2021-03-05",
+            "--to",
+            "2021-03-11",
+            "--every",
+            "60",
+        ],
+        rollup_port,
+        "pulih_rollup_rounds_total{outcome=\"succeeded\"} 1",
+    )
+    .await;
+    for line in [
+        "pulih_rollup_producer_outage{producer=\"bank-a\"} 0",
+        "pulih_rollup_producer_outage{producer=\"bank-b\"} 1",
+    ] {
+        assert!(
+            page.lines().any(|l| l == line),
+            "{line} missing from\n{page}"
+        );
+    }
+    let ratio = |producer: &str| -> f64 {
+        let prefix = format!("pulih_rollup_producer_coverage_ratio{{producer=\"{producer}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no coverage of {producer} in\n{page}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(ratio("bank-b") < 0.5 && ratio("bank-a") > 0.9, "{page}");
+    let (used, missing) = rule_metrics_missing("pulih_rollup", &page);
+    assert!(
+        used.len() >= 5 && missing.is_empty(),
+        "rules use {used:?}; not exported: {missing:?}"
+    );
+    assert_eq!(undocumented_metrics(&page), Vec::<String>::new());
+
     // The service, delivering: the downturn fires ...
     let received = webhook(WEBHOOK_PORT).await;
     let db = store_config.database.as_str();
@@ -399,37 +485,13 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
 
     // ... is kept active while the service runs (and its gauges and
     // metrics are on /metrics) ...
-    let mut service = std::process::Command::new(pulih_tests::pulih_bin())
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "alerts",
-            "--to",
-            "2021-07-10",
-        ])
-        .env("PULIH_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let page = loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
-            drop(s);
-            let (_, _, body) = pulih_tests::http(addr, "GET", "/metrics", &[], b"").await;
-            let page = String::from_utf8(body).unwrap();
-            if page.contains("pulih_alerts_rounds_total{outcome=\"succeeded\"} 1") {
-                break page;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no round of `pulih alerts` within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let _ = service.kill();
-    let _ = service.wait();
+    let page = scrape_service(
+        &config,
+        &["alerts", "--to", "2021-07-10"],
+        metrics_port,
+        "pulih_alerts_rounds_total{outcome=\"succeeded\"} 1",
+    )
+    .await;
     for line in [
         &format!("pulih_alerts_active{{severity=\"{}\"}} 1", k[1]),
         "pulih_alerts_alertmanager_posts_total{outcome=\"succeeded\"} 1",

@@ -670,6 +670,37 @@ impl Store {
         Ok(incomplete)
     }
 
+    /// Each producer's coverage on `day` (`producer_coverage_daily`):
+    /// its ratio to its norm, relative to the median producer's (`None`
+    /// while it is too small or too new to be judged), and whether it had
+    /// an outage.
+    pub async fn producer_coverage_on(
+        &self,
+        day: Day,
+    ) -> Result<Vec<(String, Option<f64>, bool)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Row {
+            producer_id: String,
+            coverage: Option<f64>,
+            outage: u8,
+        }
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT producer_id, coverage, outage FROM `{}`.producer_coverage_daily FINAL \
+                 WHERE day = toDate(?) ORDER BY producer_id",
+                migrate::analytics_database(&self.database)
+            ))
+            .bind(format_day(day))
+            .fetch_all::<Row>()
+            .await
+            .map_err(self.err("read producer_coverage_daily"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.producer_id, r.coverage, r.outage != 0))
+            .collect())
+    }
+
     /// Records in the analytics database how far the metrics are complete:
     /// days through `data_through`, those from `provisional_from` on may
     /// still be revised. Written whenever either changes.

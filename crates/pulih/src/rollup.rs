@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pulih_metrics::{format_day, parse_day, Day};
 use pulih_store::{RollupReport, Store};
-use pulih_telemetry::prometheus::{Gauge, IntCounter, IntCounterVec};
+use pulih_telemetry::prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec};
 use pulih_telemetry::Component;
 
 use crate::config::Config;
@@ -22,6 +22,8 @@ struct RollupMetrics {
     rows: IntCounter,
     suppressed: IntCounter,
     public_releases: IntCounter,
+    producer_coverage: GaugeVec,
+    producer_outage: GaugeVec,
 }
 
 impl RollupMetrics {
@@ -59,6 +61,20 @@ impl RollupMetrics {
                 "public_releases_total",
                 "Public releases made (at most one a Jakarta day).",
             ))?),
+            producer_coverage: c.register(GaugeVec::new(
+                opts(
+                    "producer_coverage_ratio",
+                    "Each producer's transactions against its norm, relative to the median producer's, on the newest day the last successful round computed; absent while a producer is not judged (docs/data-model.md, coverage).",
+                ),
+                &["producer"],
+            )?),
+            producer_outage: c.register(GaugeVec::new(
+                opts(
+                    "producer_outage",
+                    "1 when a producer had an outage on the newest day the last successful round computed, else 0.",
+                ),
+                &["producer"],
+            )?),
         };
         for outcome in ["succeeded", "failed"] {
             m.rounds.with_label_values(&[outcome]);
@@ -78,6 +94,22 @@ impl RollupMetrics {
         self.suppressed.inc_by(r.suppressed as u64);
         if let Some((_, last)) = r.days {
             self.latest_day.set(jakarta_midnight(last) as f64);
+        }
+    }
+
+    /// The coverage of each producer on the newest day computed.
+    fn coverage(&self, producers: &[(String, Option<f64>, bool)]) {
+        self.producer_coverage.reset();
+        self.producer_outage.reset();
+        for (producer, ratio, outage) in producers {
+            if let Some(r) = ratio {
+                self.producer_coverage
+                    .with_label_values(&[producer])
+                    .set(*r);
+            }
+            self.producer_outage
+                .with_label_values(&[producer])
+                .set(f64::from(u8::from(*outage)));
         }
     }
 }
@@ -160,6 +192,9 @@ pub(crate) async fn rollup(
             let report = store
                 .rollup(&params, &kota, &cells, from, Some(last))
                 .await?;
+            if let Some((_, newest)) = report.days {
+                metrics.coverage(&store.producer_coverage_on(newest).await?);
+            }
             if released != Some(through) {
                 store
                     .record_release(through, through - provisional + 1)
@@ -254,6 +289,32 @@ mod tests {
             jakarta_midnight(parse_day("2021-03-01").unwrap()),
             1_614_531_600
         );
+    }
+
+    #[test]
+    fn producer_gauges_show_the_newest_day_only() {
+        let m = RollupMetrics::new().unwrap();
+        m.coverage(&[
+            ("bank-a".into(), Some(1.02), false),
+            ("bank-b".into(), Some(0.0), true),
+        ]);
+        m.coverage(&[
+            ("bank-a".into(), Some(0.97), false),
+            ("qris-c".into(), None, false),
+        ]);
+        let text = m.component.render();
+        for line in [
+            "pulih_rollup_producer_coverage_ratio{producer=\"bank-a\"} 0.97",
+            "pulih_rollup_producer_outage{producer=\"bank-a\"} 0",
+            "pulih_rollup_producer_outage{producer=\"qris-c\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(!text.contains("bank-b"), "{text}");
+        assert!(!text.contains("pulih_rollup_producer_coverage_ratio{producer=\"qris-c\"}"));
     }
 
     #[test]
