@@ -145,7 +145,13 @@ start_clickhouse() {
 
 start_alertmanager() {
     local pidfile="$STATE/alertmanager.pid" log="$STATE/alertmanager/alertmanager.log"
-    if running "$pidfile"; then say "alertmanager already running, pid $(cat "$pidfile")"; return 0; fi
+    if running "$pidfile"; then
+        # Pick up changes to deploy/alertmanager/alertmanager.yml.
+        curl -sf -X POST "http://127.0.0.1:$AM_PORT/-/reload" >/dev/null \
+            || die "alertmanager could not reload deploy/alertmanager/alertmanager.yml (amtool check-config tells why)"
+        say "alertmanager already running, pid $(cat "$pidfile"); configuration reloaded"
+        return 0
+    fi
     if port_open $AM_PORT; then die "port $AM_PORT is taken by another program; stop it first"; fi
     mkdir -p "$STATE/alertmanager"
     # No cluster: one local instance (an empty listen address turns the

@@ -151,6 +151,82 @@ fn scenario(lebaran: &[Day]) -> (Vec<DailyRow>, Vec<MerchantProducerRow>) {
     (rows, producers)
 }
 
+/// The UTC hour (from the epoch) at which Jakarta day `d` starts.
+fn local_midnight(d: Day) -> i64 {
+    i64::from(d) * 24 - 7
+}
+
+/// One hour of a cell in `activity_1m`: `txns` transactions by the
+/// merchants numbered `merchants` (their keys as in `scenario`).
+fn activity(
+    hour: i64,
+    district: &str,
+    sector: &str,
+    txns: u64,
+    merchants: &[u32],
+) -> pulih_store::ActivityRow {
+    let keys: Vec<[u8; 32]> = merchants
+        .iter()
+        .map(|n| {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&n.to_be_bytes());
+            key
+        })
+        .collect();
+    pulih_store::ActivityRow {
+        window_start: (hour * 3600) as u32,
+        district_code: district.into(),
+        sector: sector.into(),
+        txn_count: txns,
+        amount_idr_sum: txns * 50_000,
+        amount_idr_min: 50_000,
+        amount_idr_max: 50_000,
+        merchants_active: keys.len() as u32,
+        txn_qris: txns,
+        txn_debit_card: 0,
+        txn_credit_card: 0,
+        txn_ewallet: 0,
+        txn_bank_transfer: 0,
+        txn_other: 0,
+        txn_micro: txns,
+        txn_small: 0,
+        txn_medium: 0,
+        is_final: 1,
+        source_partition: 0,
+        source_offset: 1,
+        merchant_keys: keys,
+        version: 1,
+        updated_at: 0,
+    }
+}
+
+/// Four weeks of trading hours (08:00 to 21:00 in Jakarta) up to Jakarta
+/// day `last`, for two cells of bank-a's merchants (1-6 and 7-12, as
+/// `scenario` numbers them: bank-b carries every third) and two of
+/// bank-b's (3, 6, 9 and 12, 15, 18); on `last` from 18:00, 31.72.01 × I
+/// and both of bank-b's cells are silent.
+fn hours(last: Day) -> Vec<pulih_store::ActivityRow> {
+    let cells: [(&str, &str, [u32; 3], bool); 4] = [
+        ("31.72.01", "I", [1, 2, 4], true),
+        ("31.72.02", "G", [5, 7, 8], false),
+        ("31.73.01", "C", [3, 6, 9], true),
+        ("31.73.01", "G", [12, 15, 18], true),
+    ];
+    let mut rows = Vec::new();
+    for d in last - 28..=last {
+        for local in 8..21 {
+            let hour = local_midnight(d) + local;
+            for (district, sector, merchants, stops) in &cells {
+                if d == last && local >= 18 && *stops {
+                    continue;
+                }
+                rows.push(activity(hour, district, sector, 10, merchants));
+            }
+        }
+    }
+    rows
+}
+
 /// Webhook notifications Alertmanager posted, with their path.
 type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -517,10 +593,46 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
     );
     assert_eq!(undocumented_metrics(&page), Vec::<String>::new());
 
-    // ... and resolves once the sector has recovered.
+    // ... and resolves once the sector has recovered. The same round
+    // looks at the last complete hour, the end of LAST: the restaurants of
+    // 31.72.01 went silent at 18:00 while bank-a trades elsewhere (a
+    // sudden stop); bank-b's cells went silent together (an outage, not a
+    // stop).
+    store.insert_activity(&hours(day(LAST))).await.unwrap();
     let out = run_pulih(&config, &["alerts", "--once"]);
     assert!(out.contains(&format!("resolved {kota_alert}")), "{out}");
     notified(&received, "/analysts", kota_alert, db, "resolved").await;
+    let stop_alert = "sudden_stop/district_sector/31.72/31.72.01/I";
+    assert!(out.contains(&format!("firing {stop_alert}")), "{out}");
+    assert!(
+        out.contains("sudden stops at 2021-10-20T16:00:00Z: 1 silent cell(s)"),
+        "{out}"
+    );
+    let a = notified(&received, "/analysts", stop_alert, db, "firing").await;
+    assert_eq!(a["labels"]["alertname"], "PulihSuddenStop");
+    assert_eq!(
+        a["annotations"]["summary"],
+        "Penyediaan Akomodasi dan Penyediaan Makan Minum in Penjaringan, Kota Administrasi Jakarta Utara: \
+         no transactions for 3 trading hours since 2021-10-20 18:00 WIB, while bank-a keeps trading elsewhere"
+    );
+    // An hour later it trades again: resolved.
+    let next = local_midnight(day(LAST) + 1);
+    store
+        .insert_activity(&[activity(next, "31.72.01", "I", 3, &[1])])
+        .await
+        .unwrap();
+    store
+        .insert_watermarks(&[pulih_store::WatermarkRow {
+            topic: kafka.topic.clone(),
+            partition: 0,
+            watermark_ms: (next + 2) * 3_600_000,
+            updated_at: 0,
+        }])
+        .await
+        .unwrap();
+    let out = run_pulih(&config, &["alerts", "--once"]);
+    assert!(out.contains(&format!("resolved {stop_alert}")), "{out}");
+    notified(&received, "/analysts", stop_alert, db, "resolved").await;
 
     // Evaluating the same days again raises nothing new.
     let out = run_pulih(

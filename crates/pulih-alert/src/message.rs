@@ -9,12 +9,29 @@ use serde::{Deserialize, Serialize};
 
 use pulih_metrics::{format_day, round_public, Cell, Day, Level};
 
-use crate::rule::{summary, Active, Names, Severity, Transition};
+use crate::rule::{alert_id, summary, Active, Names, Severity, Transition};
+use crate::stop::{Hour, Stop, SUDDEN_STOP};
+
+/// The Jakarta (+07:00) day of hour `h`.
+pub fn jakarta_day(h: Hour) -> Day {
+    (h + 7).div_euclid(24) as Day
+}
+
+/// `YYYY-MM-DD HH:00` of hour `h` in Jakarta.
+fn jakarta_hour(h: Hour) -> String {
+    format!(
+        "{} {:02}:00",
+        format_day(jakarta_day(h)),
+        (h + 7).rem_euclid(24)
+    )
+}
 
 /// The `schema` field of every record.
 pub const SCHEMA: &str = "pulih.alert.v1";
 /// The Alertmanager `alertname` of the downturn rule.
 pub const ALERTNAME: &str = "PulihSectorDownturn";
+/// The Alertmanager `alertname` of the sudden-stop rule.
+pub const STOP_ALERTNAME: &str = "PulihSuddenStop";
 
 /// What the rule measured, rounded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +54,16 @@ pub struct Values {
     pub weeks: u32,
     /// The evaluation day is in a holiday guard window.
     pub guarded: bool,
+    /// Sudden stops: the first silent trading hour (local time, +07:00).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_since: Option<String>,
+    /// Sudden stops: silent trading hours when it fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_hours: Option<u32>,
+    /// Sudden stops: the producers carrying the cell, still trading
+    /// elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producers: Option<Vec<String>>,
 }
 
 /// One state change of one alert.
@@ -146,10 +173,98 @@ impl AlertEvent {
                 districts_evaluated: a.districts_down.map(|d| d.1),
                 weeks: t.weeks,
                 guarded: s.is_some_and(|s| s.guarded),
+                silent_since: None,
+                silent_hours: None,
+                producers: None,
             },
             rows_query: rows_query(&t.cell, public_database),
             rows_url: rows_url(url_template, &t.cell, t.day),
             raised_at: rfc3339(raised_at),
+        }
+    }
+
+    /// A sudden stop of `stop` found at hour `at`; `kota` is the kota
+    /// code of its district.
+    pub fn stop(
+        stop: &Stop,
+        kota: &str,
+        names: &Names,
+        public_database: &str,
+        url_template: &str,
+        raised_at: i64,
+    ) -> AlertEvent {
+        let cell = Cell::new(
+            Level::DistrictSector,
+            kota.to_owned(),
+            stop.cell.0.clone(),
+            stop.cell.1.clone(),
+        );
+        let since = jakarta_day(stop.since);
+        let summary = format!(
+            "{} in {}: no transactions for {} trading hours since {} WIB, while {} keep{} trading elsewhere",
+            names.sector(&cell),
+            names.place(&cell),
+            stop.hours,
+            jakarta_hour(stop.since),
+            stop.producers.join(", "),
+            if stop.producers.len() == 1 { "s" } else { "" },
+        );
+        AlertEvent {
+            schema: SCHEMA.to_owned(),
+            alert_id: alert_id(SUDDEN_STOP, &cell),
+            rule: SUDDEN_STOP.to_owned(),
+            state: "firing".to_owned(),
+            level: cell.level.name().to_owned(),
+            kota_code: cell.kota.clone(),
+            district_code: cell.district.clone(),
+            sector: cell.sector.clone(),
+            severity: Severity::Warning.name().to_owned(),
+            day: format_day(since),
+            since: format_day(since),
+            summary,
+            values: Values {
+                revenue_yoy: None,
+                revenue_chg4w: None,
+                points_vs_city: None,
+                z: None,
+                merchants_open_yoy: None,
+                districts_down: None,
+                districts_evaluated: None,
+                weeks: 0,
+                guarded: false,
+                silent_since: Some(format!(
+                    "{}:00+07:00",
+                    jakarta_hour(stop.since).replace(' ', "T")
+                )),
+                silent_hours: Some(stop.hours),
+                producers: Some(stop.producers.clone()),
+            },
+            rows_query: rows_query(&cell, public_database),
+            rows_url: rows_url(url_template, &cell, since),
+            raised_at: rfc3339(raised_at),
+        }
+    }
+
+    /// The change that resolves this firing sudden stop: the cell trades
+    /// again (or its producers stopped too) at hour `at`.
+    pub fn stop_resolved(&self, at: Hour, raised_at: i64) -> AlertEvent {
+        let head = self.summary.split(':').next().unwrap_or_default();
+        AlertEvent {
+            state: "resolved".to_owned(),
+            day: format_day(jakarta_day(at)),
+            summary: format!(
+                "{head}: no longer a sudden stop at {} WIB; silent since {} WIB",
+                jakarta_hour(at),
+                self.values
+                    .silent_since
+                    .as_deref()
+                    .unwrap_or_default()
+                    .get(..16)
+                    .unwrap_or_default()
+                    .replace('T', " ")
+            ),
+            raised_at: rfc3339(raised_at),
+            ..self.clone()
         }
     }
 
@@ -193,18 +308,23 @@ impl AlertEvent {
         ends_at: i64,
         deployment: &str,
     ) -> serde_json::Value {
+        let alertname = if self.rule == SUDDEN_STOP {
+            STOP_ALERTNAME
+        } else {
+            ALERTNAME
+        };
         let mut annotations = serde_json::json!({
             "summary": self.summary,
             "description": format!(
-                "{} since {} (evaluated on the complete day {}). Rows: {}",
-                ALERTNAME, self.since, self.day, self.rows_query
+                "{} since {} (evaluated on {}). Rows: {}",
+                alertname, self.since, self.day, self.rows_query
             ),
             "rows_query": self.rows_query,
             "runbook_url": "https://github.com/pulih-project/pulih/blob/main/docs/alerting.md#reading-an-alert",
         });
         // Empty labels are left out: a kota-level alert has no district.
         let labels: serde_json::Map<String, serde_json::Value> = [
-            ("alertname", ALERTNAME),
+            ("alertname", alertname),
             ("alert_id", &self.alert_id),
             ("rule", &self.rule),
             ("level", &self.level),

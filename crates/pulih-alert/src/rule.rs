@@ -711,7 +711,7 @@ pub struct Names {
 }
 
 impl Names {
-    fn place(&self, cell: &Cell) -> String {
+    pub(crate) fn place(&self, cell: &Cell) -> String {
         let kota = self
             .kota
             .get(&cell.kota)
@@ -730,7 +730,7 @@ impl Names {
         }
     }
 
-    fn sector(&self, cell: &Cell) -> String {
+    pub(crate) fn sector(&self, cell: &Cell) -> String {
         self.sector
             .get(&cell.sector)
             .cloned()
@@ -739,7 +739,8 @@ impl Names {
 }
 
 fn percent(v: f64) -> String {
-    let p = (v * 100.0).round();
+    // + 0.0 turns a rounded -0 into 0.
+    let p = (v * 100.0).round() + 0.0;
     if p < 0.0 {
         format!("\u{2212}{} %", -p)
     } else {
@@ -756,11 +757,18 @@ pub fn summary(t: &Transition, names: &Names) -> String {
         return head;
     };
     let vs_city = t.assessment.relative_points.map_or(String::new(), |r| {
-        let r = r.round();
+        let r = r.round() + 0.0;
+        let points = |n: f64| {
+            if n == 1.0 {
+                "1 point".to_owned()
+            } else {
+                format!("{n} points")
+            }
+        };
         if r <= 0.0 {
-            format!(", {} points worse than the city", -r)
+            format!(", {} worse than the city", points(-r + 0.0))
         } else {
-            format!(", {r} points better than the city")
+            format!(", {} better than the city", points(r))
         }
     });
     let weeks = if t.weeks == 1 {

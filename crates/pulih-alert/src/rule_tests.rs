@@ -528,6 +528,43 @@ fn every_change_is_a_valid_alert_record_and_alertmanager_alert() {
             assert!(am["labels"].get("district_code").is_none(), "{am}");
         }
     }
+    // A sudden stop and its resolution.
+    let stop = crate::stop::Stop {
+        cell: ("31.72.01".into(), "I".into()),
+        // 2021-10-20 11:00 UTC, 18:00 in Jakarta.
+        since: i64::from(day("2021-10-20")) * 24 + 11,
+        hours: 3,
+        usual_txns: 30.0,
+        producers: vec!["bank-a".into(), "qris-c".into()],
+    };
+    let fired = crate::message::AlertEvent::stop(&stop, "31.72", &Names::default(), "p", "", 0);
+    assert_eq!(
+        fired.values.silent_since.as_deref(),
+        Some("2021-10-20T18:00:00+07:00")
+    );
+    assert_eq!(
+        fired.summary,
+        "I in 31.72.01, 31.72: no transactions for 3 trading hours since 2021-10-20 18:00 WIB, while bank-a, qris-c keep trading elsewhere"
+    );
+    let resolved = fired.stop_resolved(i64::from(day("2021-10-20")) * 24 + 17, 60);
+    assert_eq!(
+        resolved.summary,
+        "I in 31.72.01, 31.72: no longer a sudden stop at 2021-10-21 00:00 WIB; silent since 2021-10-20 18:00 WIB"
+    );
+    assert_eq!(
+        (resolved.day.as_str(), resolved.since.as_str()),
+        ("2021-10-21", "2021-10-20")
+    );
+    for e in [&fired, &resolved] {
+        let v = serde_json::to_value(e).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{v}: {errors:?}");
+        assert_eq!(
+            e.to_alertmanager(0, 60, "pulih")["labels"]["alertname"],
+            "PulihSuddenStop"
+        );
+    }
+
     // A withheld value never appears: a change carries only rounded values.
     let e = crate::message::AlertEvent::new(&ts[0], &Names::default(), "p", "", 0);
     let yoy = e.values.revenue_yoy.unwrap();

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use pulih_alert::message::AlertEvent;
 use pulih_alert::rule::{DayValue, History};
+use pulih_alert::stop::{Hour, Hourly};
 use pulih_alert::{Active, Severity};
 use pulih_metrics::{parse_day, Cell, Day, Level};
 use serde::{Deserialize, Serialize};
@@ -256,5 +257,76 @@ impl Store {
         let analytics = migrate::analytics_database(&self.database);
         self.insert_rows_into(&analytics, "alert_events", &rows)
             .await
+    }
+
+    /// Hourly counts over hours `from..=to` (`activity_1m FINAL`):
+    /// transactions per district × sector cell, and merchants active per
+    /// producer and cell (through `merchant_producer`).
+    pub async fn hourly(&self, from: Hour, to: Hour) -> Result<Hourly, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Txns {
+            district_code: String,
+            sector: String,
+            h: u32,
+            txns: u64,
+        }
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Merchants {
+            producer_id: String,
+            district_code: String,
+            sector: String,
+            h: u32,
+            merchants: u64,
+        }
+        let (start, end) = (from * 3600, (to + 1) * 3600);
+        let txns = self
+            .client
+            .query(
+                "SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
+                 toUInt64(sum(txn_count)) AS txns FROM activity_1m FINAL \
+                 WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                 GROUP BY district_code, sector, h",
+            )
+            .bind(start)
+            .bind(end)
+            .fetch_all::<Txns>()
+            .await
+            .map_err(self.err("read hourly transactions from activity_1m"))?;
+        let merchants = self
+            .client
+            .query(
+                "SELECT p.producer_id AS producer_id, a.district_code AS district_code, a.sector AS sector, \
+                 a.h AS h, toUInt64(uniqExact(a.k)) AS merchants \
+                 FROM (SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
+                       merchant_key AS k FROM activity_1m FINAL ARRAY JOIN merchant_keys AS merchant_key \
+                       WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)) AS a \
+                 ANY INNER JOIN (SELECT merchant_key AS k, producer_id FROM merchant_producer FINAL) AS p \
+                 USING k GROUP BY producer_id, district_code, sector, h",
+            )
+            .bind(start)
+            .bind(end)
+            .fetch_all::<Merchants>()
+            .await
+            .map_err(self.err("read hourly merchants per producer from activity_1m"))?;
+        let mut out = Hourly {
+            first: from,
+            last: to,
+            ..Hourly::default()
+        };
+        for r in txns {
+            out.txns
+                .entry((r.district_code, r.sector))
+                .or_default()
+                .insert(Hour::from(r.h), r.txns);
+        }
+        for r in merchants {
+            out.merchants
+                .entry(r.producer_id)
+                .or_default()
+                .entry((r.district_code, r.sector))
+                .or_default()
+                .insert(Hour::from(r.h), r.merchants);
+        }
+        Ok(out)
     }
 }

@@ -141,12 +141,18 @@ struct Setup {
     public_database: String,
     /// The `deployment` label of every alert: the ClickHouse database.
     deployment: String,
+    rows_url: String,
+    stop: pulih_alert::stop::StopSettings,
+    /// Each district's kota code.
+    kota_of: HashMap<String, String>,
 }
 
 fn setup(config: &Config) -> Result<Setup, BoxError> {
     let reference = config.reference()?;
     let mut names = Names::default();
+    let mut kota_of = HashMap::new();
     for d in reference.districts() {
+        kota_of.insert(d.code.clone(), d.regency_code.clone());
         names.district.insert(d.code.clone(), d.name.clone());
         names
             .kota
@@ -164,6 +170,9 @@ fn setup(config: &Config) -> Result<Setup, BoxError> {
         names,
         public_database: pulih_store::public_database(&config.clickhouse.database),
         deployment: config.clickhouse.database.clone(),
+        rows_url: config.alerts.rows_url.clone(),
+        stop: config.stop_settings()?,
+        kota_of,
     })
 }
 
@@ -293,57 +302,12 @@ pub(crate) async fn alerts(
     let mut first_round = true;
     loop {
         let round = async {
-            let Some(last) = store.final_through().await? else {
-                println!("nothing to evaluate: no complete day yet (run `pulih rollup`)");
-                return Ok::<_, BoxError>(store.active_alerts(Day::MAX).await?);
-            };
-            let last = to.map_or(last, |t| t.min(last));
-            let done = store.alerts_evaluated_through().await?;
-            let start = match (first_round, from, done) {
-                (true, Some(f), _) => f,
-                (_, _, Some(d)) => d + 1,
-                // A new deployment starts with the last final day: the
-                // alerts that hold now, not a replay of history (that is
-                // `pulih alerts backtest`).
-                (_, _, None) => last,
-            };
-            if start > last {
-                // Nothing new; a service just started still shows the
-                // gauges of the last evaluated day.
-                if first_round {
-                    let shown = done.unwrap_or(last).min(last);
-                    let h = store
-                        .alert_history(
-                            shown - pulih_metrics::MAX_ALIGNED_LAG - 2 * s.settings.window_days,
-                            shown,
-                        )
-                        .await?;
-                    metrics.gauges(&Rule::new(&s.settings, &s.params, &s.guards, &h), shown);
-                }
-                return Ok(store.active_alerts(Day::MAX).await?);
-            }
-            let h = history(&store, &s.settings, start, last).await?;
-            let rule = Rule::new(&s.settings, &s.params, &s.guards, &h);
-            let states: HashMap<String, Active> = store
-                .active_alerts(start)
-                .await?
-                .iter()
-                .map(|(id, (a, _))| (id.clone(), a.clone()))
-                .collect();
             let stored = store.alert_changes().await?;
             let now = now_ms() / 1000;
-            let mut new: Vec<AlertEvent> = Vec::new();
-            for t in rule.run(start, last, &states) {
-                if stored.contains(&(t.id(), t.day, t.firing)) {
-                    continue;
-                }
-                new.push(AlertEvent::new(
-                    &t,
-                    &s.names,
-                    &s.public_database,
-                    &a.rows_url,
-                    now,
-                ));
+            let mut new = downturns(&store, &s, &metrics, &stored, first_round, from, to).await?;
+            // Hours are only evaluated live, not over a chosen range.
+            if to.is_none() {
+                new.extend(sudden_stops(&store, &s, &stored, &config.kafka.topic, now).await?);
             }
             // Kafka first: a crash before the table write re-sends the
             // change on the next round (consumers key on alert_id, day
@@ -361,21 +325,10 @@ pub(crate) async fn alerts(
                     .map_err(|(e, _)| format!("send to Kafka topic {}: {e}", a.topic))?;
             }
             store.insert_alert_events(&new).await?;
-            store.record_alert_run(last, new.len() as u32).await?;
             for e in &new {
                 metrics.changes.with_label_values(&[&e.state]).inc();
                 println!("{} {} {}: {}", e.day, e.state, e.alert_id, e.summary);
             }
-            metrics.gauges(&rule, last);
-            metrics
-                .evaluated_day
-                .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
-            println!(
-                "evaluated {}..{}: {} change(s)",
-                format_day(start),
-                format_day(last),
-                new.len()
-            );
             // Resolved alerts end when they resolved; Alertmanager keeps
             // the start it already has (the earlier of the two).
             if let Some(am) = &alertmanager {
@@ -390,7 +343,7 @@ pub(crate) async fn alerts(
                     .collect();
                 post(am, &metrics, &posts).await;
             }
-            Ok(store.active_alerts(Day::MAX).await?)
+            Ok::<_, BoxError>(store.active_alerts(Day::MAX).await?)
         }
         .await;
         first_round = false;
@@ -424,6 +377,128 @@ pub(crate) async fn alerts(
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// The changes already raised: (alert id, day, firing).
+type Stored = std::collections::HashSet<(String, Day, bool)>;
+
+/// The downturn rule over the final days not evaluated yet (or
+/// `from..=to`): its changes, and the round recorded in `alert_runs`.
+async fn downturns(
+    store: &Store,
+    s: &Setup,
+    metrics: &AlertMetrics,
+    stored: &Stored,
+    first_round: bool,
+    from: Option<Day>,
+    to: Option<Day>,
+) -> Result<Vec<AlertEvent>, BoxError> {
+    let now = now_ms() / 1000;
+    let Some(last) = store.final_through().await? else {
+        println!("no final day to evaluate yet (run `pulih rollup`)");
+        return Ok(Vec::new());
+    };
+    let last = to.map_or(last, |t| t.min(last));
+    let done = store.alerts_evaluated_through().await?;
+    let start = match (first_round, from, done) {
+        (true, Some(f), _) => f,
+        (_, _, Some(d)) => d + 1,
+        // A new deployment starts with the last final day: the alerts that
+        // hold now, not a replay of history (that is `pulih alerts
+        // backtest`).
+        (_, _, None) => last,
+    };
+    if start > last {
+        // Nothing new; a service just started still shows the gauges of
+        // the last evaluated day.
+        if first_round {
+            let shown = done.unwrap_or(last).min(last);
+            let h = store
+                .alert_history(
+                    shown - pulih_metrics::MAX_ALIGNED_LAG - 2 * s.settings.window_days,
+                    shown,
+                )
+                .await?;
+            metrics.gauges(&Rule::new(&s.settings, &s.params, &s.guards, &h), shown);
+        }
+        return Ok(Vec::new());
+    }
+    let h = history(store, &s.settings, start, last).await?;
+    let rule = Rule::new(&s.settings, &s.params, &s.guards, &h);
+    let states: HashMap<String, Active> = store
+        .active_alerts(start)
+        .await?
+        .into_iter()
+        .map(|(id, (a, _))| (id, a))
+        .collect();
+    let new: Vec<AlertEvent> = rule
+        .run(start, last, &states)
+        .iter()
+        .filter(|t| !stored.contains(&(t.id(), t.day, t.firing)))
+        .map(|t| AlertEvent::new(t, &s.names, &s.public_database, &s.rows_url, now))
+        .collect();
+    store.record_alert_run(last, new.len() as u32).await?;
+    metrics.gauges(&rule, last);
+    metrics
+        .evaluated_day
+        .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
+    println!(
+        "evaluated {}..{}: {} change(s)",
+        format_day(start),
+        format_day(last),
+        new.len()
+    );
+    Ok(new)
+}
+
+/// The sudden-stop rule on the last hour every partition has passed:
+/// new stops fire, active ones that no longer hold resolve.
+async fn sudden_stops(
+    store: &Store,
+    s: &Setup,
+    stored: &Stored,
+    topic: &str,
+    now: i64,
+) -> Result<Vec<AlertEvent>, BoxError> {
+    let Some(watermark) = store.complete_through(topic).await? else {
+        return Ok(Vec::new());
+    };
+    let at = watermark.div_euclid(3_600_000) - 1;
+    let hourly = store.hourly(at - s.stop.lookback(), at).await?;
+    let active: HashMap<String, AlertEvent> = store
+        .active_alerts(Day::MAX)
+        .await?
+        .into_iter()
+        .filter(|(_, (_, e))| e.rule == pulih_alert::stop::SUDDEN_STOP)
+        .map(|(id, (_, e))| (id, e))
+        .collect();
+    let mut out = Vec::new();
+    let mut still = std::collections::HashSet::new();
+    for stop in hourly.stops(at, &s.stop) {
+        let Some(kota) = s.kota_of.get(&stop.cell.0) else {
+            continue;
+        };
+        let e = AlertEvent::stop(&stop, kota, &s.names, &s.public_database, &s.rows_url, now);
+        still.insert(e.alert_id.clone());
+        if !active.contains_key(&e.alert_id) {
+            out.push(e);
+        }
+    }
+    for (id, fired) in &active {
+        if !still.contains(id) {
+            out.push(fired.stop_resolved(at, now));
+        }
+    }
+    out.retain(|e: &AlertEvent| {
+        let day = parse_day(&e.day).unwrap_or_default();
+        !stored.contains(&(e.alert_id.clone(), day, e.firing()))
+    });
+    println!(
+        "sudden stops at {}: {} silent cell(s)",
+        pulih_alert::message::rfc3339(at * 3600),
+        still.len()
+    );
+    Ok(out)
 }
 
 async fn post(am: &Alertmanager, metrics: &AlertMetrics, alerts: &[serde_json::Value]) {

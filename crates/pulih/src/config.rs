@@ -38,6 +38,7 @@ pub struct Alerts {
     pub metrics_addr: String,
     pub rows_url: String,
     pub rule: pulih_alert::Settings,
+    pub sudden_stop: pulih_alert::stop::StopSettings,
     pub lebaran_before_days: i32,
     pub lebaran_after_days: i32,
     pub imlek_days: i32,
@@ -331,6 +332,7 @@ impl Config {
         }
         self.metric_params()?;
         self.alert_settings()?;
+        self.stop_settings()?;
         self.alert_guards()?;
         let a = &self.alerts;
         if a.topic.is_empty() || a.topic == self.kafka.topic || a.topic == self.kafka.dlq_topic {
@@ -371,6 +373,14 @@ impl Config {
         let s = self.alerts.rule.clone();
         s.check()
             .map_err(|(key, msg)| key_error(&format!("alerts.rule.{key}"), msg))?;
+        Ok(s)
+    }
+
+    /// The sudden-stop rule's settings of `[alerts.sudden_stop]`, checked.
+    pub fn stop_settings(&self) -> Result<pulih_alert::stop::StopSettings, ConfigError> {
+        let s = self.alerts.sudden_stop.clone();
+        s.check()
+            .map_err(|(key, msg)| key_error(&format!("alerts.sudden_stop.{key}"), msg))?;
         Ok(s)
     }
 
