@@ -300,14 +300,21 @@ pub(crate) async fn alerts(
     }
     let resend = Duration::from_secs(u64::from(a.resend_secs));
     let mut first_round = true;
+    // The last hour the sudden-stop rule evaluated.
+    let mut stop_hour: Option<pulih_alert::stop::Hour> = None;
     loop {
         let round = async {
             let stored = store.alert_changes().await?;
             let now = now_ms() / 1000;
             let mut new = downturns(&store, &s, &metrics, &stored, first_round, from, to).await?;
-            // Hours are only evaluated live, not over a chosen range.
+            // Hours are only evaluated live, not over a chosen range, and
+            // each hour once.
+            let mut hour = None;
             if to.is_none() {
-                new.extend(sudden_stops(&store, &s, &stored, &config.kafka.topic, now).await?);
+                let (stops, at) =
+                    sudden_stops(&store, &s, &stored, &config.kafka.topic, stop_hour, now).await?;
+                new.extend(stops);
+                hour = at;
             }
             // Kafka first: a crash before the table write re-sends the
             // change on the next round (consumers key on alert_id, day
@@ -343,12 +350,13 @@ pub(crate) async fn alerts(
                     .collect();
                 post(am, &metrics, &posts).await;
             }
-            Ok::<_, BoxError>(store.active_alerts(Day::MAX).await?)
+            Ok::<_, BoxError>((store.active_alerts(Day::MAX).await?, hour))
         }
         .await;
         first_round = false;
         match round {
-            Ok(active) => {
+            Ok((active, hour)) => {
+                stop_hour = hour.or(stop_hour);
                 metrics.rounds.with_label_values(&["succeeded"]).inc();
                 metrics.last_success.set(now_ms() as f64 / 1000.0);
                 metrics.set_active(&active);
@@ -451,19 +459,24 @@ async fn downturns(
     Ok(new)
 }
 
-/// The sudden-stop rule on the last hour every partition has passed:
-/// new stops fire, active ones that no longer hold resolve.
+/// The sudden-stop rule on the last hour every partition has passed,
+/// unless it is `done`: new stops fire, active ones that no longer hold
+/// resolve. Returns the changes and the hour evaluated.
 async fn sudden_stops(
     store: &Store,
     s: &Setup,
     stored: &Stored,
     topic: &str,
+    done: Option<pulih_alert::stop::Hour>,
     now: i64,
-) -> Result<Vec<AlertEvent>, BoxError> {
+) -> Result<(Vec<AlertEvent>, Option<pulih_alert::stop::Hour>), BoxError> {
     let Some(watermark) = store.complete_through(topic).await? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let at = watermark.div_euclid(3_600_000) - 1;
+    if done == Some(at) {
+        return Ok((Vec::new(), None));
+    }
     let hourly = store.hourly(at - s.stop.lookback(), at).await?;
     let active: HashMap<String, AlertEvent> = store
         .active_alerts(Day::MAX)
@@ -498,7 +511,7 @@ async fn sudden_stops(
         pulih_alert::message::rfc3339(at * 3600),
         still.len()
     );
-    Ok(out)
+    Ok((out, Some(at)))
 }
 
 async fn post(am: &Alertmanager, metrics: &AlertMetrics, alerts: &[serde_json::Value]) {
