@@ -287,16 +287,8 @@ pub(crate) async fn alerts(
         )?)
     };
     let metrics = AlertMetrics::new()?;
-    if !once && !a.metrics_addr.is_empty() {
-        let addr: std::net::SocketAddr = a.metrics_addr.parse()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("`alerts.metrics_addr`: cannot listen on {addr}: {e}"))?;
-        tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
-        tokio::spawn(pulih_telemetry::serve(
-            listener,
-            metrics.component.registry().clone(),
-        ));
+    if !once {
+        crate::serve_metrics("alerts.metrics_addr", &a.metrics_addr, &metrics.component).await?;
     }
     let resend = Duration::from_secs(u64::from(a.resend_secs));
     let mut first_round = true;

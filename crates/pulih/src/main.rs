@@ -258,6 +258,28 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Serves `component`'s metrics at http://ADDR/metrics in the background,
+/// unless `addr` (the setting `key`, checked at load) is empty.
+async fn serve_metrics(
+    key: &str,
+    addr: &str,
+    component: &pulih_telemetry::Component,
+) -> Result<(), BoxError> {
+    if addr.is_empty() {
+        return Ok(());
+    }
+    let addr: std::net::SocketAddr = addr.parse()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("`{key}`: cannot listen on {addr}: {e}"))?;
+    tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
+    tokio::spawn(pulih_telemetry::serve(
+        listener,
+        component.registry().clone(),
+    ));
+    Ok(())
+}
+
 /// A task that awaits the delivery of every record sent into the channel,
 /// in order, and returns how many were acknowledged (or the first failure).
 fn ack_counter(
@@ -391,17 +413,12 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
     .ensure_topic()
     .await?;
     let metrics = Metrics::new();
-    if !a.metrics_addr.is_empty() {
-        let addr: std::net::SocketAddr = a.metrics_addr.parse()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("`aggregate.metrics_addr`: cannot listen on {addr}: {e}"))?;
-        tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
-        tokio::spawn(pulih_telemetry::serve(
-            listener,
-            metrics.component.registry().clone(),
-        ));
-    }
+    serve_metrics(
+        "aggregate.metrics_addr",
+        &a.metrics_addr,
+        &metrics.component,
+    )
+    .await?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

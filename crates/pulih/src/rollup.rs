@@ -151,16 +151,8 @@ pub(crate) async fn rollup(
     store.ping().await?;
     let metrics = RollupMetrics::new()?;
     let addr = &config.metrics.rollup_metrics_addr;
-    if every.is_some() && !addr.is_empty() {
-        let addr: std::net::SocketAddr = addr.parse()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("`metrics.rollup_metrics_addr`: cannot listen on {addr}: {e}"))?;
-        tracing::info!(message = "Serving metrics.", url = %format!("http://{addr}/metrics"));
-        tokio::spawn(pulih_telemetry::serve(
-            listener,
-            metrics.component.registry().clone(),
-        ));
+    if every.is_some() {
+        crate::serve_metrics("metrics.rollup_metrics_addr", addr, &metrics.component).await?;
     }
     let refresh = config.metrics.refresh_days as Day;
     let release_hour = i64::from(config.metrics.public_release_hour);
