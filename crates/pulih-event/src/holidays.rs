@@ -78,13 +78,15 @@ pub struct Holidays {
     entries: Vec<Entry>,
 }
 
-fn day_number(s: &str) -> Option<i32> {
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
+pub fn day_number(s: &str) -> Option<i32> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(s, format).ok()?;
     Some(date.to_julian_day() - 2_440_588)
 }
 
-fn date_of(day: i32) -> Option<time::Date> {
+/// The date of a day number.
+pub fn date_of(day: i32) -> Option<time::Date> {
     time::Date::from_julian_day(day + 2_440_588).ok()
 }
 

@@ -814,20 +814,50 @@ impl Store {
             "amount_idr_chg4w, txn_count_chg4w, merchants_open_chg4w",
         ]
         .join(", ");
-        self.client
+        // The first release carries every day since the start of the data:
+        // years of cells. It goes in quarters, so that `FINAL` (partitions
+        // are months) never holds more than one in memory at a time.
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct First {
+            first: u16,
+            rows: u64,
+        }
+        let first = self
+            .client
             .query(&format!(
-                "INSERT INTO `{public}`.recovery_vintages \
-                 (day, level, kota_code, district_code, sector, vintage, withheld, incomplete, {values}) \
-                 SELECT day, level, kota_code, district_code, sector, toDate(?) AS vintage, withheld, incomplete, {values} \
-                 FROM `{analytics}`.release_candidate FINAL \
+                "SELECT toUInt16(min(day)) AS first, count() AS rows \
+                 FROM `{analytics}`.release_candidate \
                  WHERE day <= toDate(?) AND computed_at >= toDateTime(?)"
             ))
-            .bind(format_day(vintage))
             .bind(format_day(data_through))
             .bind(since)
-            .execute()
+            .fetch_one::<First>()
             .await
-            .map_err(self.err("write the public release"))?;
+            .map_err(self.err("find the days of the public release"))?;
+        let mut from = if first.rows == 0 {
+            data_through + 1
+        } else {
+            Day::from(first.first)
+        };
+        while from <= data_through {
+            let to = (from + CHUNK_DAYS - 1).min(data_through);
+            self.client
+                .query(&format!(
+                    "INSERT INTO `{public}`.recovery_vintages \
+                     (day, level, kota_code, district_code, sector, vintage, withheld, incomplete, {values}) \
+                     SELECT day, level, kota_code, district_code, sector, toDate(?) AS vintage, withheld, incomplete, {values} \
+                     FROM `{analytics}`.release_candidate FINAL \
+                     WHERE day >= toDate(?) AND day <= toDate(?) AND computed_at >= toDateTime(?)"
+                ))
+                .bind(format_day(vintage))
+                .bind(format_day(from))
+                .bind(format_day(to))
+                .bind(since)
+                .execute()
+                .await
+                .map_err(self.err("write the public release"))?;
+            from = to + 1;
+        }
         #[derive(clickhouse::Row, Serialize)]
         struct PublicRelease {
             vintage: u16,

@@ -151,9 +151,10 @@ pub struct Aggregate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Simulate {
-    pub producer_id: String,
-    pub merchants: u32,
-    pub seed: u64,
+    pub scenario: PathBuf,
+    pub gateway_url: String,
+    #[serde(default)]
+    pub tokens: std::collections::BTreeMap<String, Secret>,
 }
 
 /// A configuration problem, naming the key or file concerned.
@@ -318,16 +319,10 @@ impl Config {
                 "must be set and differ from kafka.topic",
             ));
         }
-        let pid = &self.simulate.producer_id;
-        if pid.is_empty()
-            || pid.len() > 64
-            || !pid
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        {
+        if !self.simulate.gateway_url.starts_with("http://") {
             return Err(key_error(
-                "simulate.producer_id",
-                "must be 1-64 characters of [a-z0-9_-]",
+                "simulate.gateway_url",
+                "must be an http:// URL (the gateway behind its TLS proxy)",
             ));
         }
         self.metric_params()?;

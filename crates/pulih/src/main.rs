@@ -9,6 +9,7 @@
 mod alerts;
 mod config;
 mod rollup;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,15 +79,10 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
-    /// Produce synthetic payment events to Kafka through validation and pseudonymisation.
-    Simulate {
-        /// Events per second.
-        #[arg(long, default_value_t = 1000)]
-        rate: u32,
-        /// How long to run, in seconds.
-        #[arg(long, default_value_t = 10)]
-        duration: u32,
-    },
+    /// Simulate Jakarta's MSMEs (docs/simulator.md): the scenario's
+    /// payments to Kafka, the gateway or NDJSON files, as a fast backfill,
+    /// a time-compressed replay, in real time, or at a target rate.
+    Simulate(simulate::Args),
     /// Consume payment records and write windowed activity to ClickHouse.
     Aggregate {
         /// Stop once every assigned partition is read to its end.
@@ -208,7 +204,7 @@ type BoxError = Box<dyn std::error::Error>;
 async fn run(command: Command, config: Config) -> Result<(), BoxError> {
     match command {
         Command::Migrate { status } => migrate(&config, status).await,
-        Command::Simulate { rate, duration } => simulate(&config, rate, duration).await,
+        Command::Simulate(args) => simulate::simulate(&config, args).await,
         Command::Aggregate { exit_at_end } => aggregate(&config, exit_at_end).await,
         Command::Report => report(&config).await,
         Command::Rollup { from, to, every } => rollup::rollup(&config, from, to, every).await,
@@ -298,67 +294,6 @@ fn ack_counter(
         Ok(ok)
     });
     (tx, acks)
-}
-
-async fn simulate(config: &Config, rate: u32, duration: u32) -> Result<(), BoxError> {
-    if rate == 0 {
-        return Err("--rate must be at least 1".into());
-    }
-    let reference = Arc::new(config.reference()?);
-    let kafka = config.kafka();
-    kafka.ensure_topic().await?;
-    let intake = Intake::new(
-        kafka,
-        reference.clone(),
-        config.pseudonymiser()?,
-        Limits::default(),
-    )?;
-    let run_id = format!("sim{}", now_ms());
-    let mut sim = pulih_sim::Simulator::new(
-        &reference,
-        config.simulate.merchants as usize,
-        config.simulate.seed,
-        &run_id,
-    );
-    let total = u64::from(rate) * u64::from(duration);
-    let producer_id = config.simulate.producer_id.clone();
-    let brokers = config.kafka.brokers.clone();
-    tracing::info!(message = "Simulating.", rate, duration, total, topic = %config.kafka.topic);
-
-    let (tx, acks) = ack_counter(brokers);
-    let start = Instant::now();
-    let mut amount_sum = 0u64;
-    let mut rejected = 0u64;
-    for i in 0..total {
-        // Pace: event i is due at i / rate seconds.
-        let due = Duration::from_secs_f64(i as f64 / f64::from(rate));
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            if wait > Duration::from_millis(2) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        let raw = sim.next_event(Timestamp::from_unix_millis(now_ms()));
-        match intake.offer(&producer_id, &raw).await? {
-            Offer::Queued(f, record) => {
-                amount_sum += record.amount_idr;
-                if tx.send(f).await.is_err() {
-                    break;
-                }
-            }
-            Offer::Rejected(r) => {
-                rejected += 1;
-                tracing::error!(message = "Simulator made an invalid event.", reason = %r);
-            }
-        }
-    }
-    drop(tx);
-    let acked = acks.await??;
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "simulated events={acked} amount_idr={amount_sum} rejected={rejected} seconds={secs:.1} rate={:.0}/s",
-        acked as f64 / secs
-    );
-    Ok(())
 }
 
 async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
