@@ -84,10 +84,19 @@ start() { # name, command...
     "$@" >"$DEMO/$name.log" 2>&1 &
     echo $! >"$DEMO/$name.pid"
 }
+for port in 8080 9464 9465 9466; do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+        echo "demo: port $port is taken (an earlier pulih still running? \`deploy/local/demo.sh stop\`, or stop it)" >&2
+        exit 1
+    fi
+done
 start ingest "$PULIH" ingest
 start aggregate "$PULIH" aggregate
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.2; done
-curl -sf http://127.0.0.1:8080/readyz >/dev/null || { echo "demo: the gateway did not become ready; see $DEMO/ingest.log" >&2; exit 1; }
+if ! kill -0 "$(cat "$DEMO/ingest.pid")" 2>/dev/null || ! curl -sf http://127.0.0.1:8080/readyz >/dev/null; then
+    echo "demo: the gateway did not start; see $DEMO/ingest.log" >&2
+    exit 1
+fi
 
 # A live line: what the gateway accepted, what the aggregator read and has
 # left to read, how far its watermark trails the clock, and active alerts.
