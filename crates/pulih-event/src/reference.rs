@@ -311,4 +311,50 @@ mod tests {
             "{e}"
         );
     }
+
+    /// The map's boundaries (`schemas/reference/kecamatan.geojson`, made by
+    /// `convert_boundaries.py`) are the reference's kecamatan, with points
+    /// as GeoJSON wants them: longitude first.
+    #[test]
+    fn the_boundaries_are_the_reference_districts_in_lng_lat() {
+        let text = include_str!("../../../schemas/reference/kecamatan.geojson");
+        let g: serde_json::Value = serde_json::from_str(text).unwrap();
+        let r = Reference::jakarta();
+        let features = g["features"].as_array().unwrap();
+        let mut codes: Vec<(&str, &str)> = features
+            .iter()
+            .map(|f| {
+                let p = &f["properties"];
+                (p["code"].as_str().unwrap(), p["name"].as_str().unwrap())
+            })
+            .collect();
+        codes.sort_unstable();
+        let mut expected: Vec<(&str, &str)> = r
+            .districts()
+            .iter()
+            .map(|d| (d.code.as_str(), d.name.as_str()))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(codes, expected);
+        for f in features {
+            for polygon in f["geometry"]["coordinates"].as_array().unwrap() {
+                for ring in polygon.as_array().unwrap() {
+                    let ring = ring.as_array().unwrap();
+                    assert!(
+                        ring.len() >= 4,
+                        "{}: a ring of {} points",
+                        f["properties"]["code"],
+                        ring.len()
+                    );
+                    for p in ring {
+                        let (lng, lat) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+                        assert!(
+                            (106.3..107.1).contains(&lng) && (-6.5..-5.1).contains(&lat),
+                            "{lng},{lat}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
