@@ -689,5 +689,36 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
     assert!(stored
         .iter()
         .any(|(id, _, s)| id == kota_alert && s == "resolved"));
+
+    // A new deployment in the middle of the downturn, when its 4-week
+    // change has flattened: the alerts active then are raised, each from
+    // the day it fired, and nothing that fired and cleared before.
+    for t in ["alert_runs", "alert_events"] {
+        store
+            .client()
+            .query(&format!("TRUNCATE TABLE `{db}_analytics`.{t}"))
+            .execute()
+            .await
+            .unwrap();
+    }
+    let out = run_pulih(&config, &["alerts", "--once", "--to", "2021-08-01"]);
+    assert!(
+        out.contains("first evaluation: replayed 2021-02-01..2021-08-01: 2 alert(s) active"),
+        "{out}"
+    );
+    let stored = store
+        .client()
+        .query(&format!(
+            "SELECT alert_id, toString(day), toString(state) FROM `{db}_analytics`.alert_events FINAL ORDER BY alert_id"
+        ))
+        .fetch_all::<(String, String, String)>()
+        .await
+        .unwrap();
+    let expected: Vec<(String, String, String)> =
+        [(district_alert, "2021-06-23"), (kota_alert, "2021-06-25")]
+            .iter()
+            .map(|(id, d)| (id.to_string(), d.to_string(), "firing".to_owned()))
+            .collect();
+    assert_eq!(stored, expected);
     let _ = std::fs::remove_dir_all(&dir);
 }

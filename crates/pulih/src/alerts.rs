@@ -142,6 +142,7 @@ struct Setup {
     /// The `deployment` label of every alert: the ClickHouse database.
     deployment: String,
     rows_url: String,
+    first_run_days: Day,
     stop: pulih_alert::stop::StopSettings,
     /// Each district's kota code.
     kota_of: HashMap<String, String>,
@@ -171,6 +172,7 @@ fn setup(config: &Config) -> Result<Setup, BoxError> {
         public_database: pulih_store::public_database(&config.clickhouse.database),
         deployment: config.clickhouse.database.clone(),
         rows_url: config.alerts.rows_url.clone(),
+        first_run_days: Day::from(config.alerts.first_run_days),
         stop: config.stop_settings()?,
         kota_of,
     })
@@ -403,10 +405,9 @@ async fn downturns(
     let start = match (first_round, from, done) {
         (true, Some(f), _) => f,
         (_, _, Some(d)) => d + 1,
-        // A new deployment starts with the last final day: the alerts that
-        // hold now, not a replay of history (that is `pulih alerts
-        // backtest`).
-        (_, _, None) => last,
+        // A new deployment raises the alerts that hold now, not a replay
+        // of history (that is `pulih alerts backtest`).
+        (_, _, None) => return first_run(store, s, metrics, stored, last, now).await,
     };
     if start > last {
         // Nothing new; a service just started still shows the gauges of
@@ -445,6 +446,50 @@ async fn downturns(
     println!(
         "evaluated {}..{}: {} change(s)",
         format_day(start),
+        format_day(last),
+        new.len()
+    );
+    Ok(new)
+}
+
+/// A new deployment: the rule replayed over `alerts.first_run_days` up to
+/// `last`, in memory, from no alert active; the alerts active at its end
+/// are raised with the day each fired. What fired and cleared within the
+/// replay is history, which `pulih alerts backtest` shows, and is not sent.
+async fn first_run(
+    store: &Store,
+    s: &Setup,
+    metrics: &AlertMetrics,
+    stored: &Stored,
+    last: Day,
+    now: i64,
+) -> Result<Vec<AlertEvent>, BoxError> {
+    let from = last - s.first_run_days + 1;
+    let h = history(store, &s.settings, from, last).await?;
+    let rule = Rule::new(&s.settings, &s.params, &s.guards, &h);
+    let mut current: HashMap<String, Transition> = HashMap::new();
+    for t in rule.run(from, last, &HashMap::new()) {
+        if t.firing {
+            current.insert(t.id(), t);
+        } else {
+            current.remove(&t.id());
+        }
+    }
+    let mut active: Vec<&Transition> = current.values().collect();
+    active.sort_by_key(|t| (t.day, t.id()));
+    let new: Vec<AlertEvent> = active
+        .into_iter()
+        .filter(|t| !stored.contains(&(t.id(), t.day, t.firing)))
+        .map(|t| AlertEvent::new(t, &s.names, &s.public_database, &s.rows_url, now))
+        .collect();
+    store.record_alert_run(last, new.len() as u32).await?;
+    metrics.gauges(&rule, last);
+    metrics
+        .evaluated_day
+        .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
+    println!(
+        "first evaluation: replayed {}..{}: {} alert(s) active",
+        format_day(from),
         format_day(last),
         new.len()
     );

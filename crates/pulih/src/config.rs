@@ -35,6 +35,7 @@ pub struct Alerts {
     pub topic: String,
     pub alertmanager_url: String,
     pub resend_secs: u32,
+    pub first_run_days: i32,
     pub metrics_addr: String,
     pub rows_url: String,
     pub rule: pulih_alert::Settings,
@@ -350,6 +351,9 @@ impl Config {
                     a.alertmanager_url
                 ),
             ));
+        }
+        if !(1..=3660).contains(&a.first_run_days) {
+            return Err(key_error("alerts.first_run_days", "must be from 1 to 3660"));
         }
         if !(10..=3600).contains(&a.resend_secs) {
             return Err(key_error("alerts.resend_secs", "must be from 10 to 3600"));
