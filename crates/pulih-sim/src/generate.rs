@@ -176,14 +176,7 @@ impl Simulation {
                 } else {
                     scenario.start + rng.gen_range(0..span)
                 };
-                // Exponential life at the closing rate.
-                let life = if p.closing_per_month > 0.0 {
-                    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-                    (-u.ln() / p.closing_per_month * 30.44) as i64
-                } else {
-                    i64::MAX
-                };
-                let closes = (i64::from(opens) + life).min(i64::from(i32::MAX)) as i32;
+                let life_draw: f64 = rng.gen_range(f64::EPSILON..1.0);
                 let sector_index = pick(&city::SECTOR_SHARE, rng.gen());
                 let sector = Sector::all().nth(sector_index).expect("21 categories");
                 let size = match rng.gen::<f64>() {
@@ -191,6 +184,20 @@ impl Simulation {
                     u if u < p.micro + p.small => MerchantSize::Small,
                     _ => MerchantSize::Medium,
                 };
+                // Exponential life at the closing rate; small and medium
+                // firms close less often than micro ones.
+                let hazard = p.closing_per_month
+                    * match size {
+                        MerchantSize::Micro => 1.0,
+                        MerchantSize::Small => 0.5,
+                        MerchantSize::Medium => 0.25,
+                    };
+                let life = if hazard > 0.0 {
+                    (-life_draw.ln() / hazard * 30.44) as i64
+                } else {
+                    i64::MAX
+                };
+                let closes = (i64::from(opens) + life).min(i64::from(i32::MAX)) as i32;
                 let rate = match size {
                     MerchantSize::Micro => p.transactions_micro,
                     MerchantSize::Small => p.transactions_small,
