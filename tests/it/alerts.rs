@@ -690,6 +690,23 @@ async fn exactly_the_real_downturn_fires_and_clears_through_alertmanager() {
         .iter()
         .any(|(id, _, s)| id == kota_alert && s == "resolved"));
 
+    // The public copy holds the downturns' changes, and no sudden stop.
+    let public = store
+        .client()
+        .query(&format!(
+            "SELECT alert_id, toString(day), toString(state) FROM `{db}_public`.alerts FINAL ORDER BY alert_id, day"
+        ))
+        .fetch_all::<(String, String, String)>()
+        .await
+        .unwrap();
+    let downturns: Vec<(String, String, String)> = stored_sorted
+        .iter()
+        .filter(|(id, _, _)| id.starts_with("sector_downturn/"))
+        .cloned()
+        .collect();
+    assert!(!downturns.is_empty());
+    assert_eq!(public, downturns);
+
     // A new deployment in the middle of the downturn, when its 4-week
     // change has flattened: the alerts active then are raised, each from
     // the day it fired, and nothing that fired and cleared before.

@@ -51,6 +51,22 @@ struct EventRow {
     event: String,
 }
 
+/// A row of `{public}.alerts`.
+#[derive(clickhouse::Row, Serialize)]
+struct PublicRow {
+    alert_id: String,
+    state: i8,
+    level: i8,
+    kota_code: String,
+    district_code: String,
+    sector: String,
+    severity: i8,
+    day: u16,
+    since: u16,
+    summary: String,
+    raised_at: u32,
+}
+
 fn level_of(i: i8) -> Option<Level> {
     Level::ALL.into_iter().find(|l| *l as i8 == i)
 }
@@ -253,6 +269,30 @@ impl Store {
                 raised_at: u32::try_from(e.raised_at_secs()).unwrap_or(0),
                 event: serde_json::to_string(e).unwrap_or_default(),
             });
+        }
+        // The public copy first: `alert_events` is what the service reads
+        // back to know what it raised, so a crash between the two writes
+        // raises the change again and completes the public copy.
+        let public: Vec<PublicRow> = rows
+            .iter()
+            .filter(|r| r.rule == "sector_downturn")
+            .map(|r| PublicRow {
+                alert_id: r.alert_id.clone(),
+                state: r.state,
+                level: r.level,
+                kota_code: r.kota_code.clone(),
+                district_code: r.district_code.clone(),
+                sector: r.sector.clone(),
+                severity: r.severity,
+                day: r.day,
+                since: r.since,
+                summary: r.summary.clone(),
+                raised_at: r.raised_at,
+            })
+            .collect();
+        if !public.is_empty() {
+            let public_db = migrate::public_database(&self.database);
+            self.insert_rows_into(&public_db, "alerts", &public).await?;
         }
         let analytics = migrate::analytics_database(&self.database);
         self.insert_rows_into(&analytics, "alert_events", &rows)

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_calendar.sql"),
     migration!(16, "0016_merchant_key_link.sql"),
     migration!(17, "0017_alerts.sql"),
+    migration!(18, "0018_public_alerts.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.
