@@ -21,6 +21,7 @@ pub struct Config {
     pub reference: ReferenceFiles,
     pub aggregate: Aggregate,
     pub simulate: Simulate,
+    pub ui: Ui,
     pub ingest: Ingest,
     pub metrics: Metrics,
     pub alerts: Alerts,
@@ -156,6 +157,14 @@ pub struct Simulate {
     pub gateway_url: String,
     #[serde(default)]
     pub tokens: std::collections::BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    pub listen: String,
+    pub clickhouse_user: String,
+    pub clickhouse_password: Secret,
 }
 
 /// A configuration problem, naming the key or file concerned.
@@ -319,6 +328,15 @@ impl Config {
                 "kafka.dlq_topic",
                 "must be set and differ from kafka.topic",
             ));
+        }
+        if self.ui.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key_error(
+                "ui.listen",
+                "must be host:port with an IP address, e.g. 127.0.0.1:8091",
+            ));
+        }
+        if self.ui.clickhouse_user.is_empty() {
+            return Err(key_error("ui.clickhouse_user", "must not be empty"));
         }
         if !self.simulate.gateway_url.starts_with("http://") {
             return Err(key_error(

@@ -139,6 +139,10 @@ enum Command {
         #[arg(long)]
         producer: String,
     },
+    /// Serve the read-only page of the published metrics (map, series,
+    /// heatmap, alerts) at `ui.listen`, reading the public database with
+    /// the public account.
+    Ui,
     /// Producer tokens.
     Token {
         #[command(subcommand)]
@@ -220,6 +224,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         } => alerts::alerts(&config, once, from, to).await,
         Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
         Command::Ingest => ingest(&config).await,
+        Command::Ui => ui(&config).await,
         Command::Produce { file, producer } => produce(&config, &file, &producer).await,
         Command::Token {
             command: TokenCommand::New { producer },
@@ -405,6 +410,27 @@ async fn ingest(config: &Config) -> Result<(), BoxError> {
         shutdown,
     )
     .await?;
+    Ok(())
+}
+
+async fn ui(config: &Config) -> Result<(), BoxError> {
+    let addr: std::net::SocketAddr = config.ui.listen.parse()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("`ui.listen`: cannot listen on {addr}: {e}"))?;
+    let reference = Arc::new(config.reference()?);
+    let ui = pulih_ui::UiConfig {
+        clickhouse_url: config.clickhouse.url.clone(),
+        user: config.ui.clickhouse_user.clone(),
+        password: config.ui.clickhouse_password.expose().to_owned(),
+        database: pulih_store::public_database(&config.clickhouse.database),
+    };
+    tracing::info!(message = "Serving the page.", url = %format!("http://{addr}/"), database = %ui.database);
+    println!("pulih ui: http://{addr}/");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    pulih_ui::serve(listener, ui, reference, shutdown).await?;
     Ok(())
 }
 
