@@ -6,6 +6,9 @@
 #   Alertmanager Debian's prometheus-alertmanager 127.0.0.1:9093, with
 #               deploy/alertmanager/alertmanager.yml
 #
+# and installs the tools the tests use: promtool (Debian's prometheus) and
+# headless Chromium (Debian's chromium) for the page `pulih ui` serves.
+#
 # Usage: deploy/local/services.sh up|down|status|install
 #
 #   install  installs what is missing (Debian packages, Tansu) and exits
@@ -47,6 +50,9 @@ install_debian_packages() {
     command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server)
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    # Headless Chromium and a font, for the test of the page `pulih ui` serves.
+    command -v chromium >/dev/null || missing+=(chromium)
+    [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
     # Build tools for the bundled librdkafka and for Tansu's SQLite.
     command -v cc >/dev/null || missing+=(build-essential)
     command -v make >/dev/null || missing+=(make)

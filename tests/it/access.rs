@@ -6,9 +6,9 @@ use pulih_store::{ActivityRow, DailyRow, Store, StoreConfig};
 use pulih_tests::{repo_root, PrivateClickHouse};
 use sha2::{Digest, Sha256};
 
-const WRITER: (&str, &str) = ("pulih_writer", "writer-secret");
+pub(crate) const WRITER: (&str, &str) = ("pulih_writer", "writer-secret");
 const ANALYST: (&str, &str) = ("pulih_analyst", "analyst-secret");
-const PUBLIC: (&str, &str) = ("pulih_public", "public-secret");
+pub(crate) const PUBLIC: (&str, &str) = ("pulih_public", "public-secret");
 
 fn digest(password: &str) -> String {
     hex::encode(Sha256::digest(password.as_bytes()))
@@ -47,7 +47,7 @@ fn refused<T: std::fmt::Debug>(result: Result<T, String>, code: u32, what: &str)
 }
 
 /// A private ClickHouse with the shipped accounts.
-fn with_roles(name: &str) -> PrivateClickHouse {
+pub(crate) fn with_roles(name: &str) -> PrivateClickHouse {
     let roles = repo_root().join("deploy/clickhouse/users.d/pulih-roles.xml");
     let (w, a, p) = (digest(WRITER.1), digest(ANALYST.1), digest(PUBLIC.1));
     PrivateClickHouse::start_with_users(
@@ -62,7 +62,7 @@ fn with_roles(name: &str) -> PrivateClickHouse {
 }
 
 /// The pipeline's store, as the writer account.
-fn writer_store(ch: &PrivateClickHouse) -> Store {
+pub(crate) fn writer_store(ch: &PrivateClickHouse) -> Store {
     Store::new(&StoreConfig {
         url: ch.url(),
         database: "pulih".into(),

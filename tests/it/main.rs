@@ -9,3 +9,4 @@ mod exactly_once;
 mod ingest;
 mod recovery;
 mod store;
+mod ui;
