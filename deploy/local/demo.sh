@@ -4,7 +4,8 @@
 #   the scenario's history (2019 to yesterday) backfilled through Kafka →
 #   today so far replayed through the HTTP gateway with each producer's
 #   token → a check that what was sent is what landed → recovery metrics
-#   and the public release → the alert rule → where to look.
+#   and the public release → the alert rule → the page (`pulih ui`) and
+#   where else to look.
 #
 # The scenario is deploy/scenarios/jakarta.toml (docs/simulator.md): its
 # food sector in Jakarta Utara, lagging since the pandemic, turns down ten
@@ -84,7 +85,7 @@ start() { # name, command...
     "$@" >"$DEMO/$name.log" 2>&1 &
     echo $! >"$DEMO/$name.pid"
 }
-for port in 8080 9464 9465 9466; do
+for port in 8080 8091 9464 9465 9466; do
     if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
         echo "demo: port $port is taken (an earlier pulih still running? \`deploy/local/demo.sh stop\`, or stop it)" >&2
         exit 1
@@ -163,6 +164,10 @@ start rollup "$PULIH" rollup --every 300 --from "$yesterday"
 echo "demo: evaluating the alert rules (docs/alerting.md) and sending to Alertmanager" >&2
 $PULIH alerts --once
 start alerts "$PULIH" alerts
+# The page of what is published. This local ClickHouse has no public
+# account (deploy/clickhouse/users.d/pulih-roles.xml is for deployments),
+# so the page reads the public database as `default` here.
+PULIH_UI__CLICKHOUSE_USER=default start ui "$PULIH" ui
 
 echo
 q "SELECT toString(vintage) AS vintage, toString(data_through) AS data_through
@@ -182,6 +187,7 @@ q "SELECT alert_id, sev AS severity, toString(first_day) AS firing_since, summ A
 cat <<EOF
 
 Where to look:
+  The page: Jakarta's recovery by kecamatan and sector, the alerts:  http://127.0.0.1:8091/
   Alertmanager (the alert, routed to the analysts):  http://127.0.0.1:9093
   ClickHouse, the public view (what the public account reads):
     curl -sS http://127.0.0.1:8123/ --data-binary \\
