@@ -432,17 +432,9 @@ async fn downturns(
         .into_iter()
         .map(|(id, (a, _))| (id, a))
         .collect();
-    let new: Vec<AlertEvent> = rule
-        .run(start, last, &states)
-        .iter()
-        .filter(|t| !stored.contains(&(t.id(), t.day, t.firing)))
-        .map(|t| AlertEvent::new(t, &s.names, &s.public_database, &s.rows_url, now))
-        .collect();
-    store.record_alert_run(last, new.len() as u32).await?;
-    metrics.gauges(&rule, last);
-    metrics
-        .evaluated_day
-        .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
+    let transitions = rule.run(start, last, &states);
+    let new = unraised(&transitions, s, stored, now);
+    end_round(store, metrics, &rule, last, new.len()).await?;
     println!(
         "evaluated {}..{}: {} change(s)",
         format_day(start),
@@ -475,18 +467,10 @@ async fn first_run(
             current.remove(&t.id());
         }
     }
-    let mut active: Vec<&Transition> = current.values().collect();
+    let mut active: Vec<Transition> = current.into_values().collect();
     active.sort_by_key(|t| (t.day, t.id()));
-    let new: Vec<AlertEvent> = active
-        .into_iter()
-        .filter(|t| !stored.contains(&(t.id(), t.day, t.firing)))
-        .map(|t| AlertEvent::new(t, &s.names, &s.public_database, &s.rows_url, now))
-        .collect();
-    store.record_alert_run(last, new.len() as u32).await?;
-    metrics.gauges(&rule, last);
-    metrics
-        .evaluated_day
-        .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
+    let new = unraised(&active, s, stored, now);
+    end_round(store, metrics, &rule, last, new.len()).await?;
     println!(
         "first evaluation: replayed {}..{}: {} alert(s) active",
         format_day(from),
@@ -494,6 +478,31 @@ async fn first_run(
         new.len()
     );
     Ok(new)
+}
+
+/// The changes among `transitions` not raised before, as alert events.
+fn unraised(transitions: &[Transition], s: &Setup, stored: &Stored, now: i64) -> Vec<AlertEvent> {
+    transitions
+        .iter()
+        .filter(|t| !stored.contains(&(t.id(), t.day, t.firing)))
+        .map(|t| AlertEvent::new(t, &s.names, &s.public_database, &s.rows_url, now))
+        .collect()
+}
+
+/// Records a round through `last` and shows its gauges.
+async fn end_round(
+    store: &Store,
+    metrics: &AlertMetrics,
+    rule: &Rule<'_>,
+    last: Day,
+    changes: usize,
+) -> Result<(), BoxError> {
+    store.record_alert_run(last, changes as u32).await?;
+    metrics.gauges(rule, last);
+    metrics
+        .evaluated_day
+        .set(pulih_event::calendar::day_start_ms(i64::from(last)) as f64 / 1000.0);
+    Ok(())
 }
 
 /// The sudden-stop rule on the last hour every partition has passed,
