@@ -77,8 +77,6 @@ struct Merchant {
 pub struct Simulation {
     scenario: Scenario,
     districts: Vec<String>,
-    /// Kota code per district.
-    kota: Vec<String>,
     merchants: Vec<Merchant>,
     calendar: Vec<CalendarDay>,
     calendar_first: i32,
@@ -228,7 +226,6 @@ impl Simulation {
         Simulation {
             scenario,
             districts,
-            kota,
             merchants,
             calendar,
             calendar_first,
@@ -283,7 +280,7 @@ impl Simulation {
             }
         }
         for d in &s.downturns {
-            if !area_holds(&d.area, district, sector) || day < d.start {
+            if !d.area.holds(district, sector) || day < d.start {
                 continue;
             }
             if d.recover.is_some_and(|r| day >= r) {
@@ -530,18 +527,6 @@ impl Simulation {
             json,
         })
     }
-
-    /// Kota code of a district index (for tests and reports).
-    pub fn kota_of(&self, district: &str) -> Option<&str> {
-        self.districts
-            .iter()
-            .position(|d| d == district)
-            .map(|i| self.kota[i].as_str())
-    }
-}
-
-fn area_holds(area: &crate::scenario::Area, district: &str, sector: Sector) -> bool {
-    area.holds(district, sector)
 }
 
 /// State of a live sampler (`Simulation::live`).

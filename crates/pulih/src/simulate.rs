@@ -164,11 +164,11 @@ impl Sink {
                 Offer::Rejected(r) => tally.rejected(&e, r.reason.code(), &r.detail),
             },
             Sink::Gateway { batches, .. } => {
-                let (batch, since) = &mut batches[e.producer];
+                let p = e.producer;
+                let (batch, since) = &mut batches[p];
                 since.get_or_insert_with(Instant::now);
                 batch.push(e);
                 if batch.len() >= GATEWAY_BATCH {
-                    let p = batch.first().map_or(0, |e| e.producer);
                     self.flush_producer(p, tally).await?;
                 }
             }
@@ -214,8 +214,7 @@ impl Sink {
         else {
             return Ok(());
         };
-        let (batch, since) = std::mem::take(&mut batches[p]);
-        let _ = since;
+        let (batch, _) = std::mem::take(&mut batches[p]);
         if batch.is_empty() {
             return Ok(());
         }
