@@ -28,11 +28,14 @@ drop_test_databases() {
 }
 trap drop_test_databases EXIT
 
-step "chDB for the current-ClickHouse dialect check"
-if ! python3 -c 'import chdb' 2>/dev/null; then
-    python3 -m pip install --quiet chdb-core 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages chdb-core
-fi
+step "chDB for the current-ClickHouse dialect check, jsonschema for the dashboards"
+pip_install() {
+    python3 -c "import $1" 2>/dev/null && return
+    python3 -m pip install --quiet "$2" 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages "$2"
+}
+pip_install chdb chdb-core
+pip_install jsonschema jsonschema
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -44,6 +47,9 @@ step "Prometheus rules and their unit tests (promtool)"
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/tests/*.yml
 amtool check-config deploy/alertmanager/alertmanager.yml
+
+step "Grafana dashboards: schema and PromQL (their SQL runs in cargo test)"
+python3 deploy/grafana/check_dashboards.py
 
 step "SQL on current ClickHouse (chDB)"
 python3 schemas/clickhouse/check_with_chdb.py

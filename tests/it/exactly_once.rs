@@ -781,7 +781,7 @@ async fn clickhouse_stopped_for_20_seconds_mid_run() {
     run.wait_converged(Duration::from_secs(90)).await;
     let m = metrics(metrics_port).await;
     assert!(m.lines().any(|l| l == "pulih_aggregate_stalled 0"), "{m}");
-    // Every aggregator metric the alerting rules use is exported.
+    // Every aggregator metric the alerting rules and dashboards use is exported.
     let (used, missing) = pulih_tests::rule_metrics_missing("pulih_aggregate", &m);
     assert!(
         used.len() >= 5 && missing.is_empty(),

@@ -363,7 +363,7 @@ async fn requests_are_refused_with_their_status() {
         m.contains("pulih_ingest_records_total{outcome=\"accepted\",reason=\"\"}"),
         "{m}"
     );
-    // Every gateway metric the alerting rules use is exported.
+    // Every gateway metric the alerting rules and dashboards use is exported.
     let (used, missing) = pulih_tests::rule_metrics_missing("pulih_ingest", &m);
     assert!(
         !used.is_empty() && missing.is_empty(),

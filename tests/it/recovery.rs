@@ -946,6 +946,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         ("public", "calendar"),
         ("analytics", "producer_coverage_daily"),
         ("analytics", "cell_coverage_daily"),
+        ("public", "districts"),
     ] {
         let data = client
             .query(&format!("SELECT * FROM `{db}_{database}`.{table} FINAL"))
@@ -1200,9 +1201,9 @@ async fn rollup_every_picks_up_new_days() {
     );
     assert!(value("pulih_rollup_rows_total") > 0.0);
     assert_eq!(value("pulih_rollup_public_releases_total"), 1.0);
-    // Every rollup metric the alerting rules use is exported, but those of
-    // producers: no merchant here has a known producer (alerts.rs checks
-    // them on a history with producers).
+    // Every rollup metric the alerting rules and dashboards use is exported,
+    // but those of producers: no merchant here has a known producer
+    // (alerts.rs checks them on a history with producers).
     let (used, missing) = pulih_tests::rule_metrics_missing("pulih_rollup", &text);
     assert!(used.len() >= 5, "{used:?}");
     assert_eq!(

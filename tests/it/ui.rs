@@ -6,65 +6,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pulih_event::Reference;
 use pulih_tests::{free_port, pulih_bin, repo_root, unique};
-use serde::Serialize;
 
-use crate::access::{with_roles, writer_store, PUBLIC, WRITER};
-
-#[derive(clickhouse::Row, Serialize)]
-struct Vintage {
-    day: u16,
-    level: i8,
-    kota_code: String,
-    district_code: String,
-    sector: String,
-    vintage: u16,
-    withheld: u8,
-    incomplete: Option<u8>,
-    amount_idr_index: Option<f64>,
-    merchants_open_index: Option<f64>,
-    amount_idr_yoy_aligned: Option<f64>,
-}
-
-#[derive(clickhouse::Row, Serialize)]
-struct Release {
-    vintage: u16,
-    released_at: u32,
-    data_through: u16,
-    provisional_from: u16,
-}
-
-#[derive(clickhouse::Row, Serialize)]
-struct Alert {
-    alert_id: String,
-    state: i8,
-    level: i8,
-    kota_code: String,
-    district_code: String,
-    sector: String,
-    severity: i8,
-    day: u16,
-    since: u16,
-    summary: String,
-    raised_at: u32,
-}
-
-fn day(s: &str) -> u16 {
-    pulih_metrics::parse_day(s).unwrap() as u16
-}
-
-/// A revenue index with a pandemic's shape: 1.0 in January 2020, down to
-/// 0.4 in April, back above 1 by mid-2021; `tilt` spreads cells apart.
-fn index(d: u16, tilt: f64) -> f64 {
-    let t = f64::from(d - day("2020-01-01"));
-    let shape = if t < 90.0 {
-        1.0 - 0.6 * (t / 90.0).powi(3)
-    } else {
-        0.4 + 0.7 * ((t - 90.0) / 456.0).min(1.0)
-    };
-    ((shape * tilt) * 100.0).round() / 100.0
-}
+use crate::access::{with_roles, writer_store, PUBLIC};
 
 #[tokio::test]
 async fn the_page_shows_the_map_series_heatmap_and_alerts_with_withheld_cells_as_withheld() {
@@ -75,100 +19,7 @@ async fn the_page_shows_the_map_series_heatmap_and_alerts_with_withheld_cells_as
     let ch = with_roles("ch_ui");
     let store = writer_store(&ch);
     store.migrate().await.unwrap();
-    let writer = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_user(WRITER.0)
-        .with_password(WRITER.1)
-        .with_database("pulih_public")
-        .with_validation(false);
-
-    // Seeded public rows: 2020-01-01..2021-06-30 for the city, three
-    // sectors city-wide and per kota, and per kecamatan. Kepulauan
-    // Seribu's cells are withheld (too few merchants), as is every other
-    // kecamatan's manufacturing.
-    let reference = Reference::jakarta();
-    let (first, last) = (day("2020-01-01"), day("2021-06-30"));
-    let vintage = last + 1;
-    let mut rows = Vec::new();
-    let mut kota: Vec<String> = reference
-        .districts()
-        .iter()
-        .map(|d| d.regency_code.clone())
-        .collect();
-    kota.dedup();
-    for d in first..=last {
-        let row =
-            |level: i8, k: &str, district: &str, sector: &str, withheld: bool, tilt: f64| Vintage {
-                day: d,
-                level,
-                kota_code: k.into(),
-                district_code: district.into(),
-                sector: sector.into(),
-                vintage,
-                withheld: u8::from(withheld),
-                incomplete: (!withheld).then_some(0),
-                amount_idr_index: (!withheld).then(|| index(d, tilt)),
-                merchants_open_index: (!withheld).then(|| index(d, 0.5 + tilt / 2.0)),
-                amount_idr_yoy_aligned: None,
-            };
-        rows.push(row(4, "", "", "", false, 1.0));
-        for s in ["C", "G", "I"] {
-            rows.push(row(3, "", "", s, false, 1.0));
-            for k in &kota {
-                rows.push(row(2, k, "", s, k == "31.01", 1.05));
-            }
-        }
-        for (i, district) in reference.districts().iter().enumerate() {
-            let tilt = 0.75 + 0.5 * i as f64 / 44.0;
-            for s in ["C", "G", "I"] {
-                let withheld = district.regency_code == "31.01" || (s == "C" && i % 2 == 0);
-                rows.push(row(
-                    1,
-                    &district.regency_code,
-                    &district.code,
-                    s,
-                    withheld,
-                    tilt,
-                ));
-            }
-        }
-    }
-    let mut insert = writer.insert::<Vintage>("recovery_vintages").await.unwrap();
-    for r in &rows {
-        insert.write(r).await.unwrap();
-    }
-    insert.end().await.unwrap();
-    let mut insert = writer.insert::<Release>("releases").await.unwrap();
-    insert
-        .write(&Release {
-            vintage,
-            released_at: 1_625_115_600,
-            data_through: last,
-            provisional_from: last - 6,
-        })
-        .await
-        .unwrap();
-    insert.end().await.unwrap();
-    let summary = "Penyediaan Akomodasi dan Penyediaan Makan Minum in Kota Administrasi Jakarta Utara: \
-                   revenue \u{2212}22 % year on year, \u{2212}14 % over 4 weeks, 9 points worse than the city; 2 weeks";
-    let mut insert = writer.insert::<Alert>("alerts").await.unwrap();
-    insert
-        .write(&Alert {
-            alert_id: "sector_downturn/kota_sector/31.72/I".into(),
-            state: 1,
-            level: 2,
-            kota_code: "31.72".into(),
-            district_code: String::new(),
-            sector: "I".into(),
-            severity: 1,
-            day: day("2021-06-10"),
-            since: day("2021-06-10"),
-            summary: summary.into(),
-            raised_at: 0,
-        })
-        .await
-        .unwrap();
-    insert.end().await.unwrap();
+    crate::public_seed::seed(&ch).await;
 
     // `pulih ui` with the public account.
     let dir = repo_root().join("target/test-ui").join(unique("ui"));

@@ -463,13 +463,21 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
 }
 
 /// The `<component>_*` metric names (e.g. `pulih_aggregate`) that the
-/// Prometheus rules under deploy/prometheus/rules/ use, and of those, the
-/// ones a `/metrics` page does not declare (`# TYPE <name> ...`).
+/// Prometheus rules under deploy/prometheus/rules/ and the Grafana
+/// dashboards under deploy/grafana/dashboards/ use, and of those, the ones
+/// a `/metrics` page does not declare (`# TYPE <name> ...`). A histogram's
+/// `_bucket`, `_sum` and `_count` series count as its name.
 pub fn rule_metrics_missing(component: &str, page: &str) -> (Vec<String>, Vec<String>) {
     let mut names = std::collections::BTreeSet::new();
-    let dir = repo_root().join("deploy/prometheus/rules");
-    for entry in std::fs::read_dir(&dir).expect("deploy/prometheus/rules exists") {
-        let text: String = std::fs::read_to_string(entry.unwrap().path())
+    let files = ["deploy/prometheus/rules", "deploy/grafana/dashboards"]
+        .into_iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(repo_root().join(dir))
+                .unwrap_or_else(|e| panic!("{dir}: {e}"))
+                .map(|entry| entry.unwrap().path())
+        });
+    for path in files {
+        let text: String = std::fs::read_to_string(path)
             .unwrap()
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
@@ -490,11 +498,14 @@ pub fn rule_metrics_missing(component: &str, page: &str) -> (Vec<String>, Vec<St
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
         .collect();
-    let missing = names
-        .iter()
-        .filter(|n| !declared.contains(n.as_str()))
-        .cloned()
-        .collect();
+    let is_declared = |name: &str| {
+        declared.contains(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| page.contains(&format!("# TYPE {base} histogram")))
+            })
+    };
+    let missing = names.iter().filter(|n| !is_declared(n)).cloned().collect();
     (names.into_iter().collect(), missing)
 }
 

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016_merchant_key_link.sql"),
     migration!(17, "0017_alerts.sql"),
     migration!(18, "0018_public_alerts.sql"),
+    migration!(19, "0019_cell_names.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

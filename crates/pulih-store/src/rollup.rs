@@ -764,6 +764,62 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the names of the reference tables' kecamatan, kota and KBLI
+    /// categories to `districts` and `sectors` in the analytics and public
+    /// databases, replacing what an earlier run wrote.
+    pub async fn load_cell_names(
+        &self,
+        reference: &pulih_event::Reference,
+    ) -> Result<(), StoreError> {
+        #[derive(clickhouse::Row, Serialize)]
+        struct DistrictRow {
+            district_code: String,
+            district_name: String,
+            kota_code: String,
+            kota_name: String,
+            version: u64,
+        }
+        #[derive(clickhouse::Row, Serialize)]
+        struct SectorRow {
+            sector: String,
+            name_id: String,
+            name_en: String,
+            version: u64,
+        }
+        let version = pulih_event::calendar::now_ms() as u64;
+        let districts: Vec<DistrictRow> = reference
+            .districts()
+            .iter()
+            .map(|d| DistrictRow {
+                district_code: d.code.clone(),
+                district_name: d.name.clone(),
+                kota_code: d.regency_code.clone(),
+                kota_name: d.regency_name.clone(),
+                version,
+            })
+            .collect();
+        let sectors: Vec<SectorRow> = reference
+            .categories()
+            .iter()
+            .map(|c| SectorRow {
+                sector: c.sector.as_str().to_owned(),
+                name_id: c.name_id.clone(),
+                name_en: c.name_en.clone(),
+                version,
+            })
+            .collect();
+        for database in [
+            migrate::analytics_database(&self.database),
+            migrate::public_database(&self.database),
+        ] {
+            self.insert_rows_into(&database, "districts", &districts)
+                .await?;
+            self.insert_rows_into(&database, "sectors", &sectors)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The latest public release: its vintage and when it was made.
     pub async fn last_public_release(&self) -> Result<Option<(Day, u32)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]

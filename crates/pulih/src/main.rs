@@ -245,6 +245,7 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
         return Ok(());
     }
     let holidays = config.holidays()?;
+    let reference = config.reference()?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("database {} is up to date", store.database());
@@ -256,6 +257,12 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
     let days = holidays.days();
     store.load_calendar(&days).await?;
     println!("calendar: {} days", days.len());
+    store.load_cell_names(&reference).await?;
+    println!(
+        "cell names: {} districts, {} sectors",
+        reference.districts().len(),
+        reference.categories().len()
+    );
     Ok(())
 }
 
