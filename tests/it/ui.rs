@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use pulih_tests::{free_port, pulih_bin, repo_root, unique};
 
 use crate::access::{with_roles, writer_store, PUBLIC};
+use crate::public_seed::PLANTED;
 
 #[tokio::test]
 async fn the_page_shows_the_map_series_heatmap_and_alerts_with_withheld_cells_as_withheld() {
@@ -62,6 +63,23 @@ async fn the_page_shows_the_map_series_heatmap_and_alerts_with_withheld_cells_as
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, _, _) = pulih_tests::http(addr, "GET", "/api/map?sector=Z", &[], b"").await;
     assert_eq!(status, 400);
+    // Each row's latest released vintage, never a superseded or an
+    // unreleased one.
+    for path in [
+        "/api/map?sector=G",
+        "/api/series?sector=G&kota=",
+        "/api/series?sector=G&kota=31.72",
+        "/api/heatmap",
+    ] {
+        let (status, _, body) = pulih_tests::http(addr, "GET", path, &[], b"").await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.len() > 1000, "{path}: {body}");
+        assert!(
+            !body.contains(&PLANTED.to_string()),
+            "{path} shows a superseded or unreleased vintage"
+        );
+    }
 
     let browse = |args: &[&str]| {
         let out = Command::new(chromium)

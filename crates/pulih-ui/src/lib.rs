@@ -12,6 +12,12 @@
 //! `/api/alerts`, `/healthz`. Every answer is JSON built from a fixed query
 //! with bound parameters; a sector or kota outside the reference tables is
 //! a 400.
+//!
+//! The queries read `recovery_vintages` with the definition of the view
+//! `recovery_daily` (each row's latest released vintage) and their filter
+//! inside it: ClickHouse 18.16 does not push a filter through the view's
+//! `LIMIT 1 BY`, and on the demo's 3.1 M vintage rows each answer took 8 s
+//! through the view and 0.1 s this way.
 
 use std::sync::Arc;
 
@@ -217,9 +223,9 @@ async fn map(
         .client
         .query(
             "SELECT district_code, withheld, amount_idr_index, amount_idr_yoy_aligned, merchants_open_index \
-             FROM recovery_daily \
-             WHERE level = 'district_sector' AND sector = ? AND day = toDate(?) \
-             ORDER BY district_code",
+             FROM recovery_vintages \
+             WHERE level = 'district_sector' AND sector = ? AND day = toDate(?) AND vintage <= (SELECT max(vintage) FROM releases) \
+             ORDER BY district_code, vintage DESC LIMIT 1 BY district_code",
         )
         .bind(sector.as_str())
         .bind(&release.data_through)
@@ -266,9 +272,10 @@ async fn series(
         .client
         .query(
             "SELECT toString(day), withheld, amount_idr_index, merchants_open_index \
-             FROM recovery_daily \
+             FROM recovery_vintages \
              WHERE level = ? AND kota_code = ? AND district_code = '' AND sector = ? \
-             ORDER BY day",
+               AND vintage <= (SELECT max(vintage) FROM releases) \
+             ORDER BY day, vintage DESC LIMIT 1 BY day",
         )
         .bind(level)
         .bind(&kota)
@@ -297,9 +304,9 @@ async fn heatmap(State(app): State<App>) -> Result<Json<serde_json::Value>, Fail
         .client
         .query(
             "SELECT district_code, sector, withheld, amount_idr_index \
-             FROM recovery_daily \
-             WHERE level = 'district_sector' AND day = toDate(?) \
-             ORDER BY district_code, sector",
+             FROM recovery_vintages \
+             WHERE level = 'district_sector' AND day = toDate(?) AND vintage <= (SELECT max(vintage) FROM releases) \
+             ORDER BY district_code, sector, vintage DESC LIMIT 1 BY district_code, sector",
         )
         .bind(&release.data_through)
         .fetch_all::<HeatCell>()
