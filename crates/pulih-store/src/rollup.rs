@@ -755,11 +755,25 @@ impl Store {
                 })
             })
             .collect();
+        self.insert_into_analytics_and_public("calendar", &rows)
+            .await
+    }
+
+    /// Writes reference rows, which are public, to `table` in both the
+    /// analytics and the public database.
+    async fn insert_into_analytics_and_public<R>(
+        &self,
+        table: &str,
+        rows: &[R],
+    ) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
         for database in [
             migrate::analytics_database(&self.database),
             migrate::public_database(&self.database),
         ] {
-            self.insert_rows_into(&database, "calendar", &rows).await?;
+            self.insert_rows_into(&database, table, rows).await?;
         }
         Ok(())
     }
@@ -808,16 +822,10 @@ impl Store {
                 version,
             })
             .collect();
-        for database in [
-            migrate::analytics_database(&self.database),
-            migrate::public_database(&self.database),
-        ] {
-            self.insert_rows_into(&database, "districts", &districts)
-                .await?;
-            self.insert_rows_into(&database, "sectors", &sectors)
-                .await?;
-        }
-        Ok(())
+        self.insert_into_analytics_and_public("districts", &districts)
+            .await?;
+        self.insert_into_analytics_and_public("sectors", &sectors)
+            .await
     }
 
     /// The latest public release: its vintage and when it was made.
