@@ -326,14 +326,16 @@ async fn notified(
 /// Runs a `pulih` service until its `/metrics` on 127.0.0.1:`port` has
 /// `ready` (at most 60 s), stops it and returns the page.
 async fn scrape_service(config: &std::path::Path, args: &[&str], port: u16, ready: &str) -> String {
-    let mut service = std::process::Command::new(pulih_tests::pulih_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("PULIH_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut service = pulih_tests::KillOnDrop(
+        std::process::Command::new(pulih_tests::pulih_bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("PULIH_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let page = loop {

@@ -585,15 +585,17 @@ async fn a_2xx_is_counted_and_a_backfill_corrects_a_past_day_of_a_live_topic() {
         ),
     )
     .unwrap();
-    let mut rollup = std::process::Command::new(pulih_tests::pulih_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["rollup", "--every", "1"])
-        .env("PULIH_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("rollup.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut rollup = pulih_tests::KillOnDrop(
+        std::process::Command::new(pulih_tests::pulih_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["rollup", "--every", "1"])
+            .env("PULIH_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rollup.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let client = store.client().clone();
     let analytics = format!("{}_analytics", store_config.database);
     let city_txns = |day: String| {

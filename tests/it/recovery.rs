@@ -1041,15 +1041,17 @@ async fn rollup_every_picks_up_new_days() {
     complete_through("2021-03-01").await;
     store.insert_daily(&day_rows("2021-03-01")).await.unwrap();
     let log = std::fs::File::create(dir.join("rollup.log")).unwrap();
-    let mut child = Command::new(pulih_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["rollup", "--every", "1"])
-        .env("PULIH_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = pulih_tests::KillOnDrop(
+        Command::new(pulih_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["rollup", "--every", "1"])
+            .env("PULIH_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let client = clickhouse::Client::default()
         .with_url(&store_config.url)
         .with_validation(false);

@@ -38,14 +38,16 @@ async fn the_page_shows_the_map_series_heatmap_and_alerts_with_withheld_cells_as
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("ui.log")).unwrap();
-    let mut ui = Command::new(pulih_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("ui")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut ui = pulih_tests::KillOnDrop(
+        Command::new(pulih_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("ui")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}/");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let started = Instant::now();

@@ -462,6 +462,30 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// A child process that is killed when dropped, so that a test that fails
+/// (panics) while a `pulih` service runs leaves no process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `<component>_*` metric names (e.g. `pulih_aggregate`) that the
 /// Prometheus rules under deploy/prometheus/rules/ and the Grafana
 /// dashboards under deploy/grafana/dashboards/ use, and of those, the ones
