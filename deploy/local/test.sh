@@ -12,6 +12,9 @@ command -v cargo >/dev/null || { echo "test: cargo not found: install Rust with 
 step "services (install if missing, start)"
 deploy/local/services.sh up
 
+step "the local ClickHouse cluster: ZooKeeper and two shards of two replicas"
+deploy/local/cluster.sh up
+
 # The end-to-end tests create databases named it_<test>_<ms>_<pid>_<n> (and
 # their _analytics and _public siblings); drop them when the run ends,
 # passed or failed, so they do not pile up on the server. Their Kafka

@@ -68,6 +68,7 @@ pub(crate) fn writer_store(ch: &PrivateClickHouse) -> Store {
         database: "pulih".into(),
         user: WRITER.0.into(),
         password: WRITER.1.into(),
+        cluster: String::new(),
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod access;
 mod alerts;
+mod cluster;
 mod e2e;
 mod exactly_once;
 mod grafana;

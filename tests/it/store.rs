@@ -32,6 +32,7 @@ async fn a_stopped_server_gives_an_error_naming_the_address() {
         database: "pulih".into(),
         user: "default".into(),
         password: String::new(),
+        cluster: String::new(),
     });
     let e = store.ping().await.unwrap_err().to_string();
     assert!(e.contains("http://127.0.0.1:1"), "{e}");

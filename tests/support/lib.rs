@@ -36,6 +36,7 @@ pub fn store_config(test: &str) -> pulih_store::StoreConfig {
         database: unique(&format!("it_{test}")),
         user: "default".into(),
         password: String::new(),
+        cluster: String::new(),
     }
 }
 

@@ -8,6 +8,7 @@
 //! match the column order of their tables, which the integration tests check.
 
 mod alerts;
+pub mod cluster;
 mod migrate;
 mod rollup;
 
@@ -28,6 +29,10 @@ pub struct StoreConfig {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// The ClickHouse cluster (`remote_servers`) to run on; empty for one
+    /// server. On a cluster the migrations run in their cluster form
+    /// ([`cluster`]) and inserts into Distributed tables are synchronous.
+    pub cluster: String,
 }
 
 /// A failed ClickHouse call, with the address so the operator knows where
@@ -325,20 +330,33 @@ pub struct Store {
     client: clickhouse::Client,
     url: String,
     database: String,
+    cluster: String,
 }
 
 impl Store {
     pub fn new(config: &StoreConfig) -> Store {
-        let client = clickhouse::Client::default()
+        let mut client = clickhouse::Client::default()
             .with_url(&config.url)
             .with_user(&config.user)
             .with_password(&config.password)
             .with_database(&config.database)
             .with_validation(false);
+        if !config.cluster.is_empty() {
+            // A Distributed insert returns once every shard has its rows,
+            // not when they are queued on this node. A Distributed read
+            // asks every shard over the network, this node's included:
+            // ClickHouse 18.16 drops the version column of a FINAL read
+            // it serves from the local shard directly ("Cannot find
+            // column version in source stream").
+            client = client
+                .with_setting("insert_distributed_sync", "1")
+                .with_setting("prefer_localhost_replica", "0");
+        }
         Store {
             client,
             url: config.url.clone(),
             database: config.database.clone(),
+            cluster: config.cluster.clone(),
         }
     }
 

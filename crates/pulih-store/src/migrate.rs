@@ -55,6 +55,15 @@ pub fn public_database(database: &str) -> String {
     format!("{database}_public")
 }
 
+/// A statement with `{database}`, `{analytics}` and `{public}` set to the
+/// configured database and its siblings.
+pub(crate) fn render(stmt: &str, database: &str) -> String {
+    let quoted = |name: &str| format!("`{name}`");
+    stmt.replace("{database}", &quoted(database))
+        .replace("{analytics}", &quoted(&analytics_database(database)))
+        .replace("{public}", &quoted(&public_database(database)))
+}
+
 /// Where one migration stands in a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationStatus {
@@ -70,14 +79,9 @@ impl Migration {
     /// The statements with `{database}`, `{analytics}` and `{public}` set
     /// to the configured database and its siblings.
     pub fn statements_for(&self, database: &str) -> Vec<String> {
-        let quoted = |name: &str| format!("`{name}`");
         self.statements()
             .into_iter()
-            .map(|s| {
-                s.replace("{database}", &quoted(database))
-                    .replace("{analytics}", &quoted(&analytics_database(database)))
-                    .replace("{public}", &quoted(&public_database(database)))
-            })
+            .map(|s| render(&s, database))
             .collect()
     }
 
@@ -119,25 +123,44 @@ struct AppliedRow {
 }
 
 impl Store {
-    async fn ensure_bookkeeping(&self) -> Result<(), StoreError> {
+    async fn ensure_bookkeeping(&self) -> Result<(), MigrateError> {
         let admin = self.client.clone().with_database("system");
+        let on_cluster = if self.cluster.is_empty() {
+            String::new()
+        } else {
+            format!(" ON CLUSTER `{}`", self.cluster)
+        };
         admin
             .query(&format!(
-                "CREATE DATABASE IF NOT EXISTS `{}`",
+                "CREATE DATABASE IF NOT EXISTS `{}`{on_cluster}",
                 self.database
             ))
             .execute()
             .await
             .map_err(self.err(format!("create database {}", self.database)))?;
-        self.client
-            .query(
-                "CREATE TABLE IF NOT EXISTS schema_migrations \
-                 (version UInt32, name String, checksum String, applied_at DateTime('UTC')) \
-                 ENGINE = MergeTree ORDER BY version",
-            )
-            .execute()
-            .await
-            .map_err(self.err("create schema_migrations"))
+        for stmt in self.in_form(
+            "CREATE TABLE IF NOT EXISTS schema_migrations \
+             (version UInt32, name String, checksum String, applied_at DateTime('UTC')) \
+             ENGINE = MergeTree ORDER BY version",
+        )? {
+            self.client
+                .query(&stmt)
+                .execute()
+                .await
+                .map_err(self.err("create schema_migrations"))?;
+        }
+        Ok(())
+    }
+
+    /// A migration statement as this store runs it: rendered for the
+    /// database, or carried to the cluster ([`crate::cluster`]).
+    fn in_form(&self, stmt: &str) -> Result<Vec<String>, MigrateError> {
+        if self.cluster.is_empty() {
+            Ok(vec![render(stmt, &self.database)])
+        } else {
+            crate::cluster::statements(stmt, &self.database, &self.cluster)
+                .map_err(MigrateError::Cluster)
+        }
     }
 
     async fn applied(&self) -> Result<Vec<AppliedRow>, StoreError> {
@@ -149,7 +172,7 @@ impl Store {
     }
 
     /// Which migrations are applied and which are pending.
-    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>, MigrateError> {
         self.ensure_bookkeeping().await?;
         let applied = self.applied().await?;
         Ok(MIGRATIONS
@@ -186,7 +209,11 @@ impl Store {
                 }
                 continue;
             }
-            for stmt in m.statements_for(&self.database) {
+            let mut rendered = Vec::new();
+            for stmt in m.statements() {
+                rendered.extend(self.in_form(&stmt)?);
+            }
+            for stmt in rendered {
                 self.client
                     .query(&stmt)
                     .execute()
@@ -212,7 +239,12 @@ impl Store {
 #[derive(Debug)]
 pub enum MigrateError {
     Store(StoreError),
-    Changed { version: u32, name: String },
+    Changed {
+        version: u32,
+        name: String,
+    },
+    /// A statement with no cluster form (`clickhouse.cluster` is set).
+    Cluster(crate::cluster::ClusterError),
 }
 
 impl From<StoreError> for MigrateError {
@@ -225,6 +257,7 @@ impl std::fmt::Display for MigrateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MigrateError::Store(e) => e.fmt(f),
+            MigrateError::Cluster(e) => write!(f, "clickhouse.cluster: {e}"),
             MigrateError::Changed { version, name } => write!(
                 f,
                 "migration {version} ({name}) was changed after it was applied; add a new migration instead of editing an applied one"

@@ -117,6 +117,7 @@ pub struct ClickHouse {
     pub database: String,
     pub user: String,
     pub password: Secret,
+    pub cluster: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +268,17 @@ impl Config {
             return Err(key_error(
                 "clickhouse.database",
                 "must be letters, digits and _",
+            ));
+        }
+        if !self
+            .clickhouse
+            .cluster
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(key_error(
+                "clickhouse.cluster",
+                "must be letters, digits and _ (a cluster of the server's remote_servers), or empty",
             ));
         }
         if self.aggregate.window_secs == 0 || 86_400 % self.aggregate.window_secs != 0 {
@@ -661,6 +673,7 @@ impl Config {
             database: self.clickhouse.database.clone(),
             user: self.clickhouse.user.clone(),
             password: self.clickhouse.password.expose().to_owned(),
+            cluster: self.clickhouse.cluster.clone(),
         }
     }
 
@@ -785,6 +798,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`clickhouse.url`"), "{e}");
+        let e = load_toml("[clickhouse]\ncluster = \"pulih; DROP\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`clickhouse.cluster`"), "{e}");
         let e = load_toml("[aggregate]\nwindow_secs = \"sixty\"\n")
             .unwrap_err()
             .to_string();

@@ -1,0 +1,232 @@
+//! pulih on a replicated, sharded ClickHouse: the cluster `pulih` that
+//! `deploy/local/cluster.sh up` runs on this machine (two shards of two
+//! replicas, ClickHouse 18.16 and ZooKeeper), which the test command
+//! starts. The migrations run in their cluster form; rows written through
+//! the store's Distributed tables land on one shard per cell, on both of
+//! its replicas; `FINAL` through a Distributed table is exact; and a
+//! replica killed while rows are written catches up when it is back.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use pulih_store::{Store, StoreConfig};
+use pulih_tests::{repo_root, unique};
+
+/// The nodes of the local cluster, by HTTP port (deploy/local/cluster.sh).
+const NODES: [(&str, u16); 4] = [
+    ("s1r1", 8211),
+    ("s1r2", 8212),
+    ("s2r1", 8221),
+    ("s2r2", 8222),
+];
+
+fn node(port: u16) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(format!("http://127.0.0.1:{port}"))
+        .with_validation(false)
+}
+
+async fn strings(client: &clickhouse::Client, sql: &str) -> Vec<String> {
+    let bytes = client
+        .query(sql)
+        .fetch_bytes("TabSeparated")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn cluster_sh(args: &[&str]) {
+    let out = Command::new(repo_root().join("deploy/local/cluster.sh"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Drops a test's databases on every node when it ends, passed or failed.
+struct Databases(String);
+
+impl Drop for Databases {
+    fn drop(&mut self) {
+        let db = &self.0;
+        for d in [
+            format!("{db}_public"),
+            format!("{db}_analytics"),
+            db.clone(),
+        ] {
+            let _ = Command::new("curl")
+                .args(["-sf", "http://127.0.0.1:8211/", "--data-binary"])
+                .arg(format!("DROP DATABASE IF EXISTS `{d}` ON CLUSTER pulih"))
+                .output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
+    let database = unique("it_cluster");
+    let _cleanup = Databases(database.clone());
+    let store = Store::new(&StoreConfig {
+        url: "http://127.0.0.1:8211".into(),
+        database: database.clone(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: "pulih".into(),
+    });
+    let applied = store.migrate().await.unwrap();
+    assert_eq!(applied.len(), pulih_store::MIGRATIONS.len());
+    // Run again from another node: nothing left to do.
+    let again = Store::new(&StoreConfig {
+        url: "http://127.0.0.1:8222".into(),
+        database: database.clone(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: "pulih".into(),
+    });
+    assert!(again.migrate().await.unwrap().is_empty());
+
+    // Every node has every table; every MergeTree is replicated; each
+    // sharded table has its Distributed table over `<name>_local`.
+    let tables_sql = format!(
+        "SELECT concat(database, '.', name, ' ', engine) FROM system.tables \
+         WHERE database IN ('{database}', '{database}_analytics', '{database}_public') ORDER BY 1"
+    );
+    let first = strings(&node(8211), &tables_sql).await;
+    for (name, port) in NODES {
+        assert_eq!(strings(&node(port), &tables_sql).await, first, "{name}");
+    }
+    assert!(first.len() > 30, "{first:?}");
+    for t in &first {
+        let engine = t.rsplit(' ').next().unwrap();
+        assert!(
+            ["Distributed", "View", "MaterializedView"].contains(&engine)
+                || engine.starts_with("Replicated"),
+            "{t}"
+        );
+        if engine == "Distributed" {
+            let local = t.replace(" Distributed", "_local ");
+            assert!(
+                first.iter().any(|u| u.starts_with(&local)),
+                "{t} has no {local}"
+            );
+        }
+    }
+
+    // Rows for 40 cells, written through the Distributed table, twice:
+    // version 1, then version 2 with other counts.
+    let cells: Vec<(String, &str)> = (1..=20)
+        .flat_map(|i| {
+            [
+                (format!("31.7{}.{i:02}", i % 5 + 1), "G"),
+                (format!("31.7{}.{i:02}", i % 5 + 1), "I"),
+            ]
+        })
+        .collect();
+    let client = store.client();
+    let insert = |version: u64, count: u64| {
+        let values: Vec<String> = cells
+            .iter()
+            .map(|(d, s)| format!("('2021-06-01 00:00:00', '{d}', '{s}', {count}, {version})"))
+            .collect();
+        format!(
+            "INSERT INTO activity_1m (window_start, district_code, sector, txn_count, version) VALUES {}",
+            values.join(", ")
+        )
+    };
+    client.query(&insert(1, 1)).execute().await.unwrap();
+    client.query(&insert(2, 7)).execute().await.unwrap();
+
+    // Each cell on one shard, on both of its replicas (once each replica
+    // has fetched what the other took); both shards used.
+    let sync = |port: u16| {
+        let sql = format!("SYSTEM SYNC REPLICA `{database}`.activity_1m_local");
+        async move { node(port).query(&sql).execute().await.unwrap() }
+    };
+    for (_, port) in NODES {
+        sync(port).await;
+    }
+    let local = |port| {
+        let sql = format!(
+            "SELECT concat(district_code, '/', sector, '/', toString(version)) FROM `{database}`.activity_1m_local ORDER BY 1"
+        );
+        async move { strings(&node(port), &sql).await }
+    };
+    let (s1r1, s1r2, s2r1, s2r2) = (
+        local(8211).await,
+        local(8212).await,
+        local(8221).await,
+        local(8222).await,
+    );
+    assert_eq!(s1r1, s1r2, "replicas of shard 1 differ");
+    assert_eq!(s2r1, s2r2, "replicas of shard 2 differ");
+    assert!(
+        !s1r1.is_empty() && !s2r1.is_empty(),
+        "one shard got every row"
+    );
+    assert_eq!(s1r1.len() + s2r1.len(), 2 * cells.len());
+    let cell = |row: &String| row.rsplit_once('/').unwrap().0.to_owned();
+    let one: BTreeSet<String> = s1r1.iter().map(cell).collect();
+    let two: BTreeSet<String> = s2r1.iter().map(cell).collect();
+    assert!(one.is_disjoint(&two), "a cell on both shards");
+
+    // FINAL through the Distributed table, from every node: one row per
+    // cell, the newer version; the analysts' copy (a materialized view on
+    // each node's local rows) agrees.
+    for (name, port) in NODES {
+        let got = strings(
+            &node(port),
+            &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m FINAL"),
+        )
+        .await;
+        assert_eq!(
+            got,
+            [format!("{}\t{}", cells.len(), 7 * cells.len())],
+            "{name}"
+        );
+        let analytics = strings(
+            &node(port),
+            &format!(
+                "SELECT count(), sum(txn_count) FROM `{database}_analytics`.activity_1m FINAL"
+            ),
+        )
+        .await;
+        assert_eq!(analytics, got, "{name}: analytics");
+    }
+
+    // A replica killed (SIGKILL) while rows are written: the other replica
+    // of its shard takes them, and the killed one catches up when back.
+    cluster_sh(&["stop-node", "s1r2"]);
+    let result = client.query(&insert(3, 9)).execute().await;
+    cluster_sh(&["start-node", "s1r2"]);
+    result.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (a, b) = (local(8211).await, local(8212).await);
+        if a == b && a.len() == 3 * one.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s1r2 did not catch up: {} rows against {}",
+            b.len(),
+            a.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let got = strings(
+        &node(8212),
+        &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m FINAL"),
+    )
+    .await;
+    assert_eq!(got, [format!("{}\t{}", cells.len(), 9 * cells.len())]);
+}
