@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use pulih_store::{Store, StoreConfig};
-use pulih_tests::{repo_root, unique};
+use pulih_tests::{kafka_config, pulih_toml, repo_root, store_config, unique};
+
+use crate::recovery::run_pulih;
 
 /// The nodes of the local cluster, by HTTP port (deploy/local/cluster.sh).
 const NODES: [(&str, u16); 4] = [
@@ -229,4 +231,119 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     )
     .await;
     assert_eq!(got, [format!("{}\t{}", cells.len(), 9 * cells.len())]);
+}
+
+/// The same events, counted on one server and on the cluster, give the
+/// same windows, the same analysts' metrics and the same public release:
+/// every read path of `pulih aggregate`, `pulih rollup` and `pulih alerts`
+/// is right across shards.
+#[tokio::test]
+async fn the_same_events_give_the_same_metrics_on_the_cluster_as_on_one_server() {
+    let kafka = kafka_config("cluster_same", 4);
+    let single = store_config("cluster_same");
+    let cluster = StoreConfig {
+        url: "http://127.0.0.1:8211".into(),
+        database: unique("it_cluster_same"),
+        cluster: "pulih".into(),
+        ..store_config("cluster_same")
+    };
+    let _cleanup = Databases(cluster.database.clone());
+    let dir = repo_root().join("target/test-cluster").join(unique("same"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rest =
+        "[pseudonymisation]\nsecret = \"0123456789abcdef0123456789abcdef0123456789abcdef\"\n\
+                [alerts]\nalertmanager_url = \"\"\nmetrics_addr = \"\"\n";
+    let configs: Vec<_> = [("single", &single), ("cluster", &cluster)]
+        .into_iter()
+        .map(|(name, store)| {
+            let path = dir.join(name).join("pulih.toml");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(
+                &path,
+                pulih_toml(
+                    &kafka,
+                    store,
+                    "pulih-aggregate",
+                    "metrics_addr = \"\"",
+                    rest,
+                ),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    // Two months of the Jakarta scenario, once, into the topic.
+    let out = run_pulih(
+        &configs[0],
+        &["simulate", "--from", "2021-01-01", "--to", "2021-02-28"],
+    );
+    let sent: u64 = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("events="))
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap();
+    assert!(sent > 10_000, "{out}");
+    for config in &configs {
+        run_pulih(config, &["migrate"]);
+        let out = run_pulih(config, &["aggregate", "--exit-at-end"]);
+        assert!(
+            out.contains(&format!("aggregated records={sent} ")),
+            "{out}"
+        );
+        run_pulih(config, &["rollup"]);
+        run_pulih(config, &["alerts", "--once"]);
+    }
+
+    let one = node(8123);
+    let many = node(8211).with_setting("prefer_localhost_replica", "0");
+    let (a, b) = (&single.database, &cluster.database);
+    for (what, sql) in [
+        (
+            "windows",
+            "SELECT district_code, sector, window_start, txn_count, amount_idr_sum, merchants_active \
+             FROM `{db}`.activity_1m FINAL ORDER BY district_code, sector, window_start",
+        ),
+        (
+            "analysts' copy of the windows",
+            "SELECT district_code, sector, window_start, txn_count FROM `{db}_analytics`.activity_1m FINAL \
+             ORDER BY district_code, sector, window_start",
+        ),
+        (
+            "merchant-days",
+            "SELECT count(), uniqExact(merchant_key, day) FROM `{db}`.merchant_activity_daily FINAL",
+        ),
+        (
+            "analysts' metrics",
+            "SELECT level, kota_code, district_code, sector, day, txn_count, amount_idr_sum, merchants_open, \
+             amount_idr_index, txn_count_chg4w, suppression, incomplete \
+             FROM `{db}_analytics`.recovery_daily FINAL ORDER BY level, kota_code, district_code, sector, day",
+        ),
+        (
+            "public release",
+            // Not `vintage`: the two releases may fall on either side of a
+            // Jakarta midnight.
+            "SELECT day, level, kota_code, district_code, sector, provisional, withheld, incomplete, \
+             amount_idr_index, txn_count_index, merchants_open_index, amount_idr_yoy_aligned, \
+             amount_idr_wow, amount_idr_chg4w, merchants_open_chg4w \
+             FROM `{db}_public`.recovery_daily ORDER BY level, kota_code, district_code, sector, day",
+        ),
+        (
+            "producer coverage",
+            "SELECT producer_id, day, txn_count, coverage FROM `{db}_analytics`.producer_coverage_daily FINAL \
+             ORDER BY producer_id, day",
+        ),
+        (
+            "alerts' rounds",
+            "SELECT count() FROM `{db}_analytics`.alert_runs FINAL",
+        ),
+    ] {
+        let mine = strings(&one, &sql.replace("{db}", a)).await;
+        let theirs = strings(&many, &sql.replace("{db}", b)).await;
+        assert!(!mine.is_empty() && mine[0] != "0", "{what}: nothing on one server");
+        assert_eq!(mine.len(), theirs.len(), "{what}: row counts differ");
+        let differ = mine.iter().zip(&theirs).find(|(x, y)| x != y);
+        assert!(differ.is_none(), "{what}: {differ:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -63,6 +63,7 @@ partitions = {partitions}
 [clickhouse]
 url = "{url}"
 database = "{db}"
+cluster = "{cluster}"
 [aggregate]
 group_id = "{group}"
 idle_timeout_secs = 2
@@ -74,6 +75,7 @@ idle_timeout_secs = 2
         partitions = kafka.partitions,
         url = store.url,
         db = store.database,
+        cluster = store.cluster,
     )
 }
 

@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_alerts.sql"),
     migration!(18, "0018_public_alerts.sql"),
     migration!(19, "0019_cell_names.sql"),
+    migration!(20, "0020_public_view_on_a_cluster.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.
