@@ -69,6 +69,7 @@ pub(crate) fn writer_store(ch: &PrivateClickHouse) -> Store {
         user: WRITER.0.into(),
         password: WRITER.1.into(),
         cluster: String::new(),
+        insert_quorum: 1,
     })
 }
 

@@ -3,8 +3,9 @@
 //! replicas, ClickHouse 18.16 and ZooKeeper), which the test command
 //! starts. The migrations run in their cluster form; rows written through
 //! the store's Distributed tables land on one shard per cell, on both of
-//! its replicas; `FINAL` through a Distributed table is exact; and a
-//! replica killed while rows are written catches up when it is back.
+//! its replicas; `FINAL` through a Distributed table is exact; and while
+//! a replica is down, its shard refuses writes instead of acknowledging
+//! them on one replica.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -43,7 +44,11 @@ async fn strings(client: &clickhouse::Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
-fn cluster_sh(args: &[&str]) {
+/// The node the tests talk to, s1r1.
+pub(crate) const URL: &str = "http://127.0.0.1:8211";
+
+/// Runs deploy/local/cluster.sh, e.g. `stop-node s1r2`.
+pub(crate) fn cluster_sh(args: &[&str]) {
     let out = Command::new(repo_root().join("deploy/local/cluster.sh"))
         .args(args)
         .output()
@@ -56,7 +61,7 @@ fn cluster_sh(args: &[&str]) {
 }
 
 /// Drops a test's databases on every node when it ends, passed or failed.
-struct Databases(String);
+pub(crate) struct Databases(pub(crate) String);
 
 impl Drop for Databases {
     fn drop(&mut self) {
@@ -84,6 +89,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
         user: "default".into(),
         password: String::new(),
         cluster: "pulih".into(),
+        insert_quorum: 2,
     });
     let applied = store.migrate().await.unwrap();
     assert_eq!(applied.len(), pulih_store::MIGRATIONS.len());
@@ -94,14 +100,15 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
         user: "default".into(),
         password: String::new(),
         cluster: "pulih".into(),
+        insert_quorum: 2,
     });
     assert!(again.migrate().await.unwrap().is_empty());
 
     // Every node has every table; every MergeTree is replicated; each
     // sharded table has its Distributed table over `<name>_local`.
     let tables_sql = format!(
-        "SELECT concat(database, '.', name, ' ', engine) FROM system.tables \
-         WHERE database IN ('{database}', '{database}_analytics', '{database}_public') ORDER BY 1"
+        "SELECT concat(database, '.', name, ' ', engine) AS t FROM system.tables \
+         WHERE database IN ('{database}', '{database}_analytics', '{database}_public') ORDER BY t"
     );
     let first = strings(&node(8211), &tables_sql).await;
     for (name, port) in NODES {
@@ -159,7 +166,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     }
     let local = |port| {
         let sql = format!(
-            "SELECT concat(district_code, '/', sector, '/', toString(version)) FROM `{database}`.activity_1m_local ORDER BY 1"
+            "SELECT concat(district_code, '/', sector, '/', toString(version)) AS r FROM `{database}`.activity_1m_local ORDER BY r"
         );
         async move { strings(&node(port), &sql).await }
     };
@@ -205,26 +212,42 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
         assert_eq!(analytics, got, "{name}: analytics");
     }
 
-    // A replica killed (SIGKILL) while rows are written: the other replica
-    // of its shard takes them, and the killed one catches up when back.
+    // A replica killed (SIGKILL): with a quorum of two, an insert with
+    // rows for its shard is not acknowledged while it is down. ClickHouse
+    // either refuses it at once (TOO_FEW_LIVE_REPLICAS, once ZooKeeper has
+    // expired the dead replica's session) or holds it waiting for the
+    // quorum (up to insert_quorum_timeout); it succeeds, or succeeds when
+    // retried, once the replica is back, and both replicas have the rows.
     cluster_sh(&["stop-node", "s1r2"]);
-    let result = client.query(&insert(3, 9)).execute().await;
+    let pending = {
+        let client = client.clone();
+        let sql = insert(3, 9);
+        tokio::spawn(async move { client.query(&sql).execute().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let acknowledged_while_down = pending.is_finished();
     cluster_sh(&["start-node", "s1r2"]);
-    result.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (a, b) = (local(8211).await, local(8212).await);
-        if a == b && a.len() == 3 * one.len() {
-            break;
-        }
+    let first = pending.await.unwrap();
+    assert!(
+        !(acknowledged_while_down && first.is_ok()),
+        "acknowledged with one replica of shard 1 down"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut result = first;
+    while let Err(e) = result {
         assert!(
             std::time::Instant::now() < deadline,
-            "s1r2 did not catch up: {} rows against {}",
-            b.len(),
-            a.len()
+            "still refused after the replica came back: {e}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        result = client.query(&insert(3, 9)).execute().await;
     }
+    for (_, port) in NODES {
+        sync(port).await;
+    }
+    let (a, b) = (local(8211).await, local(8212).await);
+    assert_eq!(a, b, "replicas of shard 1 differ after the restart");
+    assert_eq!(a.len(), 3 * one.len());
     let got = strings(
         &node(8212),
         &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m FINAL"),
@@ -245,6 +268,7 @@ async fn the_same_events_give_the_same_metrics_on_the_cluster_as_on_one_server()
         url: "http://127.0.0.1:8211".into(),
         database: unique("it_cluster_same"),
         cluster: "pulih".into(),
+        insert_quorum: 2,
         ..store_config("cluster_same")
     };
     let _cleanup = Databases(cluster.database.clone());

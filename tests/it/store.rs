@@ -33,6 +33,7 @@ async fn a_stopped_server_gives_an_error_naming_the_address() {
         user: "default".into(),
         password: String::new(),
         cluster: String::new(),
+        insert_quorum: 1,
     });
     let e = store.ping().await.unwrap_err().to_string();
     assert!(e.contains("http://127.0.0.1:1"), "{e}");

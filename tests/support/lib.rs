@@ -37,6 +37,7 @@ pub fn store_config(test: &str) -> pulih_store::StoreConfig {
         user: "default".into(),
         password: String::new(),
         cluster: String::new(),
+        insert_quorum: 1,
     }
 }
 
@@ -64,6 +65,7 @@ partitions = {partitions}
 url = "{url}"
 database = "{db}"
 cluster = "{cluster}"
+insert_quorum = {quorum}
 [aggregate]
 group_id = "{group}"
 idle_timeout_secs = 2
@@ -76,6 +78,7 @@ idle_timeout_secs = 2
         url = store.url,
         db = store.database,
         cluster = store.cluster,
+        quorum = store.insert_quorum,
     )
 }
 

@@ -33,6 +33,11 @@ pub struct StoreConfig {
     /// server. On a cluster the migrations run in their cluster form
     /// ([`cluster`]) and inserts into Distributed tables are synchronous.
     pub cluster: String,
+    /// On a cluster: how many replicas of a shard must have an insert
+    /// before ClickHouse acknowledges it (`insert_quorum`); 1 turns the
+    /// quorum off. Reads then refuse a replica that lacks an acknowledged
+    /// insert (`select_sequential_consistency`). Unused on one server.
+    pub insert_quorum: u32,
 }
 
 /// A failed ClickHouse call, with the address so the operator knows where
@@ -351,6 +356,18 @@ impl Store {
             client = client
                 .with_setting("insert_distributed_sync", "1")
                 .with_setting("prefer_localhost_replica", "0");
+            if config.insert_quorum > 1 {
+                // An insert is acknowledged once `insert_quorum` replicas
+                // of each shard have it, so a checkpoint, written after
+                // the rows it covers, is never durable before them; and a
+                // read from a replica that lacks an acknowledged insert
+                // fails (and is retried) instead of answering from the
+                // past (docs/semantics.md, "A cluster").
+                client = client
+                    .with_setting("insert_quorum", config.insert_quorum.to_string())
+                    .with_setting("insert_quorum_timeout", "60000")
+                    .with_setting("select_sequential_consistency", "1");
+            }
         }
         Store {
             client,

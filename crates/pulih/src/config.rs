@@ -118,6 +118,7 @@ pub struct ClickHouse {
     pub user: String,
     pub password: Secret,
     pub cluster: String,
+    pub insert_quorum: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +280,12 @@ impl Config {
             return Err(key_error(
                 "clickhouse.cluster",
                 "must be letters, digits and _ (a cluster of the server's remote_servers), or empty",
+            ));
+        }
+        if !(1..=10).contains(&self.clickhouse.insert_quorum) {
+            return Err(key_error(
+                "clickhouse.insert_quorum",
+                "must be from 1 (no quorum) to 10 replicas",
             ));
         }
         if self.aggregate.window_secs == 0 || 86_400 % self.aggregate.window_secs != 0 {
@@ -674,6 +681,7 @@ impl Config {
             user: self.clickhouse.user.clone(),
             password: self.clickhouse.password.expose().to_owned(),
             cluster: self.clickhouse.cluster.clone(),
+            insert_quorum: self.clickhouse.insert_quorum,
         }
     }
 
@@ -802,6 +810,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`clickhouse.cluster`"), "{e}");
+        let e = load_toml("[clickhouse]\ninsert_quorum = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`clickhouse.insert_quorum`"), "{e}");
         let e = load_toml("[aggregate]\nwindow_secs = \"sixty\"\n")
             .unwrap_err()
             .to_string();
