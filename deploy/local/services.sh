@@ -38,12 +38,8 @@ AM_PORT=9093
 say() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        die "need root to run: $* (install sudo or run as root)"; fi
-}
+# shellcheck source=deploy/local/process.sh
+. "$ROOT/deploy/local/process.sh"
 
 install_debian_packages() {
     local missing=()
@@ -96,21 +92,6 @@ install_tansu() {
     cargo install --locked "tansu@$TANSU_VERSION" --features libsql >"$STATE/tansu-install.log" 2>&1 \
         || die "cargo install tansu failed; see $STATE/tansu-install.log"
     tansu_bin >/dev/null || die "tansu installed but not found in ${CARGO_HOME:-$HOME/.cargo}/bin"
-}
-
-wait_for() { # name check-command timeout-seconds log
-    local name=$1 check=$2 timeout=$3 log=$4 i
-    for ((i = 0; i < timeout * 5; i++)); do
-        if eval "$check"; then return 0; fi
-        sleep 0.2
-    done
-    say "$name did not become ready within ${timeout}s; last lines of $log:"
-    tail -n 20 "$log" >&2 || true
-    die "$name failed to start"
-}
-
-running() { # pidfile
-    [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
 start_tansu() {
@@ -170,20 +151,6 @@ start_alertmanager() {
     echo $! >"$pidfile"
     wait_for "alertmanager" "curl -sf http://127.0.0.1:$AM_PORT/-/ready >/dev/null" 30 "$log"
     say "alertmanager ready on 127.0.0.1:$AM_PORT"
-}
-
-stop() { # name pidfile
-    local pid
-    if running "$2"; then
-        pid=$(cat "$2")
-        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-        say "$1 stopped"
-    else
-        say "$1 not running"
-    fi
-    rm -f "$2"
 }
 
 status() {
