@@ -387,6 +387,8 @@ async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
         brokers: broker.brokers(),
         topic: unique("it.gwstop"),
         partitions: 2,
+        replication_factor: 1,
+        topic_config: Default::default(),
         options: Default::default(),
     };
     let gw = Gw::start(kafka.clone(), |c| c.ack_timeout = Duration::from_secs(3)).await;
@@ -691,4 +693,43 @@ async fn a_2xx_is_counted_and_a_backfill_corrects_a_past_day_of_a_live_topic() {
     let _ = rollup.kill();
     let _ = rollup.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A topic pulih creates gets the configured topic settings.
+#[tokio::test]
+async fn a_new_topic_gets_the_configured_topic_settings() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let mut kafka = pulih_tests::kafka_config("topic_config", 2);
+    kafka.topic_config = [("retention.ms", "1209600000"), ("cleanup.policy", "delete")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    kafka.ensure_topic().await.unwrap();
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(&kafka.topic)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let value = |name: &str| {
+        resource
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("retention.ms").as_deref(),
+        Some("1209600000"),
+        "{:?}",
+        resource.entries
+    );
+    assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
 }

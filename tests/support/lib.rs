@@ -129,6 +129,8 @@ pub fn kafka_config(test: &str, partitions: i32) -> pulih_ingest::KafkaConfig {
         brokers: kafka_brokers(),
         topic: unique(&format!("it.{test}")),
         partitions,
+        replication_factor: 1,
+        topic_config: Default::default(),
         options: Default::default(),
     }
 }

@@ -33,6 +33,13 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Partitions to create the topic with if it does not exist.
     pub partitions: i32,
+    /// Copies of each partition to create the topic with (3 on a
+    /// production cluster; the local broker has one).
+    pub replication_factor: i32,
+    /// Topic-level settings to create the topic with, e.g.
+    /// `min.insync.replicas` or `retention.ms` (docs/operations.md, "Kafka
+    /// topics").
+    pub topic_config: BTreeMap<String, String>,
     /// Raw librdkafka settings, applied last.
     pub options: BTreeMap<String, String>,
 }
@@ -78,13 +85,21 @@ impl KafkaConfig {
         }
     }
 
-    /// Creates the topic with `partitions` partitions unless it exists.
+    /// Creates the topic with `partitions` partitions, `replication_factor`
+    /// copies of each and `topic_config`, unless it exists.
     pub async fn ensure_topic(&self) -> Result<(), KafkaFailure> {
         let admin: AdminClient<DefaultClientContext> = self
             .client_config()
             .create()
             .map_err(self.fail("create admin client"))?;
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let mut topic = NewTopic::new(
+            &self.topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        for (key, value) in &self.topic_config {
+            topic = topic.set(key, value);
+        }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics([&topic], &opts)

@@ -106,6 +106,9 @@ pub struct Kafka {
     pub topic: String,
     pub dlq_topic: String,
     pub partitions: i32,
+    pub replication_factor: i32,
+    #[serde(default)]
+    pub topic_config: BTreeMap<String, String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -255,6 +258,18 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.kafka.partitions) {
             return Err(key_error("kafka.partitions", "must be from 1 to 10000"));
+        }
+        if !(1..=16).contains(&self.kafka.replication_factor) {
+            return Err(key_error(
+                "kafka.replication_factor",
+                "must be from 1 to 16 (3 on a production cluster)",
+            ));
+        }
+        if let Some(key) = self.kafka.topic_config.keys().find(|k| k.trim().is_empty()) {
+            return Err(key_error(
+                "kafka.topic_config",
+                format!("{key:?} is not a topic setting"),
+            ));
         }
         if self.kafka.topic.is_empty() {
             return Err(key_error("kafka.topic", "must not be empty"));
@@ -690,6 +705,8 @@ impl Config {
             brokers: self.kafka.brokers.clone(),
             topic: self.kafka.topic.clone(),
             partitions: self.kafka.partitions,
+            replication_factor: self.kafka.replication_factor,
+            topic_config: self.kafka.topic_config.clone(),
             options: self.kafka.options.clone(),
         }
     }
@@ -810,6 +827,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`clickhouse.cluster`"), "{e}");
+        let e = load_toml("[kafka]\nreplication_factor = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`kafka.replication_factor`"), "{e}");
         let e = load_toml("[clickhouse]\ninsert_quorum = 0\n")
             .unwrap_err()
             .to_string();
