@@ -47,6 +47,19 @@ async fn strings(client: &clickhouse::Client, sql: &str) -> Vec<String> {
 /// The node the tests talk to, s1r1.
 pub(crate) const URL: &str = "http://127.0.0.1:8211";
 
+/// Store settings for `database` on the local cluster, through the node at
+/// `url`, with a quorum of two.
+pub(crate) fn cluster_config(url: &str, database: &str) -> StoreConfig {
+    StoreConfig {
+        url: url.into(),
+        database: database.into(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: "pulih".into(),
+        insert_quorum: 2,
+    }
+}
+
 /// Runs deploy/local/cluster.sh, e.g. `stop-node s1r2`.
 pub(crate) fn cluster_sh(args: &[&str]) {
     let out = Command::new(repo_root().join("deploy/local/cluster.sh"))
@@ -72,7 +85,7 @@ impl Drop for Databases {
             db.clone(),
         ] {
             let _ = Command::new("curl")
-                .args(["-sf", "http://127.0.0.1:8211/", "--data-binary"])
+                .args(["-sf", URL, "--data-binary"])
                 .arg(format!("DROP DATABASE IF EXISTS `{d}` ON CLUSTER pulih"))
                 .output();
         }
@@ -83,25 +96,11 @@ impl Drop for Databases {
 async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     let database = unique("it_cluster");
     let _cleanup = Databases(database.clone());
-    let store = Store::new(&StoreConfig {
-        url: "http://127.0.0.1:8211".into(),
-        database: database.clone(),
-        user: "default".into(),
-        password: String::new(),
-        cluster: "pulih".into(),
-        insert_quorum: 2,
-    });
+    let store = Store::new(&cluster_config(URL, &database));
     let applied = store.migrate().await.unwrap();
     assert_eq!(applied.len(), pulih_store::MIGRATIONS.len());
     // Run again from another node: nothing left to do.
-    let again = Store::new(&StoreConfig {
-        url: "http://127.0.0.1:8222".into(),
-        database: database.clone(),
-        user: "default".into(),
-        password: String::new(),
-        cluster: "pulih".into(),
-        insert_quorum: 2,
-    });
+    let again = Store::new(&cluster_config("http://127.0.0.1:8222", &database));
     assert!(again.migrate().await.unwrap().is_empty());
 
     // Every node has every table; every MergeTree is replicated; each
@@ -264,13 +263,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
 async fn the_same_events_give_the_same_metrics_on_the_cluster_as_on_one_server() {
     let kafka = kafka_config("cluster_same", 4);
     let single = store_config("cluster_same");
-    let cluster = StoreConfig {
-        url: "http://127.0.0.1:8211".into(),
-        database: unique("it_cluster_same"),
-        cluster: "pulih".into(),
-        insert_quorum: 2,
-        ..store_config("cluster_same")
-    };
+    let cluster = cluster_config(URL, &unique("it_cluster_same"));
     let _cleanup = Databases(cluster.database.clone());
     let dir = repo_root().join("target/test-cluster").join(unique("same"));
     std::fs::create_dir_all(&dir).unwrap();

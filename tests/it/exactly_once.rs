@@ -204,12 +204,8 @@ impl Run {
     /// A run on the local cluster (deploy/local/cluster.sh), with a quorum
     /// of two; its databases are dropped on every node when the guard goes.
     async fn on_cluster(name: &str, partitions: i32) -> (Run, crate::cluster::Databases) {
-        let store_config = StoreConfig {
-            url: crate::cluster::URL.into(),
-            cluster: "pulih".into(),
-            insert_quorum: 2,
-            ..store_config(name)
-        };
+        let store_config =
+            crate::cluster::cluster_config(crate::cluster::URL, &store_config(name).database);
         let guard = crate::cluster::Databases(store_config.database.clone());
         (Run::with_store(name, partitions, store_config).await, guard)
     }
