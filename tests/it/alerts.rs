@@ -324,7 +324,8 @@ async fn notified(
 }
 
 /// Runs a `pulih` service until its `/metrics` on 127.0.0.1:`port` has
-/// `ready` (at most 60 s), stops it and returns the page.
+/// `ready` (at most 60 s), checks that its `/readyz` says so too, stops it
+/// and returns the page.
 async fn scrape_service(config: &std::path::Path, args: &[&str], port: u16, ready: &str) -> String {
     let mut service = pulih_tests::KillOnDrop(
         std::process::Command::new(pulih_tests::pulih_bin())
@@ -344,6 +345,12 @@ async fn scrape_service(config: &std::path::Path, args: &[&str], port: u16, read
             let (_, _, body) = pulih_tests::http(addr, "GET", "/metrics", &[], b"").await;
             let page = String::from_utf8(body).unwrap();
             if page.contains(ready) {
+                let (status, _, body) = pulih_tests::http(addr, "GET", "/readyz", &[], b"").await;
+                assert_eq!(
+                    (status, body.as_slice()),
+                    (200, &b"ready\n"[..]),
+                    "pulih {args:?}: /readyz after a successful round"
+                );
                 break Some(page);
             }
         }

@@ -821,6 +821,11 @@ async fn clickhouse_stopped_for_20_seconds_mid_run() {
     tokio::time::timeout(Duration::from_secs(15), stalled)
         .await
         .expect("the aggregator reports that it is stalled");
+    let readyz = get(metrics_port, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503 ") && readyz.contains("consumption is paused"),
+        "{readyz}"
+    );
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(down.elapsed())).await;
     clickhouse.resume();
 
@@ -828,6 +833,8 @@ async fn clickhouse_stopped_for_20_seconds_mid_run() {
     run.wait_converged(Duration::from_secs(90)).await;
     let m = metrics(metrics_port).await;
     assert!(m.lines().any(|l| l == "pulih_aggregate_stalled 0"), "{m}");
+    let readyz = get(metrics_port, "/readyz").await;
+    assert!(readyz.starts_with("HTTP/1.1 200 OK"), "{readyz}");
     // Every aggregator metric the alerting rules and dashboards use is exported.
     let (used, missing) = pulih_tests::rule_metrics_missing("pulih_aggregate", &m);
     assert!(
@@ -844,12 +851,17 @@ async fn clickhouse_stopped_for_20_seconds_mid_run() {
 }
 
 async fn metrics(port: u16) -> String {
+    get(port, "/metrics").await
+}
+
+/// The whole HTTP response to `GET path`, or nothing if no one listens.
+async fn get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return String::new();
     };
     let _ = s
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
         .await;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out).await;

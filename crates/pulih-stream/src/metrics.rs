@@ -5,7 +5,7 @@
 use pulih_telemetry::prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
-use pulih_telemetry::Component;
+use pulih_telemetry::{Component, Readiness};
 
 /// The aggregator's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -40,6 +40,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Ready once every partition this instance owns is restored and being
+    /// consumed, and while ClickHouse answers.
+    pub fn readiness(&self) -> Readiness {
+        let (owned, assigned, stalled) = (
+            self.owned_partitions.clone(),
+            self.assigned_partitions.clone(),
+            self.stalled.clone(),
+        );
+        Readiness::new(move || {
+            let (owned, assigned) = (owned.get(), assigned.get());
+            if stalled.get() != 0 {
+                Err("ClickHouse calls fail; consumption is paused".to_owned())
+            } else if owned == 0 {
+                Err("no partition owned yet".to_owned())
+            } else if assigned < owned {
+                Err(format!("{assigned} of {owned} owned partitions restored"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
     pub fn new() -> Metrics {
         let component = Component::new("pulih_aggregate");
         let c = &component;

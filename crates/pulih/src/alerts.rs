@@ -13,7 +13,7 @@ use pulih_alert::{Active, Names, Rule, Transition};
 use pulih_metrics::{format_day, parse_day, Day, Level};
 use pulih_store::Store;
 use pulih_telemetry::prometheus::{Gauge, GaugeVec, IntCounterVec};
-use pulih_telemetry::Component;
+use pulih_telemetry::{Component, LastRound};
 use rdkafka::producer::FutureRecord;
 
 use crate::config::Config;
@@ -22,6 +22,8 @@ use crate::{now_ms, BoxError};
 /// What `pulih alerts` exports, under `pulih_alerts_`.
 struct AlertMetrics {
     component: Component,
+    /// `/readyz`: whether the last round succeeded.
+    last_round: LastRound,
     rounds: IntCounterVec,
     last_success: Gauge,
     evaluated_day: Gauge,
@@ -39,6 +41,7 @@ impl AlertMetrics {
         let opts = |name: &str, help: &str| c.opts(name, help);
         let m = AlertMetrics {
             component: component.clone(),
+            last_round: LastRound::default(),
             rounds: c.register(IntCounterVec::new(
                 opts("rounds_total", "Evaluation rounds, by outcome (succeeded, failed)."),
                 &["outcome"],
@@ -290,7 +293,13 @@ pub(crate) async fn alerts(
     };
     let metrics = AlertMetrics::new()?;
     if !once {
-        crate::serve_metrics("alerts.metrics_addr", &a.metrics_addr, &metrics.component).await?;
+        crate::serve_metrics(
+            "alerts.metrics_addr",
+            &a.metrics_addr,
+            &metrics.component,
+            metrics.last_round.readiness(),
+        )
+        .await?;
     }
     let resend = Duration::from_secs(u64::from(a.resend_secs));
     let mut first_round = true;
@@ -352,6 +361,7 @@ pub(crate) async fn alerts(
             Ok((active, hour)) => {
                 stop_hour = hour.or(stop_hour);
                 metrics.rounds.with_label_values(&["succeeded"]).inc();
+                metrics.last_round.record(true);
                 metrics.last_success.set(now_ms() as f64 / 1000.0);
                 metrics.set_active(&active);
                 if let Some(am) = &alertmanager {
@@ -367,6 +377,7 @@ pub(crate) async fn alerts(
             }
             Err(e) if !once => {
                 metrics.rounds.with_label_values(&["failed"]).inc();
+                metrics.last_round.record(false);
                 tracing::warn!(message = "Alert round failed; retrying next round.", error = %e);
             }
             Err(e) => return Err(e),

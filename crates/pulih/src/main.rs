@@ -266,12 +266,14 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Serves `component`'s metrics at http://ADDR/metrics in the background,
-/// unless `addr` (the setting `key`, checked at load) is empty.
+/// Serves `component`'s metrics at http://ADDR/metrics, with `/healthz`
+/// and `/readyz` (`ready`), in the background, unless `addr` (the setting
+/// `key`, checked at load) is empty.
 async fn serve_metrics(
     key: &str,
     addr: &str,
     component: &pulih_telemetry::Component,
+    ready: pulih_telemetry::Readiness,
 ) -> Result<(), BoxError> {
     if addr.is_empty() {
         return Ok(());
@@ -284,6 +286,7 @@ async fn serve_metrics(
     tokio::spawn(pulih_telemetry::serve(
         listener,
         component.registry().clone(),
+        ready,
     ));
     Ok(())
 }
@@ -364,6 +367,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         "aggregate.metrics_addr",
         &a.metrics_addr,
         &metrics.component,
+        metrics.readiness(),
     )
     .await?;
     let shutdown = async {

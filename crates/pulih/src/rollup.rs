@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pulih_metrics::{format_day, parse_day, Day};
 use pulih_store::{RollupReport, Store};
 use pulih_telemetry::prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec};
-use pulih_telemetry::Component;
+use pulih_telemetry::{Component, LastRound};
 
 use crate::config::Config;
 use crate::{now_ms, BoxError};
@@ -15,6 +15,8 @@ use crate::{now_ms, BoxError};
 /// What `pulih rollup --every` exports, under `pulih_rollup_`.
 struct RollupMetrics {
     component: Component,
+    /// `/readyz`: whether the last round succeeded.
+    last_round: LastRound,
     rounds: IntCounterVec,
     last_success: Gauge,
     latest_day: Gauge,
@@ -33,6 +35,7 @@ impl RollupMetrics {
         let opts = |name: &str, help: &str| c.opts(name, help);
         let m = RollupMetrics {
             component: component.clone(),
+            last_round: LastRound::default(),
             rounds: c.register(IntCounterVec::new(
                 opts("rounds_total", "Rollup rounds, by outcome (succeeded, failed)."),
                 &["outcome"],
@@ -84,6 +87,7 @@ impl RollupMetrics {
 
     fn round(&self, took: Duration, report: Option<&RollupReport>) {
         self.duration.set(took.as_secs_f64());
+        self.last_round.record(report.is_some());
         let Some(r) = report else {
             self.rounds.with_label_values(&["failed"]).inc();
             return;
@@ -152,7 +156,13 @@ pub(crate) async fn rollup(
     let metrics = RollupMetrics::new()?;
     let addr = &config.metrics.rollup_metrics_addr;
     if every.is_some() {
-        crate::serve_metrics("metrics.rollup_metrics_addr", addr, &metrics.component).await?;
+        crate::serve_metrics(
+            "metrics.rollup_metrics_addr",
+            addr,
+            &metrics.component,
+            metrics.last_round.readiness(),
+        )
+        .await?;
     }
     let refresh = config.metrics.refresh_days as Day;
     let release_hour = i64::from(config.metrics.public_release_hour);
