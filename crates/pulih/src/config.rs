@@ -173,6 +173,18 @@ pub struct Ui {
 }
 
 /// A configuration problem, naming the key or file concerned.
+/// The long-running commands, and `migrate`, as `pulih check-config`
+/// names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    Ingest,
+    Aggregate,
+    Rollup,
+    Alerts,
+    Ui,
+    Migrate,
+}
+
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
@@ -700,6 +712,87 @@ impl Config {
         }
     }
 
+    /// Everything `service` reads from the configuration, checked as it
+    /// would be at its start, without connecting to anything: `pulih
+    /// check-config` and the deployment files' checks. Returns what the
+    /// service would connect to and listen on, one line each.
+    pub fn check_for(&self, service: Service) -> Result<Vec<String>, ConfigError> {
+        self.reference()?;
+        self.holidays()?;
+        self.metric_params()?;
+        self.alert_settings()?;
+        self.stop_settings()?;
+        self.alert_guards()?;
+        let ch = &self.clickhouse;
+        let mut out = vec![format!(
+            "clickhouse: {} database {} as {}{}",
+            ch.url,
+            ch.database,
+            ch.user,
+            match ch.cluster.as_str() {
+                "" => String::new(),
+                c => format!(" on cluster {c} (insert_quorum {})", ch.insert_quorum),
+            }
+        )];
+        let kafka = format!(
+            "kafka: {} topic {} (dead letters {})",
+            self.kafka.brokers, self.kafka.topic, self.kafka.dlq_topic
+        );
+        let listen = |what: &str, addr: &str| match addr {
+            "" => format!("{what}: off"),
+            a => format!("{what}: http://{a}"),
+        };
+        match service {
+            Service::Ingest => {
+                self.pseudonymiser()?;
+                let gateway = self.gateway()?;
+                out.clear();
+                out.push(kafka);
+                out.push(listen("listen", &self.listen_addr()?.to_string()));
+                out.push(format!(
+                    "producers: {}",
+                    gateway
+                        .producers
+                        .iter()
+                        .filter(|p| p.enabled)
+                        .map(|p| p.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Service::Aggregate => {
+                let a = &self.aggregate;
+                out.push(kafka);
+                out.push(format!(
+                    "instance {} of {} (group {})",
+                    a.instance, a.instances, a.group_id
+                ));
+                out.push(listen("metrics", &a.metrics_addr));
+            }
+            Service::Rollup => out.push(listen("metrics", &self.metrics.rollup_metrics_addr)),
+            Service::Alerts => {
+                out.push(format!(
+                    "kafka: {} topic {}",
+                    self.kafka.brokers, self.alerts.topic
+                ));
+                out.push(match self.alerts.alertmanager_url.as_str() {
+                    "" => "alertmanager: none".to_owned(),
+                    u => format!("alertmanager: {u}"),
+                });
+                out.push(listen("metrics", &self.alerts.metrics_addr));
+            }
+            Service::Ui => {
+                out[0] = format!(
+                    "clickhouse: {} database {}_public as {}",
+                    ch.url, ch.database, self.ui.clickhouse_user
+                );
+                out.push(listen("listen", &self.ui.listen));
+            }
+            Service::Migrate => {}
+        }
+        Ok(out)
+    }
+
     pub fn kafka(&self) -> pulih_ingest::KafkaConfig {
         pulih_ingest::KafkaConfig {
             brokers: self.kafka.brokers.clone(),
@@ -744,6 +837,35 @@ mod tests {
         assert!(e.to_string().contains("depth"), "{e}");
         let e = load_toml("[alerts]\nimlek_days = 90\n").unwrap_err();
         assert!(e.to_string().contains("`alerts.imlek_days`: 90"), "{e}");
+    }
+
+    #[test]
+    fn a_service_is_checked_for_what_it_reads() {
+        let c = Config::load_from(None, Env::prefixed("PULIH_TEST_NOTHING_")).unwrap();
+        // The gateway needs the secret; the aggregator does not.
+        let e = c.check_for(Service::Ingest).unwrap_err().to_string();
+        assert!(e.contains("`pseudonymisation.secret`"), "{e}");
+        let lines = c.check_for(Service::Aggregate).unwrap();
+        assert!(
+            lines.contains(&"instance 0 of 1 (group pulih-aggregate)".to_owned()),
+            "{lines:?}"
+        );
+        let c = load_toml(&format!(
+            "[pseudonymisation]\nsecret = \"{}\"\n[ingest.producers.bank-a]\ntoken_sha256 = \"{}\"\n",
+            "s".repeat(32),
+            "0".repeat(63)
+        ))
+        .unwrap();
+        let e = c.check_for(Service::Ingest).unwrap_err().to_string();
+        assert!(e.contains("`ingest.producers.bank-a.token_sha256`"), "{e}");
+        let c = load_toml("[ui]\nclickhouse_user = \"pulih_public\"\n").unwrap();
+        assert_eq!(
+            c.check_for(Service::Ui).unwrap(),
+            [
+                "clickhouse: http://127.0.0.1:8123 database pulih_public as pulih_public",
+                "listen: http://127.0.0.1:8091"
+            ]
+        );
     }
 
     #[test]

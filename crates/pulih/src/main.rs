@@ -143,6 +143,14 @@ enum Command {
     /// heatmap, alerts) at `ui.listen`, reading the public database with
     /// the public account.
     Ui,
+    /// Check the configuration SERVICE would start with (defaults, the
+    /// file, the environment), without connecting to anything, and print
+    /// what it would connect to and listen on. Exits 2 naming the key of
+    /// the first bad setting.
+    CheckConfig {
+        #[arg(value_enum)]
+        service: config::Service,
+    },
     /// Producer tokens.
     Token {
         #[command(subcommand)]
@@ -172,6 +180,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::CheckConfig { service } = cli.command {
+        return match config.check_for(service) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pulih: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,6 +251,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Token {
             command: TokenCommand::New { producer },
         } => token_new(&producer),
+        Command::CheckConfig { .. } => unreachable!("answered before the runtime starts"),
     }
 }
 
