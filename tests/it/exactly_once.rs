@@ -584,19 +584,29 @@ fn kill9(p: &mut Proc) {
 }
 
 fn interrupt(p: &mut Proc) {
+    stop_with(p, "INT");
+}
+
+/// Sends `signal` (INT: Ctrl-C; TERM: what Kubernetes and Docker send) and
+/// waits for the aggregator to flush and exit successfully.
+fn stop_with(p: &mut Proc, signal: &str) {
     let child = &mut p.0;
     let _ = Command::new("kill")
-        .arg("-INT")
+        .arg(format!("-{signal}"))
         .arg(child.id().to_string())
         .status();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         assert!(
             Instant::now() < deadline,
-            "aggregator did not stop on SIGINT"
+            "aggregator did not stop on SIG{signal}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    assert!(status.success(), "aggregator on SIG{signal}: {status}");
 }
 
 /// Dead letters with the given reason on the topic.
@@ -726,7 +736,8 @@ async fn killed_three_times_at_random_moments_gives_the_clean_result() {
 
 /// Two instances split four partitions; one is killed and restarted with
 /// the same identity while events keep coming. Its partitions come back
-/// with it, and both keep counting exactly once.
+/// with it, both say they are ready, and both keep counting exactly once;
+/// SIGTERM stops them cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_while_one_is_killed_and_restarted() {
     let mut run = Run::new("instances", 4, None).await;
@@ -750,9 +761,15 @@ async fn two_instances_while_one_is_killed_and_restarted() {
                 && m.lines().any(|l| l == "pulih_aggregate_topic_partitions 4"),
             "instance {owned}: {m}"
         );
+        let readyz = get(port, "/readyz").await;
+        assert!(
+            readyz.starts_with("HTTP/1.1 200 OK"),
+            "instance {owned}: {readyz}"
+        );
     }
-    interrupt(&mut a);
-    interrupt(&mut b);
+    // Stopped as Kubernetes stops a pod: both flush and exit cleanly.
+    stop_with(&mut a, "TERM");
+    stop_with(&mut b, "TERM");
     run.finish_and_check().await;
 }
 

@@ -387,7 +387,7 @@ pub(crate) async fn alerts(
         }
         tokio::select! {
             _ = tokio::time::sleep(resend) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = crate::shutdown_signal() => return Ok(()),
         }
     }
 }

@@ -289,6 +289,24 @@ async fn migrate(config: &Config, status: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and Docker send
+/// to stop a container): the services then stop as they would on Ctrl-C,
+/// the gateway answering in-flight requests, the aggregator flushing.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Serves `component`'s metrics at http://ADDR/metrics, with `/healthz`
 /// and `/readyz` (`ready`), in the background, unless `addr` (the setting
 /// `key`, checked at load) is empty.
@@ -394,7 +412,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
     )
     .await?;
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        shutdown_signal().await;
     };
     let reference = Arc::new(config.reference()?);
     let stats = aggregator::run(agg_config, store, reference, metrics, shutdown).await?;
@@ -433,7 +451,7 @@ async fn ingest(config: &Config) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("`ingest.listen`: cannot listen on {addr}: {e}"))?;
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        shutdown_signal().await;
         tracing::info!(message = "Shutting down: draining in-flight requests.");
     };
     pulih_ingest::gateway::serve(
@@ -462,7 +480,7 @@ async fn ui(config: &Config) -> Result<(), BoxError> {
     tracing::info!(message = "Serving the page.", url = %format!("http://{addr}/"), database = %ui.database);
     println!("pulih ui: http://{addr}/");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        shutdown_signal().await;
     };
     pulih_ui::serve(listener, ui, reference, shutdown).await?;
     Ok(())

@@ -260,7 +260,7 @@ pub(crate) async fn rollup(
         let Some(secs) = every else { return Ok(()) };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = crate::shutdown_signal() => return Ok(()),
         }
         // Next: the last refresh_days days, or from the first day whose
         // merchant-days changed since (a backfill of older days).

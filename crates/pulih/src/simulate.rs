@@ -437,7 +437,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
 
     let mut tally = Tally::default();
     let started = Instant::now();
-    let stop = tokio::signal::ctrl_c();
+    let stop = crate::shutdown_signal();
     tokio::pin!(stop);
     let deadline = args.duration.map(|s| started + Duration::from_secs(s));
     let bar = indicatif::ProgressBar::new(0);
