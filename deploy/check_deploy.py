@@ -245,7 +245,7 @@ def k8s(pulih, tmp):
         if version:
             cmd += ["-k", version]
         code, report = run(cmd + [str(built)])
-        if code != 0 or "fail" in report.lower():
+        if code != 0 or "ERROR" in report:
             raise Problem(f"k8s: kubernetes-validate {version or '(newest)'}:\n{report}")
 
     by_kind = {}

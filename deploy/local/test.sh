@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: lints, unit and property tests, the SQL dialect
-# check on current ClickHouse (chDB), and the end-to-end tests against the
-# real broker and ClickHouse, which this script installs and starts.
+# check on current ClickHouse (chDB), the offline checks of the dashboards
+# and deployment files, and the end-to-end tests against the real broker
+# and ClickHouse (one server and a cluster), which this script installs and
+# starts.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -39,6 +41,8 @@ pip_install() {
 }
 pip_install chdb chdb-core
 pip_install jsonschema jsonschema
+pip_install yaml pyyaml
+pip_install kubernetes_validate kubernetes-validate
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -59,6 +63,11 @@ python3 schemas/clickhouse/check_with_chdb.py
 
 step "cargo build -p pulih (the crash tests run the binary and kill it)"
 cargo build --locked -p pulih
+
+step "deployment files: docker-compose config, kustomize, kubernetes-validate, pulih check-config"
+command -v kubectl >/dev/null || { echo "test: kubectl not found: it builds deploy/k8s/ (kubectl kustomize); install it as https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/ says" >&2; exit 1; }
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+python3 deploy/check_deploy.py --pulih "$target_dir/debug/pulih"
 
 step "cargo test (unit, property and end-to-end tests)"
 cargo test --locked --workspace
