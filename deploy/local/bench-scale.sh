@@ -7,7 +7,9 @@
 # events counted, and at its end the aggregator's memory and what was
 # written to ClickHouse.
 #
-# Usage: deploy/local/bench-scale.sh [RATE] [SECONDS] [PARTITIONS]   (default 10000 60 4)
+# Usage: deploy/local/bench-scale.sh [RATE] [SECONDS] [PARTITIONS] [MERCHANTS]
+#        (default 10000 60 4, and the shipped scenario's 3000 merchants: a
+#        larger panel shows what each merchant-day held in memory costs)
 #
 # Prints a Markdown table: CPU-seconds per million events of the gateway,
 # the aggregator, the broker and ClickHouse (these carry to other machines;
@@ -22,6 +24,7 @@ cd "$ROOT"
 RATE="${1:-10000}"
 SECONDS_TO_RUN="${2:-60}"
 PARTITIONS="${3:-4}"
+MERCHANTS="${4:-}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 [ "$SECONDS_TO_RUN" -ge 30 ] || { echo "bench-scale: run at least 30 s (10 s of warm-up, then the measure)" >&2; exit 2; }
@@ -41,21 +44,22 @@ export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-b
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
 # The gateway, without a rate limit, with a token for every producer of
-# the scenario; the simulator posts to it with them.
-{
-    printf '[ingest]\nlisten = "127.0.0.1:8089"\nrate_limit_per_sec = 0\n\n'
-    printf '[simulate]\ngateway_url = "http://127.0.0.1:8089"\n\n'
-    for p in qris_acquirer ewallet bank; do
-        out=$("$PULIH" token new "$p")
-        sed -n 5,6p <<<"$out"
-        printf 'simulate.tokens.%s = "%s"\n' "$p" "$(sed -n 2p <<<"$out")" >>"$OUT/scale-tokens.part"
-    done
-} >"$OUT/scale.toml"
-# TOML allows the [simulate] table once: its tokens as dotted keys at the top.
-cat "$OUT/scale-tokens.part" "$OUT/scale.toml" >"$OUT/scale.toml.new"
-mv "$OUT/scale.toml.new" "$OUT/scale.toml"
-rm -f "$OUT/scale-tokens.part"
+# the scenario; the simulator posts to it with them. The simulator's keys
+# come first, as dotted keys: the [ingest...] tables follow.
+printf 'simulate.gateway_url = "http://127.0.0.1:8089"\n' >"$OUT/scale.toml"
+tables=$'[ingest]\nlisten = "127.0.0.1:8089"\nrate_limit_per_sec = 0\n'
+for p in qris_acquirer ewallet bank; do
+    out=$("$PULIH" token new "$p")
+    printf 'simulate.tokens.%s = "%s"\n' "$p" "$(sed -n 2p <<<"$out")" >>"$OUT/scale.toml"
+    tables+=$'\n'"$(sed -n 5,6p <<<"$out")"$'\n'
+done
+printf '\n%s' "$tables" >>"$OUT/scale.toml"
 export PULIH_CONFIG="$OUT/scale.toml"
+scenario=()
+if [ -n "$MERCHANTS" ]; then
+    sed "s/^merchants = .*/merchants = $MERCHANTS/" deploy/scenarios/jakarta.toml >"$OUT/scale-scenario.toml"
+    scenario=(--scenario "$OUT/scale-scenario.toml")
+fi
 
 INGEST="" AGG=""
 cleanup() {
@@ -89,8 +93,8 @@ metric() { # port name-with-labels → value (0 when absent)
 accepted() { metric 8089 'pulih_ingest_records_total{outcome="accepted",reason=""}'; }
 applied() { metric 9467 'pulih_aggregate_records_total{outcome="applied"}'; }
 
-echo "bench-scale: $RATE events/s for $SECONDS_TO_RUN s through the gateway, topic of $PARTITIONS partitions ($(nproc) cores)"
-"$PULIH" simulate --output gateway --rate "$RATE" --duration "$SECONDS_TO_RUN" >"$OUT/scale-simulate.out" 2>"$OUT/scale-simulate.log" &
+echo "bench-scale: $RATE events/s for $SECONDS_TO_RUN s through the gateway, topic of $PARTITIONS partitions, ${MERCHANTS:-3000} merchants ($(nproc) cores)"
+"$PULIH" simulate "${scenario[@]}" --output gateway --rate "$RATE" --duration "$SECONDS_TO_RUN" >"$OUT/scale-simulate.out" 2>"$OUT/scale-simulate.log" &
 SIM=$!
 sleep 10
 read -r c0_ingest c0_agg c0_tansu c0_ch c0_sim <<<"$(cpu $INGEST) $(cpu $AGG) $(cpu $TANSU) $(cpu $CLICKHOUSE) $(cpu $SIM)"
@@ -130,13 +134,15 @@ row "broker (Tansu, SQLite)" "$c0_tansu" "$c1_tansu" "$ev_ingest"
 row "ClickHouse 18.16" "$c0_ch" "$c1_ch" "$ev_agg"
 row "simulator posting (client side)" "$c0_sim" "$c1_sim" "$ev_ingest"
 echo
-printf 'Aggregator memory: %.0f MiB resident during the run, %.0f MiB peak; %s windows, %s merchant-days and %s event fingerprints held at the end of the measure.\n' \
-    "$(echo "$rss_kib / 1024" | bc -l)" "$(echo "$rss_peak_kib / 1024" | bc -l)" "$windows" "$merchant_days" "$dedup"
+printf 'Aggregator memory: %.0f MiB resident during the run, %.0f MiB peak; %s windows, %s merchant-days and %s event fingerprints (%.0f s of events) held at the end of the measure.\n' \
+    "$(echo "$rss_kib / 1024" | bc -l)" "$(echo "$rss_peak_kib / 1024" | bc -l)" "$windows" "$merchant_days" "$dedup" "$(echo "$dedup * $secs / $ev_agg" | bc -l)"
 echo
 echo "| ClickHouse table | rows | bytes on disk | bytes on disk per million events | active parts |"
 echo "|---|---:|---:|---:|---:|"
 curl -s "$CH" --data-binary "SELECT concat(database, '.', table), sum(rows), sum(bytes_on_disk), count() FROM system.parts
-    WHERE active AND database IN ('$DB', '${DB}_analytics') GROUP BY database, table HAVING sum(rows) > 0 ORDER BY sum(bytes_on_disk) DESC FORMAT TSV" |
+    WHERE active AND database IN ('$DB', '${DB}_analytics')
+      AND table NOT IN ('calendar', 'districts', 'sectors', 'schema_migrations', 'aggregator_checkpoint', 'aggregator_watermark', 'aggregator_layout')
+    GROUP BY database, table HAVING sum(rows) > 0 ORDER BY sum(bytes_on_disk) DESC FORMAT TSV" |
     while IFS=$'\t' read -r table rows bytes parts; do
         printf '| %s | %s | %s | %.0f | %s |\n' "${table/$DB/pulih}" "$rows" "$bytes" "$(echo "$bytes / $sent * 1000000" | bc -l)" "$parts"
     done
