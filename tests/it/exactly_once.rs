@@ -741,6 +741,18 @@ async fn killed_three_times_at_random_moments_gives_the_clean_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_while_one_is_killed_and_restarted() {
     let mut run = Run::new("instances", 4, None).await;
+    two_instances_one_killed(&mut run).await;
+}
+
+/// The same on the ClickHouse cluster: two processes writing the same
+/// shards (their quorum inserts take turns), one killed and restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_cluster_two_instances_while_one_is_killed_and_restarted() {
+    let (mut run, _databases) = Run::on_cluster("instancesc", 4).await;
+    two_instances_one_killed(&mut run).await;
+}
+
+async fn two_instances_one_killed(run: &mut Run) {
     let b1 = batch("b1", 300, 0);
     let (port_a, port_b) = (free_port(), free_port());
     let mut a = run.spawn_instance("a", 0, 2, port_a);
