@@ -43,11 +43,12 @@ pub struct Args {
     /// deploy/scenarios/jakarta.toml).
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// First Jakarta day to send (YYYY-MM-DD); default: the scenario's start.
+    /// First Jakarta day to send: YYYY-MM-DD, `today`, or `-Nd` (N days
+    /// before today); default: the scenario's start.
     #[arg(long)]
     from: Option<String>,
-    /// Last Jakarta day (default: today). Events that have not happened
-    /// yet are held back, unless --follow.
+    /// Last Jakarta day, as --from (default: today). Events that have not
+    /// happened yet are held back, unless --follow.
     #[arg(long)]
     to: Option<String>,
     /// Send at this many times real time (3600: an hour a second).
@@ -313,8 +314,19 @@ impl Sink {
     }
 }
 
-fn parse_day(key: &str, s: &str) -> Result<i32, BoxError> {
-    day_number(s).ok_or_else(|| format!("{key}: `{s}` is not a date (YYYY-MM-DD)").into())
+/// A Jakarta day given as YYYY-MM-DD, `today` or `-Nd` (N days before
+/// `today`), as scripts and containers that cannot compute dates say it.
+fn parse_day(key: &str, s: &str, today: i32) -> Result<i32, BoxError> {
+    let days_back = s
+        .strip_prefix('-')
+        .and_then(|r| r.strip_suffix('d'))
+        .and_then(|n| n.parse::<u16>().ok());
+    match (s, days_back) {
+        ("today", _) => Ok(today),
+        (_, Some(n)) => Ok(today - i32::from(n)),
+        _ => day_number(s)
+            .ok_or_else(|| format!("{key}: `{s}` is not a date (YYYY-MM-DD, today or -Nd)").into()),
+    }
 }
 
 pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
@@ -335,7 +347,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
         return Err("--speed must be above 0".into());
     }
     let end = match &args.to {
-        Some(s) => parse_day("--to", s)?,
+        Some(s) => parse_day("--to", s, today)?,
         None => today,
     };
     let path = args
@@ -357,7 +369,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
         invalid: args.invalid.unwrap_or(f.invalid),
     })?;
     let from = match &args.from {
-        Some(s) => parse_day("--from", s)?,
+        Some(s) => parse_day("--from", s, today)?,
         None => scenario.start,
     };
     if from > end {
@@ -581,4 +593,24 @@ fn style(template: &str) -> indicatif::ProgressStyle {
 
 fn show_day(day: i32) -> String {
     date_of(day).map_or_else(|| day.to_string(), |d| d.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_dates_today_or_days_back() {
+        let today = day_number("2026-11-30").unwrap();
+        assert_eq!(parse_day("--from", "today", today).unwrap(), today);
+        assert_eq!(parse_day("--from", "-1d", today).unwrap(), today - 1);
+        assert_eq!(
+            parse_day("--to", "2026-01-01", today).unwrap(),
+            day_number("2026-01-01").unwrap()
+        );
+        for bad in ["-d", "-1", "+1d", "yesterday", "2026-02-30", "--1d"] {
+            let e = parse_day("--from", bad, today).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}` is not a date")), "{bad}: {e}");
+        }
+    }
 }
