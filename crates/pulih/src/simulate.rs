@@ -45,11 +45,11 @@ pub struct Args {
     scenario: Option<PathBuf>,
     /// First Jakarta day to send: YYYY-MM-DD, `today`, or `-Nd` (N days
     /// before today); default: the scenario's start.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     from: Option<String>,
     /// Last Jakarta day, as --from (default: today). Events that have not
     /// happened yet are held back, unless --follow.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     to: Option<String>,
     /// Send at this many times real time (3600: an hour a second).
     #[arg(long)]
@@ -598,6 +598,22 @@ fn show_day(day: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn days_back_are_values_on_the_command_line() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["simulate", "--from", "-7d", "--to", "-1d"]).unwrap();
+        assert_eq!(
+            (cli.args.from.as_deref(), cli.args.to.as_deref()),
+            (Some("-7d"), Some("-1d"))
+        );
+    }
 
     #[test]
     fn days_are_dates_today_or_days_back() {
