@@ -66,6 +66,9 @@ impl Gw {
                     enabled: false,
                 },
             ],
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         };
         tune(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -732,4 +735,155 @@ async fn a_new_topic_gets_the_configured_topic_settings() {
         resource.entries
     );
     assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
+}
+
+/// Opens a connection and sends `bytes`, then holds it.
+async fn hold(addr: SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.unwrap();
+    }
+    s
+}
+
+/// What the server sends on a held connection until it closes it, or
+/// None if it is still open after `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut got))
+        .await
+        .ok()
+        .map(|_| String::from_utf8_lossy(&got).into_owned())
+}
+
+/// One valid event posted on a new connection: its status and how long
+/// the answer took.
+async fn timed_post(gw: &Gw, id: &str) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let (status, _, _) = gw
+        .post("application/x-ndjson", line(&event(id)).as_bytes())
+        .await;
+    (status, started.elapsed())
+}
+
+/// Slowloris. 500 connections that send half a request header, 100 that
+/// send nothing, and 20 that send a valid token and then their body a
+/// trickle at a time cannot hold the gateway: the first two kinds are
+/// closed once the header timeout passes, the third gets 408 once the
+/// body timeout passes, and meanwhile every legitimate request is
+/// answered at once. With the connection cap reached by idle clients, a
+/// legitimate request waits at most for the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_cannot_hold_the_gateway() {
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    const BODY_TIMEOUT: Duration = Duration::from_secs(3);
+    let gw = Gw::start(kafka_config("slowloris", 1), |c| {
+        c.header_read_timeout = HEADER_TIMEOUT;
+        c.body_read_timeout = BODY_TIMEOUT;
+        c.max_connections = 1000;
+    })
+    .await;
+    let (status, _) = timed_post(&gw, "warm-up").await;
+    assert_eq!(status, 200);
+
+    let started = std::time::Instant::now();
+    let mut half_headers = Vec::new();
+    for _ in 0..500 {
+        half_headers.push(
+            hold(
+                gw.addr,
+                b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-ty",
+            )
+            .await,
+        );
+    }
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(hold(gw.addr, b"").await);
+    }
+    let body = line(&event("slow-body"));
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut slow_bodies = Vec::new();
+    for _ in 0..20 {
+        let mut h = head.clone().into_bytes();
+        h.extend_from_slice(&body.as_bytes()[..10]);
+        slow_bodies.push(hold(gw.addr, &h).await);
+    }
+
+    // Legitimate requests meanwhile: answered at once.
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let (status, took) = timed_post(&gw, &format!("legit-{i}")).await;
+        assert_eq!(status, 200, "legitimate request {i}");
+        slowest = slowest.max(took);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "a legitimate request took {slowest:?} beside 620 slow clients"
+    );
+
+    // Every slow client is cut off once its timeout passes.
+    let margin = Duration::from_secs(3);
+    for s in half_headers.iter_mut().chain(idle.iter_mut()) {
+        let left = (HEADER_TIMEOUT + margin).saturating_sub(started.elapsed());
+        let answer = closed_within(s, left).await;
+        assert!(
+            answer.is_some(),
+            "a slow header held its connection for {:?}",
+            started.elapsed()
+        );
+    }
+    for s in slow_bodies.iter_mut() {
+        let left = (BODY_TIMEOUT + margin).saturating_sub(started.elapsed());
+        let answer = closed_within(s, left)
+            .await
+            .expect("a slow body held its connection");
+        assert!(
+            answer.starts_with("HTTP/1.1 408") && answer.contains("\"body_timeout\""),
+            "{answer}"
+        );
+    }
+    let (_, _, page) = http(gw.addr, "GET", "/metrics", &[], b"").await;
+    let page = String::from_utf8(page).unwrap();
+    let timeouts = page
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pulih_ingest_connections_closed_total{how=\"header_timeout\"} ")
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(timeouts >= 600, "{page}");
+
+    // Nothing of the slow bodies was accepted: only the legitimate events
+    // reached the topic.
+    let landed = read_topic(&gw.kafka.brokers, &gw.kafka.topic);
+    assert_eq!(landed.len(), 11, "warm-up and 10 legitimate events");
+    gw.stop().await;
+
+    // With the cap reached by idle clients, a legitimate request waits for
+    // a slot, at most about the header timeout.
+    let gw = Gw::start(kafka_config("slowloris_cap", 1), |c| {
+        c.header_read_timeout = HEADER_TIMEOUT;
+        c.max_connections = 20;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(hold(gw.addr, b"").await);
+    }
+    let (status, took) = timed_post(&gw, "after-the-idle").await;
+    assert_eq!(status, 200);
+    assert!(
+        took < 2 * HEADER_TIMEOUT + Duration::from_secs(1),
+        "a legitimate request waited {took:?} behind 40 idle clients with a cap of 20"
+    );
+    drop(idle);
+    gw.stop().await;
 }

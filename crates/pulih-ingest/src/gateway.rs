@@ -59,6 +59,17 @@ pub struct GatewayConfig {
     /// How long to wait for Kafka to acknowledge a request's records.
     pub ack_timeout: Duration,
     pub producers: Vec<ProducerAuth>,
+    /// A request's headers must have arrived this long after the
+    /// connection was opened or its previous answer sent; otherwise the
+    /// connection is closed. Bounds slow and idle clients.
+    pub header_read_timeout: Duration,
+    /// A request's whole body must have arrived this long after its
+    /// headers (408 otherwise).
+    pub body_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog until
+    /// one closes. With the timeouts, a client that holds connections open
+    /// without sending holds them for a bounded time only.
+    pub max_connections: usize,
 }
 
 /// The gateway's metrics (`pulih_ingest_` prefix, bounded labels).
@@ -71,6 +82,8 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub ack_seconds: HistogramVec,
     pub queue_depth: IntGauge,
+    pub open_connections: IntGauge,
+    pub closed_connections: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +140,26 @@ impl Metrics {
             ))
             .expect("valid metric"),
         );
+        let open_connections = c.register(
+            IntGauge::with_opts(opts(
+                "open_connections",
+                "HTTP connections being served (at most ingest.max_connections).",
+            ))
+            .expect("valid metric"),
+        );
+        let closed_connections = c.register(
+            IntCounterVec::new(
+                opts(
+                    "connections_closed_total",
+                    "HTTP connections closed, by how: done (the client or keep-alive ended it) or header_timeout (headers not received within ingest.header_read_timeout_secs).",
+                ),
+                &["how"],
+            )
+            .expect("valid metric"),
+        );
+        for how in ["done", "header_timeout"] {
+            closed_connections.with_label_values(&[how]);
+        }
         Metrics {
             component: component.clone(),
             requests,
@@ -134,6 +167,8 @@ impl Metrics {
             request_seconds,
             ack_seconds,
             queue_depth,
+            open_connections,
+            closed_connections,
         }
     }
 
@@ -158,7 +193,7 @@ struct AppState {
     started_ms: u64,
 }
 
-/// The router, ready for `axum::serve`.
+/// The router: the gateway's routes, state and body limit.
 pub fn router(intake: Intake, config: GatewayConfig, metrics: Metrics) -> Router {
     let limit = config.max_body_bytes;
     let state = Arc::new(AppState {
@@ -179,8 +214,10 @@ pub fn router(intake: Intake, config: GatewayConfig, metrics: Metrics) -> Router
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests and
-/// flushes the producer.
+/// Serves until `shutdown` resolves, then finishes in-flight requests (for
+/// at most 30 s) and flushes the producer. Each connection is HTTP/1.1 with
+/// the header timeout of `config`, and at most `config.max_connections`
+/// are served at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     intake: Intake,
@@ -188,13 +225,64 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
     let addr = listener.local_addr()?;
     tracing::info!(message = "Gateway listening.", %addr);
-    let app = router(intake.clone(), config, metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!(message = "Gateway stopped accepting; flushing the producer.");
+    let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
+    let app = router(intake.clone(), config, metrics.clone());
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait, do not spin.
+                    tracing::warn!(message = "Cannot accept a connection.", %error);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        let metrics = metrics.clone();
+        metrics.open_connections.inc();
+        tokio::spawn(async move {
+            let how = match conn.await {
+                Err(e) if e.is_timeout() => "header_timeout",
+                _ => "done",
+            };
+            metrics.closed_connections.with_label_values(&[how]).inc();
+            metrics.open_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(message = "Gateway stopped accepting; answering requests in flight.");
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(message = "Requests still in flight after 30 s; closing their connections.");
+    }
+    tracing::info!(message = "Flushing the producer.");
     if let Err(error) = intake.flush(Duration::from_secs(30)) {
         tracing::error!(message = "Records left unacknowledged at shutdown.", %error);
     }
@@ -292,10 +380,27 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
     if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(body, max).await {
-        Ok(b) => b,
-        Err(_) => return too_large(),
-    };
+    let body =
+        match tokio::time::timeout(st.config.body_read_timeout, axum::body::to_bytes(body, max))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return too_large(),
+            Err(_) => {
+                let mut r = failure(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the body did not arrive within {} s; nothing was accepted",
+                        st.config.body_read_timeout.as_secs()
+                    ),
+                );
+                // The rest of the body is not read: the connection ends here.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        };
     let body = match decode_body(headers, body, st.config.max_decompressed_bytes) {
         Ok(b) => b,
         Err(r) => return r,

@@ -82,6 +82,9 @@ pub struct Ingest {
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
     pub ack_timeout_secs: u32,
+    pub header_read_timeout_secs: u32,
+    pub body_read_timeout_secs: u32,
+    pub max_connections: u32,
     #[serde(default)]
     pub producers: BTreeMap<String, IngestProducer>,
 }
@@ -669,8 +672,18 @@ impl Config {
                 return Err(key_error(k, "must be positive"));
             }
         }
-        if i.ack_timeout_secs == 0 {
-            return Err(key_error("ingest.ack_timeout_secs", "must be positive"));
+        for (k, v) in [
+            ("ingest.ack_timeout_secs", i.ack_timeout_secs),
+            (
+                "ingest.header_read_timeout_secs",
+                i.header_read_timeout_secs,
+            ),
+            ("ingest.body_read_timeout_secs", i.body_read_timeout_secs),
+            ("ingest.max_connections", i.max_connections),
+        ] {
+            if v == 0 {
+                return Err(key_error(k, "must be positive"));
+            }
         }
         Ok(pulih_ingest::gateway::GatewayConfig {
             max_body_bytes: i.max_body_bytes,
@@ -682,6 +695,11 @@ impl Config {
             rate_limit_burst: i.rate_limit_burst,
             ack_timeout: std::time::Duration::from_secs(u64::from(i.ack_timeout_secs)),
             producers,
+            header_read_timeout: std::time::Duration::from_secs(u64::from(
+                i.header_read_timeout_secs,
+            )),
+            body_read_timeout: std::time::Duration::from_secs(u64::from(i.body_read_timeout_secs)),
+            max_connections: i.max_connections as usize,
         })
     }
 
