@@ -84,6 +84,7 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub open_connections: IntGauge,
     pub closed_connections: IntCounterVec,
+    pub producer_renewals: pulih_telemetry::prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -160,6 +161,13 @@ impl Metrics {
         for how in ["done", "header_timeout"] {
             closed_connections.with_label_values(&[how]);
         }
+        let producer_renewals = c.register(
+            pulih_telemetry::prometheus::IntCounter::with_opts(opts(
+                "producer_renewals_total",
+                "Times the Kafka producer was replaced after every acknowledgement failed for 30 s.",
+            ))
+            .expect("valid metric"),
+        );
         Metrics {
             component: component.clone(),
             requests,
@@ -169,6 +177,7 @@ impl Metrics {
             queue_depth,
             open_connections,
             closed_connections,
+            producer_renewals,
         }
     }
 
@@ -189,6 +198,8 @@ struct AppState {
     metrics: Metrics,
     buckets: Mutex<HashMap<String, Bucket>>,
     ready: Mutex<Option<(Instant, bool)>>,
+    /// Since when every request's acknowledgement has failed.
+    failing_since: Mutex<Option<Instant>>,
     request_ids: AtomicU64,
     started_ms: u64,
 }
@@ -202,6 +213,7 @@ pub fn router(intake: Intake, config: GatewayConfig, metrics: Metrics) -> Router
         metrics,
         buckets: Mutex::new(HashMap::new()),
         ready: Mutex::new(None),
+        failing_since: Mutex::new(None),
         request_ids: AtomicU64::new(0),
         started_ms: now_ms() as u64,
     });
@@ -500,6 +512,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
         .ack_seconds
         .with_label_values(&[label])
         .observe(acked.elapsed().as_secs_f64());
+    producer_health(st, result.is_ok());
     if let Err(error) = result {
         tracing::warn!(message = "Kafka did not acknowledge every record; asking the client to retry.", error = %error, records = records.len());
         return failure(
@@ -613,6 +626,37 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Reads a body as `POST /v1/events` does up to its records: gunzips it
+/// (within `max_decompressed` bytes) and splits it by content type, then
+/// hands each record to `each`. Returns how many there were, or the
+/// status the gateway answers with. The fuzz target `read_body` (fuzz/)
+/// drives it with arbitrary headers and bytes.
+pub fn read_body(
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+    body: &[u8],
+    max_decompressed: usize,
+    mut each: impl FnMut(&[u8]),
+) -> Result<usize, u16> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_ENCODING, content_encoding),
+    ] {
+        if let Some(v) = value {
+            let v = HeaderValue::from_bytes(v).map_err(|_| 400u16)?;
+            headers.insert(name, v);
+        }
+    }
+    let body = decode_body(&headers, Bytes::copy_from_slice(body), max_decompressed)
+        .map_err(|r| r.status().as_u16())?;
+    let records = split_records(&headers, &body).map_err(|r| r.status().as_u16())?;
+    for r in &records {
+        each(r);
+    }
+    Ok(records.len())
+}
+
 /// The body, gunzipped when `Content-Encoding: gzip`, within `max` bytes.
 // The error is the finished response, built once per refused request.
 #[allow(clippy::result_large_err)]
@@ -709,6 +753,42 @@ fn split_records<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<&'a [u8]
     }
 }
 
+/// After this long with every acknowledgement failing, the gateway
+/// replaces its Kafka producer.
+const RENEW_PRODUCER_AFTER: Duration = Duration::from_secs(30);
+
+/// Notes whether a request's records were acknowledged, and replaces the
+/// producer once none has been for [`RENEW_PRODUCER_AFTER`]. A broker that
+/// restarts without the idempotent producers' state can refuse every
+/// later record of a producer it forgot (seen with the local broker): the
+/// clients retry forever and nothing lands. A new producer starts afresh;
+/// while the broker is simply down, a new one fails as the old one did.
+fn producer_health(st: &AppState, acknowledged: bool) {
+    let mut since = st.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+    if acknowledged {
+        *since = None;
+        return;
+    }
+    let first = *since.get_or_insert_with(Instant::now);
+    if first.elapsed() < RENEW_PRODUCER_AFTER {
+        return;
+    }
+    *since = Some(Instant::now());
+    match st.intake.renew_producer() {
+        Ok(()) => {
+            st.metrics.producer_renewals.inc();
+            tracing::warn!(
+                message =
+                    "Every acknowledgement failed for a while; the Kafka producer was replaced.",
+                seconds = RENEW_PRODUCER_AFTER.as_secs()
+            );
+        }
+        Err(error) => {
+            tracing::error!(message = "Cannot replace the Kafka producer.", %error);
+        }
+    }
+}
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -793,6 +873,31 @@ pub fn describe(addr: &SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_read_as_the_gateway_reads_it() {
+        use std::io::Write;
+        let ndjson = b"{\"a\":1}\r\n\n  \n{\"b\":2}\n";
+        let mut seen = Vec::new();
+        let n = read_body(Some(b"application/x-ndjson"), None, ndjson, 1 << 10, |r| {
+            seen.push(r.to_vec())
+        });
+        assert_eq!(n, Ok(2));
+        assert_eq!(seen, [b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&[b' '; 2048]).unwrap();
+        let bomb = gz.finish().unwrap();
+        let read = |ct: Option<&[u8]>, ce: Option<&[u8]>, body: &[u8]| {
+            read_body(ct, ce, body, 1 << 10, |_| {})
+        };
+        assert_eq!(read(None, Some(b"gzip"), &bomb), Err(413));
+        assert_eq!(read(None, Some(b"gzip"), b"not gzip"), Err(400));
+        assert_eq!(read(None, Some(b"br"), b"{}"), Err(415));
+        assert_eq!(read(Some(b"text/plain"), None, b"{}"), Err(415));
+        assert_eq!(read(Some(b"application/json"), None, b" \n"), Err(400));
+        assert_eq!(read(Some(b"application/json"), None, b"[{},{}]"), Ok(2));
+        assert_eq!(read(Some(b"application/json\n"), None, b"{}"), Err(400));
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -133,7 +133,8 @@ impl KafkaConfig {
 #[derive(Clone)]
 pub struct Intake {
     kafka: KafkaConfig,
-    producer: FutureProducer,
+    /// Shared by the clones; replaced whole by [`Intake::renew_producer`].
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
     reference: Arc<Reference>,
     pseudonymiser: Pseudonymiser,
     limits: Limits,
@@ -155,7 +156,7 @@ impl Intake {
         pseudonymiser: Pseudonymiser,
         limits: Limits,
     ) -> Result<Intake, KafkaFailure> {
-        let producer = kafka.producer()?;
+        let producer = Arc::new(std::sync::RwLock::new(kafka.producer()?));
         Ok(Intake {
             kafka,
             producer,
@@ -167,6 +168,27 @@ impl Intake {
                 max_age_ms: None,
             },
         })
+    }
+
+    /// The producer in use (a cheap handle on it).
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the Kafka producer with a new one, for every clone of this
+    /// intake. For a producer that keeps failing while the broker answers:
+    /// an idempotent producer whose state the broker lost (a broker
+    /// restarted without it) can fail every record from then on. Records
+    /// the old one still holds are delivered or fail as they would; their
+    /// requests were, or will be, answered accordingly, and the clients'
+    /// retries go through the new one (same event ids: counted once).
+    pub fn renew_producer(&self) -> Result<(), KafkaFailure> {
+        let fresh = self.kafka.producer()?;
+        *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Sets the time checks (by default: at most 5 minutes ahead, any age).
@@ -202,7 +224,7 @@ impl Intake {
     ) -> Result<DeliveryFuture, KafkaError> {
         let key = record.kafka_key();
         let payload = record.to_json();
-        self.producer
+        self.producer()
             .send_result(self.record(&key, &payload, accepted_ms))
             .map_err(|(e, _)| e)
     }
@@ -229,19 +251,19 @@ impl Intake {
         key: &str,
         payload: &[u8],
     ) -> Result<DeliveryFuture, KafkaError> {
-        self.producer
+        self.producer()
             .send_result(FutureRecord::to(topic).key(key).payload(payload))
             .map_err(|(e, _)| e)
     }
 
     /// Messages queued and not yet acknowledged.
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().in_flight_count()
     }
 
     /// The topic metadata, fetched now (blocking, at most `timeout`).
     pub fn fetch_metadata(&self, timeout: Duration) -> Result<usize, KafkaFailure> {
-        self.producer
+        self.producer()
             .client()
             .fetch_metadata(Some(&self.kafka.topic), timeout)
             .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
@@ -263,8 +285,9 @@ impl Intake {
         let key = record.kafka_key();
         let payload = record.to_json();
         let mut fr = self.record(&key, &payload, now);
+        let producer = self.producer();
         loop {
-            match self.producer.send_result(fr) {
+            match producer.send_result(fr) {
                 Ok(f) => return Ok(Offer::Queued(f, record)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     fr = back;
@@ -277,7 +300,7 @@ impl Intake {
 
     /// Waits until everything queued is acknowledged (or `timeout` passes).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaFailure> {
-        self.producer
+        self.producer()
             .flush(Timeout::After(timeout))
             .map_err(self.kafka.fail("flush producer"))
     }
