@@ -35,7 +35,7 @@ mkdir -p "$OUT"
 
 . deploy/local/lib.sh
 services_and_release_build chaos
-command -v kafkacat >/dev/null || {
+command -v kcat >/dev/null || {
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kafkacat >/dev/null
 }
@@ -151,7 +151,7 @@ done
 # A little longer: anything counted twice would show now.
 sleep 10
 read -r counted counted_amount <<<"$("$PULIH" report 2>/dev/null | sed -n 's/^total events=\([0-9]*\) amount_idr=\([0-9]*\).*/\1 \2/p')"
-dead=$(kafkacat -C -b 127.0.0.1:9092 -t "$PULIH_KAFKA__DLQ_TOPIC" -e -q -f '%s\n' 2>/dev/null |
+dead=$(kcat -C -b 127.0.0.1:9092 -t "$PULIH_KAFKA__DLQ_TOPIC" -e -q -f '%s\n' 2>/dev/null |
     python3 -c 'import json, sys
 print(len({(d["producer_id"], d["raw"]) for d in map(json.loads, filter(None, sys.stdin))}))')
 

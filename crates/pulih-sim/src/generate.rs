@@ -527,6 +527,31 @@ impl Simulation {
             json,
         })
     }
+
+    /// The fault copies the scenario asks for (`[faults]`, `--duplicates`,
+    /// `--invalid`) of a live event: the same event sent again, as a
+    /// client's retry does, and a malformed copy with an id of its own.
+    /// Late and out-of-order sends have no meaning for events sent now.
+    pub fn live_faults(&self, live: &mut Live, e: &SimEvent) -> Vec<SimEvent> {
+        let f = self.scenario.faults;
+        let mut out = Vec::new();
+        if f.duplicates > 0.0 && live.rng.gen::<f64>() < f.duplicates {
+            out.push(SimEvent {
+                kind: Kind::Duplicate,
+                ..e.clone()
+            });
+        }
+        if f.invalid > 0.0 && live.rng.gen::<f64>() < f.invalid {
+            let how = live.rng.gen_range(0..5);
+            out.push(SimEvent {
+                kind: Kind::Invalid,
+                amount_idr: 0,
+                json: corrupt(&e.json, how, &format!("{}-{}", live.run_id, live.seq)),
+                ..e.clone()
+            });
+        }
+        out
+    }
 }
 
 /// State of a live sampler (`Simulation::live`).

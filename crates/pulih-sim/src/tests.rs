@@ -321,3 +321,46 @@ fn errors_name_the_key() {
     let e = Scenario::parse("s.toml", &format!("{JAKARTA}\nunknown = 1\n"), end, &r).unwrap_err();
     assert!(e.to_string().contains("unknown"), "{e}");
 }
+
+#[test]
+fn live_events_carry_the_asked_duplicates_and_invalid_copies() {
+    let r = Reference::jakarta();
+    let d = day("2026-11-25");
+    let sim = jakarta("2026-11-29");
+    let sim = Simulation::new(
+        sim.scenario()
+            .clone()
+            .with_faults(Faults {
+                duplicates: 0.05,
+                invalid: 0.02,
+                ..Faults::default()
+            })
+            .unwrap(),
+        &r,
+        &pulih_event::holidays::Holidays::jakarta(),
+    );
+    let mut live = sim.live(d, 12, "faults");
+    let at = pulih_event::calendar::day_start_ms(i64::from(d)) + 12 * 3_600_000;
+    let (mut duplicates, mut invalid) = (0, 0);
+    for _ in 0..20_000 {
+        let e = sim.live_event(&mut live, at).unwrap();
+        for f in sim.live_faults(&mut live, &e) {
+            match f.kind {
+                Kind::Duplicate => {
+                    duplicates += 1;
+                    assert_eq!(f.json, e.json, "a retry sends the same bytes");
+                }
+                Kind::Invalid => {
+                    invalid += 1;
+                    assert!(validate(&f.json, &r, &Limits::default()).is_err());
+                }
+                Kind::Payment => panic!("a fault copy is not a payment"),
+            }
+        }
+    }
+    assert!(
+        (800..1200).contains(&duplicates),
+        "{duplicates} duplicates of 20 000"
+    );
+    assert!((300..500).contains(&invalid), "{invalid} invalid of 20 000");
+}

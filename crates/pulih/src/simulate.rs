@@ -486,10 +486,17 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
                     / 3_600_000) as usize;
                 live = Some(sim.live(day_of(now) as i32, local_hour, &run_id));
             }
-            let Some(e) = live.as_mut().and_then(|l| sim.live_event(l, now)) else {
+            let Some(l) = live.as_mut() else {
                 continue;
             };
+            let Some(e) = sim.live_event(l, now) else {
+                continue;
+            };
+            let faults = sim.live_faults(l, &e);
             sink.send(&producers, e, &mut tally).await?;
+            for f in faults {
+                sink.send(&producers, f, &mut tally).await?;
+            }
             bar.inc(1);
         }
     } else {
