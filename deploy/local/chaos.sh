@@ -35,10 +35,6 @@ mkdir -p "$OUT"
 
 . deploy/local/lib.sh
 services_and_release_build chaos
-command -v kcat >/dev/null || {
-    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kafkacat >/dev/null
-}
 
 stamp=$(date +%s)
 DB="pulih_chaos_$stamp"
@@ -63,6 +59,12 @@ for p in qris_acquirer ewallet bank; do
     tables+=$'\n'"$(sed -n 5,6p <<<"$out")"$'\n'
 done
 printf '\n%s' "$tables" >>"$OUT/chaos.toml"
+# Producers without idempotence: Tansu 0.6.0 on SQLite panics when a
+# producer id from before its restart writes again ("more or less than one
+# row", tansu-storage src/lite.rs:503), and its storage then answers
+# nothing until it is restarted. Without idempotence a retry can write a
+# record twice to Kafka: the aggregator must, and does, count it once.
+printf '\n[kafka.options]\n"enable.idempotence" = "false"\n' >>"$OUT/chaos.toml"
 export PULIH_CONFIG="$OUT/chaos.toml"
 
 INGEST="" AGG="" SIM="" CH_STOPPED=""
@@ -151,10 +153,7 @@ done
 # A little longer: anything counted twice would show now.
 sleep 10
 read -r counted counted_amount <<<"$("$PULIH" report 2>/dev/null | sed -n 's/^total events=\([0-9]*\) amount_idr=\([0-9]*\).*/\1 \2/p')"
-dead=$(kcat -C -b 127.0.0.1:9092 -t "$PULIH_KAFKA__DLQ_TOPIC" -e -q -f '%s\n' 2>/dev/null |
-    python3 -c 'import json, sys
-print(len({(d["producer_id"], d["raw"]) for d in map(json.loads, filter(None, sys.stdin))}))')
-
+dead=$("$PULIH" dead-letters 2>/dev/null | sed -n 's/^dead letters: [0-9]* (\([0-9]*\) distinct.*/\1/p')
 echo
 echo "| | accepted by the gateway (client's record) | in ClickHouse / on the dead-letter topic |"
 echo "|---|---:|---:|"

@@ -143,6 +143,11 @@ enum Command {
     /// heatmap, alerts) at `ui.listen`, reading the public database with
     /// the public account.
     Ui,
+    /// Summarise the dead-letter topic (`kafka.dlq_topic`) from its start:
+    /// letters by stage and reason, and how many distinct records they
+    /// hold (a request retried after a failure dead-letters its
+    /// rejections again).
+    DeadLetters,
     /// Check the configuration SERVICE would start with (defaults, the
     /// file, the environment), without connecting to anything, and print
     /// what it would connect to and listen on. Exits 2 naming the key of
@@ -251,6 +256,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Token {
             command: TokenCommand::New { producer },
         } => token_new(&producer),
+        Command::DeadLetters => dead_letters(&config).await,
         Command::CheckConfig { .. } => unreachable!("answered before the runtime starts"),
     }
 }
@@ -427,6 +433,86 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         stats.undecodable,
         stats.rows_written
     );
+    Ok(())
+}
+
+async fn dead_letters(config: &Config) -> Result<(), BoxError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let (brokers, topic) = (config.kafka.brokers.clone(), config.kafka.dlq_topic.clone());
+    let options = config.kafka.options.clone();
+    // A blocking read from the beginning to the end of every partition.
+    let letters = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("bootstrap.servers", &brokers)
+            .set("group.id", "pulih-dead-letters")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        for (k, v) in &options {
+            cc.set(k, v);
+        }
+        let fail = |e: rdkafka::error::KafkaError| format!("{topic}: {e}");
+        let consumer: BaseConsumer = cc.create().map_err(fail)?;
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(fail)?;
+        let parts = md.topics().first().map_or(0, |t| t.partitions().len());
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..parts {
+            tpl.add_partition_offset(&topic, p as i32, rdkafka::Offset::Beginning)
+                .map_err(fail)?;
+        }
+        consumer.assign(&tpl).map_err(fail)?;
+        let (mut at_end, mut out) = (std::collections::BTreeSet::new(), Vec::new());
+        let mut quiet = Instant::now();
+        while at_end.len() < parts {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    out.push(m.payload().unwrap_or_default().to_vec());
+                    quiet = Instant::now();
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => return Err(fail(e)),
+                None if quiet.elapsed() > Duration::from_secs(30) => {
+                    return Err(format!("{topic}: no answer from the broker for 30 s"))
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    })
+    .await??;
+    let mut by_reason = std::collections::BTreeMap::<(String, String), u64>::new();
+    let mut distinct = std::collections::HashSet::new();
+    let mut unreadable = 0u64;
+    for bytes in &letters {
+        match serde_json::from_slice::<pulih_event::DeadLetter>(bytes) {
+            Ok(d) => {
+                let stage = serde_json::to_value(d.stage)?
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned();
+                *by_reason.entry((stage.clone(), d.reason)).or_default() += 1;
+                distinct.insert((
+                    stage,
+                    d.producer_id,
+                    d.source.map(|s| format!("{s:?}")),
+                    d.raw,
+                ));
+            }
+            Err(_) => unreadable += 1,
+        }
+    }
+    println!(
+        "dead letters: {} ({} distinct records, {unreadable} unreadable)",
+        letters.len(),
+        distinct.len()
+    );
+    for ((stage, reason), n) in by_reason {
+        println!("{stage} {reason} {n}");
+    }
     Ok(())
 }
 
