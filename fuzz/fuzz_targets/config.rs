@@ -27,7 +27,10 @@ fuzz_target!(|text: &[u8]| {
         Service::Migrate,
     ] {
         if let Err(e) = config.check_for(service) {
-            assert!(e.to_string().contains('`'), "an error that names no key: {e}");
+            assert!(
+                e.to_string().contains('`'),
+                "an error that names no key: {e}"
+            );
         }
     }
 });
