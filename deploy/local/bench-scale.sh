@@ -43,17 +43,8 @@ export PULIH_AGGREGATE__METRICS_ADDR=127.0.0.1:9467
 export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-bench-secret-not-for-production-0001}"
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
-# The gateway, without a rate limit, with a token for every producer of
-# the scenario; the simulator posts to it with them. The simulator's keys
-# come first, as dotted keys: the [ingest...] tables follow.
-printf 'simulate.gateway_url = "http://127.0.0.1:8089"\n' >"$OUT/scale.toml"
-tables=$'[ingest]\nlisten = "127.0.0.1:8089"\nrate_limit_per_sec = 0\n'
-for p in qris_acquirer ewallet bank; do
-    out=$("$PULIH" token new "$p")
-    printf 'simulate.tokens.%s = "%s"\n' "$p" "$(sed -n 2p <<<"$out")" >>"$OUT/scale.toml"
-    tables+=$'\n'"$(sed -n 5,6p <<<"$out")"$'\n'
-done
-printf '\n%s' "$tables" >>"$OUT/scale.toml"
+# The gateway, without a rate limit, and the simulator posting to it.
+gateway_and_simulator_config "$OUT/scale.toml" 8089
 export PULIH_CONFIG="$OUT/scale.toml"
 scenario=()
 if [ -n "$MERCHANTS" ]; then

@@ -49,16 +49,9 @@ export PULIH_AGGREGATE__METRICS_ADDR=127.0.0.1:9468
 export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-chaos-secret-not-for-production-0001}"
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
-# The gateway on its own port, without a rate limit, with a token per
-# producer of the scenario; the simulator posts to it with them.
-printf 'simulate.gateway_url = "http://127.0.0.1:8092"\n' >"$OUT/chaos.toml"
-tables=$'[ingest]\nlisten = "127.0.0.1:8092"\nrate_limit_per_sec = 0\n'
-for p in qris_acquirer ewallet bank; do
-    out=$("$PULIH" token new "$p")
-    printf 'simulate.tokens.%s = "%s"\n' "$p" "$(sed -n 2p <<<"$out")" >>"$OUT/chaos.toml"
-    tables+=$'\n'"$(sed -n 5,6p <<<"$out")"$'\n'
-done
-printf '\n%s' "$tables" >>"$OUT/chaos.toml"
+# The gateway on its own port, without a rate limit, and the simulator
+# posting to it with each producer's token.
+gateway_and_simulator_config "$OUT/chaos.toml" 8092
 # Producers without idempotence: Tansu 0.6.0 on SQLite panics when a
 # producer id from before its restart writes again ("more or less than one
 # row", tansu-storage src/lite.rs:503), and its storage then answers

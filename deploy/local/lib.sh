@@ -8,3 +8,19 @@ services_and_release_build() {
     cargo build --release --locked -q -p pulih
     PULIH="$ROOT/target/release/pulih"
 }
+
+# Writes FILE: a gateway on 127.0.0.1:PORT without a rate limit, with a
+# token for each producer of the shipped scenario, and the simulator's
+# settings to post to it with those tokens. The simulator's keys come
+# first, as dotted keys; the [ingest...] tables follow. Needs PULIH.
+gateway_and_simulator_config() { # file port
+    local file=$1 port=$2 tables p out
+    printf 'simulate.gateway_url = "http://127.0.0.1:%s"\n' "$port" >"$file"
+    tables=$'[ingest]\nlisten = "127.0.0.1:'"$port"$'"\nrate_limit_per_sec = 0\n'
+    for p in qris_acquirer ewallet bank; do
+        out=$("$PULIH" token new "$p")
+        printf 'simulate.tokens.%s = "%s"\n' "$p" "$(sed -n 2p <<<"$out")" >>"$file"
+        tables+=$'\n'"$(sed -n 5,6p <<<"$out")"$'\n'
+    done
+    printf '\n%s' "$tables" >>"$file"
+}
