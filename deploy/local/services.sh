@@ -21,8 +21,8 @@
 #   PULIH_SERVICES_DIR   state folder (pid files, logs, data); default target/services
 #   PULIH_KAFKA_STORAGE  sqlite (default: the log is kept in
 #                        $PULIH_SERVICES_DIR/tansu/pulih.db and survives a broker
-#                        restart) or memory (faster, but needs a Tansu built with
-#                        the dynostore feature, which the install below omits)
+#                        restart) or memory (faster, for benchmarks: the log is
+#                        lost when the broker stops)
 #
 # The script is idempotent: `up` on running services only checks them.
 set -euo pipefail
@@ -77,21 +77,43 @@ install_debian_packages() {
     fi
 }
 
+TANSU_FEATURES="libsql,dynostore"
+
+# The Tansu binary to run: version $TANSU_VERSION, and, when cargo installed
+# it, built with both storages (cargo records the features it was built with).
 tansu_bin() {
     local b
     for b in "$(command -v tansu 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
-        if [ -n "$b" ] && [ -x "$b" ] && "$b" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+        if [ -n "$b" ] && [ -x "$b" ] && "$b" --version 2>/dev/null | grep -q "$TANSU_VERSION" \
+            && tansu_has_features "$b"; then
             echo "$b"; return 0
         fi
     done
     return 1
 }
 
+# True unless cargo's install record says $1 was built without one of
+# $TANSU_FEATURES. A binary cargo did not install is taken as it is.
+tansu_has_features() {
+    local record="${CARGO_HOME:-$HOME/.cargo}/.crates2.json"
+    [ "$1" -ef "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ] && [ -f "$record" ] || return 0
+    python3 - "$record" "$TANSU_VERSION" "$TANSU_FEATURES" <<'PY'
+import json, sys
+record, version, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3].split(","))
+installs = json.load(open(record)).get("installs", {})
+for key, install in installs.items():
+    if key.startswith(f"tansu {version} "):
+        sys.exit(0 if wanted <= set(install.get("features", [])) else 1)
+sys.exit(0)
+PY
+}
+
 install_tansu() {
     if tansu_bin >/dev/null; then return 0; fi
     command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs) first"
-    say "installing Tansu $TANSU_VERSION with cargo (about 10-15 minutes once on 2 cores)"
-    cargo install --locked "tansu@$TANSU_VERSION" --features libsql >"$STATE/tansu-install.log" 2>&1 \
+    mkdir -p "$STATE"
+    say "installing Tansu $TANSU_VERSION ($TANSU_FEATURES) with cargo: about 25 minutes once on 2 cores, see $STATE/tansu-install.log"
+    cargo install --locked "tansu@$TANSU_VERSION" --features "$TANSU_FEATURES" >"$STATE/tansu-install.log" 2>&1 \
         || die "cargo install tansu failed; see $STATE/tansu-install.log"
     tansu_bin >/dev/null || die "tansu installed but not found in ${CARGO_HOME:-$HOME/.cargo}/bin"
 }
