@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Runs every migration in this folder through chDB (current ClickHouse).
 
+It also runs the SQL of the benchmarks (bench/*/*.sql), each folder in a
+database of its own.
+
 The tests run the same files on ClickHouse 18.16; this check makes sure the
 project's SQL does not depend on behaviour only the old server has. Needs the
 PyPI package chdb-core (`pip install chdb-core`).
@@ -85,6 +88,18 @@ def main():
                     sys.exit(f"{path.name}: statement failed on ClickHouse {version} (run {attempt}):\n{stmt}\n{e}")
             count += 1
     print(f"chdb: {count} statements from {len(files)} files ran twice on ClickHouse {version}")
+    bench = sorted((HERE.parent.parent / "bench").glob("*/*.sql"))
+    for path in bench:
+        s.query(f"CREATE DATABASE IF NOT EXISTS pulih_chdb_bench_{path.parent.name}")
+        s.query(f"USE pulih_chdb_bench_{path.parent.name}")
+        for stmt in statements(path.read_text()):
+            for attempt in (1, 2):
+                try:
+                    s.query(stmt)
+                except Exception as e:
+                    sys.exit(f"{path}: statement failed on ClickHouse {version} (run {attempt}):\n{stmt}\n{e}")
+    print(f"chdb: {len(bench)} benchmark SQL files ran twice on ClickHouse {version}")
+    s.query(f"USE {db}")
     if args.cookbook:
         cookbook(s, version, args.cookbook, args.data)
 
