@@ -18,9 +18,11 @@ pub struct PartitionClock {
 /// when input stops, the last windows and the day's merchant-days become
 /// final anyway. (Event time never runs ahead of the Kafka timestamp, the
 /// wall clock of the gateway that accepted the event, so this is the
-/// watermark the next event would bring.) While some partition is active
-/// but none of the active ones has seen a record yet, the highest partition
-/// watermark leads; `None` before any has.
+/// watermark the next event would bring.) An active partition that has not
+/// seen a record yet holds every other back (`None`: each partition keeps
+/// its own watermark) until it is idle: it may hold the oldest records of
+/// all, as when an aggregator catches up on a filled topic and the fetcher
+/// reaches that partition last.
 pub fn operator_watermark(
     parts: impl IntoIterator<Item = PartitionClock>,
     processing_ms: i64,
@@ -30,12 +32,16 @@ pub fn operator_watermark(
     let mut any_max: Option<i64> = None;
     let mut owned = 0;
     let mut idle = 0;
+    let mut unknown = false;
     for p in parts {
         owned += 1;
         if p.idle {
             idle += 1;
         }
-        let Some(w) = p.watermark_ms else { continue };
+        let Some(w) = p.watermark_ms else {
+            unknown |= !p.idle;
+            continue;
+        };
         any_max = Some(any_max.map_or(w, |m| m.max(w)));
         if !p.idle {
             active_min = Some(active_min.map_or(w, |m| m.min(w)));
@@ -45,7 +51,10 @@ pub fn operator_watermark(
         let by_clock = processing_ms.saturating_sub(allowed_lateness_ms);
         return Some(any_max.map_or(by_clock, |m| m.max(by_clock)));
     }
-    active_min.or(any_max)
+    if unknown {
+        return None;
+    }
+    active_min
 }
 
 #[cfg(test)]
@@ -91,16 +100,24 @@ mod tests {
     }
 
     #[test]
-    fn partitions_without_records_are_left_out_while_another_is_active() {
+    fn an_active_partition_without_records_holds_the_others_back() {
         assert_eq!(
             operator(&[clock(None, false), clock(Some(3_000), true)]),
-            Some(3_000)
+            None
         );
         assert_eq!(operator(&[clock(None, false)]), None);
         assert_eq!(
             operator(&[clock(Some(4_000), false), clock(None, false)]),
-            Some(4_000)
+            None
         );
         assert_eq!(operator(&[]), None);
+    }
+
+    #[test]
+    fn a_partition_without_records_is_left_out_once_idle() {
+        assert_eq!(
+            operator(&[clock(Some(4_000), false), clock(None, true)]),
+            Some(4_000)
+        );
     }
 }
