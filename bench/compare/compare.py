@@ -12,7 +12,9 @@ Steps:
   3. ClickHouse alone (clickhouse_alone.sql), on the set and on the clean copy;
   4. pulih through the HTTP gateway (`pulih simulate --output gateway`, the
      same scenario and seed) with `pulih ingest` and `pulih aggregate`;
-  5. pulih through `pulih produce` (the same files) with `pulih aggregate`;
+  5. pulih through the intake of `pulih produce` straight to Kafka
+     (`pulih simulate --output kafka`, the same scenario and seed) with
+     `pulih aggregate`;
   6. the results compared cell by cell, the query costs, the table and JSON.
 """
 import argparse
@@ -145,9 +147,12 @@ def generate(args, out):
         d.mkdir(parents=True, exist_ok=True)
         for f in d.glob("*.ndjson"):
             f.unlink()
-    sim = subprocess.run([args.pulih, "simulate", *simulate_args(args, scenario), "--output", "ndjson", "--dir", str(dirty)],
-                         capture_output=True, text=True, check=True)
-    said = dict(re.findall(r"(\w+)=(\d+)", sim.stdout))
+    sim = Proc([args.pulih, "simulate", *simulate_args(args, scenario), "--output", "ndjson", "--dir", str(dirty)],
+               stdout=subprocess.PIPE, text=True)
+    stdout = sim.stdout.read()
+    if sim.wait_usage() != 0:
+        raise SystemExit("compare: pulih simulate --output ndjson failed")
+    said = dict(re.findall(r"(\w+)=(\d+)", stdout))
     lines = dup = 0
     for p in PRODUCERS:
         seen = set()
@@ -165,7 +170,8 @@ def generate(args, out):
     size = sum(f.stat().st_size for f in dirty.glob("*.ndjson"))
     say(f"event set: {lines} events ({dup} duplicates) in {size / 1e6:.0f} MB, {said['events']} payments")
     return scenario, {"events": lines, "payments": int(said["events"]), "duplicates": dup,
-                      "amount_idr": int(said["amount_idr"]), "bytes": size}
+                      "amount_idr": int(said["amount_idr"]), "bytes": size,
+                      "generate_cpu_s": last_cpu_of(sim)}
 
 
 def simulate_args(args, scenario):
@@ -257,8 +263,7 @@ def pulih_run(args, ch, out, name, events, services, scenario):
             wait_ready(args.gateway_port, "pulih ingest")
             clients = [start("simulate", "simulate", *simulate_args(args, scenario), "--output", "gateway")]
         else:
-            clients = [start(f"produce-{p}", "produce", "--file", str(out / "events" / f"{p}.ndjson"), "--producer", p)
-                       for p in PRODUCERS]
+            clients = [start("simulate", "simulate", *simulate_args(args, scenario), "--output", "kafka")]
         for c in clients:
             if c.wait_usage() != 0:
                 raise SystemExit(f"compare: {name}: {' '.join(c.args[1:3])} failed; see {out}/{name}-*.log")
@@ -277,9 +282,12 @@ def pulih_run(args, ch, out, name, events, services, scenario):
         counted = outcomes(9468)
         wall, cpu, peak = watch.finish()
         client_cpu = sum(last_cpu_of(c) for c in clients)
-        if name == "produce":  # `pulih produce` is pulih's intake, not a client
-            cpu["produce"], client_cpu = client_cpu, 0.0
-            peak["produce"] = max(c.rusage.ru_maxrss * 1024 for c in clients)
+        if name == "intake":
+            # The simulator runs pulih's intake in its own process: what it
+            # costs beyond generating the events is pulih's.
+            cpu["intake"] = max(client_cpu - events["generate_cpu_s"], 0.0)
+            client_cpu -= cpu["intake"]
+            peak["intake"] = clients[0].rusage.ru_maxrss * 1024
     finally:
         for c in reversed(children):
             c.send_signal(2)
@@ -362,8 +370,8 @@ def main():
     alone(args, ch, out, "pulih_compare_alone_clean", "events-clean", events["payments"], {"clickhouse": services["clickhouse"]})
     say("pulih through the gateway")
     gw_db, gateway = pulih_run(args, ch, out, "gateway", events, services, scenario)
-    say("pulih through pulih produce")
-    pr_db, produce = pulih_run(args, ch, out, "produce", events, services, scenario)
+    say("pulih through the intake of pulih produce")
+    pr_db, intake = pulih_run(args, ch, out, "intake", events, services, scenario)
 
     alone_sql = (HERE / "result_alone.sql").read_text()
     alone_sql = "\n".join(l for l in alone_sql.splitlines() if not l.startswith("--")).rstrip().rstrip(";")
@@ -371,11 +379,11 @@ def main():
         "alone": result(ch, "pulih_compare_alone", alone_sql),
         "alone_clean": result(ch, "pulih_compare_alone_clean", alone_sql),
         "gateway": result(ch, gw_db, PULIH_RESULT),
-        "produce": result(ch, pr_db, PULIH_RESULT),
+        "intake": result(ch, pr_db, PULIH_RESULT),
     }
     checks = {
         "gateway_vs_alone_clean": diff(results["alone_clean"], results["gateway"]),
-        "produce_vs_alone_clean": diff(results["alone_clean"], results["produce"]),
+        "intake_vs_alone_clean": diff(results["alone_clean"], results["intake"]),
         "alone_vs_alone_clean": diff(results["alone_clean"], results["alone"]),
     }
     costs = {
@@ -390,7 +398,7 @@ def main():
 
     report = {"date": time.strftime("%Y-%m-%d"), "commit": args.commit, "cores": os.cpu_count(),
               "clickhouse": ch_version, "events": events, "floor": low, "alone": alone_dirty,
-              "gateway": gateway, "produce": produce, "checks": checks, "query": costs, "storage_bytes": storage,
+              "gateway": gateway, "intake": intake, "checks": checks, "query": costs, "storage_bytes": storage,
               "settings": {k: getattr(args, k) for k in ("days", "merchants", "intensity", "duplicates", "late", "batch")}}
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
@@ -400,7 +408,7 @@ def main():
             ch.query(f"DROP DATABASE IF EXISTS {db}")
         drop_pulih(ch, gw_db)
         drop_pulih(ch, pr_db)
-    failed = [k for k in ("gateway_vs_alone_clean", "produce_vs_alone_clean") if checks[k]["cells_differing"]]
+    failed = [k for k in ("gateway_vs_alone_clean", "intake_vs_alone_clean") if checks[k]["cells_differing"]]
     if failed:
         raise SystemExit(f"compare: pulih's aggregates differ from ClickHouse alone on the clean copy: {failed}")
 
@@ -429,7 +437,7 @@ def table(r):
         "|---|---:|---:|---|---|---:|",
     ]
     systems = (("gateway", "pulih: gateway → Kafka → aggregator"),
-               ("produce", "pulih: `pulih produce` → Kafka → aggregator"),
+               ("intake", "pulih: the intake of `pulih produce` → Kafka → aggregator"),
                ("alone", "ClickHouse alone: JSONEachRow → MergeTree → MV"))
     for key, name in systems:
         s = r[key]
@@ -448,7 +456,7 @@ def table(r):
         lines.append(f"| {name} | {q['ms']} | {num(q['read_rows'])} | {num(q['read_bytes'])} | {num(q['memory_bytes'] / mib, 1)} |")
     lines += ["", "| check | cells | cells differing | transactions more |", "|---|---:|---:|---:|"]
     for key, name in (("gateway_vs_alone_clean", "pulih (gateway, with duplicates) vs ClickHouse alone on the clean copy"),
-                      ("produce_vs_alone_clean", "pulih (produce, with duplicates) vs ClickHouse alone on the clean copy"),
+                      ("intake_vs_alone_clean", "pulih (intake, with duplicates) vs ClickHouse alone on the clean copy"),
                       ("alone_vs_alone_clean", "ClickHouse alone with duplicates vs the clean copy")):
         c = r["checks"][key]
         lines.append(f"| {name} | {num(c['cells'])} | {num(c['cells_differing'])} | {num(c['txn_difference'])} |")

@@ -71,7 +71,16 @@ case "$check" in
     *) echo "bench: the body is not fully accepted: $check" >&2; exit 1 ;;
 esac
 echo "bench: wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1000 events per request ($(wc -c <"$PULIH_BENCH_BODY") bytes), $(nproc) cores"
+TANSU=$(cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/tansu.pid")
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
+accepted() { curl -s http://127.0.0.1:8088/metrics | awk '$1 == "pulih_ingest_records_total{outcome=\"accepted\",reason=\"\"}" { v=$2 } END { print v+0 }'; }
+read -r g0 b0 a0 <<<"$(cpu $GW) $(cpu $TANSU) $(accepted)"
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s --latency -s "$OUT/post.lua" http://127.0.0.1:8088/v1/events | tee "$OUT/wrk.txt"
+read -r g1 b1 a1 <<<"$(cpu $GW) $(cpu $TANSU) $(accepted)"
 rps=$(awk '/^Requests\/sec/ { print $2 }' "$OUT/wrk.txt")
+ticks=$(getconf CLK_TCK)
 printf 'bench: %.0f accepted events/s\n' "$(echo "$rps * 1000" | bc -l)"
+printf 'bench: %s events accepted; the gateway used %.2f CPU-s (%.0f accepted events per CPU-second of pulih ingest, %.2f CPU-s per million), the broker %.2f CPU-s\n' \
+    "$((a1 - a0))" "$(echo "($g1 - $g0) / $ticks" | bc -l)" "$(echo "($a1 - $a0) * $ticks / ($g1 - $g0)" | bc -l)" \
+    "$(echo "($g1 - $g0) / $ticks / ($a1 - $a0) * 1000000" | bc -l)" "$(echo "($b1 - $b0) / $ticks" | bc -l)"
 curl -s http://127.0.0.1:8088/metrics | grep -E '^pulih_ingest_requests_total' || true
