@@ -118,13 +118,32 @@ impl Pseudonymiser {
         mac.update(producer_id.as_bytes());
         mac.update(&[0]);
         mac.update(merchant_id.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        lower_hex(&mac.finalize().into_bytes())
     }
+}
+
+/// Lowercase hex of `bytes`, without a character iterator (it runs once
+/// per event at the gateway).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_matches_the_hex_crate() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(lower_hex(&[]), "");
+    }
 
     fn p(secret: &str) -> Pseudonymiser {
         Pseudonymiser::new("k1", &Secret::new(secret)).unwrap()
