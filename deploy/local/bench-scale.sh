@@ -32,16 +32,8 @@ mkdir -p "$OUT"
 . deploy/local/lib.sh
 services_and_release_build bench-scale
 
-stamp=$(date +%s)
-DB="pulih_scale_$stamp"
+run_env scale 9467 "$PARTITIONS"
 CH=http://127.0.0.1:8123/
-export PULIH_KAFKA__TOPIC="pulih.scale.$stamp"
-export PULIH_KAFKA__DLQ_TOPIC="pulih.scale.$stamp.dlq"
-export PULIH_KAFKA__PARTITIONS="$PARTITIONS"
-export PULIH_CLICKHOUSE__DATABASE="$DB"
-export PULIH_AGGREGATE__METRICS_ADDR=127.0.0.1:9467
-export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-bench-secret-not-for-production-0001}"
-export PULIH_LOG="${PULIH_LOG:-warn}"
 
 # The gateway, without a rate limit, and the simulator posting to it.
 gateway_and_simulator_config "$OUT/scale.toml" 8089
@@ -56,9 +48,7 @@ INGEST="" AGG=""
 cleanup() {
     for p in $AGG $INGEST; do kill -INT "$p" 2>/dev/null || true; done
     for p in $AGG $INGEST; do wait "$p" 2>/dev/null || true; done
-    curl -sf "$CH" --data-binary "DROP DATABASE IF EXISTS $DB" >/dev/null || true
-    curl -sf "$CH" --data-binary "DROP DATABASE IF EXISTS ${DB}_analytics" >/dev/null || true
-    curl -sf "$CH" --data-binary "DROP DATABASE IF EXISTS ${DB}_public" >/dev/null || true
+    drop_databases "$DB"
 }
 trap cleanup EXIT
 

@@ -26,24 +26,15 @@ mkdir -p "$OUT"
 . deploy/local/lib.sh
 services_and_release_build bench-writes
 
-stamp=$(date +%s)
-DB="pulih_writes_$stamp"
+run_env writes 9471 "$PARTITIONS"
 CH=http://127.0.0.1:8123/
-export PULIH_KAFKA__TOPIC="pulih.writes.$stamp"
-export PULIH_KAFKA__DLQ_TOPIC="pulih.writes.$stamp.dlq"
-export PULIH_KAFKA__PARTITIONS="$PARTITIONS"
-export PULIH_CLICKHOUSE__DATABASE="$DB"
-export PULIH_AGGREGATE__GROUP_ID="pulih-writes-$stamp"
-export PULIH_AGGREGATE__METRICS_ADDR=127.0.0.1:9471
-export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-bench-secret-not-for-production-0001}"
-export PULIH_LOG="${PULIH_LOG:-warn}"
 
 q() { curl -sf "$CH" --data-binary "$1"; }
 AGG="" SIM=""
 cleanup() {
     for p in $SIM $AGG; do kill -INT "$p" 2>/dev/null || true; done
     for p in $SIM $AGG; do wait "$p" 2>/dev/null || true; done
-    for d in "$DB" "${DB}_analytics" "${DB}_public"; do q "DROP DATABASE IF EXISTS $d" >/dev/null || true; done
+    drop_databases "$DB"
 }
 trap cleanup EXIT
 

@@ -36,18 +36,9 @@ mkdir -p "$OUT"
 . deploy/local/lib.sh
 services_and_release_build chaos
 
-stamp=$(date +%s)
-DB="pulih_chaos_$stamp"
+run_env chaos 9468 4
 CH=http://127.0.0.1:8123/
 STATE="${PULIH_SERVICES_DIR:-$ROOT/target/services}"
-export PULIH_KAFKA__TOPIC="pulih.chaos.$stamp"
-export PULIH_KAFKA__DLQ_TOPIC="pulih.chaos.$stamp.dlq"
-export PULIH_KAFKA__PARTITIONS=4
-export PULIH_CLICKHOUSE__DATABASE="$DB"
-export PULIH_AGGREGATE__GROUP_ID="pulih-chaos"
-export PULIH_AGGREGATE__METRICS_ADDR=127.0.0.1:9468
-export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-chaos-secret-not-for-production-0001}"
-export PULIH_LOG="${PULIH_LOG:-warn}"
 
 # The gateway on its own port, without a rate limit, and the simulator
 # posting to it with each producer's token.
@@ -65,9 +56,7 @@ cleanup() {
     [ -z "$CH_STOPPED" ] || kill -CONT "$(cat "$STATE/clickhouse.pid")" 2>/dev/null || true
     for p in $SIM $AGG $INGEST; do kill -CONT "$p" 2>/dev/null || true; kill -INT "$p" 2>/dev/null || true; done
     for p in $SIM $AGG $INGEST; do wait "$p" 2>/dev/null || true; done
-    for d in "$DB" "${DB}_analytics" "${DB}_public"; do
-        curl -sf "$CH" --data-binary "DROP DATABASE IF EXISTS $d" >/dev/null || true
-    done
+    drop_databases "$DB"
 }
 trap cleanup EXIT
 

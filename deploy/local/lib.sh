@@ -9,6 +9,31 @@ services_and_release_build() {
     PULIH="$ROOT/target/release/pulih"
 }
 
+# Exports the settings of a run named NAME, so that it keeps to itself:
+# topics pulih.NAME.<stamp>, its consumer group, database DB =
+# pulih_NAME_<stamp>, the aggregator's metrics on 127.0.0.1:PORT, and
+# PARTITIONS partitions when given. Sets STAMP and DB.
+run_env() { # name port [partitions]
+    STAMP=$(date +%s)
+    DB="pulih_${1//-/_}_$STAMP"
+    export PULIH_KAFKA__TOPIC="pulih.$1.$STAMP"
+    export PULIH_KAFKA__DLQ_TOPIC="pulih.$1.$STAMP.dlq"
+    if [ -n "${3:-}" ]; then export PULIH_KAFKA__PARTITIONS="$3"; fi
+    export PULIH_CLICKHOUSE__DATABASE="$DB"
+    export PULIH_AGGREGATE__GROUP_ID="pulih-$1-$STAMP"
+    export PULIH_AGGREGATE__METRICS_ADDR="127.0.0.1:$2"
+    export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-bench-secret-not-for-production-0001}"
+    export PULIH_LOG="${PULIH_LOG:-warn}"
+}
+
+# Drops database DB and the _analytics and _public ones next to it.
+drop_databases() { # db
+    local d
+    for d in "$1" "$1_analytics" "$1_public"; do
+        curl -sf http://127.0.0.1:8123/ --data-binary "DROP DATABASE IF EXISTS $d" >/dev/null || true
+    done
+}
+
 # Writes FILE: a gateway on 127.0.0.1:PORT without a rate limit, with a
 # token for each producer of the shipped scenario, and the simulator's
 # settings to post to it with those tokens. The simulator's keys come

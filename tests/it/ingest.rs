@@ -20,6 +20,7 @@ const DISABLED: &str = "pulih_test_token_bank_off";
 struct Gw {
     addr: SocketAddr,
     kafka: KafkaConfig,
+    metrics: Metrics,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -69,13 +70,16 @@ impl Gw {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            renew_producer_after: Duration::from_secs(30),
         };
         tune(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let metrics = Metrics::new();
+        let served = metrics.clone();
         let task = tokio::spawn(async move {
-            gateway::serve(listener, intake, config, Metrics::new(), async {
+            gateway::serve(listener, intake, config, served, async {
                 let _ = rx.await;
             })
             .await
@@ -84,6 +88,7 @@ impl Gw {
         Gw {
             addr,
             kafka,
+            metrics,
             stop: Some(tx),
             task,
         }
@@ -394,7 +399,11 @@ async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
         topic_config: Default::default(),
         options: Default::default(),
     };
-    let gw = Gw::start(kafka.clone(), |c| c.ack_timeout = Duration::from_secs(3)).await;
+    let gw = Gw::start(kafka.clone(), |c| {
+        c.ack_timeout = Duration::from_secs(3);
+        c.renew_producer_after = Duration::from_secs(2);
+    })
+    .await;
     let batch = |tag: &str, n: usize| {
         (0..n)
             .map(|i| line(&event(&format!("{tag}-{i}"))))
@@ -410,6 +419,13 @@ async fn a_stopped_broker_gives_503_and_the_retry_lands_exactly_once() {
     let (s, head, v) = gw.post("application/x-ndjson", second.as_bytes()).await;
     assert_eq!((s, v["error"].as_str()), (503, Some("unavailable")), "{v}");
     assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    assert_eq!(gw.metrics.producer_renewals.get(), 0);
+    // Every acknowledgement has failed for longer than renew_producer_after:
+    // the next failure replaces the producer, and the retries below go
+    // through the new one.
+    let (s, _, v) = gw.post("application/x-ndjson", second.as_bytes()).await;
+    assert_eq!((s, v["error"].as_str()), (503, Some("unavailable")), "{v}");
+    assert_eq!(gw.metrics.producer_renewals.get(), 1);
 
     broker.resume();
     let mut retried = None;

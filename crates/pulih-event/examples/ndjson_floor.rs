@@ -65,7 +65,12 @@ fn main() -> Result<(), String> {
     if files.is_empty() {
         return Err("usage: ndjson_floor FILE...".into());
     }
-    let lines = || files.iter().flat_map(|f| f.split(|&b| b == b'\n')).filter(|l| !l.is_empty());
+    let lines = || {
+        files
+            .iter()
+            .flat_map(|f| f.split(|&b| b == b'\n'))
+            .filter(|l| !l.is_empty())
+    };
     let split = timed(|| {
         let (mut n, mut bytes) = (0u64, 0usize);
         for line in lines() {
@@ -78,16 +83,15 @@ fn main() -> Result<(), String> {
     let parse = timed(|| {
         let (mut n, mut sum) = (0u64, 0u64);
         for line in lines() {
-            let e: Event = serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+            let e: Event =
+                serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
             sum = sum.wrapping_add(e.amount_idr);
             n += 1;
         }
         std::hint::black_box(sum);
         Ok(n)
     })?;
-    let step = |(lines, wall, cpu): (u64, f64, f64)| {
-        serde_json::json!({ "lines": lines, "seconds": wall, "cpu_seconds": cpu })
-    };
+    let step = |(lines, wall, cpu): (u64, f64, f64)| serde_json::json!({ "lines": lines, "seconds": wall, "cpu_seconds": cpu });
     println!(
         "{}",
         serde_json::json!({ "split": step(split), "parse": step(parse), "peak_rss": peak_rss() })

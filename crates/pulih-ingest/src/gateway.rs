@@ -70,6 +70,9 @@ pub struct GatewayConfig {
     /// one closes. With the timeouts, a client that holds connections open
     /// without sending holds them for a bounded time only.
     pub max_connections: usize,
+    /// After this long with every acknowledgement failing, the gateway
+    /// replaces its Kafka producer (see `producer_health`).
+    pub renew_producer_after: Duration,
 }
 
 /// The gateway's metrics (`pulih_ingest_` prefix, bounded labels).
@@ -753,12 +756,8 @@ fn split_records<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<&'a [u8]
     }
 }
 
-/// After this long with every acknowledgement failing, the gateway
-/// replaces its Kafka producer.
-const RENEW_PRODUCER_AFTER: Duration = Duration::from_secs(30);
-
 /// Notes whether a request's records were acknowledged, and replaces the
-/// producer once none has been for [`RENEW_PRODUCER_AFTER`]. A broker that
+/// producer once none has been for `renew_producer_after`. A broker that
 /// restarts without the idempotent producers' state can refuse every
 /// later record of a producer it forgot (seen with the local broker): the
 /// clients retry forever and nothing lands. A new producer starts afresh;
@@ -770,7 +769,8 @@ fn producer_health(st: &AppState, acknowledged: bool) {
         return;
     }
     let first = *since.get_or_insert_with(Instant::now);
-    if first.elapsed() < RENEW_PRODUCER_AFTER {
+    let after = st.config.renew_producer_after;
+    if first.elapsed() < after {
         return;
     }
     *since = Some(Instant::now());
@@ -780,7 +780,7 @@ fn producer_health(st: &AppState, acknowledged: bool) {
             tracing::warn!(
                 message =
                     "Every acknowledgement failed for a while; the Kafka producer was replaced.",
-                seconds = RENEW_PRODUCER_AFTER.as_secs()
+                seconds = after.as_secs()
             );
         }
         Err(error) => {

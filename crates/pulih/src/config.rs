@@ -85,6 +85,7 @@ pub struct Ingest {
     pub header_read_timeout_secs: u32,
     pub body_read_timeout_secs: u32,
     pub max_connections: u32,
+    pub renew_producer_after_secs: u32,
     #[serde(default)]
     pub producers: BTreeMap<String, IngestProducer>,
 }
@@ -680,6 +681,10 @@ impl Config {
             ),
             ("ingest.body_read_timeout_secs", i.body_read_timeout_secs),
             ("ingest.max_connections", i.max_connections),
+            (
+                "ingest.renew_producer_after_secs",
+                i.renew_producer_after_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(key_error(k, "must be positive"));
@@ -700,6 +705,9 @@ impl Config {
             )),
             body_read_timeout: std::time::Duration::from_secs(u64::from(i.body_read_timeout_secs)),
             max_connections: i.max_connections as usize,
+            renew_producer_after: std::time::Duration::from_secs(u64::from(
+                i.renew_producer_after_secs,
+            )),
         })
     }
 
