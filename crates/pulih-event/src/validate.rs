@@ -233,6 +233,150 @@ pub fn validate(
     reference: &Reference,
     limits: &Limits,
 ) -> Result<PaymentEvent, Rejection> {
+    match validate_fast(bytes, reference, limits) {
+        Some(event) => Ok(event),
+        None => validate_general(bytes, reference, limits),
+    }
+}
+
+/// The fast path for the events producers send: a scanner that accepts a
+/// flat object of the contract's fields, each once, with strings of
+/// printable ASCII without escapes and a plain integer amount, in any
+/// order and with any JSON whitespace, and then applies every rule.
+/// It returns an event only when [`validate_general`] would return the
+/// same one (a property test holds the two to that), and `None` for
+/// anything else, which the general path then answers with its reason.
+pub fn validate_fast(bytes: &[u8], reference: &Reference, limits: &Limits) -> Option<PaymentEvent> {
+    if bytes.len() > limits.max_record_bytes {
+        return None;
+    }
+    let mut s = FastScanner { b: bytes, i: 0 };
+    let mut values: [Option<&str>; 9] = [None; 9];
+    let mut amount = None;
+    s.ws();
+    s.eat(b'{')?;
+    loop {
+        s.ws();
+        let key = s.string()?;
+        let i = FIELDS.iter().position(|f| *f == key)?;
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        if values[i].is_some() || (i == 6 && amount.is_some()) {
+            return None;
+        }
+        if i == 6 {
+            amount = Some(s.integer()?);
+        } else {
+            values[i] = Some(s.string()?);
+        }
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    s.ws();
+    if s.i != bytes.len() {
+        return None;
+    }
+    let [event_id, occurred_at, merchant_id, district_code, sector, kbli_code, _, channel, merchant_size] =
+        values;
+    let (event_id, merchant_id, district_code) = (event_id?, merchant_id?, district_code?);
+    let amount_idr = amount.filter(|a| (1..=MAX_AMOUNT_IDR).contains(a))?;
+    if !is_token(event_id, 1, 64) || !is_token(merchant_id, 8, 64) {
+        return None;
+    }
+    let occurred_at = Timestamp::parse_rfc3339(occurred_at?)?;
+    reference.district(district_code)?;
+    let sector = Sector::from_letter(sector?)?;
+    if let Some(kbli) = kbli_code {
+        if reference.kbli_sector(kbli)? != sector {
+            return None;
+        }
+    }
+    Some(PaymentEvent {
+        event_id: event_id.to_owned(),
+        occurred_at,
+        merchant_id: merchant_id.to_owned(),
+        district_code: district_code.to_owned(),
+        sector,
+        kbli_code: kbli_code.map(str::to_owned),
+        amount_idr,
+        channel: Channel::parse(channel?)?,
+        merchant_size: MerchantSize::parse(merchant_size?)?,
+    })
+}
+
+struct FastScanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> FastScanner<'a> {
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    /// A string of printable ASCII without escapes.
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let rest = self.b.get(self.i..)?;
+        let s = &rest[..memchr::memchr(b'"', rest)?];
+        // Without branches per byte, so that it vectorises.
+        let bad = s.iter().fold(false, |bad, &b| {
+            bad | !(0x20..=0x7e).contains(&b) | (b == b'\\')
+        });
+        if bad {
+            return None;
+        }
+        self.i += s.len() + 1;
+        std::str::from_utf8(s).ok()
+    }
+
+    /// A JSON integer without sign, fraction or exponent, of at most ten
+    /// digits (every accepted amount has fewer).
+    fn integer(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut n = 0u64;
+        while let Some(d @ b'0'..=b'9') = self.b.get(self.i).copied() {
+            n = n * 10 + u64::from(d - b'0');
+            self.i += 1;
+            if self.i - start > 10 {
+                return None;
+            }
+        }
+        let digits = &self.b[start..self.i];
+        if digits.is_empty()
+            || (digits[0] == b'0')
+            || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        Some(n)
+    }
+}
+
+/// The general path: `serde_json` field by field, so that every problem
+/// gets its reason, its field and a precise detail.
+pub fn validate_general(
+    bytes: &[u8],
+    reference: &Reference,
+    limits: &Limits,
+) -> Result<PaymentEvent, Rejection> {
     if bytes.len() > limits.max_record_bytes {
         return Err(Rejection::new(
             Reason::TooLarge,
@@ -580,6 +724,7 @@ fn integral_u64(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const VALID: &str = r#"{"event_id":"evt-1","occurred_at":"2024-03-01T09:15:02.123+07:00","merchant_id":"m-00000001","district_code":"31.74.09","sector":"I","kbli_code":"56101","amount_idr":25000,"channel":"qris","merchant_size":"micro"}"#;
 
@@ -595,6 +740,118 @@ mod tests {
         let mut v: serde_json::Map<String, Value> = serde_json::from_str(VALID).unwrap();
         v.insert(field.into(), serde_json::from_str(json_value).unwrap());
         Value::Object(v).to_string()
+    }
+
+    /// Records built from fields that are each valid or not in some way,
+    /// in any order, with any whitespace, sometimes a field twice, an
+    /// unknown one, or a value of another type.
+    fn record() -> impl Strategy<Value = String> {
+        let pick = |xs: &'static [&'static str]| proptest::sample::select(xs);
+        // Mostly valid values, so that many records pass and the fast path
+        // is compared where it answers.
+        let field = |valid: &'static [&'static str], invalid: &'static [&'static str]| prop_oneof![6 => proptest::sample::select(valid), 1 => proptest::sample::select(invalid)];
+        let fields = (
+            field(
+                &["\"evt-1\"", "\"E_2\""],
+                &["\"\"", "\"e v\"", "\"evt\\u002d1\"", "12", "\"évt\""],
+            ),
+            field(
+                &[
+                    "\"2024-03-01T09:15:02.123+07:00\"",
+                    "\"2024-03-01T02:15:02.123Z\"",
+                ],
+                &["\"2024-03-01 09:15:02\"", "\"2024-02-30T09:15:02.123Z\""],
+            ),
+            field(
+                &["\"m-00000001\""],
+                &["\"m-1\"", "\"merchant\\\"x\"", "null"],
+            ),
+            field(
+                &["\"31.74.09\"", "\"31.71.01\""],
+                &["\"31.99.99\"", "\"3174\""],
+            ),
+            field(&["\"I\""], &["\"G\"", "\"Z\"", "\"i\""]),
+            field(&["\"56101\"", ""], &["\"47111\"", "\"99999\"", "null"]),
+            field(
+                &["25000", "1000000000", "1"],
+                &[
+                    "0",
+                    "025",
+                    "1000000001",
+                    "25000.0",
+                    "2.5e4",
+                    "-5",
+                    "\"25000\"",
+                    "99999999999",
+                ],
+            ),
+            field(&["\"qris\"", "\"ewallet\""], &["\"cash\""]),
+            field(&["\"micro\""], &["\"huge\""]),
+        );
+        (
+            fields,
+            proptest::sample::subsequence((0..9usize).collect::<Vec<_>>(), 7..=9).prop_shuffle(),
+            proptest::collection::vec(pick(&["", "", " ", "\n", "\t ", "\r\n"]), 40),
+            pick(&["", "", "", "dup", "unknown", "trailing"]),
+        )
+            .prop_map(|(f, order, ws, extra)| {
+                let values = [f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7, f.8];
+                let mut parts: Vec<String> = order
+                    .iter()
+                    .filter(|&&i| !values[i].is_empty())
+                    .enumerate()
+                    .map(|(n, &i)| {
+                        format!(
+                            "{}\"{}\"{}:{}{}",
+                            ws[n],
+                            FIELDS[i],
+                            ws[n + 10],
+                            ws[n + 20],
+                            values[i]
+                        )
+                    })
+                    .collect();
+                match extra {
+                    "dup" => parts.push(format!("\"channel\":{}", values[7])),
+                    "unknown" => parts.push("\"customer_name\":\"Budi\"".into()),
+                    _ => {}
+                }
+                let tail = if extra == "trailing" { " x" } else { ws[39] };
+                format!("{}{{{}{}}}{}", ws[30], parts.join(","), ws[31], tail)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn the_fast_path_accepts_only_what_the_general_path_accepts(r in record()) {
+            let (reference, limits) = (Reference::jakarta(), Limits::default());
+            let general = validate_general(r.as_bytes(), &reference, &limits);
+            match validate_fast(r.as_bytes(), &reference, &limits) {
+                Some(e) => prop_assert_eq!(general, Ok(e), "{}", r),
+                // Without escapes, fractions or exponents, whatever the
+                // general path accepts, the fast path does too.
+                None => prop_assert!(
+                    general.is_err() || r.contains('\\') || r.contains("25000.0") || r.contains("2.5e4"),
+                    "{}", r
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_the_events_producers_send() {
+        let (reference, limits) = (Reference::jakarta(), Limits::default());
+        let e = validate_fast(VALID.as_bytes(), &reference, &limits).expect("fast path");
+        assert_eq!(
+            Ok(e),
+            validate_general(VALID.as_bytes(), &reference, &limits)
+        );
+        let spaced = VALID.replace("\":", "\" : ").replace(",\"", ",\n \"");
+        assert!(validate_fast(spaced.as_bytes(), &reference, &limits).is_some());
+        let escaped = VALID.replace("evt-1", "evt\\u002d1");
+        assert!(validate_fast(escaped.as_bytes(), &reference, &limits).is_none());
+        assert_eq!(check(&escaped).unwrap().event_id, "evt-1");
     }
 
     #[test]
