@@ -36,7 +36,9 @@ pub use pseudonym::{Pseudonymiser, Secret};
 pub use record::PaymentRecord;
 pub use reference::Reference;
 pub use timestamp::Timestamp;
-pub use validate::{check_time, validate, Limits, Reason, Rejection, TimePolicy};
+pub use validate::{
+    check_time, validate, validate_fast, validate_general, Limits, Reason, Rejection, TimePolicy,
+};
 
 use serde::{Deserialize, Serialize};
 
