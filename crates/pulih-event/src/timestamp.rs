@@ -101,7 +101,7 @@ impl Timestamp {
     /// machinery: the intake writes one per event.
     pub fn write_to(self, out: &mut Vec<u8>) {
         let (days, ms) = (self.0.div_euclid(86_400_000), self.0.rem_euclid(86_400_000));
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = crate::calendar::civil_from_days(days);
         if !(0..=9999).contains(&year) {
             out.extend_from_slice(self.to_string().as_bytes());
             return;
@@ -124,21 +124,6 @@ impl Timestamp {
         push(ms / 1000 % 60, 2, b'.');
         push(ms % 1000, 3, b'Z');
     }
-}
-
-/// The proleptic Gregorian (year, month, day) of a day number counted from
-/// 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 impl fmt::Display for Timestamp {

@@ -860,18 +860,9 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// `YYYY-MM-DD` of a day number (days since 1970-01-01), by Howard
-/// Hinnant's civil-from-days algorithm.
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01).
 pub fn iso_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = pulih_event::calendar::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
