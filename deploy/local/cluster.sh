@@ -134,6 +134,12 @@ case "${1:-}" in
     status) status ;;
     reset) down; rm -rf "$STATE"; say "state removed" ;;
     stop-node) known_node "${2:-}"; stop "$2" "$STATE/$2.pid" KILL ;;
-    start-node) known_node "${2:-}"; start_node "$2"; say "$2 ready" ;;
+    # A node killed mid-write can have lost parts that ZooKeeper lists, and
+    # ClickHouse then refuses to start ("The local set of parts ... doesn't
+    # look like the set of parts in ZooKeeper"). The flag tells it to set
+    # those aside and fetch them from the other replica, as an operator
+    # would after a crash; ClickHouse removes it once used.
+    start-node) known_node "${2:-}"; mkdir -p "$STATE/$2/data/flags"; touch "$STATE/$2/data/flags/force_restore_data"
+        start_node "$2"; say "$2 ready" ;;
     *) die "usage: $0 up|down|status|reset|stop-node NODE|start-node NODE" ;;
 esac
