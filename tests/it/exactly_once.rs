@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulih_event::{Limits, Pseudonymiser, Reference, Secret, Timestamp};
-use pulih_ingest::{delivered, Intake, KafkaConfig, Offer};
+use pulih_ingest::{delivered, Acks, Intake, KafkaConfig, Offer};
 use pulih_store::{Store, StoreConfig};
 use pulih_tests::{
     free_port, kafka_config, pulih_bin, pulih_toml, repo_root, store_config, unique,
@@ -254,6 +254,7 @@ impl Run {
     /// the gateway would.
     async fn offer(&mut self, events: &[Ev]) {
         let mut futures = Vec::new();
+        let sender = self.intake.sender();
         for e in events {
             if e.too_old {
                 let now = std::time::SystemTime::now()
@@ -262,11 +263,16 @@ impl Run {
                     .as_millis() as i64;
                 let mut record = self.intake.check("bank-x", &body(e), now).unwrap();
                 record.backfill = false;
-                let f = self
-                    .intake
-                    .send_raw(&self.kafka.topic, &record.kafka_key(), &record.to_json())
+                let acks = Acks::new();
+                sender
+                    .send_raw(
+                        &acks,
+                        &self.kafka.topic,
+                        &record.kafka_key(),
+                        &record.to_json(),
+                    )
                     .unwrap();
-                futures.push(f);
+                futures.push(acks);
                 continue;
             }
             match self.intake.offer("bank-x", &body(e)).await.unwrap() {
@@ -274,6 +280,7 @@ impl Run {
                 Offer::Rejected(r) => panic!("event {} rejected: {r}", e.id),
             }
         }
+        drop(sender);
         for f in futures {
             delivered(f, &self.kafka.brokers).await.unwrap();
         }
@@ -284,15 +291,15 @@ impl Run {
     /// checked against that time, not marked as a backfill, and stamped
     /// with it as their Kafka timestamp.
     async fn offer_stamped(&mut self, events: &[Ev], accepted_ms: i64) {
-        let mut futures = Vec::new();
+        let acks = Acks::new();
+        let mut sender = self.intake.sender();
         for e in events {
             let mut record = self.intake.check("bank-x", &body(e), accepted_ms).unwrap();
             record.backfill = false;
-            futures.push(self.intake.send(&record, accepted_ms).unwrap());
+            sender.send(&acks, &record, accepted_ms).unwrap();
         }
-        for f in futures {
-            delivered(f, &self.kafka.brokers).await.unwrap();
-        }
+        drop(sender);
+        delivered(acks, &self.kafka.brokers).await.unwrap();
         self.sent.extend_from_slice(events);
     }
 

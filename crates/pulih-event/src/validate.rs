@@ -250,7 +250,13 @@ pub fn validate_fast(bytes: &[u8], reference: &Reference, limits: &Limits) -> Op
     if bytes.len() > limits.max_record_bytes {
         return None;
     }
-    let mut s = FastScanner { b: bytes, i: 0 };
+    // Once for the record, not once per field.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut s = FastScanner {
+        b: bytes,
+        text,
+        i: 0,
+    };
     let mut values: [Option<&str>; 9] = [None; 9];
     let mut amount = None;
     s.ws();
@@ -311,6 +317,8 @@ pub fn validate_fast(bytes: &[u8], reference: &Reference, limits: &Limits) -> Op
 
 struct FastScanner<'a> {
     b: &'a [u8],
+    /// `b`, known to be UTF-8.
+    text: &'a str,
     i: usize,
 }
 
@@ -343,8 +351,9 @@ impl<'a> FastScanner<'a> {
         if bad {
             return None;
         }
+        let start = self.i;
         self.i += s.len() + 1;
-        std::str::from_utf8(s).ok()
+        self.text.get(start..start + s.len())
     }
 
     /// A JSON integer without sign, fraction or exponent, of at most ten

@@ -27,12 +27,11 @@ use pulih_event::calendar::now_ms;
 use pulih_event::dead_letter::{DeadLetter, Stage};
 use pulih_telemetry::prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge};
 use pulih_telemetry::Component;
-use rdkafka::producer::DeliveryFuture;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::Intake;
+use crate::{Acks, Intake};
 
 /// A producer allowed to post events.
 #[derive(Debug, Clone)]
@@ -450,13 +449,14 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
     }
 
     let now = now_ms();
-    let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
+    // One acknowledgement for the request's records, dead letters included.
+    let acks = Acks::new();
+    let mut sender = st.intake.sender();
     let mut rejections = Vec::new();
     for (index, raw) in records.iter().enumerate() {
         match st.intake.check(&producer, raw, now) {
-            Ok(record) => match st.intake.send(&record, now) {
-                Ok(f) => pending.push(f),
-                Err(error) => {
+            Ok(record) => {
+                if let Err(error) = sender.send(&acks, &record, now) {
                     tracing::warn!(message = "Cannot queue records for Kafka; asking the client to retry.", %error);
                     return failure(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -464,23 +464,21 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
                         "the Kafka producer queue is full or the broker is unreachable; retry the whole request later",
                     );
                 }
-            },
+            }
             Err(rejection) => {
                 st.metrics
                     .records
                     .with_label_values(&["rejected", rejection.reason.code()])
                     .inc();
                 let letter = dead_letter(st, &producer, index, raw, &rejection, now);
-                match st.intake.send_raw(&st.config.dlq_topic, &producer, &letter) {
-                    Ok(f) => pending.push(f),
-                    Err(error) => {
-                        tracing::warn!(message = "Cannot queue a dead letter; asking the client to retry.", %error);
-                        return failure(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "unavailable",
-                            "the Kafka producer queue is full or the broker is unreachable; retry the whole request later",
-                        );
-                    }
+                if let Err(error) = sender.send_raw(&acks, &st.config.dlq_topic, &producer, &letter)
+                {
+                    tracing::warn!(message = "Cannot queue a dead letter; asking the client to retry.", %error);
+                    return failure(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the Kafka producer queue is full or the broker is unreachable; retry the whole request later",
+                    );
                 }
                 rejections.push(RecordError {
                     index,
@@ -490,21 +488,12 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
             }
         }
     }
+    drop(sender);
     let accepted = records.len() - rejections.len();
 
     let acked = Instant::now();
-    let all = async {
-        for f in pending {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(error.to_string()),
-                Err(_) => return Err("delivery canceled".to_owned()),
-            }
-        }
-        Ok(())
-    };
-    let result = match tokio::time::timeout(st.config.ack_timeout, all).await {
-        Ok(r) => r,
+    let result = match tokio::time::timeout(st.config.ack_timeout, acks.wait()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err(format!(
             "no acknowledgement within {} s",
             st.config.ack_timeout.as_secs()

@@ -8,23 +8,143 @@
 //! the backfill loader (`pulih produce`) and the simulator all use it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod gateway;
-
-/// The acknowledgement of one queued record (from `rdkafka`).
-pub use rdkafka::producer::DeliveryFuture;
 
 use pulih_event::{
     check_time, validate, Limits, PaymentRecord, Pseudonymiser, Reference, Rejection, TimePolicy,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
+
+/// The Kafka producer of an intake: librdkafka's, with a thread of its own
+/// that hands each delivery report to the [`Acks`] its record was sent with.
+pub type KafkaProducer = ThreadedProducer<AckContext>;
+
+/// The producer's context: each record carries the [`Acks`] group it was
+/// sent with, and its delivery report (success or failure) settles it.
+pub struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<AckGroup>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, group: Arc<AckGroup>) {
+        if let Err((error, _)) = result {
+            let mut first = group.failure.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| error.clone());
+        }
+        group.settle();
+    }
+}
+
+/// A record for the producer, with the group it is acknowledged in.
+type Record<'a> = BaseRecord<'a, str, [u8], Arc<AckGroup>>;
+
+/// A record the producer did not queue, and why.
+type Refused<'a> = (KafkaError, Record<'a>);
+
+/// The state shared by an [`Acks`] handle and its records in flight.
+pub struct AckGroup {
+    /// Records queued and not yet reported on, plus one while the group is
+    /// open (until [`Acks::wait`]), so that it cannot complete before the
+    /// last record of the group is queued.
+    pending: AtomicUsize,
+    /// The first failure reported.
+    failure: Mutex<Option<KafkaError>>,
+    done: tokio::sync::Notify,
+}
+
+impl AckGroup {
+    fn settle(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A stored permit if nobody waits yet: `wait` sees it.
+            self.done.notify_one();
+        }
+    }
+}
+
+/// The delivery acknowledgements of a group of records (one request's, or
+/// one record's): one notification when the broker has answered for every
+/// record of the group, instead of a future per record.
+pub struct Acks(Arc<AckGroup>);
+
+impl Default for Acks {
+    fn default() -> Acks {
+        Acks::new()
+    }
+}
+
+impl Acks {
+    pub fn new() -> Acks {
+        Acks(Arc::new(AckGroup {
+            pending: AtomicUsize::new(1),
+            failure: Mutex::new(None),
+            done: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// Sends one record as a member of this group: the record is queued,
+    /// or handed back with the error and not counted.
+    // The record comes back on a full queue, for `offer` to retry it.
+    #[allow(clippy::result_large_err)]
+    fn send<'a>(&self, producer: &KafkaProducer, record: Record<'a>) -> Result<(), Refused<'a>> {
+        self.0.pending.fetch_add(1, Ordering::AcqRel);
+        producer.send(record).inspect_err(|_| {
+            // Not queued: no report will come for it. The open count keeps
+            // this from reaching zero.
+            self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    fn record<'a>(&self, topic: &'a str) -> Record<'a> {
+        BaseRecord::with_opaque_to(topic, self.0.clone())
+    }
+
+    /// Queues any payload to any topic with `producer`, as a member of this
+    /// group, without waiting (a full queue is an error).
+    pub fn send_raw(
+        &self,
+        producer: &KafkaProducer,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
+        let fr = self.record(topic).key(key).payload(payload);
+        self.send(producer, fr).map_err(|(e, _)| e)
+    }
+
+    /// Closes the group and waits until every record sent with it has been
+    /// reported on: `Ok` if the broker acknowledged all of them, else the
+    /// first failure. A producer dropped with records in flight reports
+    /// them as failed (librdkafka purges its queues).
+    pub async fn wait(self) -> Result<(), KafkaError> {
+        self.0.settle();
+        if self.0.pending.load(Ordering::Acquire) != 0 {
+            self.0.done.notified().await;
+        }
+        match self
+            .0
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Kafka connection settings shared by producers and admin calls.
 #[derive(Debug, Clone)]
@@ -116,7 +236,7 @@ impl KafkaConfig {
 
     /// An idempotent producer (`acks=all`): a record acknowledged is durable
     /// and written once, even when the client retries.
-    pub fn producer(&self) -> Result<FutureProducer, KafkaFailure> {
+    pub fn producer(&self) -> Result<KafkaProducer, KafkaFailure> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
@@ -125,7 +245,8 @@ impl KafkaConfig {
         for (k, v) in &self.options {
             cc.set(k, v);
         }
-        cc.create().map_err(self.fail("create producer"))
+        KafkaProducer::from_config_and_context(&cc, AckContext)
+            .map_err(self.fail("create producer"))
     }
 }
 
@@ -134,7 +255,7 @@ impl KafkaConfig {
 pub struct Intake {
     kafka: KafkaConfig,
     /// Shared by the clones; replaced whole by [`Intake::renew_producer`].
-    producer: Arc<std::sync::RwLock<FutureProducer>>,
+    producer: Arc<std::sync::RwLock<Arc<KafkaProducer>>>,
     reference: Arc<Reference>,
     pseudonymiser: Pseudonymiser,
     limits: Limits,
@@ -143,9 +264,9 @@ pub struct Intake {
 
 /// The result of offering one event.
 pub enum Offer {
-    /// Queued for Kafka; await the future for the acknowledgement. The
+    /// Queued for Kafka; wait on the [`Acks`] for the acknowledgement. The
     /// record is what was sent.
-    Queued(DeliveryFuture, PaymentRecord),
+    Queued(Acks, PaymentRecord),
     Rejected(Rejection),
 }
 
@@ -156,7 +277,7 @@ impl Intake {
         pseudonymiser: Pseudonymiser,
         limits: Limits,
     ) -> Result<Intake, KafkaFailure> {
-        let producer = Arc::new(std::sync::RwLock::new(kafka.producer()?));
+        let producer = Arc::new(std::sync::RwLock::new(Arc::new(kafka.producer()?)));
         Ok(Intake {
             kafka,
             producer,
@@ -171,7 +292,7 @@ impl Intake {
     }
 
     /// The producer in use (a cheap handle on it).
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> Arc<KafkaProducer> {
         self.producer
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -186,7 +307,7 @@ impl Intake {
     /// requests were, or will be, answered accordingly, and the clients'
     /// retries go through the new one (same event ids: counted once).
     pub fn renew_producer(&self) -> Result<(), KafkaFailure> {
-        let fresh = self.kafka.producer()?;
+        let fresh = Arc::new(self.kafka.producer()?);
         *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
@@ -214,19 +335,13 @@ impl Intake {
         Ok(record)
     }
 
-    /// Queues a record accepted at `accepted_ms` (the clock its time was
-    /// checked against) without waiting: a full producer queue is an error
-    /// (`QueueFull`), for callers that answer "retry later" instead.
-    pub fn send(
-        &self,
-        record: &PaymentRecord,
-        accepted_ms: i64,
-    ) -> Result<DeliveryFuture, KafkaError> {
-        let key = record.kafka_key();
-        let payload = record.to_json();
-        self.producer()
-            .send_result(self.record(&key, &payload, accepted_ms))
-            .map_err(|(e, _)| e)
+    /// A handle on the producer in use, for a run of [`Intake::send`]s.
+    pub fn sender(&self) -> Sender<'_> {
+        Sender {
+            intake: self,
+            producer: self.producer(),
+            buf: Vec::with_capacity(512),
+        }
     }
 
     /// The Kafka record of an accepted event: its timestamp is the time
@@ -234,26 +349,15 @@ impl Intake {
     /// against again.
     fn record<'a>(
         &'a self,
+        acks: &Acks,
         key: &'a str,
         payload: &'a [u8],
         accepted_ms: i64,
-    ) -> FutureRecord<'a, str, [u8]> {
-        FutureRecord::to(&self.kafka.topic)
+    ) -> Record<'a> {
+        acks.record(&self.kafka.topic)
             .key(key)
             .payload(payload)
             .timestamp(accepted_ms)
-    }
-
-    /// Queues any payload to any topic (the dead-letter topic) without waiting.
-    pub fn send_raw(
-        &self,
-        topic: &str,
-        key: &str,
-        payload: &[u8],
-    ) -> Result<DeliveryFuture, KafkaError> {
-        self.producer()
-            .send_result(FutureRecord::to(topic).key(key).payload(payload))
-            .map_err(|(e, _)| e)
     }
 
     /// Messages queued and not yet acknowledged.
@@ -284,11 +388,12 @@ impl Intake {
         };
         let key = record.kafka_key();
         let payload = record.to_json();
-        let mut fr = self.record(&key, &payload, now);
+        let acks = Acks::new();
+        let mut fr = self.record(&acks, &key, &payload, now);
         let producer = self.producer();
         loop {
-            match producer.send_result(fr) {
-                Ok(f) => return Ok(Offer::Queued(f, record)),
+            match acks.send(&producer, fr) {
+                Ok(()) => return Ok(Offer::Queued(acks, record)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     fr = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -306,19 +411,49 @@ impl Intake {
     }
 }
 
-/// Awaits one delivery: `Ok` once the broker acknowledged it.
-pub async fn delivered(f: DeliveryFuture, brokers: &str) -> Result<(), KafkaFailure> {
-    match f.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((source, _))) => Err(KafkaFailure {
-            brokers: brokers.into(),
-            action: "deliver record",
-            source,
-        }),
-        Err(_) => Err(KafkaFailure {
-            brokers: brokers.into(),
-            action: "deliver record",
-            source: KafkaError::Canceled,
-        }),
+/// Queues records with one producer handle, each into an [`Acks`] group,
+/// without waiting: a full producer queue is an error (`QueueFull`), for
+/// callers that answer "retry later" instead.
+pub struct Sender<'a> {
+    intake: &'a Intake,
+    producer: Arc<KafkaProducer>,
+    /// The record's JSON, reused from record to record (librdkafka copies it).
+    buf: Vec<u8>,
+}
+
+impl Sender<'_> {
+    /// Queues a record accepted at `accepted_ms` (the clock its time was
+    /// checked against).
+    pub fn send(
+        &mut self,
+        acks: &Acks,
+        record: &PaymentRecord,
+        accepted_ms: i64,
+    ) -> Result<(), KafkaError> {
+        let key = record.kafka_key();
+        self.buf.clear();
+        record.write_json(&mut self.buf);
+        let fr = self.intake.record(acks, &key, &self.buf, accepted_ms);
+        acks.send(&self.producer, fr).map_err(|(e, _)| e)
     }
+
+    /// Queues any payload to any topic (the dead-letter topic).
+    pub fn send_raw(
+        &self,
+        acks: &Acks,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
+        acks.send_raw(&self.producer, topic, key, payload)
+    }
+}
+
+/// Awaits the deliveries of a group: `Ok` once the broker acknowledged them.
+pub async fn delivered(acks: Acks, brokers: &str) -> Result<(), KafkaFailure> {
+    acks.wait().await.map_err(|source| KafkaFailure {
+        brokers: brokers.into(),
+        action: "deliver record",
+        source,
+    })
 }

@@ -14,7 +14,6 @@ use pulih_metrics::{format_day, parse_day, Day, Level};
 use pulih_store::Store;
 use pulih_telemetry::prometheus::{Gauge, GaugeVec, IntCounterVec};
 use pulih_telemetry::{Component, LastRound};
-use rdkafka::producer::FutureRecord;
 
 use crate::config::Config;
 use crate::{now_ms, BoxError};
@@ -322,18 +321,21 @@ pub(crate) async fn alerts(
             // Kafka first: a crash before the table write re-sends the
             // change on the next round (consumers key on alert_id, day
             // and state), and never loses it.
+            let acks = pulih_ingest::Acks::new();
             for e in &new {
                 let payload = serde_json::to_vec(e)?;
-                producer
-                    .send(
-                        FutureRecord::to(&a.topic)
-                            .key(&e.alert_id)
-                            .payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| format!("send to Kafka topic {}: {e}", a.topic))?;
+                acks.send_raw(&producer, &a.topic, &e.alert_id, &payload)
+                    .map_err(|e| format!("send to Kafka topic {}: {e}", a.topic))?;
             }
+            tokio::time::timeout(Duration::from_secs(30), acks.wait())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "send to Kafka topic {}: no acknowledgement within 30 s",
+                        a.topic
+                    )
+                })?
+                .map_err(|e| format!("send to Kafka topic {}: {e}", a.topic))?;
             store.insert_alert_events(&new).await?;
             for e in &new {
                 metrics.changes.with_label_values(&[&e.state]).inc();

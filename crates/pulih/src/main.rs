@@ -344,7 +344,7 @@ async fn serve_metrics(
 fn ack_counter(
     brokers: String,
 ) -> (
-    tokio::sync::mpsc::Sender<pulih_ingest::DeliveryFuture>,
+    tokio::sync::mpsc::Sender<pulih_ingest::Acks>,
     tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);

@@ -129,7 +129,7 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 enum Sink {
     Kafka {
         intake: Intake,
-        tx: tokio::sync::mpsc::Sender<pulih_ingest::DeliveryFuture>,
+        tx: tokio::sync::mpsc::Sender<pulih_ingest::Acks>,
         acks: tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
         queued: u64,
     },
