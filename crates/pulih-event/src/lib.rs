@@ -37,7 +37,8 @@ pub use record::PaymentRecord;
 pub use reference::Reference;
 pub use timestamp::Timestamp;
 pub use validate::{
-    check_time, validate, validate_fast, validate_general, Limits, Reason, Rejection, TimePolicy,
+    check_time, validate, validate_fast, validate_general, validate_in_place, EventRef, Limits,
+    Reason, Rejection, TimePolicy,
 };
 
 use serde::{Deserialize, Serialize};
@@ -175,9 +176,93 @@ pub fn is_producer_id(s: &str) -> bool {
     is_token(s, 1, 64)
 }
 
+/// The length of the contents of a JSON string whose opening quote is
+/// just before `b`, when they are printable ASCII without escapes and its
+/// closing quote follows; `None` for anything else (a string that needs
+/// the general JSON parser, or no string). The validator's and the
+/// aggregator's fast paths read every string with it.
+#[inline]
+pub fn plain_string_len(b: &[u8]) -> Option<usize> {
+    // Eight bytes at a time while none is a quote, a backslash or outside
+    // printable ASCII (a false alarm only ends the fast loop).
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let special = zero(v ^ (ONES * u64::from(b'"')))
+            | zero(v ^ (ONES * u64::from(b'\\')))
+            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
+            | ((v.wrapping_add(ONES) | v) & HIGH);
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i),
+            b'\\' => return None,
+            0x20..=0x7e => i += 1,
+            _ => return None,
+        }
+    }
+}
+
 /// True for `min` to `max` characters of `[A-Za-z0-9_-]`.
 pub(crate) fn is_token(s: &str, min: usize, max: usize) -> bool {
     (min..=max).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One byte at a time, as the contract says.
+    fn plain_string_len_bytewise(b: &[u8]) -> Option<usize> {
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'"' => return Some(i),
+                b'\\' => return None,
+                0x20..=0x7e => {}
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn the_string_scanner_reads_as_one_byte_at_a_time_would(
+            b in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                "[ -~]{0,30}\"[ -~]{0,5}".prop_map(String::into_bytes),
+                "[a-z0-9 ._-]{0,30}[\\x00-\\x1f\\x7f-\\u{ff}\\\\\"][ -~]{0,5}\"".prop_map(String::into_bytes),
+            ]
+        ) {
+            prop_assert_eq!(plain_string_len(&b), plain_string_len_bytewise(&b));
+        }
+    }
+
+    #[test]
+    fn the_string_scanner_stops_at_the_first_special_byte_at_any_offset() {
+        for at in 0..24 {
+            for special in [b'"', b'\\', 0x00, 0x1f, 0x7f, 0x80, 0xff] {
+                let mut b = vec![b'a'; 24];
+                b[at] = special;
+                b.push(b'"');
+                let expected = if special == b'"' { Some(at) } else { None };
+                assert_eq!(plain_string_len(&b), expected, "{special:#x} at {at}");
+            }
+        }
+        assert_eq!(plain_string_len(b"abcdefghijklmnop"), None);
+        assert_eq!(plain_string_len(b""), None);
+    }
 }

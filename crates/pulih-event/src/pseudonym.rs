@@ -114,24 +114,31 @@ impl Pseudonymiser {
     /// The 64-character lowercase hex pseudonym of `merchant_id` as sent by
     /// `producer_id`.
     pub fn merchant_key(&self, producer_id: &str, merchant_id: &str) -> String {
+        let hex = self.merchant_key_hex(producer_id, merchant_id);
+        hex.iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// [`Pseudonymiser::merchant_key`] as ASCII bytes, without allocating
+    /// (the gateway computes one per event).
+    pub fn merchant_key_hex(&self, producer_id: &str, merchant_id: &str) -> [u8; 64] {
         let mut mac = self.mac.clone();
         mac.update(producer_id.as_bytes());
         mac.update(&[0]);
         mac.update(merchant_id.as_bytes());
-        lower_hex(&mac.finalize().into_bytes())
+        let mut out = [0u8; 64];
+        lower_hex(&mac.finalize().into_bytes(), &mut out);
+        out
     }
 }
 
-/// Lowercase hex of `bytes`, without a character iterator (it runs once
-/// per event at the gateway).
-fn lower_hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes` into `out` (twice as long), without a
+/// character iterator.
+fn lower_hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -141,8 +148,9 @@ mod tests {
     #[test]
     fn hex_is_lowercase_and_matches_the_hex_crate() {
         let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
-        assert_eq!(lower_hex(&[]), "");
+        let mut out = vec![0u8; 512];
+        lower_hex(&bytes, &mut out);
+        assert_eq!(out, hex::encode(&bytes).into_bytes());
     }
 
     fn p(secret: &str) -> Pseudonymiser {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Channel, MerchantSize, PaymentEvent, Pseudonymiser, Sector, Timestamp};
+use crate::{Channel, EventRef, MerchantSize, PaymentEvent, Pseudonymiser, Sector, Timestamp};
 
 /// An accepted, pseudonymised payment as carried on Kafka: the event's fields
 /// with `merchant_id` replaced by `merchant_key` (+ `merchant_key_id`) and the
@@ -75,45 +75,116 @@ impl PaymentRecord {
 
     /// Appends the record's JSON to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        // Written by hand, byte for byte what `serde_json::to_vec` writes
-        // (a property test holds the two together): the gateway writes one
-        // per event, and serde's field-by-field path was a sixth of its CPU.
-        out.extend_from_slice(b"{\"event_id\":");
-        json_string(out, &self.event_id);
-        out.extend_from_slice(b",\"producer_id\":");
-        json_string(out, &self.producer_id);
-        out.extend_from_slice(b",\"occurred_at\":\"");
-        self.occurred_at.write_to(out);
-        out.extend_from_slice(b"\",\"merchant_key\":");
-        json_string(out, &self.merchant_key);
-        out.extend_from_slice(b",\"merchant_key_id\":");
-        json_string(out, &self.merchant_key_id);
-        if let Some(previous) = &self.merchant_key_previous {
-            out.extend_from_slice(b",\"merchant_key_previous\":");
-            json_string(out, previous);
+        Fields {
+            event_id: &self.event_id,
+            producer_id: &self.producer_id,
+            occurred_at: self.occurred_at,
+            merchant_key: self.merchant_key.as_bytes(),
+            merchant_key_id: &self.merchant_key_id,
+            merchant_key_previous: self.merchant_key_previous.as_deref().map(str::as_bytes),
+            district_code: &self.district_code,
+            sector: self.sector,
+            kbli_code: self.kbli_code.as_deref(),
+            amount_idr: self.amount_idr,
+            channel: self.channel,
+            merchant_size: self.merchant_size,
+            backfill: self.backfill,
         }
-        out.extend_from_slice(b",\"district_code\":");
-        json_string(out, &self.district_code);
-        out.extend_from_slice(b",\"sector\":");
-        json_string(out, self.sector.as_str());
-        if let Some(kbli) = &self.kbli_code {
-            out.extend_from_slice(b",\"kbli_code\":");
-            json_string(out, kbli);
-        }
-        out.extend_from_slice(b",\"amount_idr\":");
-        write_u64(out, self.amount_idr);
-        out.extend_from_slice(b",\"channel\":");
-        json_string(out, self.channel.as_str());
-        out.extend_from_slice(b",\"merchant_size\":");
-        json_string(out, self.merchant_size.as_str());
-        if self.backfill {
-            out.extend_from_slice(b",\"backfill\":true");
-        }
-        out.push(b'}');
+        .write_json(out);
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<PaymentRecord, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+/// Appends the Kafka record of `event`, sent by `producer_id`, to `out`:
+/// byte for byte what [`PaymentRecord::from_event`] and
+/// [`PaymentRecord::write_json`] write (a property test holds the two
+/// together), without building either (the gateway writes one per event).
+pub fn write_record(
+    out: &mut Vec<u8>,
+    event: &EventRef<'_>,
+    producer_id: &str,
+    pseudonymiser: &Pseudonymiser,
+    backfill: bool,
+) {
+    let key = pseudonymiser.merchant_key_hex(producer_id, event.merchant_id);
+    let previous = pseudonymiser
+        .previous()
+        .map(|p| p.merchant_key_hex(producer_id, event.merchant_id));
+    Fields {
+        event_id: event.event_id,
+        producer_id,
+        occurred_at: event.occurred_at,
+        merchant_key: &key,
+        merchant_key_id: pseudonymiser.key_id(),
+        merchant_key_previous: previous.as_ref().map(|p| &p[..]),
+        district_code: event.district_code,
+        sector: event.sector,
+        kbli_code: event.kbli_code,
+        amount_idr: event.amount_idr,
+        channel: event.channel,
+        merchant_size: event.merchant_size,
+        backfill,
+    }
+    .write_json(out);
+}
+
+/// The fields of a record, borrowed, in the order they are written.
+struct Fields<'a> {
+    event_id: &'a str,
+    producer_id: &'a str,
+    occurred_at: Timestamp,
+    merchant_key: &'a [u8],
+    merchant_key_id: &'a str,
+    merchant_key_previous: Option<&'a [u8]>,
+    district_code: &'a str,
+    sector: Sector,
+    kbli_code: Option<&'a str>,
+    amount_idr: u64,
+    channel: Channel,
+    merchant_size: MerchantSize,
+    backfill: bool,
+}
+
+impl Fields<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // Written by hand, byte for byte what `serde_json::to_vec` writes
+        // (a property test holds the two together): the gateway writes one
+        // per event, and serde's field-by-field path was a sixth of its CPU.
+        out.extend_from_slice(b"{\"event_id\":");
+        json_string(out, self.event_id.as_bytes());
+        out.extend_from_slice(b",\"producer_id\":");
+        json_string(out, self.producer_id.as_bytes());
+        out.extend_from_slice(b",\"occurred_at\":\"");
+        self.occurred_at.write_to(out);
+        out.extend_from_slice(b"\",\"merchant_key\":");
+        json_string(out, self.merchant_key);
+        out.extend_from_slice(b",\"merchant_key_id\":");
+        json_string(out, self.merchant_key_id.as_bytes());
+        if let Some(previous) = self.merchant_key_previous {
+            out.extend_from_slice(b",\"merchant_key_previous\":");
+            json_string(out, previous);
+        }
+        out.extend_from_slice(b",\"district_code\":");
+        json_string(out, self.district_code.as_bytes());
+        out.extend_from_slice(b",\"sector\":");
+        json_string(out, self.sector.as_str().as_bytes());
+        if let Some(kbli) = self.kbli_code {
+            out.extend_from_slice(b",\"kbli_code\":");
+            json_string(out, kbli.as_bytes());
+        }
+        out.extend_from_slice(b",\"amount_idr\":");
+        write_u64(out, self.amount_idr);
+        out.extend_from_slice(b",\"channel\":");
+        json_string(out, self.channel.as_str().as_bytes());
+        out.extend_from_slice(b",\"merchant_size\":");
+        json_string(out, self.merchant_size.as_str().as_bytes());
+        if self.backfill {
+            out.extend_from_slice(b",\"backfill\":true");
+        }
+        out.push(b'}');
     }
 }
 
@@ -132,11 +203,11 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Appends `s` as a JSON string, escaped as `serde_json` escapes it.
-fn json_string(out: &mut Vec<u8>, s: &str) {
+/// Appends UTF-8 `bytes` as a JSON string, escaped as `serde_json`
+/// escapes it.
+fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let bytes = s.as_bytes();
     // Nearly every string has nothing to escape: one pass without branches
     // per byte (it vectorises), then a single copy.
     let plain = bytes.iter().fold(true, |plain, &b| {
@@ -175,10 +246,15 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 
 pub fn cell_key(district_code: &str, sector: Sector) -> String {
     let mut key = String::with_capacity(district_code.len() + 2);
-    key.push_str(district_code);
-    key.push('|');
-    key.push_str(sector.as_str());
+    write_cell_key(&mut key, district_code, sector);
     key
+}
+
+/// [`cell_key`] into a buffer of the caller's.
+pub fn write_cell_key(out: &mut String, district_code: &str, sector: Sector) {
+    out.push_str(district_code);
+    out.push('|');
+    out.push_str(sector.as_str());
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::{Acks, Intake};
+use crate::{Accepted, Acks, Intake};
 
 /// A producer allowed to post events.
 #[derive(Debug, Clone)]
@@ -454,18 +454,17 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: axum::body::Body) -> R
     let mut sender = st.intake.sender();
     let mut rejections = Vec::new();
     for (index, raw) in records.iter().enumerate() {
-        match st.intake.check(&producer, raw, now) {
-            Ok(record) => {
-                if let Err(error) = sender.send(&acks, &record, now) {
-                    tracing::warn!(message = "Cannot queue records for Kafka; asking the client to retry.", %error);
-                    return failure(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the Kafka producer queue is full or the broker is unreachable; retry the whole request later",
-                    );
-                }
+        match sender.accept(&acks, &producer, raw, now) {
+            Ok(Accepted::Queued) => {}
+            Err(error) => {
+                tracing::warn!(message = "Cannot queue records for Kafka; asking the client to retry.", %error);
+                return failure(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the Kafka producer queue is full or the broker is unreachable; retry the whole request later",
+                );
             }
-            Err(rejection) => {
+            Ok(Accepted::Rejected(rejection)) => {
                 st.metrics
                     .records
                     .with_label_values(&["rejected", rejection.reason.code()])

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 pub mod gateway;
 
+use pulih_event::record::{write_cell_key, write_record};
 use pulih_event::{
-    check_time, validate, Limits, PaymentRecord, Pseudonymiser, Reference, Rejection, TimePolicy,
+    check_time, validate, validate_in_place, Limits, PaymentRecord, Pseudonymiser, Reference,
+    Rejection, TimePolicy,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -331,8 +333,13 @@ impl Intake {
         let event = validate(raw, &self.reference, &self.limits)?;
         check_time(&event, now_ms, &self.time)?;
         let mut record = PaymentRecord::from_event(event, producer_id, &self.pseudonymiser);
-        record.backfill = self.time.max_age_ms.is_none();
+        record.backfill = self.backfill();
         Ok(record)
+    }
+
+    /// Whether this intake's records are a backfill: it has no age limit.
+    fn backfill(&self) -> bool {
+        self.time.max_age_ms.is_none()
     }
 
     /// A handle on the producer in use, for a run of [`Intake::send`]s.
@@ -341,6 +348,7 @@ impl Intake {
             intake: self,
             producer: self.producer(),
             buf: Vec::with_capacity(512),
+            key: String::with_capacity(16),
         }
     }
 
@@ -419,9 +427,61 @@ pub struct Sender<'a> {
     producer: Arc<KafkaProducer>,
     /// The record's JSON, reused from record to record (librdkafka copies it).
     buf: Vec<u8>,
+    /// The record's Kafka key, likewise.
+    key: String,
+}
+
+/// What became of one raw event offered with [`Sender::accept`].
+pub enum Accepted {
+    Queued,
+    Rejected(Rejection),
 }
 
 impl Sender<'_> {
+    /// Does what [`Intake::check`] and then [`Sender::send`] do, without
+    /// building the event or the record when the event takes the
+    /// validator's fast path: the Kafka record is written straight from
+    /// the raw bytes' fields (`pulih_event::record::write_record`, held to
+    /// the record [`Intake::check`] builds by a property test). An `Err`
+    /// is a record valid but not queued.
+    pub fn accept(
+        &mut self,
+        acks: &Acks,
+        producer_id: &str,
+        raw: &[u8],
+        accepted_ms: i64,
+    ) -> Result<Accepted, KafkaError> {
+        let intake = self.intake;
+        let Some(event) = validate_in_place(raw, &intake.reference, &intake.limits) else {
+            return match intake.check(producer_id, raw, accepted_ms) {
+                Ok(record) => self
+                    .send(acks, &record, accepted_ms)
+                    .map(|()| Accepted::Queued),
+                Err(rejection) => Ok(Accepted::Rejected(rejection)),
+            };
+        };
+        if let Err(rejection) = intake
+            .time
+            .check(event.occurred_at.unix_millis(), accepted_ms)
+        {
+            return Ok(Accepted::Rejected(rejection));
+        }
+        self.buf.clear();
+        write_record(
+            &mut self.buf,
+            &event,
+            producer_id,
+            &intake.pseudonymiser,
+            intake.backfill(),
+        );
+        self.key.clear();
+        write_cell_key(&mut self.key, event.district_code, event.sector);
+        let fr = intake.record(acks, &self.key, &self.buf, accepted_ms);
+        acks.send(&self.producer, fr)
+            .map(|()| Accepted::Queued)
+            .map_err(|(e, _)| e)
+    }
+
     /// Queues a record accepted at `accepted_ms` (the clock its time was
     /// checked against).
     pub fn send(

@@ -327,30 +327,9 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        // Eight bytes at a time while none is a quote, a backslash or
-        // outside printable ASCII.
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-            let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-            let special = zero(v ^ (ONES * u64::from(b'"')))
-                | zero(v ^ (ONES * u64::from(b'\\')))
-                | (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
-                | ((v.wrapping_add(ONES) | v) & HIGH);
-            if special != 0 {
-                break;
-            }
-            self.i += 8;
-        }
-        loop {
-            match self.next()? {
-                b'"' => return Some(&self.b[start..self.i - 1]),
-                b'\\' => return None,
-                0x20..=0x7e => {}
-                _ => return None,
-            }
-        }
+        let len = pulih_event::plain_string_len(self.b.get(start..)?)?;
+        self.i = start + len + 1;
+        Some(&self.b[start..start + len])
     }
 
     /// A non-negative integer without leading zeros that fits in u64.
