@@ -342,10 +342,10 @@ impl Intake {
         self.time.max_age_ms.is_none()
     }
 
-    /// A handle on the producer in use, for a run of [`Intake::send`]s.
-    pub fn sender(&self) -> Sender<'_> {
+    /// A handle on the producer in use, for a run of [`Sender::accept`]s.
+    pub fn sender(&self) -> Sender {
         Sender {
-            intake: self,
+            intake: self.clone(),
             producer: self.producer(),
             buf: Vec::with_capacity(512),
             key: String::with_capacity(16),
@@ -422,8 +422,8 @@ impl Intake {
 /// Queues records with one producer handle, each into an [`Acks`] group,
 /// without waiting: a full producer queue is an error (`QueueFull`), for
 /// callers that answer "retry later" instead.
-pub struct Sender<'a> {
-    intake: &'a Intake,
+pub struct Sender {
+    intake: Intake,
     producer: Arc<KafkaProducer>,
     /// The record's JSON, reused from record to record (librdkafka copies it).
     buf: Vec<u8>,
@@ -437,7 +437,7 @@ pub enum Accepted {
     Rejected(Rejection),
 }
 
-impl Sender<'_> {
+impl Sender {
     /// Does what [`Intake::check`] and then [`Sender::send`] do, without
     /// building the event or the record when the event takes the
     /// validator's fast path: the Kafka record is written straight from
@@ -451,7 +451,7 @@ impl Sender<'_> {
         raw: &[u8],
         accepted_ms: i64,
     ) -> Result<Accepted, KafkaError> {
-        let intake = self.intake;
+        let intake = &self.intake;
         let Some(event) = validate_in_place(raw, &intake.reference, &intake.limits) else {
             return match intake.check(producer_id, raw, accepted_ms) {
                 Ok(record) => self
@@ -495,6 +495,25 @@ impl Sender<'_> {
         record.write_json(&mut self.buf);
         let fr = self.intake.record(acks, &key, &self.buf, accepted_ms);
         acks.send(&self.producer, fr).map_err(|(e, _)| e)
+    }
+
+    /// [`Sender::accept`], waiting while the producer queue is full.
+    pub async fn accept_waiting(
+        &mut self,
+        acks: &Acks,
+        producer_id: &str,
+        raw: &[u8],
+        accepted_ms: i64,
+    ) -> Result<Accepted, KafkaFailure> {
+        loop {
+            match self.accept(acks, producer_id, raw, accepted_ms) {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => return Err(self.intake.kafka.fail("produce")(e)),
+                Ok(accepted) => return Ok(accepted),
+            }
+        }
     }
 
     /// Queues any payload to any topic (the dead-letter topic).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use pulih_event::calendar::now_ms;
 use pulih_event::{Limits, Timestamp};
-use pulih_ingest::{delivered, Intake, Offer};
+use pulih_ingest::{delivered, Accepted, Acks, Intake, Offer};
 use pulih_store::{MigrationStatus, Store};
 use pulih_stream::aggregator::{self, AggregatorConfig};
 use pulih_stream::core::CoreConfig;
@@ -339,20 +339,25 @@ async fn serve_metrics(
     Ok(())
 }
 
-/// A task that awaits the delivery of every record sent into the channel,
-/// in order, and returns how many were acknowledged (or the first failure).
+/// Records acknowledged as one group: a group is sent to the
+/// [`ack_counter`] once it holds this many.
+const ACK_GROUP: u64 = 1_000;
+
+/// A task that awaits the delivery of every group of records sent into the
+/// channel (with how many records it holds), in order, and returns how
+/// many records were acknowledged (or the first failure).
 fn ack_counter(
     brokers: String,
 ) -> (
-    tokio::sync::mpsc::Sender<pulih_ingest::Acks>,
+    tokio::sync::mpsc::Sender<(pulih_ingest::Acks, u64)>,
     tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1_000);
     let acks = tokio::spawn(async move {
         let mut ok = 0u64;
-        while let Some(f) = rx.recv().await {
-            delivered(f, &brokers).await?;
-            ok += 1;
+        while let Some((group, records)) = rx.recv().await {
+            delivered(group, &brokers).await?;
+            ok += records;
         }
         Ok(ok)
     });
@@ -620,6 +625,8 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
     let tty = std::io::stderr().is_terminal();
     let brokers = config.kafka.brokers.clone();
     let (tx, acks) = ack_counter(brokers);
+    let mut sender = intake.sender();
+    let (mut group, mut in_group) = (Acks::new(), 0u64);
     let start = Instant::now();
     let mut last_draw = Instant::now();
     let (mut lines, mut rejected) = (0u64, 0u64);
@@ -631,13 +638,20 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
             continue;
         }
         lines += 1;
-        match intake.offer(producer, line).await? {
-            Offer::Queued(f, _) => {
-                if tx.send(f).await.is_err() {
-                    break;
+        match sender
+            .accept_waiting(&group, producer, line, pulih_event::calendar::now_ms())
+            .await?
+        {
+            Accepted::Queued => {
+                in_group += 1;
+                if in_group == ACK_GROUP {
+                    let full = (std::mem::take(&mut group), std::mem::take(&mut in_group));
+                    if tx.send(full).await.is_err() {
+                        break;
+                    }
                 }
             }
-            Offer::Rejected(r) => {
+            Accepted::Rejected(r) => {
                 rejected += 1;
                 *reasons.entry(r.reason.code()).or_default() += 1;
                 tracing::warn!(message = "Rejected line.", line = n + 1, reason = r.reason.code(), detail = %r.detail);
@@ -656,6 +670,10 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
                 lines as f64 / start.elapsed().as_secs_f64()
             );
         }
+    }
+    if in_group > 0 {
+        // A send error means the task stopped; its result says why.
+        let _ = tx.send((group, in_group)).await;
     }
     drop(tx);
     let acked = acks.await??;

@@ -20,11 +20,11 @@ use hyper_util::rt::TokioExecutor;
 use pulih_event::calendar::{day_of, now_ms};
 use pulih_event::holidays::{date_of, day_number};
 use pulih_event::Limits;
-use pulih_ingest::{Intake, Offer};
+use pulih_ingest::{Accepted, Acks, Intake};
 use pulih_sim::{Faults, Kind, Scenario, SimEvent, Simulation};
 
 use crate::config::Config;
-use crate::{ack_counter, BoxError};
+use crate::{ack_counter, BoxError, ACK_GROUP};
 
 /// Where the events go.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,8 +128,10 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 
 enum Sink {
     Kafka {
-        intake: Intake,
-        tx: tokio::sync::mpsc::Sender<pulih_ingest::Acks>,
+        sender: pulih_ingest::Sender,
+        /// The records queued since the last group went to the counter.
+        group: (Acks, u64),
+        tx: tokio::sync::mpsc::Sender<(Acks, u64)>,
         acks: tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
         queued: u64,
     },
@@ -155,14 +157,26 @@ impl Sink {
     ) -> Result<(), BoxError> {
         match self {
             Sink::Kafka {
-                intake, tx, queued, ..
-            } => match intake.offer(&producers[e.producer], &e.json).await? {
-                Offer::Queued(f, _) => {
-                    tx.send(f).await.map_err(|_| "the delivery task stopped")?;
+                sender,
+                group,
+                tx,
+                queued,
+                ..
+            } => match sender
+                .accept_waiting(&group.0, &producers[e.producer], &e.json, now_ms())
+                .await?
+            {
+                Accepted::Queued => {
+                    group.1 += 1;
+                    if group.1 == ACK_GROUP {
+                        tx.send(std::mem::take(group))
+                            .await
+                            .map_err(|_| "the delivery task stopped")?;
+                    }
                     *queued += 1;
                     tally.accepted(&e);
                 }
-                Offer::Rejected(r) => tally.rejected(&e, r.reason.code(), &r.detail),
+                Accepted::Rejected(r) => tally.rejected(&e, r.reason.code(), &r.detail),
             },
             Sink::Gateway { batches, .. } => {
                 let p = e.producer;
@@ -295,8 +309,16 @@ impl Sink {
     async fn finish(self, tally: &mut Tally) -> Result<(), BoxError> {
         match self {
             Sink::Kafka {
-                tx, acks, queued, ..
+                group,
+                tx,
+                acks,
+                queued,
+                ..
             } => {
+                if group.1 > 0 {
+                    // A send error means the task stopped; its result says why.
+                    let _ = tx.send(group).await;
+                }
                 drop(tx);
                 let acked = acks.await??;
                 if acked != queued {
@@ -391,7 +413,8 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
             .with_time_policy(config.time_policy(args.rate.is_none()));
             let (tx, acks) = ack_counter(config.kafka.brokers.clone());
             Sink::Kafka {
-                intake,
+                sender: intake.sender(),
+                group: (Acks::new(), 0),
                 tx,
                 acks,
                 queued: 0,
