@@ -339,6 +339,12 @@ async fn serve_metrics(
     Ok(())
 }
 
+/// Groups of records sent to an [`ack_counter`], each with its size.
+type AckGroups = tokio::sync::mpsc::Sender<(Acks, u64)>;
+
+/// The records an [`ack_counter`] saw acknowledged, or the first failure.
+type AckCount = tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>;
+
 /// Records acknowledged as one group: a group is sent to the
 /// [`ack_counter`] once it holds this many.
 const ACK_GROUP: u64 = 1_000;
@@ -346,12 +352,7 @@ const ACK_GROUP: u64 = 1_000;
 /// A task that awaits the delivery of every group of records sent into the
 /// channel (with how many records it holds), in order, and returns how
 /// many records were acknowledged (or the first failure).
-fn ack_counter(
-    brokers: String,
-) -> (
-    tokio::sync::mpsc::Sender<(pulih_ingest::Acks, u64)>,
-    tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
-) {
+fn ack_counter(brokers: String) -> (AckGroups, AckCount) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1_000);
     let acks = tokio::spawn(async move {
         let mut ok = 0u64;

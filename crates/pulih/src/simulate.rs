@@ -24,7 +24,7 @@ use pulih_ingest::{Accepted, Acks, Intake};
 use pulih_sim::{Faults, Kind, Scenario, SimEvent, Simulation};
 
 use crate::config::Config;
-use crate::{ack_counter, BoxError, ACK_GROUP};
+use crate::{ack_counter, AckCount, AckGroups, BoxError, ACK_GROUP};
 
 /// Where the events go.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,11 +128,11 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 
 enum Sink {
     Kafka {
-        sender: pulih_ingest::Sender,
+        sender: Box<pulih_ingest::Sender>,
         /// The records queued since the last group went to the counter.
         group: (Acks, u64),
-        tx: tokio::sync::mpsc::Sender<(Acks, u64)>,
-        acks: tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>,
+        tx: AckGroups,
+        acks: AckCount,
         queued: u64,
     },
     Gateway {
@@ -413,7 +413,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
             .with_time_policy(config.time_policy(args.rate.is_none()));
             let (tx, acks) = ack_counter(config.kafka.brokers.clone());
             Sink::Kafka {
-                sender: intake.sender(),
+                sender: Box::new(intake.sender()),
                 group: (Acks::new(), 0),
                 tx,
                 acks,
