@@ -92,7 +92,7 @@ async fn known_events_land_as_exact_counts_and_sums() {
     let mut futures = Vec::new();
     for (i, s) in specs.iter().enumerate() {
         match intake.offer("bank-it", &event(i, s)).await.unwrap() {
-            Offer::Queued(f, _) => futures.push(f),
+            Offer::Queued(f) => futures.push(f),
             Offer::Rejected(r) => panic!("event {i} rejected: {r}"),
         }
     }

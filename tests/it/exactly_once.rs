@@ -276,7 +276,7 @@ impl Run {
                 continue;
             }
             match self.intake.offer("bank-x", &body(e)).await.unwrap() {
-                Offer::Queued(f, _) => futures.push(f),
+                Offer::Queued(f) => futures.push(f),
                 Offer::Rejected(r) => panic!("event {} rejected: {r}", e.id),
             }
         }

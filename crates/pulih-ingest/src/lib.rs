@@ -16,8 +16,8 @@ pub mod gateway;
 
 use pulih_event::record::{write_cell_key, write_record};
 use pulih_event::{
-    check_time, validate, validate_in_place, Limits, PaymentRecord, Pseudonymiser, Reference,
-    Rejection, TimePolicy,
+    check_time, validate, validate_general, validate_in_place, Limits, PaymentEvent, PaymentRecord,
+    Pseudonymiser, Reference, Rejection, TimePolicy,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -52,9 +52,6 @@ impl ProducerContext for AckContext {
 
 /// A record for the producer, with the group it is acknowledged in.
 type Record<'a> = BaseRecord<'a, str, [u8], Arc<AckGroup>>;
-
-/// A record the producer did not queue, and why.
-type Refused<'a> = (KafkaError, Record<'a>);
 
 /// The state shared by an [`Acks`] handle and its records in flight.
 pub struct AckGroup {
@@ -97,15 +94,14 @@ impl Acks {
     }
 
     /// Sends one record as a member of this group: the record is queued,
-    /// or handed back with the error and not counted.
-    // The record comes back on a full queue, for `offer` to retry it.
-    #[allow(clippy::result_large_err)]
-    fn send<'a>(&self, producer: &KafkaProducer, record: Record<'a>) -> Result<(), Refused<'a>> {
+    /// or not counted.
+    fn send(&self, producer: &KafkaProducer, record: Record<'_>) -> Result<(), KafkaError> {
         self.0.pending.fetch_add(1, Ordering::AcqRel);
-        producer.send(record).inspect_err(|_| {
+        producer.send(record).map_err(|(error, _)| {
             // Not queued: no report will come for it. The open count keeps
             // this from reaching zero.
             self.0.pending.fetch_sub(1, Ordering::AcqRel);
+            error
         })
     }
 
@@ -122,8 +118,7 @@ impl Acks {
         key: &str,
         payload: &[u8],
     ) -> Result<(), KafkaError> {
-        let fr = self.record(topic).key(key).payload(payload);
-        self.send(producer, fr).map_err(|(e, _)| e)
+        self.send(producer, self.record(topic).key(key).payload(payload))
     }
 
     /// Closes the group and waits until every record sent with it has been
@@ -266,9 +261,8 @@ pub struct Intake {
 
 /// The result of offering one event.
 pub enum Offer {
-    /// Queued for Kafka; wait on the [`Acks`] for the acknowledgement. The
-    /// record is what was sent.
-    Queued(Acks, PaymentRecord),
+    /// Queued for Kafka; wait on the [`Acks`] for the acknowledgement.
+    Queued(Acks),
     Rejected(Rejection),
 }
 
@@ -331,6 +325,16 @@ impl Intake {
         now_ms: i64,
     ) -> Result<PaymentRecord, Rejection> {
         let event = validate(raw, &self.reference, &self.limits)?;
+        self.record_of(event, producer_id, now_ms)
+    }
+
+    /// The time check and the record of a validated event.
+    fn record_of(
+        &self,
+        event: PaymentEvent,
+        producer_id: &str,
+        now_ms: i64,
+    ) -> Result<PaymentRecord, Rejection> {
         check_time(&event, now_ms, &self.time)?;
         let mut record = PaymentRecord::from_event(event, producer_id, &self.pseudonymiser);
         record.backfill = self.backfill();
@@ -389,25 +393,39 @@ impl Intake {
     /// Validates `raw` and, if it is valid, queues its record. Waits while
     /// the producer queue is full.
     pub async fn offer(&self, producer_id: &str, raw: &[u8]) -> Result<Offer, KafkaFailure> {
-        let now = pulih_event::calendar::now_ms();
-        let record = match self.check(producer_id, raw, now) {
-            Ok(r) => r,
-            Err(r) => return Ok(Offer::Rejected(r)),
-        };
-        let key = record.kafka_key();
-        let payload = record.to_json();
         let acks = Acks::new();
-        let mut fr = self.record(&acks, &key, &payload, now);
-        let producer = self.producer();
-        loop {
-            match acks.send(&producer, fr) {
-                Ok(()) => return Ok(Offer::Queued(acks, record)),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    fr = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(self.kafka.fail("produce")(e)),
+        let now = pulih_event::calendar::now_ms();
+        Ok(
+            match self
+                .sender()
+                .accept_waiting(&acks, producer_id, raw, now)
+                .await?
+            {
+                Accepted::Queued => Offer::Queued(acks),
+                Accepted::Rejected(rejection) => Offer::Rejected(rejection),
+            },
+        )
+    }
+
+    /// A [`Loader`] of events into this intake's topic.
+    pub fn loader(&self) -> Loader {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Acks, u64)>(1_000);
+        let brokers = self.kafka.brokers.clone();
+        let counter = tokio::spawn(async move {
+            let mut acknowledged = 0u64;
+            while let Some((group, records)) = rx.recv().await {
+                delivered(group, &brokers).await?;
+                acknowledged += records;
             }
+            Ok(acknowledged)
+        });
+        Loader {
+            sender: self.sender(),
+            group: Acks::new(),
+            in_group: 0,
+            queued: 0,
+            tx,
+            counter: Some(counter),
         }
     }
 
@@ -453,7 +471,10 @@ impl Sender {
     ) -> Result<Accepted, KafkaError> {
         let intake = &self.intake;
         let Some(event) = validate_in_place(raw, &intake.reference, &intake.limits) else {
-            return match intake.check(producer_id, raw, accepted_ms) {
+            // Not for the fast path: the general one says what it is.
+            let checked = validate_general(raw, &intake.reference, &intake.limits)
+                .and_then(|event| intake.record_of(event, producer_id, accepted_ms));
+            return match checked {
                 Ok(record) => self
                     .send(acks, &record, accepted_ms)
                     .map(|()| Accepted::Queued),
@@ -477,9 +498,7 @@ impl Sender {
         self.key.clear();
         write_cell_key(&mut self.key, event.district_code, event.sector);
         let fr = intake.record(acks, &self.key, &self.buf, accepted_ms);
-        acks.send(&self.producer, fr)
-            .map(|()| Accepted::Queued)
-            .map_err(|(e, _)| e)
+        acks.send(&self.producer, fr).map(|()| Accepted::Queued)
     }
 
     /// Queues a record accepted at `accepted_ms` (the clock its time was
@@ -494,7 +513,7 @@ impl Sender {
         self.buf.clear();
         record.write_json(&mut self.buf);
         let fr = self.intake.record(acks, &key, &self.buf, accepted_ms);
-        acks.send(&self.producer, fr).map_err(|(e, _)| e)
+        acks.send(&self.producer, fr)
     }
 
     /// [`Sender::accept`], waiting while the producer queue is full.
@@ -525,6 +544,79 @@ impl Sender {
         payload: &[u8],
     ) -> Result<(), KafkaError> {
         acks.send_raw(&self.producer, topic, key, payload)
+    }
+}
+
+/// Records acknowledged as one group by a [`Loader`].
+pub const LOAD_GROUP: u64 = 1_000;
+
+/// Queues events one after the other without waiting for each (`pulih
+/// produce`, the simulator): a task of its own awaits their
+/// acknowledgements, in groups of [`LOAD_GROUP`] records, and counts them.
+pub struct Loader {
+    sender: Sender,
+    /// The records queued since the last group went to the counter.
+    group: Acks,
+    in_group: u64,
+    queued: u64,
+    tx: tokio::sync::mpsc::Sender<(Acks, u64)>,
+    /// Taken when its result is read.
+    counter: Option<tokio::task::JoinHandle<Result<u64, KafkaFailure>>>,
+}
+
+impl Loader {
+    /// Validates `raw` and queues its record, waiting while the producer
+    /// queue is full. An error is Kafka's, or the first record the broker
+    /// refused.
+    pub async fn offer(&mut self, producer_id: &str, raw: &[u8]) -> Result<Accepted, KafkaFailure> {
+        let now = pulih_event::calendar::now_ms();
+        let accepted = self
+            .sender
+            .accept_waiting(&self.group, producer_id, raw, now)
+            .await?;
+        if let Accepted::Queued = accepted {
+            self.queued += 1;
+            self.in_group += 1;
+            if self.in_group == LOAD_GROUP {
+                let full = (
+                    std::mem::take(&mut self.group),
+                    std::mem::take(&mut self.in_group),
+                );
+                if self.tx.send(full).await.is_err() {
+                    // The counter stopped at a failed delivery: its result says which.
+                    counted(&mut self.counter, &self.sender.intake.kafka).await?;
+                }
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// Records queued so far.
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Waits for every acknowledgement: how many records the broker
+    /// acknowledged (all those queued), or the first it refused.
+    pub async fn finish(mut self) -> Result<u64, KafkaFailure> {
+        if self.in_group > 0 {
+            // A send error means the counter stopped; its result says why.
+            let _ = self.tx.send((self.group, self.in_group)).await;
+        }
+        drop(self.tx);
+        counted(&mut self.counter, &self.sender.intake.kafka).await
+    }
+}
+
+/// The result of a [`Loader`]'s counter task.
+async fn counted(
+    counter: &mut Option<tokio::task::JoinHandle<Result<u64, KafkaFailure>>>,
+    kafka: &KafkaConfig,
+) -> Result<u64, KafkaFailure> {
+    let canceled = || Err(kafka.fail("deliver record")(KafkaError::Canceled));
+    match counter.take() {
+        Some(task) => task.await.unwrap_or_else(|_| canceled()),
+        None => canceled(),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use pulih_event::calendar::now_ms;
 use pulih_event::{Limits, Timestamp};
-use pulih_ingest::{delivered, Accepted, Acks, Intake, Offer};
+use pulih_ingest::{delivered, Accepted, Intake, Offer};
 use pulih_store::{MigrationStatus, Store};
 use pulih_stream::aggregator::{self, AggregatorConfig};
 use pulih_stream::core::CoreConfig;
@@ -339,32 +339,6 @@ async fn serve_metrics(
     Ok(())
 }
 
-/// Groups of records sent to an [`ack_counter`], each with its size.
-type AckGroups = tokio::sync::mpsc::Sender<(Acks, u64)>;
-
-/// The records an [`ack_counter`] saw acknowledged, or the first failure.
-type AckCount = tokio::task::JoinHandle<Result<u64, pulih_ingest::KafkaFailure>>;
-
-/// Records acknowledged as one group: a group is sent to the
-/// [`ack_counter`] once it holds this many.
-const ACK_GROUP: u64 = 1_000;
-
-/// A task that awaits the delivery of every group of records sent into the
-/// channel (with how many records it holds), in order, and returns how
-/// many records were acknowledged (or the first failure).
-fn ack_counter(brokers: String) -> (AckGroups, AckCount) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1_000);
-    let acks = tokio::spawn(async move {
-        let mut ok = 0u64;
-        while let Some((group, records)) = rx.recv().await {
-            delivered(group, &brokers).await?;
-            ok += records;
-        }
-        Ok(ok)
-    });
-    (tx, acks)
-}
-
 async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
     let store = Store::new(&config.store());
     store.ping().await?;
@@ -624,10 +598,7 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
         Box::new(std::io::BufReader::new(counted))
     };
     let tty = std::io::stderr().is_terminal();
-    let brokers = config.kafka.brokers.clone();
-    let (tx, acks) = ack_counter(brokers);
-    let mut sender = intake.sender();
-    let (mut group, mut in_group) = (Acks::new(), 0u64);
+    let mut loader = intake.loader();
     let start = Instant::now();
     let mut last_draw = Instant::now();
     let (mut lines, mut rejected) = (0u64, 0u64);
@@ -639,19 +610,8 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
             continue;
         }
         lines += 1;
-        match sender
-            .accept_waiting(&group, producer, line, pulih_event::calendar::now_ms())
-            .await?
-        {
-            Accepted::Queued => {
-                in_group += 1;
-                if in_group == ACK_GROUP {
-                    let full = (std::mem::take(&mut group), std::mem::take(&mut in_group));
-                    if tx.send(full).await.is_err() {
-                        break;
-                    }
-                }
-            }
+        match loader.offer(producer, line).await? {
+            Accepted::Queued => {}
             Accepted::Rejected(r) => {
                 rejected += 1;
                 *reasons.entry(r.reason.code()).or_default() += 1;
@@ -672,12 +632,7 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
             );
         }
     }
-    if in_group > 0 {
-        // A send error means the task stopped; its result says why.
-        let _ = tx.send((group, in_group)).await;
-    }
-    drop(tx);
-    let acked = acks.await??;
+    let acked = loader.finish().await?;
     if tty {
         eprintln!();
     }
@@ -733,7 +688,7 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
             "merchant_size": "micro",
         });
         match intake.offer("probe", &serde_json::to_vec(&event)?).await? {
-            Offer::Queued(f, _) => delivered(f, &config.kafka.brokers).await?,
+            Offer::Queued(f) => delivered(f, &config.kafka.brokers).await?,
             Offer::Rejected(r) => return Err(format!("probe event rejected: {r}").into()),
         }
         loop {

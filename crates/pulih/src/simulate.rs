@@ -20,11 +20,11 @@ use hyper_util::rt::TokioExecutor;
 use pulih_event::calendar::{day_of, now_ms};
 use pulih_event::holidays::{date_of, day_number};
 use pulih_event::Limits;
-use pulih_ingest::{Accepted, Acks, Intake};
+use pulih_ingest::{Accepted, Intake};
 use pulih_sim::{Faults, Kind, Scenario, SimEvent, Simulation};
 
 use crate::config::Config;
-use crate::{ack_counter, AckCount, AckGroups, BoxError, ACK_GROUP};
+use crate::BoxError;
 
 /// Where the events go.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,14 +127,7 @@ impl Tally {
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 enum Sink {
-    Kafka {
-        sender: Box<pulih_ingest::Sender>,
-        /// The records queued since the last group went to the counter.
-        group: (Acks, u64),
-        tx: AckGroups,
-        acks: AckCount,
-        queued: u64,
-    },
+    Kafka(Box<pulih_ingest::Loader>),
     Gateway {
         client: Http,
         url: String,
@@ -156,26 +149,8 @@ impl Sink {
         tally: &mut Tally,
     ) -> Result<(), BoxError> {
         match self {
-            Sink::Kafka {
-                sender,
-                group,
-                tx,
-                queued,
-                ..
-            } => match sender
-                .accept_waiting(&group.0, &producers[e.producer], &e.json, now_ms())
-                .await?
-            {
-                Accepted::Queued => {
-                    group.1 += 1;
-                    if group.1 == ACK_GROUP {
-                        tx.send(std::mem::take(group))
-                            .await
-                            .map_err(|_| "the delivery task stopped")?;
-                    }
-                    *queued += 1;
-                    tally.accepted(&e);
-                }
+            Sink::Kafka(loader) => match loader.offer(&producers[e.producer], &e.json).await? {
+                Accepted::Queued => tally.accepted(&e),
                 Accepted::Rejected(r) => tally.rejected(&e, r.reason.code(), &r.detail),
             },
             Sink::Gateway { batches, .. } => {
@@ -308,19 +283,9 @@ impl Sink {
 
     async fn finish(self, tally: &mut Tally) -> Result<(), BoxError> {
         match self {
-            Sink::Kafka {
-                group,
-                tx,
-                acks,
-                queued,
-                ..
-            } => {
-                if group.1 > 0 {
-                    // A send error means the task stopped; its result says why.
-                    let _ = tx.send(group).await;
-                }
-                drop(tx);
-                let acked = acks.await??;
+            Sink::Kafka(loader) => {
+                let queued = loader.queued();
+                let acked = loader.finish().await?;
                 if acked != queued {
                     return Err(format!("{queued} records queued but {acked} acknowledged").into());
                 }
@@ -411,14 +376,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
                 Limits::default(),
             )?
             .with_time_policy(config.time_policy(args.rate.is_none()));
-            let (tx, acks) = ack_counter(config.kafka.brokers.clone());
-            Sink::Kafka {
-                sender: Box::new(intake.sender()),
-                group: (Acks::new(), 0),
-                tx,
-                acks,
-                queued: 0,
-            }
+            Sink::Kafka(Box::new(intake.loader()))
         }
         Output::Gateway => {
             let mut tokens = Vec::new();
