@@ -6,7 +6,8 @@
 # number), and at the end ClickHouse's own counters over the run (rows and
 # bytes inserted, bytes written by inserts, rows and bytes merged), rows
 # and bytes on disk per table, and whether any insert was refused
-# (TOO_MANY_PARTS or anything else: the aggregator's store_errors_total).
+# (TOO_MANY_PARTS or anything else: the aggregator's store_errors_total),
+# with the CPU time of ClickHouse and of the aggregator over the run.
 #
 # Usage: deploy/local/bench-writes.sh [RATE] [SECONDS] [PARTITIONS]
 #        (default 30000 600 6)
@@ -48,6 +49,9 @@ parts() { # table → active parts, parts created so far
          FROM system.parts WHERE database = '$DB' GROUP BY table, partition)
        GROUP BY table HAVING sum(blocks) > 0 ORDER BY table FORMAT TSV"
 }
+TICKS=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
+CH_PID=$(cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/clickhouse.pid")
 metric() { curl -s http://127.0.0.1:9471/metrics | awk -v n="$1" '$1 == n { v=$2 } END { print v+0 }'; }
 
 "$PULIH" migrate >/dev/null
@@ -58,6 +62,7 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:9471/readyz >/dev/null && brea
 echo "bench-writes: $RATE events/s for $SECONDS_TO_RUN s to a topic of $PARTITIONS partitions, database $DB"
 "$PULIH" simulate --rate "$RATE" --duration "$SECONDS_TO_RUN" >"$OUT/writes-simulate.out" 2>"$OUT/writes-simulate.log" &
 SIM=$!
+ch_cpu0=$(cpu "$CH_PID") agg_cpu0=$(cpu "$AGG")
 declare -A before
 minute=0
 while kill -0 "$SIM" 2>/dev/null; do
@@ -80,6 +85,7 @@ for _ in $(seq 600); do
 done
 sleep 2
 counters >"$OUT/writes-counters-1.tsv"
+ch_cpu=$(($(cpu "$CH_PID") - ch_cpu0)) agg_cpu=$(($(cpu "$AGG") - agg_cpu0))
 errors=$(metric pulih_aggregate_store_errors_total)
 echo
 echo "| ClickHouse, over the run | total | per million events |"
@@ -87,6 +93,8 @@ echo "|---|---:|---:|"
 LC_ALL=C join "$OUT/writes-counters-0.tsv" "$OUT/writes-counters-1.tsv" -t $'\t' | while IFS=$'\t' read -r name v0 v1; do
     printf '| %s | %s | %.0f |\n' "$name" "$((v1 - v0))" "$(echo "($v1 - $v0) / $sent * 1000000" | bc -l)"
 done
+printf '| ClickHouse CPU-seconds | %.1f | %.2f |\n' "$(echo "$ch_cpu / $TICKS" | bc -l)" "$(echo "$ch_cpu / $TICKS / $sent * 1000000" | bc -l)"
+printf '| aggregator CPU-seconds | %.1f | %.2f |\n' "$(echo "$agg_cpu / $TICKS" | bc -l)" "$(echo "$agg_cpu / $TICKS / $sent * 1000000" | bc -l)"
 echo
 echo "| table | rows on disk | bytes on disk | parts created | parts created per minute | active parts at the end |"
 echo "|---|---:|---:|---:|---:|---:|"

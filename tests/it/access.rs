@@ -184,7 +184,11 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         47,
         "analyst reads merchant keys from the analytics copy",
     );
-    for table in ["activity_1m", "merchant_activity_daily", "aggregator_seen"] {
+    for table in [
+        "activity_1m",
+        "merchant_activity_daily",
+        "aggregator_fingerprints",
+    ] {
         refused(
             count(&analyst, &format!("SELECT count() FROM pulih.{table}")).await,
             291,

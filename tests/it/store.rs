@@ -44,32 +44,36 @@ async fn a_stopped_server_gives_an_error_naming_the_address() {
 async fn fingerprints_are_read_by_window_and_old_months_dropped() {
     let store = Store::new(&store_config("prune"));
     store.migrate().await.unwrap();
-    let row = |window_start: u32, partition: i32, offset: i64| pulih_store::SeenRow {
+    let row = |window_start: u32, partition: i32, offsets: &[i64]| pulih_store::SeenRow {
         topic: "t".into(),
         partition,
         district_code: "31.74.09".into(),
         sector: "G".into(),
         window_start,
-        fingerprint: [offset as u8; 16],
-        offset,
+        fingerprints: offsets.iter().map(|&o| [o as u8; 16]).collect(),
+        offsets: offsets.to_vec(),
     };
     // 2024-01-31T23:59:00Z, 2024-02-29T00:00:00Z and 2024-03-01T00:00:00Z.
     let (jan, feb, mar) = (1_706_745_540, 1_709_164_800, 1_709_251_200);
     let rows = [
-        row(jan, 0, 0),
-        row(feb, 0, 1),
-        row(mar, 0, 2),
-        row(mar, 0, 3),
-        row(mar, 1, 4),
+        row(jan, 0, &[0]),
+        row(feb, 0, &[1]),
+        row(mar, 0, &[2, 3]),
+        row(mar, 0, &[5]),
+        row(mar, 1, &[4]),
     ];
     store.insert_seen(&rows).await.unwrap();
-    // A replayed flush writes the same rows again: harmless.
+    // A replayed flush writes the same fingerprints again: harmless.
     store.insert_seen(&rows[2..3]).await.unwrap();
     let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
     let mut got = store.seen_for("t", 0, &[key(mar), key(jan)]).await.unwrap();
-    got.sort_by_key(|r| r.offset);
+    got.sort_by_key(|r| r.offsets.clone());
     got.dedup();
-    assert_eq!(got, vec![rows[0].clone(), rows[2].clone(), rows[3].clone()]);
+    assert_eq!(
+        got,
+        vec![rows[0].clone(), rows[2].clone(), rows[3].clone()],
+        "both rows of March's window, the copy folded away"
+    );
     assert_eq!(
         store.prune_seen(202_403).await.unwrap(),
         vec![202_401, 202_402]
@@ -203,4 +207,71 @@ async fn thousands_of_rows_are_read_back_in_one_call() {
         .map(|i| (i * 60, "31.71.01".to_owned(), "G".to_owned()))
         .collect();
     assert!(store.activity_for(&windows).await.unwrap().is_empty());
+}
+
+/// Upgrading from one row per fingerprint (`aggregator_seen`) carries every
+/// fingerprint over, by window, with its lowest offset; and the migration,
+/// run again from its start as after an interruption, loses nothing.
+#[tokio::test]
+async fn the_fingerprints_of_the_old_table_are_carried_over() {
+    let store = Store::new(&store_config("seen_upgrade"));
+    store.migrate().await.unwrap();
+    let ch = store.client();
+    let last = MIGRATIONS.last().unwrap();
+    assert_eq!(last.name, "0021_aggregator_fingerprints.sql");
+    // The old table, as 0007 made it, holding what an older version wrote:
+    // two windows of partition 0, one of partition 1, a fingerprint
+    // written twice (a replay) and once more at a later offset (no
+    // aggregator writes that, but the lowest offset must win).
+    let old = &last.statements()[1];
+    assert!(
+        old.contains("CREATE TABLE IF NOT EXISTS aggregator_seen"),
+        "{old}"
+    );
+    ch.query(old).execute().await.unwrap();
+    ch.query(
+        "INSERT INTO aggregator_seen VALUES \
+         ('t', 0, '31.74.09', 'G', 1709251200, 'aaaaaaaaaaaaaaaa', 7), \
+         ('t', 0, '31.74.09', 'G', 1709251200, 'aaaaaaaaaaaaaaaa', 7), \
+         ('t', 0, '31.74.09', 'G', 1709251200, 'bbbbbbbbbbbbbbbb', 9), \
+         ('t', 0, '31.74.09', 'G', 1709251260, 'cccccccccccccccc', 12), \
+         ('t', 0, '31.74.09', 'G', 1709251260, 'cccccccccccccccc', 30), \
+         ('t', 1, '31.74.09', 'G', 1709251200, 'dddddddddddddddd', 3)",
+    )
+    .execute()
+    .await
+    .unwrap();
+    for run in 0..2 {
+        for stmt in last.statements() {
+            ch.query(&stmt).execute().await.unwrap();
+        }
+        let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
+        let pairs = |p: i32, t: u32| {
+            let store = &store;
+            async move {
+                let mut out: std::collections::BTreeMap<[u8; 16], i64> = Default::default();
+                for row in store.seen_for("t", p, &[key(t)]).await.unwrap() {
+                    assert_eq!(row.fingerprints.len(), row.offsets.len());
+                    for (f, o) in row.pairs() {
+                        let first = out.entry(f).or_insert(o);
+                        *first = (*first).min(o);
+                    }
+                }
+                out.into_iter().collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            pairs(0, 1_709_251_200).await,
+            vec![([b'a'; 16], 7), ([b'b'; 16], 9)],
+            "run {run}"
+        );
+        assert_eq!(pairs(0, 1_709_251_260).await, vec![([b'c'; 16], 12)]);
+        assert_eq!(pairs(1, 1_709_251_200).await, vec![([b'd'; 16], 3)]);
+        let left: u64 = ch
+            .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'aggregator_seen'")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the old table is dropped");
+    }
 }

@@ -288,7 +288,8 @@ pub struct MerchantLinkRow {
     pub first_seen: u32,
 }
 
-/// One row of `aggregator_seen`: an event counted in a window.
+/// One row of `aggregator_fingerprints`: the events newly counted in a
+/// window in one flush.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct SeenRow {
     pub topic: String,
@@ -297,9 +298,21 @@ pub struct SeenRow {
     pub sector: String,
     pub window_start: u32,
     /// XXH3-128 of (producer_id, event_id), big-endian.
-    pub fingerprint: [u8; 16],
-    /// Offset of the event's first occurrence in the partition.
-    pub offset: i64,
+    pub fingerprints: Vec<[u8; 16]>,
+    /// Offset of each event's first occurrence in the partition, in the
+    /// order of `fingerprints`.
+    pub offsets: Vec<i64>,
+}
+
+impl SeenRow {
+    /// The (fingerprint, first offset) pairs; a row whose arrays differ
+    /// in length (not written by pulih) yields the common prefix.
+    pub fn pairs(&self) -> impl Iterator<Item = ([u8; 16], i64)> + '_ {
+        self.fingerprints
+            .iter()
+            .copied()
+            .zip(self.offsets.iter().copied())
+    }
 }
 
 /// Which rows to restore for one Kafka partition (see docs/semantics.md).
@@ -459,9 +472,9 @@ impl Store {
         self.insert_rows("merchant_activity_daily", rows).await
     }
 
-    /// Appends fingerprints of counted events to `aggregator_seen`.
+    /// Appends fingerprints of counted events to `aggregator_fingerprints`.
     pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
-        self.insert_rows("aggregator_seen", rows).await
+        self.insert_rows("aggregator_fingerprints", rows).await
     }
 
     /// Records the producers of merchant keys in `merchant_producer`.
@@ -590,8 +603,8 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(",");
             let sql = format!(
-                "SELECT topic, partition, district_code, sector, window_start, fingerprint, offset \
-                 FROM aggregator_seen WHERE topic = ? AND partition = ? \
+                "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets \
+                 FROM aggregator_fingerprints WHERE topic = ? AND partition = ? \
                  AND (district_code, sector, window_start) IN ({list})"
             );
             out.extend(
@@ -601,7 +614,7 @@ impl Store {
                     .bind(partition)
                     .fetch_all::<SeenRow>()
                     .await
-                    .map_err(self.err("read aggregator_seen"))?,
+                    .map_err(self.err("read aggregator_fingerprints"))?,
             );
         }
         Ok(out)
@@ -623,19 +636,19 @@ impl Store {
         Ok(t.filter(|&t| t != i64::MIN && t != 0))
     }
 
-    /// Drops the monthly partitions of `aggregator_seen` before
+    /// Drops the monthly partitions of `aggregator_fingerprints` before
     /// `before_month` (`YYYYMM`); returns the months dropped.
     pub async fn prune_seen(&self, before_month: u32) -> Result<Vec<u32>, StoreError> {
         let parts: Vec<String> = self
             .client
             .query(
                 "SELECT DISTINCT partition FROM system.parts \
-                 WHERE database = ? AND table = 'aggregator_seen' AND active",
+                 WHERE database = ? AND table = 'aggregator_fingerprints' AND active",
             )
             .bind(&self.database)
             .fetch_all()
             .await
-            .map_err(self.err("list aggregator_seen partitions"))?;
+            .map_err(self.err("list aggregator_fingerprints partitions"))?;
         let mut months: Vec<u32> = parts
             .iter()
             .filter_map(|p| p.trim_matches('\'').parse().ok())
@@ -645,11 +658,11 @@ impl Store {
         for &month in &months {
             self.client
                 .query(&format!(
-                    "ALTER TABLE aggregator_seen DROP PARTITION {month}"
+                    "ALTER TABLE aggregator_fingerprints DROP PARTITION {month}"
                 ))
                 .execute()
                 .await
-                .map_err(self.err("drop an aggregator_seen partition"))?;
+                .map_err(self.err("drop an aggregator_fingerprints partition"))?;
         }
         Ok(months)
     }

@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(18, "0018_public_alerts.sql"),
     migration!(19, "0019_cell_names.sql"),
     migration!(20, "0020_public_view_on_a_cluster.sql"),
+    migration!(21, "0021_aggregator_fingerprints.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

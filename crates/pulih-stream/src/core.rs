@@ -17,7 +17,7 @@
 //! - with each resident window, the fingerprint of every (producer_id,
 //!   event_id) counted in it and the offset where it first came: the
 //!   de-duplication memory. It lives and dies with the window, and is
-//!   written to `aggregator_seen` with the window's rows, so a re-sent
+//!   written to `aggregator_fingerprints` with the window's rows, so a re-sent
 //!   event that arrives after its window was closed and forgotten is
 //!   checked against the fingerprints read back with the row.
 //!
@@ -439,12 +439,14 @@ impl Partition {
                 continue;
             }
             if let Some(slot) = self.windows.get_mut(&key) {
-                let first = slot
-                    .agg
-                    .seen
-                    .entry(u128::from_be_bytes(row.fingerprint))
-                    .or_insert(row.offset);
-                *first = (*first).min(row.offset);
+                for (fingerprint, offset) in row.pairs() {
+                    let first = slot
+                        .agg
+                        .seen
+                        .entry(u128::from_be_bytes(fingerprint))
+                        .or_insert(offset);
+                    *first = (*first).min(offset);
+                }
             }
         }
     }
@@ -687,17 +689,22 @@ impl Partition {
     /// empty; while records are pending the checkpoint is left out.
     pub fn take(&mut self, topic: &str, group_id: &str, all_final: bool, now_s: u32) -> Flush {
         let mut flush = Flush::default();
-        for (key, fp, offset) in self.new_seen.drain(..) {
+        // One row per window: sorted by window, offsets still ascending
+        // within each (the sort is stable).
+        self.new_seen.sort_by_key(|(key, _, _)| *key);
+        for group in self.new_seen.chunk_by(|a, b| a.0 == b.0) {
+            let key = group[0].0;
             flush.seen.push(SeenRow {
                 topic: topic.to_owned(),
                 partition: self.id,
                 window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
                 district_code: district_str(&key.district).to_owned(),
                 sector: key.sector.as_str().to_owned(),
-                fingerprint: fp.to_be_bytes(),
-                offset,
+                fingerprints: group.iter().map(|(_, fp, _)| fp.to_be_bytes()).collect(),
+                offsets: group.iter().map(|(_, _, offset)| *offset).collect(),
             });
         }
+        self.new_seen.clear();
         let wm = self.watermark_ms;
         let window_ms = self.config.window_ms;
         let id = self.id;

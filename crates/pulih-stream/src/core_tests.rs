@@ -830,3 +830,58 @@ proptest! {
         prop_assert_eq!(daily_values(&m), daily_values(&clean));
     }
 }
+
+/// A flush writes one fingerprint row per window, whatever the order the
+/// events came in, with each fingerprint next to its offset and the
+/// offsets ascending; a duplicate adds nothing.
+#[test]
+fn a_flush_writes_one_fingerprint_row_per_window() {
+    let mut p = Partition::new(3, config(120_000));
+    // Windows at 0 and 60 s of cell 0, and the first window of cell 1,
+    // interleaved.
+    let plan: [(u32, i64, usize); 7] = [
+        (1, 0, 0),
+        (2, 61_000, 0),
+        (3, 1_000, 1),
+        (4, 2_000, 0),
+        (1, 3_000, 0), // sent again
+        (5, 62_000, 0),
+        (6, 4_000, 0),
+    ];
+    for (offset, &(id, t, cell)) in plan.iter().enumerate() {
+        let e = ev(id, if id == 1 { 0 } else { t }, cell, 1, 10);
+        p.fold(offset as i64, T0 + t, &e);
+    }
+    let f = p.take("t", "g", false, 0);
+    let mut rows: Vec<(String, String, u32, Vec<i64>)> = f
+        .seen
+        .iter()
+        .map(|r| {
+            assert_eq!((r.topic.as_str(), r.partition), ("t", 3));
+            assert_eq!(r.fingerprints.len(), r.offsets.len());
+            (
+                r.district_code.clone(),
+                r.sector.clone(),
+                r.window_start,
+                r.offsets.clone(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let start = (T0 / 1000) as u32;
+    assert_eq!(
+        rows,
+        vec![
+            ("31.71.01".into(), "G".into(), start, vec![2]),
+            ("31.74.09".into(), "G".into(), start, vec![0, 3, 6]),
+            ("31.74.09".into(), "G".into(), start + 60, vec![1, 5]),
+        ]
+    );
+    let first = f.seen.iter().find(|r| r.offsets == [0, 3, 6]).unwrap();
+    assert_eq!(
+        first.fingerprints[2],
+        fingerprint("p", "e6").to_be_bytes(),
+        "each fingerprint next to its offset"
+    );
+    assert!(p.take("t", "g", false, 0).seen.is_empty(), "written once");
+}
