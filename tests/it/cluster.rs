@@ -211,6 +211,63 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
         assert_eq!(analytics, got, "{name}: analytics");
     }
 
+    // Fingerprints of every cell in two months, then the older month
+    // dropped (`aggregate.dedup_retention_days`): gone from both shards'
+    // replicas, the newer month untouched. Without a quorum, as the
+    // configuration requires for a retention on a cluster: after a DROP
+    // PARTITION, ClickHouse 18.16 refuses every sequentially consistent
+    // read of a table whose dropped month had a quorum insert.
+    let no_quorum = Store::new(&StoreConfig {
+        insert_quorum: 1,
+        ..cluster_config(URL, &database)
+    });
+    let (jan, mar) = (1_706_745_540u32, 1_709_251_200u32);
+    let seen: Vec<pulih_store::SeenRow> = cells
+        .iter()
+        .flat_map(|(d, s)| {
+            [jan, mar].map(|window_start| pulih_store::SeenRow {
+                topic: "t".into(),
+                partition: 0,
+                district_code: d.clone(),
+                sector: (*s).into(),
+                window_start,
+                fingerprints: vec![[7; 16], [8; 16]],
+                offsets: vec![1, 2],
+            })
+        })
+        .collect();
+    no_quorum.insert_seen(&seen).await.unwrap();
+    let months = |port: u16| {
+        let sql = format!(
+            "SELECT concat(toString(m), ' ', toString(c)) FROM (SELECT toYYYYMM(window_start) AS m, \
+             count() AS c FROM `{database}`.aggregator_fingerprints_local GROUP BY m) ORDER BY m"
+        );
+        async move { strings(&node(port), &sql).await }
+    };
+    for (_, port) in NODES {
+        node(port)
+            .query(&format!(
+                "SYSTEM SYNC REPLICA `{database}`.aggregator_fingerprints_local"
+            ))
+            .execute()
+            .await
+            .unwrap();
+    }
+    let before = [months(8211).await, months(8221).await];
+    assert!(
+        before.iter().all(|m| m.len() == 2),
+        "both months on both shards: {before:?}"
+    );
+    assert_eq!(no_quorum.prune_seen(202_403).await.unwrap(), vec![202_401]);
+    for (name, port) in NODES {
+        let after = months(port).await;
+        assert_eq!(after.len(), 1, "{name}: {after:?}");
+        assert!(after[0].starts_with("202403 "), "{name}: {after:?}");
+    }
+    assert!(no_quorum.prune_seen(202_403).await.unwrap().is_empty());
+    let key = (mar, cells[0].0.clone(), cells[0].1.to_owned());
+    assert_eq!(store.seen_for("t", 0, &[key]).await.unwrap().len(), 1);
+
     // A replica killed (SIGKILL): with a quorum of two, an insert with
     // rows for its shard is not acknowledged while it is down. ClickHouse
     // either refuses it at once (TOO_FEW_LIVE_REPLICAS, once ZooKeeper has

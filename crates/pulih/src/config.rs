@@ -359,6 +359,15 @@ impl Config {
                 ),
             ));
         }
+        if retention != 0
+            && !self.clickhouse.cluster.is_empty()
+            && self.clickhouse.insert_quorum > 1
+        {
+            return Err(key_error(
+                "aggregate.dedup_retention_days",
+                "must be 0 on a cluster with clickhouse.insert_quorum above 1: dropping a month of fingerprints leaves ClickHouse's record of that month's last quorum insert behind, and ClickHouse then refuses every read of the fingerprints that asks for sequential consistency (docs/semantics.md, \"Retention on a cluster\")",
+            ));
+        }
         for (key, addr) in [
             ("aggregate.metrics_addr", &self.aggregate.metrics_addr),
             (
@@ -1005,6 +1014,11 @@ mod tests {
         assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
         assert!(e.contains("at least 9"), "{e}");
         assert!(load_toml("[aggregate]\ndedup_retention_days = 9\n").is_ok());
+        let on_cluster = "[clickhouse]\ncluster = \"pulih\"\ninsert_quorum = 2\n[aggregate]\ndedup_retention_days = 9\n";
+        let e = load_toml(on_cluster).unwrap_err().to_string();
+        assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
+        assert!(e.contains("insert_quorum"), "{e}");
+        assert!(load_toml(&on_cluster.replace("insert_quorum = 2", "insert_quorum = 1")).is_ok());
         let e = load_toml("[aggregate]\ndedup_horizon_secs = 3600\n")
             .unwrap_err()
             .to_string();
