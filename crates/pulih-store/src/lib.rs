@@ -637,38 +637,21 @@ impl Store {
     }
 
     /// Drops the monthly partitions of `aggregator_fingerprints` before
-    /// `before_month` (`YYYYMM`); returns the months dropped. On a cluster
-    /// the months are those of the Distributed table (any shard's rows),
-    /// and each is dropped from `aggregator_fingerprints_local` on every
-    /// shard, `ON CLUSTER`.
+    /// `before_month` (`YYYYMM`); returns the months dropped. The months
+    /// are read through the table (on a cluster, the Distributed table:
+    /// any shard's rows); on a cluster each is dropped from
+    /// `aggregator_fingerprints_local` on every shard, `ON CLUSTER`.
     pub async fn prune_seen(&self, before_month: u32) -> Result<Vec<u32>, StoreError> {
-        let mut months: Vec<u32> = if self.cluster.is_empty() {
-            let parts: Vec<String> = self
-                .client
-                .query(
-                    "SELECT DISTINCT partition FROM system.parts \
-                     WHERE database = ? AND table = 'aggregator_fingerprints' AND active",
-                )
-                .bind(&self.database)
-                .fetch_all()
-                .await
-                .map_err(self.err("list aggregator_fingerprints partitions"))?;
-            parts
-                .iter()
-                .filter_map(|p| p.trim_matches('\'').parse().ok())
-                .collect()
-        } else {
-            self.client
-                .query(
-                    "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_fingerprints \
-                     WHERE toYYYYMM(window_start) < ?",
-                )
-                .bind(before_month)
-                .fetch_all()
-                .await
-                .map_err(self.err("list aggregator_fingerprints months"))?
-        };
-        months.retain(|&m| m < before_month);
+        let mut months: Vec<u32> = self
+            .client
+            .query(
+                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_fingerprints \
+                 WHERE toYYYYMM(window_start) < ?",
+            )
+            .bind(before_month)
+            .fetch_all()
+            .await
+            .map_err(self.err("list aggregator_fingerprints months"))?;
         months.sort_unstable();
         let drop = |month: u32| {
             if self.cluster.is_empty() {
