@@ -233,6 +233,8 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
                 window_start,
                 fingerprints: vec![[7; 16], [8; 16]],
                 offsets: vec![1, 2],
+                merchants: vec![[9; 32]],
+                merchant_offsets: vec![1],
             })
         })
         .collect();
@@ -240,14 +242,14 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     let months = |port: u16| {
         let sql = format!(
             "SELECT concat(toString(m), ' ', toString(c)) FROM (SELECT toYYYYMM(window_start) AS m, \
-             count() AS c FROM `{database}`.aggregator_fingerprints_local GROUP BY m) ORDER BY m"
+             count() AS c FROM `{database}`.aggregator_counted_local GROUP BY m) ORDER BY m"
         );
         async move { strings(&node(port), &sql).await }
     };
     for (_, port) in NODES {
         node(port)
             .query(&format!(
-                "SYSTEM SYNC REPLICA `{database}`.aggregator_fingerprints_local"
+                "SYSTEM SYNC REPLICA `{database}`.aggregator_counted_local"
             ))
             .execute()
             .await
@@ -266,7 +268,9 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     }
     assert!(no_quorum.prune_seen(202_403).await.unwrap().is_empty());
     let key = (mar, cells[0].0.clone(), cells[0].1.to_owned());
-    assert_eq!(store.seen_for("t", 0, &[key]).await.unwrap().len(), 1);
+    let left = store.seen_for("t", &[key]).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].merchant_pairs().collect::<Vec<_>>(), [([9; 32], 1)]);
 
     // A replica killed (SIGKILL): with a quorum of two, an insert with
     // rows for its shard is not acknowledged while it is down. ClickHouse

@@ -52,6 +52,8 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
         window_start,
         fingerprints: offsets.iter().map(|&o| [o as u8; 16]).collect(),
         offsets: offsets.to_vec(),
+        merchants: offsets.iter().map(|&o| [o as u8 + 100; 32]).collect(),
+        merchant_offsets: offsets.to_vec(),
     };
     // 2024-01-31T23:59:00Z, 2024-02-29T00:00:00Z and 2024-03-01T00:00:00Z.
     let (jan, feb, mar) = (1_706_745_540, 1_709_164_800, 1_709_251_200);
@@ -66,27 +68,34 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
     // A replayed flush writes the same fingerprints again: harmless.
     store.insert_seen(&rows[2..3]).await.unwrap();
     let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
-    let mut got = store.seen_for("t", 0, &[key(mar), key(jan)]).await.unwrap();
+    let mut got = store.seen_for("t", &[key(mar), key(jan)]).await.unwrap();
     got.sort_by_key(|r| r.offsets.clone());
     got.dedup();
     assert_eq!(
         got,
-        vec![rows[0].clone(), rows[2].clone(), rows[3].clone()],
-        "both rows of March's window, the copy folded away"
+        vec![
+            rows[0].clone(),
+            rows[2].clone(),
+            rows[4].clone(),
+            rows[3].clone()
+        ],
+        "the rows of March's window, of both partitions, the copy folded away"
     );
     assert_eq!(
         store.prune_seen(202_403).await.unwrap(),
         vec![202_401, 202_402]
     );
     assert!(store
-        .seen_for("t", 0, &[key(jan), key(feb)])
+        .seen_for("t", &[key(jan), key(feb)])
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.seen_for("t", 1, &[key(mar)]).await.unwrap(),
-        vec![rows[4].clone()]
+        store.seen_for("t", &[key(mar)]).await.unwrap().len(),
+        4,
+        "March untouched: its three rows and the copy"
     );
+    assert!(store.seen_for("u", &[key(mar)]).await.unwrap().is_empty());
     assert!(store.prune_seen(202_403).await.unwrap().is_empty());
 
     // Pruning follows the lowest checkpoint of the topic.
@@ -100,10 +109,17 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
         group_id: "g".into(),
         updated_at: 1,
     };
+    assert_eq!(store.record_layout("t", 3).await.unwrap(), 3);
     store
         .insert_checkpoints(&[cp(0, 5, 3_000), cp(0, 9, 9_000), cp(1, 4, 7_000)])
         .await
         .unwrap();
+    assert_eq!(
+        store.checkpointed_event_time("t").await.unwrap(),
+        None,
+        "partition 2 has no checkpoint yet: it restores all its rows"
+    );
+    store.insert_checkpoints(&[cp(2, 1, 8_000)]).await.unwrap();
     assert_eq!(
         store.checkpointed_event_time("t").await.unwrap(),
         Some(7_000)
@@ -209,21 +225,25 @@ async fn thousands_of_rows_are_read_back_in_one_call() {
     assert!(store.activity_for(&windows).await.unwrap().is_empty());
 }
 
-/// Upgrading from one row per fingerprint (`aggregator_seen`) carries every
-/// fingerprint over, by window, with its lowest offset; and the migration,
-/// run again from its start as after an interruption, loses nothing.
+/// Upgrading from one row per fingerprint (`aggregator_seen`, through
+/// `aggregator_fingerprints`) carries every fingerprint over, by window,
+/// with its lowest offset; and the migrations, run again from their start
+/// as after an interruption, lose nothing.
 #[tokio::test]
 async fn the_fingerprints_of_the_old_table_are_carried_over() {
     let store = Store::new(&store_config("seen_upgrade"));
     store.migrate().await.unwrap();
     let ch = store.client();
-    let last = MIGRATIONS.last().unwrap();
-    assert_eq!(last.name, "0021_aggregator_fingerprints.sql");
+    let [by_window, counted] = &MIGRATIONS[MIGRATIONS.len() - 2..] else {
+        unreachable!()
+    };
+    assert_eq!(by_window.name, "0021_aggregator_fingerprints.sql");
+    assert_eq!(counted.name, "0022_aggregator_counted.sql");
     // The old table, as 0007 made it, holding what an older version wrote:
     // two windows of partition 0, one of partition 1, a fingerprint
     // written twice (a replay) and once more at a later offset (no
     // aggregator writes that, but the lowest offset must win).
-    let old = &last.statements()[1];
+    let old = &by_window.statements()[1];
     assert!(
         old.contains("CREATE TABLE IF NOT EXISTS aggregator_seen"),
         "{old}"
@@ -242,16 +262,20 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     .await
     .unwrap();
     for run in 0..2 {
-        for stmt in last.statements() {
-            ch.query(&stmt).execute().await.unwrap();
+        for stmt in by_window.statements().iter().chain(&counted.statements()) {
+            ch.query(stmt).execute().await.unwrap();
         }
         let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
         let pairs = |p: i32, t: u32| {
             let store = &store;
             async move {
                 let mut out: std::collections::BTreeMap<[u8; 16], i64> = Default::default();
-                for row in store.seen_for("t", p, &[key(t)]).await.unwrap() {
+                for row in store.seen_for("t", &[key(t)]).await.unwrap() {
+                    if row.partition != p {
+                        continue;
+                    }
                     assert_eq!(row.fingerprints.len(), row.offsets.len());
+                    assert!(row.merchants.is_empty() && row.merchant_offsets.is_empty());
                     for (f, o) in row.pairs() {
                         let first = out.entry(f).or_insert(o);
                         *first = (*first).min(o);
@@ -268,10 +292,13 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
         assert_eq!(pairs(0, 1_709_251_260).await, vec![([b'c'; 16], 12)]);
         assert_eq!(pairs(1, 1_709_251_200).await, vec![([b'd'; 16], 3)]);
         let left: u64 = ch
-            .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'aggregator_seen'")
+            .query(
+                "SELECT count() FROM system.tables WHERE database = currentDatabase() \
+                    AND name IN ('aggregator_seen', 'aggregator_fingerprints')",
+            )
             .fetch_one()
             .await
             .unwrap();
-        assert_eq!(left, 0, "the old table is dropped");
+        assert_eq!(left, 0, "the old tables are dropped");
     }
 }

@@ -139,7 +139,9 @@ pub struct ActivityRow {
     pub is_final: u8,
     pub source_partition: i32,
     pub source_offset: i64,
-    /// The window's distinct merchant keys, sorted.
+    /// Empty in rows written since migration 0022: the window's merchants
+    /// are in `aggregator_counted` ([`SeenRow::merchants`]). Older rows
+    /// carry all of them here, sorted.
     pub merchant_keys: Vec<[u8; 32]>,
     pub version: u64,
     pub updated_at: u32,
@@ -288,8 +290,8 @@ pub struct MerchantLinkRow {
     pub first_seen: u32,
 }
 
-/// One row of `aggregator_fingerprints`: the events newly counted in a
-/// window in one flush.
+/// One row of `aggregator_counted`: the events and the merchants newly
+/// counted in a window in one flush.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct SeenRow {
     pub topic: String,
@@ -302,6 +304,12 @@ pub struct SeenRow {
     /// Offset of each event's first occurrence in the partition, in the
     /// order of `fingerprints`.
     pub offsets: Vec<i64>,
+    /// Merchant keys new to the window.
+    pub merchants: Vec<[u8; 32]>,
+    /// Offset of the record that brought each merchant, in the order of
+    /// `merchants`; -1 for the merchants of a row another partition wrote
+    /// (or written before `aggregator_counted`), taken over.
+    pub merchant_offsets: Vec<i64>,
 }
 
 impl SeenRow {
@@ -312,6 +320,14 @@ impl SeenRow {
             .iter()
             .copied()
             .zip(self.offsets.iter().copied())
+    }
+
+    /// The (merchant, offset) pairs, as [`SeenRow::pairs`].
+    pub fn merchant_pairs(&self) -> impl Iterator<Item = ([u8; 32], i64)> + '_ {
+        self.merchants
+            .iter()
+            .copied()
+            .zip(self.merchant_offsets.iter().copied())
     }
 }
 
@@ -472,9 +488,10 @@ impl Store {
         self.insert_rows("merchant_activity_daily", rows).await
     }
 
-    /// Appends fingerprints of counted events to `aggregator_fingerprints`.
+    /// Appends the fingerprints and merchants of counted events to
+    /// `aggregator_counted`.
     pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
-        self.insert_rows("aggregator_fingerprints", rows).await
+        self.insert_rows("aggregator_counted", rows).await
     }
 
     /// Records the producers of merchant keys in `merchant_producer`.
@@ -587,12 +604,13 @@ impl Store {
             .map_err(self.err("read aggregator_checkpoint"))
     }
 
-    /// The fingerprints of one partition's events in the given windows,
-    /// as (start seconds, district, sector).
+    /// What every partition counted in the given windows, as (start
+    /// seconds, district, sector): a window's merchants may have been
+    /// counted by another partition than the one reading (the topic's
+    /// partition count changed).
     pub async fn seen_for(
         &self,
         topic: &str,
-        partition: i32,
         keys: &[(u32, String, String)],
     ) -> Result<Vec<SeenRow>, StoreError> {
         let mut out = Vec::new();
@@ -603,62 +621,73 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(",");
             let sql = format!(
-                "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets \
-                 FROM aggregator_fingerprints WHERE topic = ? AND partition = ? \
+                "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
+                 merchants, merchant_offsets FROM aggregator_counted WHERE topic = ? \
                  AND (district_code, sector, window_start) IN ({list})"
             );
             out.extend(
                 self.client
                     .query(&sql)
                     .bind(topic)
-                    .bind(partition)
                     .fetch_all::<SeenRow>()
                     .await
-                    .map_err(self.err("read aggregator_fingerprints"))?,
+                    .map_err(self.err("read aggregator_counted"))?,
             );
         }
         Ok(out)
     }
 
     /// The lowest watermark over the latest checkpoints of `topic`'s
-    /// partitions (highest event time, milliseconds), if every one has one.
+    /// partitions (highest event time, milliseconds), once every partition
+    /// the layout records has one: a partition without a checkpoint
+    /// restores all its rows, however old.
     pub async fn checkpointed_event_time(&self, topic: &str) -> Result<Option<i64>, StoreError> {
-        let t: Option<i64> = self
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Progress {
+            partitions: u64,
+            t: i64,
+            expected: i32,
+        }
+        let p = self
             .client
             .query(
-                "SELECT min(t) FROM (SELECT argMax(max_event_ms, next_offset) AS t \
+                "SELECT count() AS partitions, min(t) AS t, \
+                 (SELECT argMin(partition_count, recorded_at) FROM aggregator_layout WHERE topic = ?) AS expected \
+                 FROM (SELECT partition, argMax(max_event_ms, next_offset) AS t \
                  FROM aggregator_checkpoint WHERE topic = ? GROUP BY partition)",
             )
             .bind(topic)
-            .fetch_optional()
+            .bind(topic)
+            .fetch_one::<Progress>()
             .await
             .map_err(self.err("read aggregator_checkpoint"))?;
-        Ok(t.filter(|&t| t != i64::MIN && t != 0))
+        let every = p.expected > 0 && p.partitions >= p.expected as u64;
+        Ok(Some(p.t).filter(|&t| every && t != i64::MIN && t != 0))
     }
 
-    /// Drops the monthly partitions of `aggregator_fingerprints` before
+    /// Drops the monthly partitions of `aggregator_counted` before
     /// `before_month` (`YYYYMM`); returns the months dropped. The months
     /// are read through the table (on a cluster, the Distributed table:
     /// any shard's rows); on a cluster each is dropped from
-    /// `aggregator_fingerprints_local` on every shard, `ON CLUSTER`.
+    /// `aggregator_counted_local` on every shard, `ON CLUSTER`.
     pub async fn prune_seen(&self, before_month: u32) -> Result<Vec<u32>, StoreError> {
         let mut months: Vec<u32> = self
             .client
             .query(
-                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_fingerprints \
+                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted \
                  WHERE toYYYYMM(window_start) < ?",
             )
             .bind(before_month)
             .fetch_all()
             .await
-            .map_err(self.err("list aggregator_fingerprints months"))?;
+            .map_err(self.err("list aggregator_counted months"))?;
         months.sort_unstable();
         let drop = |month: u32| {
             if self.cluster.is_empty() {
-                format!("ALTER TABLE aggregator_fingerprints DROP PARTITION {month}")
+                format!("ALTER TABLE aggregator_counted DROP PARTITION {month}")
             } else {
                 format!(
-                    "ALTER TABLE `{}`.aggregator_fingerprints_local ON CLUSTER `{}` DROP PARTITION {month}",
+                    "ALTER TABLE `{}`.aggregator_counted_local ON CLUSTER `{}` DROP PARTITION {month}",
                     self.database, self.cluster
                 )
             }
@@ -668,7 +697,7 @@ impl Store {
                 .query(&drop(month))
                 .execute()
                 .await
-                .map_err(self.err("drop an aggregator_fingerprints partition"))?;
+                .map_err(self.err("drop an aggregator_counted partition"))?;
         }
         Ok(months)
     }

@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(19, "0019_cell_names.sql"),
     migration!(20, "0020_public_view_on_a_cluster.sql"),
     migration!(21, "0021_aggregator_fingerprints.sql"),
+    migration!(22, "0022_aggregator_counted.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -17,9 +17,14 @@
 //! - with each resident window, the fingerprint of every (producer_id,
 //!   event_id) counted in it and the offset where it first came: the
 //!   de-duplication memory. It lives and dies with the window, and is
-//!   written to `aggregator_fingerprints` with the window's rows, so a re-sent
+//!   written to `aggregator_counted` before the window's rows, so a re-sent
 //!   event that arrives after its window was closed and forgotten is
-//!   checked against the fingerprints read back with the row.
+//!   checked against the fingerprints read back with the row;
+//! - with each resident window, its distinct merchants. Each is written
+//!   once to `aggregator_counted`, with the offset of the record that
+//!   brought it, and read back up to the offset of the window's durable
+//!   row, so an upsert of an open window does not rewrite them; a final
+//!   row carries them all in `merchant_keys`.
 //!
 //! A record's fate is decided in order: a record that is older than the age
 //! limit at its Kafka timestamp (the time the gateway accepted it) and is
@@ -216,15 +221,17 @@ impl Default for WindowAgg {
 }
 
 impl WindowAgg {
-    fn add(&mut self, offset: i64, e: &Event) {
+    /// Folds one record; true if its merchant is new to the window.
+    fn add(&mut self, offset: i64, e: &Event) -> bool {
         self.txn_count += 1;
         self.amount_sum = self.amount_sum.saturating_add(e.amount);
         self.amount_min = self.amount_min.min(e.amount);
         self.amount_max = self.amount_max.max(e.amount);
-        self.merchants.insert(e.merchant);
+        let new_merchant = self.merchants.insert(e.merchant);
         self.by_channel[channel_index(e.channel)] += 1;
         self.by_size[size_index(e.size)] += 1;
         self.hi_offset = self.hi_offset.max(offset);
+        new_merchant
     }
 }
 
@@ -324,8 +331,9 @@ impl Wanted {
 }
 
 /// Everything one flush of a partition must make durable, in this order:
-/// fingerprints, daily rows and window rows (any order among them), the
-/// checkpoint, then how far the partition's event time is complete.
+/// what the windows newly counted (fingerprints and merchants), daily rows
+/// and window rows (any order among them), the checkpoint, then how far
+/// the partition's event time is complete.
 #[derive(Debug, Clone, Default)]
 pub struct Flush {
     pub seen: Vec<SeenRow>,
@@ -372,6 +380,9 @@ pub struct Partition {
     wait_days: Vec<(DayKey, i64, u64)>,
     /// Fingerprints to make durable: (window, fingerprint, offset).
     new_seen: Vec<(WindowKey, u128, i64)>,
+    /// Merchants new to a window, to make durable: (window, merchant,
+    /// offset of the record that brought it, or -1 when taken over).
+    new_merchants: Vec<(WindowKey, [u8; 32], i64)>,
     /// The Jakarta day of the watermark last recorded as complete.
     recorded_day: i64,
 }
@@ -393,13 +404,14 @@ impl Partition {
             pending: Vec::new(),
             wait_days: Vec::new(),
             new_seen: Vec::new(),
+            new_merchants: Vec::new(),
             recorded_day: i64::MIN,
         }
     }
 
     /// A partition continuing from its last checkpoint, with the durable
-    /// rows that [`restore_scope`] selects and the fingerprints of those
-    /// windows.
+    /// rows that [`restore_scope`] selects and what was counted in those
+    /// windows ([`pulih_store::Store::seen_for`]).
     pub fn restore(
         id: i32,
         config: CoreConfig,
@@ -416,9 +428,11 @@ impl Partition {
             p.max_ts_ms = (c.max_ts_ms != i64::MIN).then_some(c.max_ts_ms);
         }
         p.watermark_ms = p.partition_watermark_ms().unwrap_or(i64::MIN);
+        let mut bases = FxHashMap::default();
         for row in activity {
-            if let Some((key, agg)) = window_from_row(&row, id) {
+            if let Some((key, agg, base)) = window_from_row(&row, id) {
                 p.windows.insert(key, Slot::new(agg, row.is_final == 1));
+                bases.insert(key, base);
             }
         }
         for row in daily {
@@ -427,18 +441,32 @@ impl Partition {
             }
         }
         let all: FxHashSet<WindowKey> = p.windows.keys().copied().collect();
-        p.remember(&all, seen);
+        p.remember(&all, &bases, seen);
         p
     }
 
-    /// Adds durable fingerprints to the resident windows in `keys`.
-    fn remember(&mut self, keys: &FxHashSet<WindowKey>, seen: Vec<SeenRow>) {
+    /// Adds what the store holds of the resident windows in `keys`: this
+    /// partition's fingerprints, and the merchants counted up to the
+    /// durable row of the window (`bases`; a window without a row has
+    /// none). The merchants of an open row this partition cannot read back
+    /// from its own entries (written by another partition, or before
+    /// `aggregator_counted`) are written again under this partition, at
+    /// offset -1, with the next flush, which comes before its next row.
+    fn remember(
+        &mut self,
+        keys: &FxHashSet<WindowKey>,
+        bases: &FxHashMap<WindowKey, Base>,
+        seen: Vec<SeenRow>,
+    ) {
         for row in seen {
             let Some(key) = seen_key(&row) else { continue };
-            if row.partition != self.id || !keys.contains(&key) {
+            if !keys.contains(&key) {
                 continue;
             }
-            if let Some(slot) = self.windows.get_mut(&key) {
+            let Some(slot) = self.windows.get_mut(&key) else {
+                continue;
+            };
+            if row.partition == self.id {
                 for (fingerprint, offset) in row.pairs() {
                     let first = slot
                         .agg
@@ -447,6 +475,26 @@ impl Partition {
                         .or_insert(offset);
                     *first = (*first).min(offset);
                 }
+            }
+            if let Some(base) = bases.get(&key) {
+                if row.partition == base.partition {
+                    slot.agg.merchants.extend(
+                        row.merchant_pairs()
+                            .filter(|&(_, offset)| offset <= base.offset)
+                            .map(|(merchant, _)| merchant),
+                    );
+                }
+            }
+        }
+        for (key, base) in bases {
+            if !base.take_over || !keys.contains(key) {
+                continue;
+            }
+            if let Some(slot) = self.windows.get(key) {
+                let mut merchants: Vec<[u8; 32]> = slot.agg.merchants.iter().copied().collect();
+                merchants.sort_unstable();
+                self.new_merchants
+                    .extend(merchants.into_iter().map(|m| (*key, m, -1)));
             }
         }
     }
@@ -560,7 +608,9 @@ impl Partition {
         self.new_seen.push((wkey, e.fingerprint, offset));
         let replayed = offset <= slot.agg.base_offset;
         if !replayed {
-            slot.agg.add(offset, e);
+            if slot.agg.add(offset, e) {
+                self.new_merchants.push((wkey, e.merchant, offset));
+            }
             slot.dirty = true;
         }
 
@@ -633,10 +683,12 @@ impl Partition {
             .filter(|k| !self.windows.contains_key(k))
             .collect();
         // Windows read back, and those the store has no row of, empty.
+        let mut bases = FxHashMap::default();
         let mut read: FxHashMap<WindowKey, Slot<WindowAgg>> = activity
             .iter()
             .filter_map(|row| {
-                let (key, agg) = window_from_row(row, self.id)?;
+                let (key, agg, base) = window_from_row(row, self.id)?;
+                bases.insert(key, base);
                 Some((key, Slot::new(agg, row.is_final == 1)))
             })
             .collect();
@@ -646,7 +698,7 @@ impl Partition {
                 .unwrap_or_else(|| Slot::new(WindowAgg::default(), false));
             self.windows.insert(*key, slot);
         }
-        self.remember(&fresh, seen);
+        self.remember(&fresh, &bases, seen);
         for row in daily {
             if let Some((key, agg)) = day_from_row(&row, self.id) {
                 self.days
@@ -689,22 +741,36 @@ impl Partition {
     /// empty; while records are pending the checkpoint is left out.
     pub fn take(&mut self, topic: &str, group_id: &str, all_final: bool, now_s: u32) -> Flush {
         let mut flush = Flush::default();
-        // One row per window: sorted by window, offsets still ascending
-        // within each (the sort is stable).
+        // One row per window: both lists sorted by window, offsets still
+        // ascending within each (the sorts are stable), then walked
+        // together.
         self.new_seen.sort_by_key(|(key, _, _)| *key);
-        for group in self.new_seen.chunk_by(|a, b| a.0 == b.0) {
-            let key = group[0].0;
+        self.new_merchants.sort_by_key(|(key, _, _)| *key);
+        let mut seen = self.new_seen.chunk_by(|a, b| a.0 == b.0).peekable();
+        let mut merchants = self.new_merchants.chunk_by(|a, b| a.0 == b.0).peekable();
+        loop {
+            let key = match (seen.peek(), merchants.peek()) {
+                (Some(s), Some(m)) => s[0].0.min(m[0].0),
+                (Some(s), None) => s[0].0,
+                (None, Some(m)) => m[0].0,
+                (None, None) => break,
+            };
+            let s = seen.next_if(|s| s[0].0 == key).unwrap_or(&[]);
+            let m = merchants.next_if(|m| m[0].0 == key).unwrap_or(&[]);
             flush.seen.push(SeenRow {
                 topic: topic.to_owned(),
                 partition: self.id,
                 window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
                 district_code: district_str(&key.district).to_owned(),
                 sector: key.sector.as_str().to_owned(),
-                fingerprints: group.iter().map(|(_, fp, _)| fp.to_be_bytes()).collect(),
-                offsets: group.iter().map(|(_, _, offset)| *offset).collect(),
+                fingerprints: s.iter().map(|(_, fp, _)| fp.to_be_bytes()).collect(),
+                offsets: s.iter().map(|(_, _, offset)| *offset).collect(),
+                merchants: m.iter().map(|(_, merchant, _)| *merchant).collect(),
+                merchant_offsets: m.iter().map(|(_, _, offset)| *offset).collect(),
             });
         }
         self.new_seen.clear();
+        self.new_merchants.clear();
         let wm = self.watermark_ms;
         let window_ms = self.config.window_ms;
         let id = self.id;
@@ -808,8 +874,16 @@ fn activity_row(
     partition: i32,
     now_s: u32,
 ) -> ActivityRow {
-    let mut merchant_keys: Vec<[u8; 32]> = a.merchants.iter().copied().collect();
-    merchant_keys.sort_unstable();
+    // An open window's merchants are in `aggregator_counted`; a final row
+    // carries them all, for readers and for a restore after the fingerprint
+    // months are dropped.
+    let merchant_keys = if is_final {
+        let mut keys: Vec<[u8; 32]> = a.merchants.iter().copied().collect();
+        keys.sort_unstable();
+        keys
+    } else {
+        Vec::new()
+    };
     ActivityRow {
         window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
         district_code: district_str(&key.district).to_owned(),
@@ -853,10 +927,24 @@ fn daily_row(key: &DayKey, a: &DayAgg, is_final: bool, partition: i32, now_s: u3
     }
 }
 
-/// A durable row as resident state. A row written from another partition
-/// (the topic's partition count changed) is a base to fold on: none of
-/// this partition's offsets are in it.
-fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, WindowAgg)> {
+/// Where a window read back stands: the partition and offset of its
+/// durable row, which select the merchants counted in it.
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    partition: i32,
+    offset: i64,
+    /// This partition writes the row's merchants again under its own id:
+    /// the row is open (its next row will not carry them) and this
+    /// partition's entries do not hold them all.
+    take_over: bool,
+}
+
+/// A durable row as resident state, its merchants still to be added from
+/// `aggregator_counted` unless the row carries them (a final row, or one
+/// written before that table). A row
+/// written from another partition (the topic's partition count changed) is
+/// a base to fold on: none of this partition's offsets are in it.
+fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, WindowAgg, Base)> {
     let key = WindowKey {
         district: district_from_str(&row.district_code)?,
         sector: Sector::from_letter(&row.sector)?,
@@ -883,7 +971,13 @@ fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, Wind
         base_offset: own,
         seen: HashMap::default(),
     };
-    Some((key, agg))
+    let base = Base {
+        partition: row.source_partition,
+        offset: row.source_offset,
+        take_over: row.is_final == 0
+            && (row.source_partition != partition || !row.merchant_keys.is_empty()),
+    };
+    Some((key, agg, base))
 }
 
 fn day_from_row(row: &DailyRow, partition: i32) -> Option<(DayKey, DayAgg)> {

@@ -105,9 +105,13 @@ impl Model {
     }
 
     /// Drops the fingerprints of windows that start before `retention_ms`
-    /// behind the lowest checkpointed event time (what
-    /// `aggregate.dedup_retention_days` does, by whole months).
-    fn prune(&mut self, retention_ms: i64) {
+    /// behind the lowest checkpointed event time, once every partition has
+    /// a checkpoint (what `aggregate.dedup_retention_days` does, by whole
+    /// months).
+    fn prune(&mut self, retention_ms: i64, partitions: usize) {
+        if self.checkpoints.len() < partitions {
+            return;
+        }
         let Some(low) = self.checkpoints.values().map(|c| c.max_event_ms).min() else {
             return;
         };
@@ -116,14 +120,11 @@ impl Model {
             .retain(|s| i64::from(s.window_start) * 1000 >= horizon);
     }
 
-    /// What `Store::seen_for` returns.
-    fn seen_for(&self, p: i32, keys: &BTreeSet<(u32, String, String)>) -> Vec<SeenRow> {
+    /// What `Store::seen_for` returns: every partition's entries.
+    fn seen_for(&self, keys: &BTreeSet<(u32, String, String)>) -> Vec<SeenRow> {
         self.seen
             .iter()
-            .filter(|s| {
-                s.partition == p
-                    && keys.contains(&(s.window_start, s.district_code.clone(), s.sector.clone()))
-            })
+            .filter(|s| keys.contains(&(s.window_start, s.district_code.clone(), s.sector.clone())))
             .cloned()
             .collect()
     }
@@ -148,7 +149,7 @@ impl Model {
             .iter()
             .map(|r| (r.window_start, r.district_code.clone(), r.sector.clone()))
             .collect();
-        let seen = self.seen_for(p, &keys);
+        let seen = self.seen_for(&keys);
         let daily = self
             .daily
             .values()
@@ -178,7 +179,7 @@ impl Model {
                 )
             })
             .collect();
-        let seen = self.seen_for(part.id(), &keys);
+        let seen = self.seen_for(&keys);
         let activity = w
             .windows
             .iter()
@@ -791,7 +792,10 @@ proptest! {
             allowed_lateness_ms: 30_000,
             max_age_ms: 600_000,
         };
-        let retention = c.max_age_ms + c.window_ms;
+        // The least `aggregate.dedup_retention_days` allows, down to the
+        // millisecond: a window the restore scope can still reach keeps
+        // its fingerprints and merchants.
+        let retention = c.max_age_ms + c.allowed_lateness_ms + c.window_ms;
         let log = gateway_log(&specs, partitions);
         let clean = clean_run(&log, &c);
 
@@ -809,11 +813,11 @@ proptest! {
                 }
                 75..=89 => {
                     m.flush(part, false, None);
-                    m.prune(retention);
+                    m.prune(retention, partitions);
                 }
                 _ => {
                     m.flush(part, false, Some(n % 7));
-                    m.prune(retention);
+                    m.prune(retention, partitions);
                     let id = part.id();
                     *part = m.restore(id, &c);
                 }
@@ -831,29 +835,32 @@ proptest! {
     }
 }
 
-/// A flush writes one fingerprint row per window, whatever the order the
-/// events came in, with each fingerprint next to its offset and the
-/// offsets ascending; a duplicate adds nothing.
+/// A flush writes one row per window of what it newly counted, whatever
+/// the order the events came in: each fingerprint next to its offset, the
+/// offsets ascending, and each merchant new to the window once, with the
+/// offset that brought it; a duplicate adds nothing. Open rows leave
+/// `merchant_keys` empty; final rows carry them all.
 #[test]
-fn a_flush_writes_one_fingerprint_row_per_window() {
+fn a_flush_writes_one_counted_row_per_window() {
     let mut p = Partition::new(3, config(120_000));
     // Windows at 0 and 60 s of cell 0, and the first window of cell 1,
-    // interleaved.
-    let plan: [(u32, i64, usize); 7] = [
-        (1, 0, 0),
-        (2, 61_000, 0),
-        (3, 1_000, 1),
-        (4, 2_000, 0),
-        (1, 3_000, 0), // sent again
-        (5, 62_000, 0),
-        (6, 4_000, 0),
+    // interleaved: (event id, time, cell, merchant).
+    let plan: [(u32, i64, usize, u8); 7] = [
+        (1, 0, 0, 1),
+        (2, 61_000, 0, 1),
+        (3, 1_000, 1, 2),
+        (4, 2_000, 0, 2),
+        (1, 3_000, 0, 1), // sent again
+        (5, 62_000, 0, 1),
+        (6, 4_000, 0, 1),
     ];
-    for (offset, &(id, t, cell)) in plan.iter().enumerate() {
-        let e = ev(id, if id == 1 { 0 } else { t }, cell, 1, 10);
+    for (offset, &(id, t, cell, merchant)) in plan.iter().enumerate() {
+        let e = ev(id, if id == 1 { 0 } else { t }, cell, merchant, 10);
         p.fold(offset as i64, T0 + t, &e);
     }
     let f = p.take("t", "g", false, 0);
-    let mut rows: Vec<(String, String, u32, Vec<i64>)> = f
+    type Counted = (String, String, u32, Vec<i64>, Vec<[u8; 32]>, Vec<i64>);
+    let mut rows: Vec<Counted> = f
         .seen
         .iter()
         .map(|r| {
@@ -864,17 +871,41 @@ fn a_flush_writes_one_fingerprint_row_per_window() {
                 r.sector.clone(),
                 r.window_start,
                 r.offsets.clone(),
+                r.merchants.clone(),
+                r.merchant_offsets.clone(),
             )
         })
         .collect();
     rows.sort();
     let start = (T0 / 1000) as u32;
+    let (m1, m2) = ([1u8; 32], [2u8; 32]);
     assert_eq!(
         rows,
         vec![
-            ("31.71.01".into(), "G".into(), start, vec![2]),
-            ("31.74.09".into(), "G".into(), start, vec![0, 3, 6]),
-            ("31.74.09".into(), "G".into(), start + 60, vec![1, 5]),
+            (
+                "31.71.01".into(),
+                "G".into(),
+                start,
+                vec![2],
+                vec![m2],
+                vec![2]
+            ),
+            (
+                "31.74.09".into(),
+                "G".into(),
+                start,
+                vec![0, 3, 6],
+                vec![m1, m2],
+                vec![0, 3]
+            ),
+            (
+                "31.74.09".into(),
+                "G".into(),
+                start + 60,
+                vec![1, 5],
+                vec![m1],
+                vec![1]
+            ),
         ]
     );
     let first = f.seen.iter().find(|r| r.offsets == [0, 3, 6]).unwrap();
@@ -883,5 +914,95 @@ fn a_flush_writes_one_fingerprint_row_per_window() {
         fingerprint("p", "e6").to_be_bytes(),
         "each fingerprint next to its offset"
     );
-    assert!(p.take("t", "g", false, 0).seen.is_empty(), "written once");
+    assert_eq!(f.activity.len(), 3);
+    assert!(f
+        .activity
+        .iter()
+        .all(|r| r.is_final == 0 && r.merchant_keys.is_empty()));
+    let last = p.take("t", "g", true, 0);
+    assert!(last.seen.is_empty(), "written once");
+    let finals: Vec<(u32, Vec<[u8; 32]>)> = last
+        .activity
+        .iter()
+        .map(|r| (r.merchants_active, r.merchant_keys.clone()))
+        .collect();
+    assert_eq!(finals.len(), 3);
+    assert!(finals.contains(&(2, vec![m1, m2])), "{finals:?}");
+    assert!(last.activity.iter().all(|r| r.is_final == 1));
+}
+
+/// An open row whose merchants this partition cannot read back from its
+/// own entries (written before `aggregator_counted`, or by another
+/// partition) is taken over: its merchants are written again under this
+/// partition at offset -1 before its next row, and a restore from that
+/// row finds them all.
+#[test]
+fn an_open_row_of_another_partition_or_an_older_version_is_taken_over() {
+    let start = (T0 / 1000) as u32;
+    let (m1, m2, m3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let mut p0 = Partition::new(0, config(120_000));
+    p0.fold(0, T0, &ev(1, 0, 0, 1, 10));
+    p0.fold(1, T0, &ev(2, 1_000, 0, 2, 10));
+    let from_p0 = p0.take("t", "g", false, 0);
+    let row = from_p0.activity[0].clone();
+    assert_eq!((row.merchants_active, row.source_partition), (2, 0));
+
+    // Another partition, after the partition count changed, and a row of
+    // an older version that carried its merchants: both restored through
+    // `supply` of a late record.
+    let legacy = ActivityRow {
+        source_partition: 5,
+        merchant_keys: vec![m1, m2],
+        ..row.clone()
+    };
+    for (base, seen, id) in [
+        (row.clone(), from_p0.seen.clone(), 5),
+        (legacy, Vec::new(), 5),
+    ] {
+        let mut p = Partition::new(id, config(120_000));
+        // Moves the watermark past the window, then a late record of a new
+        // merchant for it.
+        p.fold(10, T0 + 600_000, &ev(10, 600_000, 1, 9, 10));
+        p.advance(None);
+        let late = ev(3, 2_000, 0, 3, 10);
+        assert_eq!(p.fold(11, T0 + 600_000, &late), Outcome::Pending);
+        let outcomes = p.supply(vec![base], Vec::new(), seen);
+        assert_eq!(outcomes, vec![(11, Outcome::Late)]);
+        let f = p.take("t", "g", false, 0);
+        let counted = f
+            .seen
+            .iter()
+            .find(|r| r.window_start == start && r.district_code == "31.74.09")
+            .unwrap();
+        assert_eq!(counted.partition, id);
+        let mut pairs: Vec<_> = counted.merchant_pairs().collect();
+        pairs.sort();
+        assert_eq!(pairs, vec![(m1, -1), (m2, -1), (m3, 11)]);
+        let written = f
+            .activity
+            .iter()
+            .find(|r| r.window_start == start && r.district_code == "31.74.09")
+            .unwrap();
+        assert_eq!((written.merchants_active, written.is_final), (3, 1));
+
+        // A third partition restoring from the open form of that row
+        // finds every merchant through this partition's entries.
+        let open = ActivityRow {
+            is_final: 0,
+            merchant_keys: Vec::new(),
+            ..written.clone()
+        };
+        let mut q = Partition::new(7, config(120_000));
+        q.fold(0, T0 + 600_000, &ev(11, 600_000, 1, 9, 10));
+        q.advance(None);
+        q.fold(1, T0 + 600_000, &ev(4, 3_000, 0, 1, 10));
+        q.supply(vec![open], Vec::new(), f.seen.clone());
+        let g = q.take("t", "g", false, 0);
+        let again = g
+            .activity
+            .iter()
+            .find(|r| r.window_start == start && r.district_code == "31.74.09")
+            .unwrap();
+        assert_eq!(again.merchants_active, 3, "m1 is not new");
+    }
 }

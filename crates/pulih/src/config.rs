@@ -350,12 +350,15 @@ impl Config {
             return Err(key_error("aggregate.idle_timeout_secs", "must be positive"));
         }
         let retention = self.aggregate.dedup_retention_days;
-        let floor = self.time.max_age_secs.div_ceil(86_400) + 2;
-        if retention != 0 && retention < floor {
+        let floor = (u64::from(self.time.max_age_secs)
+            + u64::from(self.aggregate.allowed_lateness_secs))
+        .div_ceil(86_400)
+            + 2;
+        if retention != 0 && u64::from(retention) < floor {
             return Err(key_error(
                 "aggregate.dedup_retention_days",
                 format!(
-                    "must be 0 (keep every fingerprint) or at least {floor}: events up to time.max_age_secs old are accepted, and a re-sent one must still find its fingerprint"
+                    "must be 0 (keep every fingerprint) or at least {floor} (time.max_age_secs plus aggregate.allowed_lateness_secs, plus two days): events up to time.max_age_secs old are accepted, a re-sent one must still find its fingerprint, and a window still open must find its merchants"
                 ),
             ));
         }
@@ -1008,13 +1011,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`aggregate.metrics_addr`"), "{e}");
-        let e = load_toml("[aggregate]\ndedup_retention_days = 8\n")
+        // Seven days of age and two minutes of lateness: 8 days, plus two.
+        let e = load_toml("[aggregate]\ndedup_retention_days = 9\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
-        assert!(e.contains("at least 9"), "{e}");
-        assert!(load_toml("[aggregate]\ndedup_retention_days = 9\n").is_ok());
-        let on_cluster = "[clickhouse]\ncluster = \"pulih\"\ninsert_quorum = 2\n[aggregate]\ndedup_retention_days = 9\n";
+        assert!(e.contains("at least 10"), "{e}");
+        assert!(load_toml("[aggregate]\ndedup_retention_days = 10\n").is_ok());
+        let e =
+            load_toml("[aggregate]\ndedup_retention_days = 10\nallowed_lateness_secs = 172800\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("at least 11"), "{e}");
+        let on_cluster = "[clickhouse]\ncluster = \"pulih\"\ninsert_quorum = 2\n[aggregate]\ndedup_retention_days = 10\n";
         let e = load_toml(on_cluster).unwrap_err().to_string();
         assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
         assert!(e.contains("insert_quorum"), "{e}");

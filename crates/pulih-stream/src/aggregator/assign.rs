@@ -208,7 +208,7 @@ impl Shared {
             .filter(|r| r.source_partition == partition)
             .map(|r| (r.window_start, r.district_code.clone(), r.sector.clone()))
             .collect();
-        let seen = self.store.seen_for(&c.topic, partition, &windows).await?;
+        let seen = self.store.seen_for(&c.topic, &windows).await?;
         tracing::info!(
             message = "Partition restored.",
             partition,

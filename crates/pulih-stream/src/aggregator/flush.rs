@@ -60,9 +60,7 @@ impl Shared {
                         Ok((
                             self.store.activity_for(&windows).await?,
                             self.store.daily_for(&days).await?,
-                            self.store
-                                .seen_for(&self.config.topic, *id, &windows)
-                                .await?,
+                            self.store.seen_for(&self.config.topic, &windows).await?,
                         ))
                     })?;
                 for (offset, outcome) in part.core.supply(a, d, seen) {
