@@ -11,6 +11,9 @@
 #
 # Usage: deploy/local/bench-writes.sh [RATE] [SECONDS] [PARTITIONS]
 #        (default 30000 600 6)
+# PULIH_BENCH_MERCHANTS=N runs the shipped scenario with N merchants
+# instead of its 3 000 (the windows' merchant sets grow with it).
+# PULIH_BIN=path runs that binary instead of building one.
 #
 # ClickHouse's counters are server-wide: run it on a server nothing else
 # writes to. With the broker's memory storage (PULIH_KAFKA_STORAGE=memory)
@@ -60,7 +63,13 @@ counters >"$OUT/writes-counters-0.tsv"
 AGG=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:9471/readyz >/dev/null && break; sleep 0.2; done
 echo "bench-writes: $RATE events/s for $SECONDS_TO_RUN s to a topic of $PARTITIONS partitions, database $DB"
-"$PULIH" simulate --rate "$RATE" --duration "$SECONDS_TO_RUN" >"$OUT/writes-simulate.out" 2>"$OUT/writes-simulate.log" &
+SCENARIO=()
+if [ -n "${PULIH_BENCH_MERCHANTS:-}" ]; then
+    sed "s/^merchants = .*/merchants = $PULIH_BENCH_MERCHANTS/" deploy/scenarios/jakarta.toml >"$OUT/writes-scenario.toml"
+    SCENARIO=(--scenario "$OUT/writes-scenario.toml")
+    echo "bench-writes: the shipped scenario with $PULIH_BENCH_MERCHANTS merchants"
+fi
+"$PULIH" simulate "${SCENARIO[@]}" --rate "$RATE" --duration "$SECONDS_TO_RUN" >"$OUT/writes-simulate.out" 2>"$OUT/writes-simulate.log" &
 SIM=$!
 ch_cpu0=$(cpu "$CH_PID") agg_cpu0=$(cpu "$AGG")
 declare -A before

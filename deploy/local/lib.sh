@@ -2,8 +2,14 @@
 
 # Starts the services (installing what is missing) and builds the release
 # binary; sets PULIH to its path. $1 names the caller in messages.
+# PULIH_BIN=path runs that binary instead (to compare two builds).
 services_and_release_build() {
     deploy/local/services.sh up
+    if [ -n "${PULIH_BIN:-}" ]; then
+        echo "$1: running $PULIH_BIN" >&2
+        PULIH="$PULIH_BIN"
+        return
+    fi
     echo "$1: building pulih (release)" >&2
     cargo build --release --locked -q -p pulih
     PULIH="$ROOT/target/release/pulih"

@@ -301,7 +301,9 @@ impl Store {
 
     /// Hourly counts over hours `from..=to` (`activity_1m FINAL`):
     /// transactions per district × sector cell, and merchants active per
-    /// producer and cell (through `merchant_producer`).
+    /// producer and cell (through `merchant_producer`). For complete hours
+    /// only: the merchants are read from `merchant_keys`, which only final
+    /// rows carry.
     pub async fn hourly(&self, from: Hour, to: Hour) -> Result<Hourly, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Txns {
