@@ -348,7 +348,7 @@ impl Run {
                 &self.store_config,
                 &self.group,
                 &format!(
-                    "emit_interval_ms = 100\nmetrics_addr = \"{metrics}\"\narchive_payments = true\n{aggregate}"
+                    "emit_interval_ms = 100\ndaily_emit_interval_ms = 300\nmetrics_addr = \"{metrics}\"\narchive_payments = true\n{aggregate}"
                 ),
                 "",
             )
@@ -1113,6 +1113,7 @@ async fn the_checkpoint_never_passes_an_unacknowledged_dead_letter() {
         instances: 1,
         core: pulih_stream::core::CoreConfig::default(),
         emit_interval: Duration::from_millis(100),
+        daily_emit_interval: Duration::from_millis(300),
         idle_timeout: Duration::from_secs(2),
         exit_at_end: false,
         kafka_options: [("message.timeout.ms".to_owned(), "3000".to_owned())].into(),

@@ -102,6 +102,7 @@ pub async fn aggregate_to_end(
         instances: 1,
         core,
         emit_interval: std::time::Duration::from_millis(200),
+        daily_emit_interval: std::time::Duration::from_millis(600),
         idle_timeout: std::time::Duration::from_secs(30),
         exit_at_end: true,
         kafka_options: fast_group_options(),

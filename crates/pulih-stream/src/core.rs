@@ -40,7 +40,7 @@
 //! records. No clock enters a decision: only offsets and the log.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -282,16 +282,28 @@ fn size_index(s: MerchantSize) -> usize {
 struct Slot<A> {
     agg: A,
     dirty: bool,
+    /// While dirty: the offset of the first record not yet in a written
+    /// row.
+    since: i64,
     /// A final row of this key is (or is about to be) durable; later rows
     /// stay final.
     final_emitted: bool,
 }
 
 impl<A> Slot<A> {
+    /// Records that the record at `offset` changed the slot.
+    fn touch(&mut self, offset: i64, changed: bool) {
+        if changed && !self.dirty {
+            self.dirty = true;
+            self.since = offset;
+        }
+    }
+
     fn new(agg: A, final_emitted: bool) -> Slot<A> {
         Slot {
             agg,
             dirty: false,
+            since: 0,
             final_emitted,
         }
     }
@@ -385,6 +397,16 @@ pub struct Partition {
     new_merchants: Vec<(WindowKey, [u8; 32], i64)>,
     /// The Jakarta day of the watermark last recorded as complete.
     recorded_day: i64,
+    /// The flushes since the last checkpoint written, that one first.
+    points: VecDeque<Point>,
+}
+
+/// Where a partition stood at a flush: a checkpoint it may write.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    next_offset: i64,
+    max_event_ms: Option<i64>,
+    max_ts_ms: Option<i64>,
 }
 
 impl Partition {
@@ -406,6 +428,7 @@ impl Partition {
             new_seen: Vec::new(),
             new_merchants: Vec::new(),
             recorded_day: i64::MIN,
+            points: VecDeque::new(),
         }
     }
 
@@ -616,10 +639,14 @@ impl Partition {
 
         let dkey = Self::day_key(e);
         match self.days.get_mut(&dkey) {
-            Some(slot) => slot.dirty |= slot.agg.add(offset, e.amount),
+            Some(slot) => {
+                let changed = slot.agg.add(offset, e.amount);
+                slot.touch(offset, changed);
+            }
             None if day_end_ms(dkey.day) > self.watermark_ms => {
                 let mut slot = Slot::new(DayAgg::default(), false);
-                slot.dirty = slot.agg.add(offset, e.amount);
+                let changed = slot.agg.add(offset, e.amount);
+                slot.touch(offset, changed);
                 self.days.insert(dkey, slot);
             }
             None => self.wait_days.push((dkey, offset, e.amount)),
@@ -719,7 +746,8 @@ impl Partition {
         }
         for (key, offset, amount) in std::mem::take(&mut self.wait_days) {
             if let Some(slot) = self.days.get_mut(&key) {
-                slot.dirty |= slot.agg.add(offset, amount);
+                let changed = slot.agg.add(offset, amount);
+                slot.touch(offset, changed);
             }
         }
         pending
@@ -740,6 +768,27 @@ impl Partition {
     /// Call [`Partition::supply`] first when [`Partition::wanted`] is not
     /// empty; while records are pending the checkpoint is left out.
     pub fn take(&mut self, topic: &str, group_id: &str, all_final: bool, now_s: u32) -> Flush {
+        self.take_inner(topic, group_id, all_final, true, now_s)
+    }
+
+    /// As [`Partition::take`], but merchant-days that changed and are
+    /// still open stay in memory, unwritten: with many merchants nearly
+    /// every record is the only one of its merchant-day in a flush, so
+    /// writing them at each flush writes about a row per record. The
+    /// checkpoint then stays at the latest earlier flush that no held
+    /// record came before, so a restart replays what they hold.
+    pub fn take_holding_days(&mut self, topic: &str, group_id: &str, now_s: u32) -> Flush {
+        self.take_inner(topic, group_id, false, false, now_s)
+    }
+
+    fn take_inner(
+        &mut self,
+        topic: &str,
+        group_id: &str,
+        all_final: bool,
+        open_days: bool,
+        now_s: u32,
+    ) -> Flush {
         let mut flush = Flush::default();
         // One row per window: both lists sorted by window, offsets still
         // ascending within each (the sorts are stable), then walked
@@ -789,9 +838,13 @@ impl Partition {
             }
             !closed
         });
+        // The first record that a held merchant-day holds.
+        let mut held: Option<i64> = None;
         self.days.retain(|key, slot| {
             let closed = all_final || day_end_ms(key.day) <= wm;
-            if slot.dirty || (closed && !slot.final_emitted) {
+            if slot.dirty && !closed && !open_days {
+                held = Some(held.map_or(slot.since, |h| h.min(slot.since)));
+            } else if slot.dirty || (closed && !slot.final_emitted) {
                 let is_final = closed || slot.final_emitted;
                 flush
                     .daily
@@ -802,17 +855,36 @@ impl Partition {
             !closed
         });
         let waiting = !self.pending.is_empty() || !self.wait_days.is_empty();
-        if !waiting && self.next_offset != self.checkpointed_offset {
-            self.checkpointed_offset = self.next_offset;
-            flush.checkpoints.push(CheckpointRow {
-                topic: topic.to_owned(),
-                partition: self.id,
-                next_offset: self.next_offset,
-                max_event_ms: self.max_event_ms.unwrap_or(i64::MIN),
-                max_ts_ms: self.max_ts_ms.unwrap_or(i64::MIN),
-                group_id: group_id.to_owned(),
-                updated_at: now_s,
-            });
+        // Every flush is a point the checkpoint may later move to: the
+        // clocks are those of the log up to its offset. The checkpoint
+        // moves to the latest point before every record a held
+        // merchant-day holds.
+        self.points.push_back(Point {
+            next_offset: self.next_offset,
+            max_event_ms: self.max_event_ms,
+            max_ts_ms: self.max_ts_ms,
+        });
+        let before_held = |p: &Point| held.is_none_or(|h| p.next_offset <= h);
+        let at = if waiting {
+            None
+        } else {
+            self.points.iter().rposition(before_held)
+        };
+        if let Some(at) = at {
+            self.points.drain(..at);
+            let point = self.points[0];
+            if point.next_offset != self.checkpointed_offset {
+                self.checkpointed_offset = point.next_offset;
+                flush.checkpoints.push(CheckpointRow {
+                    topic: topic.to_owned(),
+                    partition: self.id,
+                    next_offset: point.next_offset,
+                    max_event_ms: point.max_event_ms.unwrap_or(i64::MIN),
+                    max_ts_ms: point.max_ts_ms.unwrap_or(i64::MIN),
+                    group_id: group_id.to_owned(),
+                    updated_at: now_s,
+                });
+            }
         }
         if !waiting && wm > i64::MIN && calendar::day_of(wm) > self.recorded_day {
             self.recorded_day = calendar::day_of(wm);

@@ -215,6 +215,13 @@ impl Model {
         let f = part.take("t", "g", all_final, 0);
         self.apply(&f, cut);
     }
+
+    /// A flush that holds changed open merchant-days back.
+    fn flush_holding_days(&mut self, part: &mut Partition, cut: Option<usize>) {
+        self.supply(part);
+        let f = part.take_holding_days("t", "g", 0);
+        self.apply(&f, cut);
+    }
 }
 
 /// The values of a window row that must not depend on how it was computed.
@@ -735,14 +742,25 @@ proptest! {
                     }
                 }
                 70..=84 => {
+                    // Most flushes hold the changed open merchant-days
+                    // back, as the aggregator does between
+                    // `daily_emit_interval_ms`.
                     let part = procs[pr].get_mut(&p).unwrap();
-                    m.flush(part, false, None);
+                    if n % 3 == 0 {
+                        m.flush(part, false, None);
+                    } else {
+                        m.flush_holding_days(part, None);
+                    }
                 }
                 85..=93 => {
                     // kill -9 in the middle of a flush: every partition of
                     // the process restarts from the store.
                     let part = procs[pr].get_mut(&p).unwrap();
-                    m.flush(part, false, Some(n % 7));
+                    if n % 2 == 0 {
+                        m.flush(part, false, Some(n % 7));
+                    } else {
+                        m.flush_holding_days(part, Some(n % 7));
+                    }
                     let ids: Vec<i32> = procs[pr].keys().copied().collect();
                     for id in ids {
                         let restored = m.restore(id, &c);
@@ -812,11 +830,15 @@ proptest! {
                     }
                 }
                 75..=89 => {
-                    m.flush(part, false, None);
+                    if n % 3 == 0 {
+                        m.flush(part, false, None);
+                    } else {
+                        m.flush_holding_days(part, None);
+                    }
                     m.prune(retention, partitions);
                 }
                 _ => {
-                    m.flush(part, false, Some(n % 7));
+                    m.flush_holding_days(part, Some(n % 7));
                     m.prune(retention, partitions);
                     let id = part.id();
                     *part = m.restore(id, &c);
@@ -1005,4 +1027,65 @@ fn an_open_row_of_another_partition_or_an_older_version_is_taken_over() {
             .unwrap();
         assert_eq!(again.merchants_active, 3, "m1 is not new");
     }
+}
+
+/// Between the flushes that write them, changed open merchant-days stay
+/// in memory and the checkpoint stays at the latest flush before the
+/// first record they hold, with that flush's clocks; windows are written
+/// at every flush all the same, and a day that closes is written at once.
+#[test]
+fn held_merchant_days_hold_the_checkpoint_back() {
+    let mut p = Partition::new(0, config(120_000));
+    p.fold(0, T0, &ev(1, 0, 0, 1, 10));
+    let first = p.take("t", "g", false, 0);
+    assert_eq!(
+        (first.daily.len(), first.checkpoints[0].next_offset),
+        (1, 1)
+    );
+
+    p.fold(1, T0 + 1_000, &ev(2, 1_000, 0, 2, 10));
+    let held = p.take_holding_days("t", "g", 0);
+    assert_eq!(held.activity.len(), 1, "windows are written");
+    assert!(held.daily.is_empty(), "the merchant-day is held");
+    assert!(held.checkpoints.is_empty(), "still at offset 1");
+
+    p.fold(2, T0 + 2_000, &ev(3, 2_000, 0, 1, 10));
+    let f = p.take_holding_days("t", "g", 0);
+    assert!(f.daily.is_empty() && f.checkpoints.is_empty());
+
+    // Merchant 1's day was written at offset 0, so what it holds starts
+    // at 2; merchant 2's at 1. The checkpoint moves only when both are
+    // written.
+    let all = p.take("t", "g", false, 0);
+    assert_eq!(all.daily.len(), 2);
+    let cp = &all.checkpoints[0];
+    assert_eq!((cp.next_offset, cp.max_event_ms), (3, T0 + 2_000));
+
+    // A flush that holds days with none changed moves the checkpoint, with
+    // the clocks of the log up to it.
+    p.fold(3, T0 + 3_000, &ev(4, 3_000, 1, 3, 10));
+    let mid = p.take("t", "g", false, 0);
+    assert_eq!(mid.checkpoints[0].next_offset, 4);
+    p.fold(4, T0 + 4_000, &ev(5, 4_000, 1, 3, 10));
+    let f = p.take_holding_days("t", "g", 0);
+    assert!(f.checkpoints.is_empty());
+    p.fold(5, T0 + 5_000, &ev(6, 5_000, 2, 4, 10));
+    assert!(p.take_holding_days("t", "g", 0).checkpoints.is_empty());
+
+    // The day closes (the watermark passes its end): written at once.
+    let next_day = 86_400_000;
+    p.fold(6, T0 + next_day, &ev(7, next_day, 2, 4, 10));
+    p.advance(None);
+    let closed = p.take_holding_days("t", "g", 0);
+    // The four merchant-days of the first day, final, two of them with
+    // the records they held.
+    assert_eq!(closed.daily.len(), 4, "{:?}", closed.daily);
+    assert!(closed.daily.iter().all(|r| r.is_final == 1));
+    let mut offsets: Vec<i64> = closed.daily.iter().map(|r| r.source_offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, [1, 2, 4, 5]);
+    assert_eq!(
+        closed.checkpoints[0].next_offset, 6,
+        "the next day's merchant-day is held"
+    );
 }

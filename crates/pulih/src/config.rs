@@ -155,6 +155,7 @@ pub struct Aggregate {
     pub dedup_retention_days: u32,
     pub idle_timeout_secs: u32,
     pub emit_interval_ms: u32,
+    pub daily_emit_interval_ms: u32,
     pub metrics_addr: String,
     pub archive_payments: bool,
 }
@@ -345,6 +346,15 @@ impl Config {
         }
         if self.aggregate.emit_interval_ms == 0 {
             return Err(key_error("aggregate.emit_interval_ms", "must be positive"));
+        }
+        if self.aggregate.daily_emit_interval_ms < self.aggregate.emit_interval_ms {
+            return Err(key_error(
+                "aggregate.daily_emit_interval_ms",
+                format!(
+                    "must be at least aggregate.emit_interval_ms ({}): merchant-days are written with a flush",
+                    self.aggregate.emit_interval_ms
+                ),
+            ));
         }
         if self.aggregate.idle_timeout_secs == 0 {
             return Err(key_error("aggregate.idle_timeout_secs", "must be positive"));
@@ -1028,6 +1038,11 @@ mod tests {
         assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
         assert!(e.contains("insert_quorum"), "{e}");
         assert!(load_toml(&on_cluster.replace("insert_quorum = 2", "insert_quorum = 1")).is_ok());
+        let e = load_toml("[aggregate]\ndaily_emit_interval_ms = 500\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`aggregate.daily_emit_interval_ms`"), "{e}");
+        assert!(e.contains("emit_interval_ms (1000)"), "{e}");
         let e = load_toml("[aggregate]\ndedup_horizon_secs = 3600\n")
             .unwrap_err()
             .to_string();

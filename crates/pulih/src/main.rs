@@ -376,6 +376,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
             max_age_ms: secs(config.time.max_age_secs),
         },
         emit_interval: Duration::from_millis(u64::from(a.emit_interval_ms)),
+        daily_emit_interval: Duration::from_millis(u64::from(a.daily_emit_interval_ms)),
         idle_timeout: Duration::from_secs(u64::from(a.idle_timeout_secs)),
         exit_at_end,
         kafka_options: config.kafka.options.clone(),

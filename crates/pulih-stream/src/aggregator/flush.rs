@@ -17,8 +17,10 @@ use super::{now_secs, Failure, Shared, State, Taken};
 
 impl Shared {
     /// Takes a flush from every partition unless one is already pending,
-    /// then tries to make it durable once.
-    pub(super) fn try_flush(&self, all_final: bool) -> Result<bool, Failure> {
+    /// then tries to make it durable once. The open merchant-days that
+    /// changed are taken with it every `daily_emit_interval`, or when
+    /// `all_days`.
+    pub(super) fn try_flush(&self, all_final: bool, all_days: bool) -> Result<bool, Failure> {
         let mut st = self.state();
         if st.pending.is_none() {
             self.advance_watermarks(&mut st);
@@ -75,15 +77,20 @@ impl Shared {
                 }
             }
             let now_s = now_secs();
+            let days =
+                all_final || all_days || st.days_taken.elapsed() >= self.config.daily_emit_interval;
+            if days {
+                st.days_taken = Instant::now();
+            }
             let mut flush = Flush::default();
             for id in &ids {
                 if let Some(part) = st.parts.get_mut(id) {
-                    flush.append(part.core.take(
-                        &self.config.topic,
-                        &self.config.group_id,
-                        all_final,
-                        now_s,
-                    ));
+                    let (topic, group_id) = (&self.config.topic, &self.config.group_id);
+                    flush.append(if days {
+                        part.core.take(topic, group_id, all_final, now_s)
+                    } else {
+                        part.core.take_holding_days(topic, group_id, now_s)
+                    });
                 }
             }
             st.pending = Some(Taken {
@@ -129,11 +136,11 @@ impl Shared {
 
     /// Makes everything folded so far durable: a flush that was already
     /// pending (taken before the latest records) and then a new one.
-    pub(super) fn flush_fully(&self, all_final: bool) -> Result<(), Failure> {
+    pub(super) fn flush_fully(&self, all_final: bool, all_days: bool) -> Result<(), Failure> {
         let had_pending = self.state().pending.is_some();
-        self.try_flush(all_final)?;
+        self.try_flush(all_final, all_days)?;
         if had_pending {
-            self.try_flush(all_final)?;
+            self.try_flush(all_final, all_days)?;
         }
         Ok(())
     }

@@ -74,6 +74,9 @@ pub struct AggregatorConfig {
     pub instances: u32,
     pub core: CoreConfig,
     pub emit_interval: Duration,
+    /// Changed merchant-days that are still open are written this often
+    /// (closed ones at once); the checkpoints wait for them.
+    pub daily_emit_interval: Duration,
     /// A partition without records for this long stops holding the
     /// operator watermark back.
     pub idle_timeout: Duration,
@@ -199,6 +202,8 @@ struct State {
     stats: RunStats,
     /// A flush taken from the core but not yet durable.
     pending: Option<Taken>,
+    /// When a flush last wrote the open merchant-days.
+    days_taken: Instant,
     /// Dead letters of records folded since the last take.
     dead: Vec<DeadRecord>,
     /// Counted records since the last take, with `archive_payments`.
@@ -421,6 +426,7 @@ pub fn run_blocking(
             partition_count: 0,
             stats: RunStats::default(),
             pending: None,
+            days_taken: Instant::now(),
             dead: Vec::new(),
             payments: Vec::new(),
             pending_payments: HashMap::new(),
@@ -521,7 +527,7 @@ pub fn run_blocking(
             let st = shared.state();
             st.parts.values().all(|p| p.at_end)
         };
-        match shared.try_flush(false) {
+        match shared.try_flush(false, false) {
             Ok(_) => {
                 if stalled {
                     tracing::info!(message = "ClickHouse writes succeed again; resuming.");
@@ -567,7 +573,7 @@ pub fn run_blocking(
     // the last checkpoint by the next run if ClickHouse stays down).
     let mut backoff = Duration::from_millis(100);
     for _ in 0..20 {
-        match shared.flush_fully(config.exit_at_end && failure.is_none()) {
+        match shared.flush_fully(config.exit_at_end && failure.is_none(), true) {
             Ok(()) => break,
             Err(error) => tracing::warn!(message = "Final flush failed; retrying.", %error),
         }
