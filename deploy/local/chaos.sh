@@ -18,6 +18,9 @@
 # the load ends, it waits for the aggregator to catch up and compares:
 #   - payments and their amount in activity_1m FINAL (`pulih report`)
 #     with the simulator's accepted payments: equal, or the run fails;
+#   - the same in merchant_activity_daily FINAL, whose rows of open days
+#     are written every aggregate.daily_emit_interval_ms: equal, or the
+#     run fails;
 #   - the distinct dead letters of the gateway with the simulator's
 #     rejections: equal, or the run fails.
 # The same identities throughout: one consumer group, one database, one
@@ -135,17 +138,31 @@ done
 # A little longer: anything counted twice would show now.
 sleep 10
 read -r counted counted_amount <<<"$("$PULIH" report 2>/dev/null | sed -n 's/^total events=\([0-9]*\) amount_idr=\([0-9]*\).*/\1 \2/p')"
+daily() {
+    curl -sf "$CH" --data-binary "SELECT sum(txn_count), sum(amount_idr_sum) FROM $DB.merchant_activity_daily FINAL FORMAT TSV"
+}
+day_counted="" day_amount=""
+for _ in $(seq 30); do
+    read -r day_counted day_amount <<<"$(daily)"
+    [ "${day_counted:-0}" -ge "$sent" ] && break
+    sleep 5
+done
+sleep 10
+read -r day_counted day_amount <<<"$(daily)"
 dead=$("$PULIH" dead-letters 2>/dev/null | sed -n 's/^dead letters: [0-9]* (\([0-9]*\) distinct.*/\1/p')
 echo
 echo "| | accepted by the gateway (client's record) | in ClickHouse / on the dead-letter topic |"
 echo "|---|---:|---:|"
-echo "| payments | $sent | $counted |"
-echo "| amount (IDR) | $amount | $counted_amount |"
+echo "| payments (activity_1m) | $sent | $counted |"
+echo "| amount (IDR, activity_1m) | $amount | $counted_amount |"
+echo "| payments (merchant_activity_daily) | $sent | $day_counted |"
+echo "| amount (IDR, merchant_activity_daily) | $amount | $day_amount |"
 echo "| rejections | $rejected | $dead distinct dead letters |"
 echo
 echo "Faults injected:"
 for f in "${faults[@]}"; do printf -- '- %s: %s\n' "$f" "${injected[$f]:-0}"; done
-if [ "$counted" = "$sent" ] && [ "$counted_amount" = "$amount" ] && [ "$dead" = "$rejected" ]; then
+if [ "$counted" = "$sent" ] && [ "$counted_amount" = "$amount" ] \
+    && [ "$day_counted" = "$sent" ] && [ "$day_amount" = "$amount" ] && [ "$dead" = "$rejected" ]; then
     echo "chaos: OK: zero lost, zero counted twice, every rejection dead-lettered"
 else
     echo "chaos: FAILED" >&2

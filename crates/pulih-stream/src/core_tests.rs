@@ -962,6 +962,14 @@ fn a_flush_writes_one_counted_row_per_window() {
 fn an_open_row_of_another_partition_or_an_older_version_is_taken_over() {
     let start = (T0 / 1000) as u32;
     let (m1, m2, m3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    // The row of the window at T0 of cell 0 in a flush.
+    let window_row = |f: &Flush| -> ActivityRow {
+        f.activity
+            .iter()
+            .find(|r| r.window_start == start && r.district_code == "31.74.09")
+            .cloned()
+            .unwrap()
+    };
     let mut p0 = Partition::new(0, config(120_000));
     p0.fold(0, T0, &ev(1, 0, 0, 1, 10));
     p0.fold(1, T0, &ev(2, 1_000, 0, 2, 10));
@@ -1000,11 +1008,7 @@ fn an_open_row_of_another_partition_or_an_older_version_is_taken_over() {
         let mut pairs: Vec<_> = counted.merchant_pairs().collect();
         pairs.sort();
         assert_eq!(pairs, vec![(m1, -1), (m2, -1), (m3, 11)]);
-        let written = f
-            .activity
-            .iter()
-            .find(|r| r.window_start == start && r.district_code == "31.74.09")
-            .unwrap();
+        let written = window_row(&f);
         assert_eq!((written.merchants_active, written.is_final), (3, 1));
 
         // A third partition restoring from the open form of that row
@@ -1020,12 +1024,7 @@ fn an_open_row_of_another_partition_or_an_older_version_is_taken_over() {
         q.fold(1, T0 + 600_000, &ev(4, 3_000, 0, 1, 10));
         q.supply(vec![open], Vec::new(), f.seen.clone());
         let g = q.take("t", "g", false, 0);
-        let again = g
-            .activity
-            .iter()
-            .find(|r| r.window_start == start && r.district_code == "31.74.09")
-            .unwrap();
-        assert_eq!(again.merchants_active, 3, "m1 is not new");
+        assert_eq!(window_row(&g).merchants_active, 3, "m1 is not new");
     }
 }
 
