@@ -175,7 +175,9 @@ def generate(args, out):
 
 
 def simulate_args(args, scenario):
-    return ["--scenario", str(scenario), "--from", f"-{args.days}d", "--to", "-1d",
+    # One instant for every run: late events of yesterday that arrive
+    # later today are held back alike, however long the runs take.
+    return ["--scenario", str(scenario), "--as-of", args.as_of, "--from", f"-{args.days}d", "--to", "-1d",
             "--duplicates", str(args.duplicates), "--late", str(args.late)]
 
 
@@ -351,9 +353,12 @@ def main():
     ap.add_argument("--services", required=True, help="folder of the services' pid files")
     ap.add_argument("--commit", default="")
     ap.add_argument("--keep", action="store_true", help="keep the databases")
+    ap.add_argument("--as-of", help="the instant every run takes as now (2026-11-30T12:00:00.000Z; default: the start)")
     args = ap.parse_args()
     if not 1 <= args.days <= 6:
         ap.error("--days must be 1 to 6")
+    if args.as_of is None:
+        args.as_of = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ch = ClickHouse(args.clickhouse)

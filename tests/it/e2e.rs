@@ -178,3 +178,58 @@ async fn known_events_land_as_exact_counts_and_sums() {
     assert_eq!(a.amount, specs.iter().map(|s| s.amount).sum::<u64>());
     assert_eq!((a.ms, a.producers), (600 * 250, 1));
 }
+
+/// `pulih simulate --as-of` fixes which events have happened: two runs
+/// with the same instant write the same files, whenever they run, and a
+/// later instant lets more of yesterday's late events through.
+#[test]
+fn simulate_as_of_sends_the_same_events_whenever_it_runs() {
+    let dir = std::env::temp_dir().join(pulih_tests::unique("pulih-as-of"));
+    let run = |as_of: &str, out: &str| {
+        let o = std::process::Command::new(pulih_tests::pulih_bin())
+            .args(["simulate", "--as-of", as_of, "--from", "-1d", "--to", "-1d"])
+            .args(["--late", "0.2", "--output", "ndjson", "--dir"])
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mut bytes = Vec::new();
+        if let Ok(files) = std::fs::read_dir(dir.join(out)) {
+            let mut files: Vec<_> = files.map(|f| f.unwrap().path()).collect();
+            files.sort();
+            for f in files {
+                bytes.extend(std::fs::read(f).unwrap());
+            }
+        }
+        (o.status.success(), text, bytes)
+    };
+    // Yesterday's late events arrive up to twelve hours into today (Jakarta
+    // time): at the start of today some are still to come.
+    let today = pulih_event::calendar::day_of(pulih_event::calendar::now_ms());
+    let start = pulih_event::calendar::day_start_ms(today);
+    let at = |ms: i64| pulih_event::Timestamp::from_unix_millis(ms).to_string();
+    let early = at(start + 3_600_000);
+    let (ok, text, first) = run(&early, "a");
+    assert!(ok, "{text}");
+    let held = |t: &str| -> u64 {
+        t.split_whitespace()
+            .find_map(|w| w.strip_prefix("held="))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    assert!(held(&text) > 0, "{text}");
+    let (_, again_text, again) = run(&early, "b");
+    assert_eq!(held(&again_text), held(&text));
+    assert!(!first.is_empty() && first == again, "the same bytes");
+    let (_, later_text, later) = run(&at(start + 13 * 3_600_000), "c");
+    assert_eq!(held(&later_text), 0, "{later_text}");
+    assert!(later.len() > first.len());
+
+    let (ok, text, _) = run("2026-11-30T12:00:00Z", "d");
+    assert!(!ok && text.contains("--as-of"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use pulih_event::calendar::{day_of, now_ms};
 use pulih_event::holidays::{date_of, day_number};
 use pulih_event::Limits;
+use pulih_event::Timestamp;
 use pulih_ingest::{Accepted, Intake};
 use pulih_sim::{Faults, Kind, Scenario, SimEvent, Simulation};
 
@@ -51,6 +52,13 @@ pub struct Args {
     /// happened yet are held back, unless --follow.
     #[arg(long, allow_hyphen_values = true)]
     to: Option<String>,
+    /// Take this instant as now, in the form of the contract's
+    /// `occurred_at` (2026-11-30T12:00:00.000Z): `today`, `-Nd` and which
+    /// events have happened (the rest are held back) are reckoned from it,
+    /// so that runs at different times send the same events. Not with
+    /// --follow or --rate.
+    #[arg(long)]
+    as_of: Option<String>,
     /// Send at this many times real time (3600: an hour a second).
     #[arg(long)]
     speed: Option<f64>,
@@ -319,7 +327,22 @@ fn parse_day(key: &str, s: &str, today: i32) -> Result<i32, BoxError> {
 pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
     let reference = Arc::new(config.reference()?);
     let holidays = config.holidays()?;
-    let today = day_of(now_ms()) as i32;
+    let as_of = match &args.as_of {
+        None => None,
+        Some(_) if args.follow || args.rate.is_some() => {
+            return Err("--as-of fixes what has happened: it takes no --follow or --rate".into())
+        }
+        Some(s) => Some(
+            Timestamp::parse_rfc3339(s)
+                .ok_or_else(|| {
+                    format!("--as-of: `{s}` is not a time as occurred_at writes it (2026-11-30T12:00:00.000Z)")
+                })?
+                .unix_millis(),
+        ),
+    };
+    // Now, or the instant --as-of fixes.
+    let now = || as_of.unwrap_or_else(now_ms);
+    let today = day_of(now()) as i32;
     if args.follow && args.to.is_some() {
         return Err("--follow runs into the present: drop --to".into());
     }
@@ -512,7 +535,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
                         }
                     }
                 }
-                let ahead = e.send_ms - now_ms();
+                let ahead = e.send_ms - now();
                 if ahead > 0 {
                     if !args.follow {
                         tally.held += 1;
@@ -541,7 +564,7 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
         }
         if !args.follow {
             for e in sim.finish() {
-                if e.send_ms > now_ms() {
+                if e.send_ms > now() {
                     tally.held += 1;
                 } else {
                     sink.send(&producers, e, &mut tally).await?;
