@@ -397,7 +397,8 @@ pub struct Partition {
     new_merchants: Vec<(WindowKey, [u8; 32], i64)>,
     /// The Jakarta day of the watermark last recorded as complete.
     recorded_day: i64,
-    /// The flushes since the last checkpoint written, that one first.
+    /// The flushes with no record pending since the last checkpoint
+    /// written, that one first.
     points: VecDeque<Point>,
 }
 
@@ -761,7 +762,8 @@ impl Partition {
 
     /// Takes what must become durable: new fingerprints, rows that changed
     /// or became final (final rows are then forgotten, with their
-    /// fingerprints), a checkpoint when the offset moved, and the
+    /// fingerprints), a checkpoint when the offset moved (see
+    /// [`Partition::take_holding_days`] for where it moves to), and the
     /// watermark each time it enters a new Jakarta day (every row it
     /// closed is in this flush or an earlier one). With
     /// `all_final` every row is final (the input is known to be complete).
@@ -855,19 +857,19 @@ impl Partition {
             !closed
         });
         let waiting = !self.pending.is_empty() || !self.wait_days.is_empty();
-        // Every flush is a point the checkpoint may later move to: the
-        // clocks are those of the log up to its offset. The checkpoint
-        // moves to the latest point before every record a held
-        // merchant-day holds.
-        self.points.push_back(Point {
-            next_offset: self.next_offset,
-            max_event_ms: self.max_event_ms,
-            max_ts_ms: self.max_ts_ms,
-        });
-        let before_held = |p: &Point| held.is_none_or(|h| p.next_offset <= h);
+        // Every flush with no record pending is a point the checkpoint may
+        // later move to: every record before it is decided, and the clocks
+        // are those of the log up to its offset. The checkpoint moves to
+        // the latest point before every record a held merchant-day holds.
         let at = if waiting {
             None
         } else {
+            self.points.push_back(Point {
+                next_offset: self.next_offset,
+                max_event_ms: self.max_event_ms,
+                max_ts_ms: self.max_ts_ms,
+            });
+            let before_held = |p: &Point| held.is_none_or(|h| p.next_offset <= h);
             self.points.iter().rposition(before_held)
         };
         if let Some(at) = at {

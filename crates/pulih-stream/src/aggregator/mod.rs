@@ -13,7 +13,8 @@
 //!   (`archive.rs`);
 //! - **flush** (`flush.rs`), every `emit_interval`: the operator watermark
 //!   (`watermark.rs`) closes rows; then load the rows late records need,
-//!   write fingerprints, merchant-days and windows, make sure the dead
+//!   write fingerprints and new merchants, merchant-days (those of open
+//!   days every `daily_emit_interval`) and windows, make sure the dead
 //!   letters are acknowledged, and write the checkpoints;
 //! - **stall**: while a flush fails, consumption is paused, the flush is
 //!   retried with capped exponential backoff and `pulih_aggregate_stalled`
