@@ -686,10 +686,12 @@ async fn on_the_cluster_a_replica_killed_mid_run_gives_the_clean_result() {
     run.offer(&b1).await;
     run.wait_progress(100, Duration::from_secs(60)).await;
 
+    let down = crate::cluster::NODE_DOWN.lock().await;
     crate::cluster::cluster_sh(&["stop-node", "s2r1"]);
     run.offer(&batch("b2", 300, 5)).await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     crate::cluster::cluster_sh(&["start-node", "s2r1"]);
+    drop(down);
 
     run.offer(&batch3(&b1)).await;
     run.wait_converged(Duration::from_secs(150)).await;

@@ -314,6 +314,27 @@ pub(crate) async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// How long to wait before trying a failed round of `pulih rollup` or
+/// `pulih alerts` again, if it is worth trying: `None` after the last of
+/// [`ROUND_TRIES`], or when the error is not one that passes (only
+/// ClickHouse being unreachable, overloaded or dropping a connection does;
+/// a replica that restarts breaks the connections the other servers of a
+/// cluster keep to it). A round is safe to repeat: what it writes is
+/// replaced, or recorded last.
+pub(crate) fn retry_round(
+    error: &(dyn std::error::Error + 'static),
+    tries: u32,
+) -> Option<std::time::Duration> {
+    let transient = error
+        .downcast_ref::<pulih_store::StoreError>()
+        .is_some_and(pulih_store::StoreError::is_retryable);
+    (transient && tries < ROUND_TRIES).then(|| std::time::Duration::from_secs(1 << tries))
+}
+
+/// Tries of one round before it counts as failed: the waits between them
+/// (2, 4, 8, 16, 32 s) outlast a replica restarting.
+pub(crate) const ROUND_TRIES: u32 = 6;
+
 /// Serves `component`'s metrics at http://ADDR/metrics, with `/healthz`
 /// and `/readyz` (`ready`), in the background, unless `addr` (the setting
 /// `key`, checked at load) is empty.
@@ -751,4 +772,44 @@ async fn report(config: &Config) -> Result<(), BoxError> {
     }
     println!("total events={txn} amount_idr={amount}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_error(source: clickhouse::error::Error) -> BoxError {
+        Box::new(pulih_store::StoreError {
+            url: "http://127.0.0.1:8211".into(),
+            action: "write the public release".into(),
+            source,
+        })
+    }
+
+    #[test]
+    fn a_round_is_tried_again_only_after_errors_that_pass() {
+        // What a Distributed insert answers when a shard's replica restarted
+        // since the server last wrote to it.
+        let broken = store_error(clickhouse::error::Error::BadResponse(
+            "Code: 210, e.displayText() = DB::NetException: I/O error: Broken pipe, \
+             while writing to socket (127.0.0.1:9221)"
+                .into(),
+        ));
+        assert_eq!(
+            retry_round(broken.as_ref(), 1),
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_round(broken.as_ref(), 5),
+            Some(std::time::Duration::from_secs(32))
+        );
+        assert_eq!(retry_round(broken.as_ref(), ROUND_TRIES), None);
+        let missing = store_error(clickhouse::error::Error::BadResponse(
+            "Code: 60, e.displayText() = DB::Exception: Table x.releases doesn't exist.".into(),
+        ));
+        assert_eq!(retry_round(missing.as_ref(), 1), None);
+        let kafka: BoxError =
+            "send to Kafka topic pulih.alerts: no acknowledgement within 30 s".into();
+        assert_eq!(retry_round(kafka.as_ref(), 1), None);
+    }
 }
