@@ -44,6 +44,29 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The day number (days since 1970-01-01) of a proleptic Gregorian date,
+/// `None` if there is no such day (month 1 to 12, day within the month),
+/// by Howard Hinnant's days-from-civil algorithm.
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=days_in_month).contains(&day) {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
 /// The proleptic Gregorian (year, month, day) of a day number (days since
 /// 1970-01-01), by Howard Hinnant's civil-from-days algorithm.
 pub fn civil_from_days(days: i64) -> (i64, i64, i64) {

@@ -73,9 +73,17 @@ impl Sector {
     /// The category for a letter, if it is one of `A`..=`U`.
     pub fn from_letter(s: &str) -> Option<Sector> {
         match s.as_bytes() {
-            [c @ b'A'..=b'U'] => Some(Sector(*c)),
+            [c] => Sector::from_byte(*c),
             _ => None,
         }
+    }
+
+    /// The category of letter `c` (`b'A'` to `b'U'`).
+    pub fn from_byte(c: u8) -> Option<Sector> {
+        c.is_ascii_uppercase()
+            .then_some(c)
+            .filter(|&c| c <= b'U')
+            .map(Sector)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -184,7 +192,7 @@ pub fn is_producer_id(s: &str) -> bool {
 #[inline]
 pub fn plain_string_len(b: &[u8]) -> Option<usize> {
     // Eight bytes at a time while none is a quote, a backslash or outside
-    // printable ASCII (a false alarm only ends the fast loop).
+    // printable ASCII.
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
@@ -198,7 +206,10 @@ pub fn plain_string_len(b: &[u8]) -> Option<usize> {
             | (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
             | ((v.wrapping_add(ONES) | v) & HIGH);
         if special != 0 {
-            break;
+            // The lowest flagged byte is the first special one: a false
+            // alarm only follows a true one (borrows and carries run up).
+            let at = i + (special.trailing_zeros() / 8) as usize;
+            return (b[at] == b'"').then_some(at);
         }
         i += 8;
     }

@@ -40,6 +40,9 @@ pub struct Category {
 pub struct Reference {
     districts: Vec<District>,
     by_code: HashMap<String, usize>,
+    /// The codes of eight bytes (all of them in the contract's form
+    /// `NN.NN.NN`) as big-endian integers, sorted, with their index.
+    by_code8: Vec<(u64, usize)>,
     categories: Vec<Category>,
     /// Category of each two-digit division, `None` where no division exists.
     division_sector: [Option<Sector>; 100],
@@ -104,9 +107,16 @@ impl Reference {
             .enumerate()
             .map(|(i, d)| (d.code.clone(), i))
             .collect();
+        let mut by_code8: Vec<(u64, usize)> = districts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((u64::from_be_bytes(d.code.as_bytes().try_into().ok()?), i)))
+            .collect();
+        by_code8.sort_unstable();
         Ok(Reference {
             districts,
             by_code,
+            by_code8,
             categories,
             division_sector,
         })
@@ -118,6 +128,14 @@ impl Reference {
 
     pub fn district(&self, code: &str) -> Option<&District> {
         self.by_code.get(code).map(|&i| &self.districts[i])
+    }
+
+    /// [`Reference::district`] of a code of eight bytes, without hashing:
+    /// the aggregator looks one up per record.
+    pub fn district8(&self, code: &[u8; 8]) -> Option<&District> {
+        let key = u64::from_be_bytes(*code);
+        let i = self.by_code8.binary_search_by_key(&key, |&(k, _)| k).ok()?;
+        Some(&self.districts[self.by_code8[i].1])
     }
 
     pub fn categories(&self) -> &[Category] {
@@ -245,6 +263,21 @@ pub(crate) fn is_code(s: &str, parts: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn districts_are_found_by_their_eight_bytes_as_by_their_code() {
+        let r = Reference::jakarta();
+        for d in r.districts() {
+            let code: [u8; 8] = d.code.as_bytes().try_into().unwrap();
+            assert_eq!(r.district8(&code).map(|x| &x.code), Some(&d.code));
+        }
+        for missing in [b"31.76.01", b"00.00.00", b"99.99.99", b"31.71.0 "] {
+            assert!(r.district8(missing).is_none());
+        }
+        assert!(crate::Sector::from_byte(b'U').is_some());
+        assert!(crate::Sector::from_byte(b'V').is_none());
+        assert!(crate::Sector::from_byte(b'a').is_none());
+    }
 
     #[test]
     fn jakarta_has_44_districts_in_6_regencies() {

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use time::{Date, Month, OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 /// An instant in UTC with millisecond resolution, as milliseconds since the
 /// Unix epoch.
@@ -27,7 +27,12 @@ impl Timestamp {
 
     /// Parses the contract's RFC 3339 form; `None` if it is not exactly that.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let b = s.as_bytes();
+        Timestamp::parse_rfc3339_bytes(s.as_bytes())
+    }
+
+    /// [`Timestamp::parse_rfc3339`] of bytes, for decoders that have not
+    /// made a `str` of them.
+    pub fn parse_rfc3339_bytes(b: &[u8]) -> Option<Timestamp> {
         // YYYY-MM-DDTHH:MM:SS.fff (23 bytes) + fraction + offset
         if b.len() < 24 {
             return None;
@@ -78,17 +83,12 @@ impl Timestamp {
         if hour > 23 || minute > 59 || second > 59 {
             return None;
         }
-        let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
-        let date =
-            Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
-                .ok()?;
-        let offset = UtcOffset::from_whole_seconds(offset_secs).ok()?;
-        let local = date
-            .with_hms_milli(hour as u8, minute as u8, second as u8, millis as u16)
-            .ok()?
-            .assume_offset(offset);
-        let nanos = local.unix_timestamp_nanos();
-        Some(Timestamp(i64::try_from(nanos.div_euclid(1_000_000)).ok()?))
+        let days =
+            crate::calendar::days_from_civil(i64::from(year), i64::from(month), i64::from(day))?;
+        let secs = ((days * 24 + i64::from(hour)) * 60 + i64::from(minute)) * 60
+            + i64::from(second)
+            - i64::from(offset_secs);
+        Some(Timestamp(secs * 1000 + i64::from(millis)))
     }
 
     fn to_datetime(self) -> Option<OffsetDateTime> {
@@ -162,6 +162,52 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use time::{Date, Month, UtcOffset};
+
+    /// The parser as it was written with the `time` crate, which the
+    /// arithmetic above must agree with.
+    fn parse_with_time(s: &str) -> Option<Timestamp> {
+        let b = s.as_bytes();
+        if b.len() < 24 || !s.is_ascii() {
+            return None;
+        }
+        let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+        let (year, month, day) = (n(0..4)?, n(5..7)?, n(8..10)?);
+        let (hour, minute, second, millis) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+        let offset_secs = Timestamp::parse_rfc3339(&format!("1970-01-01T00:00:00.000{}", &s[23..]))
+            .map(|t| -(t.unix_millis() / 1000) as i32)?;
+        let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+        let date =
+            Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+                .ok()?;
+        let offset = UtcOffset::from_whole_seconds(offset_secs).ok()?;
+        let local = date
+            .with_hms_milli(hour as u8, minute as u8, second as u8, millis as u16)
+            .ok()?
+            .assume_offset(offset);
+        Some(Timestamp(
+            i64::try_from(local.unix_timestamp_nanos().div_euclid(1_000_000)).ok()?,
+        ))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// Any date, time and offset the contract's form can spell, valid
+        /// or not (30 February, month 13, hour 24), parses to what the
+        /// `time` crate makes of it.
+        #[test]
+        fn dates_are_read_as_the_time_crate_reads_them(
+            year in 0u32..10_000, month in 0u32..14, day in 0u32..33,
+            hour in 0u32..25, minute in 0u32..61, second in 0u32..61, millis in 0u32..1000,
+            offset in prop_oneof![Just("Z".to_owned()), (0u32..25, 0u32..61, any::<bool>())
+                .prop_map(|(h, m, neg)| format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' }))],
+        ) {
+            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}{offset}");
+            prop_assert_eq!(Timestamp::parse_rfc3339(&s), parse_with_time(&s), "{}", s);
+        }
+    }
 
     #[test]
     fn parses_offsets_to_the_same_instant() {

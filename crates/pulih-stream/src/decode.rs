@@ -8,7 +8,7 @@ use std::fmt;
 use pulih_event::{Channel, MerchantSize, Reference, Sector, Timestamp};
 use serde::Deserialize;
 
-use crate::core::{fingerprint, Event, Producer};
+use crate::core::{fingerprint, fingerprint_bytes, Event, Producer};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,72 +129,103 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
     if s.peek()? == b'}' {
         return None;
     }
+    // The keys in the order the intake writes them: each is first tried
+    // where that order expects it, whole with its quotes and colon (a
+    // comparison of known length, inlined), before the key is read as a
+    // string. Its bit, or `None` past the last.
+    fn at<const N: usize>(rest: &[u8], key: &[u8; N], bit: u8) -> Option<(usize, u8)> {
+        (rest.len() >= N && rest[..N] == key[..]).then_some((N, bit))
+    }
+    let predicted = |rest: &[u8], i: usize| -> Option<Option<(usize, u8)>> {
+        Some(match i {
+            0 => at(rest, b"\"event_id\":", 0),
+            1 => at(rest, b"\"producer_id\":", 1),
+            2 => at(rest, b"\"occurred_at\":", 2),
+            3 => at(rest, b"\"merchant_key\":", 3),
+            4 => at(rest, b"\"merchant_key_id\":", 4),
+            5 => at(rest, b"\"merchant_key_previous\":", 12),
+            6 => at(rest, b"\"district_code\":", 5),
+            7 => at(rest, b"\"sector\":", 6),
+            8 => at(rest, b"\"kbli_code\":", 7),
+            9 => at(rest, b"\"amount_idr\":", 8),
+            10 => at(rest, b"\"channel\":", 9),
+            11 => at(rest, b"\"merchant_size\":", 10),
+            12 => at(rest, b"\"backfill\":", 11),
+            _ => return None,
+        })
+    };
+    let mut expect = 0;
     loop {
         s.ws();
-        let key = s.string()?;
+        let rest = &bytes[s.i..];
+        let mut bit = None;
+        while let Some(hit) = predicted(rest, expect) {
+            expect += 1;
+            if let Some((len, b)) = hit {
+                s.i += len;
+                bit = Some(b);
+                break;
+            }
+        }
+        let bit = match bit {
+            Some(b) => b,
+            None => {
+                let key = s.string()?;
+                s.ws();
+                s.eat(b':')?;
+                match key {
+                    b"event_id" => 0,
+                    b"producer_id" => 1,
+                    b"occurred_at" => 2,
+                    b"merchant_key" => 3,
+                    b"merchant_key_id" => 4,
+                    b"district_code" => 5,
+                    b"sector" => 6,
+                    b"kbli_code" => 7,
+                    b"amount_idr" => 8,
+                    b"channel" => 9,
+                    b"merchant_size" => 10,
+                    b"backfill" => 11,
+                    b"merchant_key_previous" => 12,
+                    _ => return None,
+                }
+            }
+        };
         s.ws();
-        s.eat(b':')?;
-        s.ws();
-        let bit = match key {
-            b"event_id" => {
-                f.event_id = s.string()?;
-                0
+        match bit {
+            0 => f.event_id = s.string()?,
+            1 => f.producer_id = s.string()?,
+            2 => f.occurred_at = s.string()?,
+            // 64 hex digits, read as they are decoded below.
+            3 => {
+                let key = s.b.get(s.i..s.i + 66)?;
+                if key[0] != b'"' || key[65] != b'"' {
+                    return None;
+                }
+                f.merchant_key = &key[1..65];
+                s.i += 66;
             }
-            b"producer_id" => {
-                f.producer_id = s.string()?;
-                1
-            }
-            b"occurred_at" => {
-                f.occurred_at = s.string()?;
-                2
-            }
-            b"merchant_key" => {
-                f.merchant_key = s.string()?;
-                3
-            }
-            b"merchant_key_id" => {
+            4 => {
                 s.string()?;
-                4
             }
-            b"district_code" => {
-                f.district_code = s.string()?;
-                5
-            }
-            b"sector" => {
-                f.sector = s.string()?;
-                6
-            }
-            b"kbli_code" => {
+            5 => f.district_code = s.string()?,
+            6 => f.sector = s.string()?,
+            7 => {
                 if s.peek()? == b'n' {
                     s.literal(b"null")?;
                 } else {
                     s.string()?;
                 }
-                7
             }
-            b"amount_idr" => {
-                f.amount = s.integer()?;
-                8
-            }
-            b"channel" => {
-                f.channel = s.string()?;
-                9
-            }
-            b"merchant_size" => {
-                f.size = s.string()?;
-                10
-            }
-            b"backfill" => {
+            8 => f.amount = s.integer()?,
+            9 => f.channel = s.string()?,
+            10 => f.size = s.string()?,
+            11 => {
                 s.literal(b"true")?;
                 f.backfill = true;
-                11
             }
-            b"merchant_key_previous" => {
-                f.merchant_key_previous = Some(s.string()?);
-                12
-            }
-            _ => return None,
-        };
+            _ => f.merchant_key_previous = Some(s.string()?),
+        }
         if seen & (1 << bit) != 0 {
             return None;
         }
@@ -212,26 +243,40 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
     if s.i != bytes.len() || seen | (1 << 7) | (1 << 11) | (1 << 12) != 0x1fff {
         return None;
     }
-    let occurred = Timestamp::parse_rfc3339(text(f.occurred_at)?)?;
+    // Every string the scanner returns is printable ASCII: no `str` is
+    // needed to read them.
+    let occurred = Timestamp::parse_rfc3339_bytes(f.occurred_at)?;
     let merchant = hex32(f.merchant_key)?;
     let previous_merchant = match f.merchant_key_previous {
         None => None,
         Some(k) => Some(hex32(k)?),
     };
     let district: [u8; 8] = f.district_code.try_into().ok()?;
-    reference.district(text(&district)?)?;
-    let channel = Channel::ALL
-        .into_iter()
-        .find(|c| c.as_str().as_bytes() == f.channel)?;
-    let size = MerchantSize::ALL
-        .into_iter()
-        .find(|c| c.as_str().as_bytes() == f.size)?;
+    reference.district8(&district)?;
+    let channel = match f.channel {
+        b"qris" => Channel::Qris,
+        b"debit_card" => Channel::DebitCard,
+        b"credit_card" => Channel::CreditCard,
+        b"ewallet" => Channel::Ewallet,
+        b"bank_transfer" => Channel::BankTransfer,
+        b"other" => Channel::Other,
+        _ => return None,
+    };
+    let size = match f.size {
+        b"micro" => MerchantSize::Micro,
+        b"small" => MerchantSize::Small,
+        b"medium" => MerchantSize::Medium,
+        _ => return None,
+    };
     Some(Event {
-        producer: Producer::new(text(f.producer_id)?)?,
-        fingerprint: fingerprint(text(f.producer_id)?, text(f.event_id)?),
+        producer: Producer::from_ascii(f.producer_id)?,
+        fingerprint: fingerprint_bytes(f.producer_id, f.event_id),
         occurred_ms: occurred.unix_millis(),
         district,
-        sector: Sector::from_letter(text(f.sector)?)?,
+        sector: match f.sector {
+            [c] => Sector::from_byte(*c)?,
+            _ => return None,
+        },
         merchant,
         previous_merchant,
         amount: f.amount,
@@ -243,38 +288,42 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
 
 /// 64 hex digits (either case) as 32 bytes.
 fn hex32(s: &[u8]) -> Option<[u8; 32]> {
-    const fn table() -> [u8; 256] {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            t[b'A' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    }
-    static HEX: [u8; 256] = table();
     if s.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-        bad |= (hi | lo) & 0xf0;
-        *o = (hi << 4) | (lo & 0x0f);
+    for (o, chunk) in out.chunks_exact_mut(4).zip(s.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        o.copy_from_slice(&hex8(u64::from_le_bytes(word))?.to_le_bytes());
     }
-    (bad == 0).then_some(out)
+    Some(out)
 }
 
-/// Bytes the scanner checked to be printable ASCII, as text.
-fn text(b: &[u8]) -> Option<&str> {
-    std::str::from_utf8(b).ok()
+/// Eight hex digits (either case, the first in the lowest byte) as four
+/// bytes, eight at a time: `None` if any is not a hex digit.
+fn hex8(v: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if v & HIGH != 0 {
+        return None;
+    }
+    // Below 0x80 each byte's sums stay in the byte: bit 7 of x + (0x80 -
+    // lo) is x >= lo, and of x + (0x7f - hi) is x > hi.
+    let within = |x: u64, lo: u64, hi: u64| {
+        (x.wrapping_add(ONES * (0x80 - lo)) & !x.wrapping_add(ONES * (0x7f - hi))) & HIGH
+    };
+    let lower = v | (ONES * 0x20); // 'A'-'F' to 'a'-'f'; digits unchanged
+    let digit = within(v, u64::from(b'0'), u64::from(b'9'));
+    let letter = within(lower, u64::from(b'a'), u64::from(b'f'));
+    if digit | letter != HIGH {
+        return None;
+    }
+    // Each byte's value, then two bytes (high digit first) into one.
+    let nibbles = (v & (ONES * 0x0f)) + (letter >> 7) * 9;
+    let pairs = ((nibbles & 0x00ff_00ff_00ff_00ff) << 4) | ((nibbles >> 8) & 0x00ff_00ff_00ff_00ff);
+    let packed = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+    Some((packed | (packed >> 16)) as u32)
 }
 
 #[derive(Default)]
@@ -435,6 +484,24 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The eight-at-a-time hex reader gives what `hex` gives, for
+        /// digits and the bytes next to their ranges.
+        #[test]
+        fn hex_digits_eight_at_a_time(
+            picks in proptest::collection::vec(0usize..36, 64),
+            bad in proptest::option::of((0usize..64, 0usize..14)),
+        ) {
+            const DIGITS: &[u8] = b"0123456789abcdefABCDEF0123456789abcd";
+            const NEAR: &[u8] = b"/:@G`g\x00\x7f\x80\xc1\xff\x10\x2a\x3f";
+            let mut key: Vec<u8> = picks.iter().map(|&i| DIGITS[i]).collect();
+            if let Some((at, i)) = bad {
+                key[at] = NEAR[i];
+            }
+            let mut expected = [0u8; 32];
+            let expected = hex::decode_to_slice(&key, &mut expected).ok().map(|()| expected);
+            proptest::prop_assert_eq!(hex32(&key), expected);
+        }
 
         /// Whatever the fast path accepts, the general decoder accepts
         /// with the same result.
