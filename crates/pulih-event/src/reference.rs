@@ -39,9 +39,8 @@ pub struct Category {
 #[derive(Debug, Clone)]
 pub struct Reference {
     districts: Vec<District>,
-    by_code: HashMap<String, usize>,
-    /// The codes of eight bytes (all of them in the contract's form
-    /// `NN.NN.NN`) as big-endian integers, sorted, with their index.
+    /// The codes (all of the form `NN.NN.NN`, eight bytes) as big-endian
+    /// integers, sorted, with their index.
     by_code8: Vec<(u64, usize)>,
     categories: Vec<Category>,
     /// Category of each two-digit division, `None` where no division exists.
@@ -102,11 +101,6 @@ impl Reference {
                 }
             }
         }
-        let by_code = districts
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.code.clone(), i))
-            .collect();
         let mut by_code8: Vec<(u64, usize)> = districts
             .iter()
             .enumerate()
@@ -115,7 +109,6 @@ impl Reference {
         by_code8.sort_unstable();
         Ok(Reference {
             districts,
-            by_code,
             by_code8,
             categories,
             division_sector,
@@ -127,11 +120,12 @@ impl Reference {
     }
 
     pub fn district(&self, code: &str) -> Option<&District> {
-        self.by_code.get(code).map(|&i| &self.districts[i])
+        self.district8(code.as_bytes().try_into().ok()?)
     }
 
-    /// [`Reference::district`] of a code of eight bytes, without hashing:
-    /// the aggregator looks one up per record.
+    /// [`Reference::district`] of a code of eight bytes (the contract's
+    /// form), without hashing: the gateway and the aggregator look one up
+    /// per event.
     pub fn district8(&self, code: &[u8; 8]) -> Option<&District> {
         let key = u64::from_be_bytes(*code);
         let i = self.by_code8.binary_search_by_key(&key, |&(k, _)| k).ok()?;
@@ -270,9 +264,11 @@ mod tests {
         for d in r.districts() {
             let code: [u8; 8] = d.code.as_bytes().try_into().unwrap();
             assert_eq!(r.district8(&code).map(|x| &x.code), Some(&d.code));
+            assert_eq!(r.district(&d.code).map(|x| &x.code), Some(&d.code));
         }
         for missing in [b"31.76.01", b"00.00.00", b"99.99.99", b"31.71.0 "] {
             assert!(r.district8(missing).is_none());
+            assert!(r.district(std::str::from_utf8(missing).unwrap()).is_none());
         }
         assert!(crate::Sector::from_byte(b'U').is_some());
         assert!(crate::Sector::from_byte(b'V').is_none());
