@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Backfill benchmark: every producer's history file loaded at once, one
+# `pulih produce` per file, into a new topic that one `pulih aggregate`
+# counts. Each partition then holds the producers' days interleaved, so
+# the records of a producer that is behind arrive after the partition's
+# watermark passed their windows and are counted through the late path
+# (docs/semantics.md, "Late events").
+#
+# Usage: deploy/local/bench-backfill.sh [SECONDS] [PARTITIONS] [DAYS]   (default 300 6 3)
+#
+# The files: PULIH_BENCH_EVENTS=DIR, one <producer>.ndjson per producer
+# (e.g. target/bench/compare/events of deploy/local/bench-compare.sh);
+# without it, `pulih simulate --output ndjson` writes DAYS days of the
+# shipped scenario to target/bench/backfill/. Every 30 s the script prints
+# the records counted and how (applied on time, late), the consumer lag and
+# the rate; once the files are loaded and counted, or after SECONDS, the
+# totals with the CPU time of the aggregator and of ClickHouse.
+# PULIH_BIN=path runs that binary; PULIH_BENCH_KEEP=1 keeps the database.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+SECONDS_TO_RUN="${1:-300}"
+PARTITIONS="${2:-6}"
+DAYS="${3:-3}"
+OUT="$ROOT/target/bench/backfill"
+mkdir -p "$OUT"
+
+. deploy/local/lib.sh
+services_and_release_build bench-backfill
+
+EVENTS="${PULIH_BENCH_EVENTS:-}"
+if [ -z "$EVENTS" ]; then
+    EVENTS="$OUT/events"
+    rm -rf "$EVENTS"
+    mkdir -p "$EVENTS"
+    "$PULIH" simulate --from "-${DAYS}d" --to -1d --output ndjson --dir "$EVENTS" >"$OUT/simulate.out"
+fi
+FILES=("$EVENTS"/*.ndjson)
+[ -e "${FILES[0]}" ] || { echo "bench-backfill: no .ndjson file in $EVENTS" >&2; exit 1; }
+total=$(cat "${FILES[@]}" | wc -l)
+
+run_env backfill 9472 "$PARTITIONS"
+CH_PID=$(cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/clickhouse.pid")
+AGG="" PRODUCERS=()
+cleanup() {
+    for p in "${PRODUCERS[@]}" $AGG; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${PRODUCERS[@]}" $AGG; do wait "$p" 2>/dev/null || true; done
+    if [ -n "${PULIH_BENCH_KEEP:-}" ]; then echo "bench-backfill: kept database $DB"; else drop_databases "$DB"; fi
+}
+trap cleanup EXIT
+TICKS=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
+metric() { curl -s http://127.0.0.1:9472/metrics | awk -v n="$1" '$1 == n { v=$2 } END { print v+0 }'; }
+outcome() { metric "pulih_aggregate_records_total{outcome=\"$1\"}"; }
+
+"$PULIH" migrate >/dev/null
+"$PULIH" aggregate >"$OUT/aggregate.out" 2>"$OUT/aggregate.log" &
+AGG=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:9472/readyz >/dev/null && break; sleep 0.2; done
+echo "bench-backfill: $total events in ${#FILES[@]} files from $EVENTS, loaded at once into a topic of $PARTITIONS partitions, database $DB"
+ch_cpu0=$(cpu "$CH_PID") agg_cpu0=$(cpu "$AGG")
+start=$(date +%s.%N)
+for f in "${FILES[@]}"; do
+    p=$(basename "$f" .ndjson)
+    "$PULIH" produce --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
+    PRODUCERS+=($!)
+done
+counted() { echo $(($(outcome applied) + $(outcome late) + $(outcome duplicate) + $(outcome too_old))); }
+loading() { local p; for p in "${PRODUCERS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+last=0 elapsed=0
+while [ "$elapsed" -lt "$SECONDS_TO_RUN" ]; do
+    sleep 30
+    elapsed=$((elapsed + 30))
+    now=$(counted)
+    echo "bench-backfill: ${elapsed} s: counted $now (applied $(outcome applied), late $(outcome late), duplicate $(outcome duplicate)), lag $(metric pulih_aggregate_consumer_lag_records), $(((now - last) / 30)) records/s"
+    last=$now
+    if ! loading && [ "$(metric pulih_aggregate_consumer_lag_records)" = 0 ]; then break; fi
+done
+wall=$(echo "$(date +%s.%N) - $start" | bc -l)
+now=$(counted)
+ch_cpu=$(($(cpu "$CH_PID") - ch_cpu0)) agg_cpu=$(($(cpu "$AGG") - agg_cpu0))
+echo
+echo "| what | value |"
+echo "|---|---:|"
+printf '| records counted | %s (%s lines in the files) |\n' "$now" "$total"
+printf '| of which late (read back from ClickHouse) | %s |\n' "$(outcome late)"
+printf '| wall seconds | %.0f |\n' "$wall"
+printf '| records/s | %.0f |\n' "$(echo "$now / $wall" | bc -l)"
+printf '| aggregator CPU-seconds per million records | %.2f |\n' "$(echo "$agg_cpu / $TICKS / ($now + 1) * 1000000" | bc -l)"
+printf '| ClickHouse CPU-seconds per million records | %.2f |\n' "$(echo "$ch_cpu / $TICKS / ($now + 1) * 1000000" | bc -l)"
