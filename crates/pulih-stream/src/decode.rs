@@ -456,6 +456,39 @@ mod tests {
     }
 
     #[test]
+    fn strings_taken_whole_are_still_checked() {
+        let reference = Reference::jakarta();
+        let json = String::from_utf8(record().to_json()).unwrap();
+        for (from, to) in [
+            // The closing quote where the length puts it, but a quote or
+            // an escape inside: not a string of that length.
+            (
+                "\"2024-03-01T00:00:00.250Z\"",
+                "\"2024-03-01T00:00:00.25\"Z\"",
+            ),
+            (
+                "\"2024-03-01T00:00:00.250Z\"",
+                "\"2024-03-01T00:00:00.25\\u005a\"",
+            ),
+            ("\"31.74.09\"", "\"31.74\\u002e9\""),
+            ("\"sector\":\"I\"", "\"sector\":\"\"\""),
+            ("\"sector\":\"I\"", "\"sector\":\"\\\""),
+        ] {
+            assert!(json.contains(from), "{from}");
+            let bad = json.replacen(from, to, 1);
+            assert_eq!(decode_fast(bad.as_bytes(), &reference), None, "{bad}");
+            assert!(decode(bad.as_bytes(), &reference).is_err(), "{bad}");
+        }
+        // An escape the general path reads is still read by it.
+        let escaped = json.replacen("\"31.74.09\"", "\"31.74.0\\u0039\"", 1);
+        assert_eq!(decode_fast(escaped.as_bytes(), &reference), None);
+        assert_eq!(
+            decode(escaped.as_bytes(), &reference).unwrap().district,
+            *b"31.74.09"
+        );
+    }
+
+    #[test]
     fn hex_digits() {
         assert_eq!(hex32(&[b'a'; 64]), Some([0xaa; 32]));
         assert_eq!(hex32(&[b'F'; 64]), Some([0xff; 32]));
