@@ -857,7 +857,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// Writes `text` to a file of its own (tests run in parallel) and loads it.
+    /// Writes `text` to a file of its own (tests run in parallel), loads it
+    /// and deletes it.
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -865,7 +866,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pulih.toml");
         std::fs::write(&path, text).unwrap();
-        Config::load_from(Some(&path), Env::prefixed("PULIH_TEST_NOTHING_"))
+        let config = Config::load_from(Some(&path), Env::prefixed("PULIH_TEST_NOTHING_"));
+        let _ = std::fs::remove_dir_all(&dir);
+        config
     }
 
     #[test]
