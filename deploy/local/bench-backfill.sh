@@ -40,7 +40,7 @@ FILES=("$EVENTS"/*.ndjson)
 total=$(cat "${FILES[@]}" | wc -l)
 
 run_env backfill 9472 "$PARTITIONS"
-CH_PID=$(cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/clickhouse.pid")
+CH_PID=$(service_pid clickhouse)
 AGG="" PRODUCERS=()
 cleanup() {
     for p in "${PRODUCERS[@]}" $AGG; do kill -INT "$p" 2>/dev/null || true; done
@@ -48,10 +48,7 @@ cleanup() {
     if [ -n "${PULIH_BENCH_KEEP:-}" ]; then echo "bench-backfill: kept database $DB"; else drop_databases "$DB"; fi
 }
 trap cleanup EXIT
-TICKS=$(getconf CLK_TCK)
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
-metric() { curl -s http://127.0.0.1:9472/metrics | awk -v n="$1" '$1 == n { v=$2 } END { print v+0 }'; }
-outcome() { metric "pulih_aggregate_records_total{outcome=\"$1\"}"; }
+outcome() { metric 9472 "pulih_aggregate_records_total{outcome=\"$1\"}"; }
 
 "$PULIH" migrate >/dev/null
 "$PULIH" aggregate >"$OUT/aggregate.out" 2>"$OUT/aggregate.log" &
@@ -72,9 +69,9 @@ while [ "$elapsed" -lt "$SECONDS_TO_RUN" ]; do
     sleep 30
     elapsed=$((elapsed + 30))
     now=$(counted)
-    echo "bench-backfill: ${elapsed} s: counted $now (applied $(outcome applied), late $(outcome late), duplicate $(outcome duplicate)), lag $(metric pulih_aggregate_consumer_lag_records), $(((now - last) / 30)) records/s"
+    echo "bench-backfill: ${elapsed} s: counted $now (applied $(outcome applied), late $(outcome late), duplicate $(outcome duplicate)), lag $(metric 9472 pulih_aggregate_consumer_lag_records), $(((now - last) / 30)) records/s"
     last=$now
-    if ! loading && [ "$(metric pulih_aggregate_consumer_lag_records)" = 0 ]; then break; fi
+    if ! loading && [ "$(metric 9472 pulih_aggregate_consumer_lag_records)" = 0 ]; then break; fi
 done
 wall=$(echo "$(date +%s.%N) - $start" | bc -l)
 now=$(counted)

@@ -34,12 +34,7 @@ export PULIH_AGGREGATE__METRICS_ADDR=127.0.0.1:9465
 export PULIH_PSEUDONYMISATION__SECRET="${PULIH_PSEUDONYMISATION__SECRET:-local-bench-secret-not-for-production-0001}"
 export PULIH_LOG="${PULIH_LOG:-warn}"
 
-metric() { # name → value (0 when absent)
-    curl -s http://127.0.0.1:9465/metrics | awk -v n="$1" '$1 == n { print $2; found=1 } END { if (!found) print 0 }'
-}
-applied() {
-    curl -s http://127.0.0.1:9465/metrics | awk '/^pulih_aggregate_records_total\{outcome="applied"\}/ { a=$2 } END { print a+0 }'
-}
+applied() { metric 9465 'pulih_aggregate_records_total{outcome="applied"}'; }
 
 $PULIH migrate >/dev/null
 $PULIH aggregate >"$OUT/aggregate.out" 2>"$OUT/aggregate.log" &
@@ -53,7 +48,7 @@ SIM=$!
 t0=$(date +%s.%N)
 while kill -0 $SIM 2>/dev/null; do
     sleep 5
-    printf 'bench: t=%5.1fs applied=%s consumer_lag=%s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$(applied)" "$(metric pulih_aggregate_consumer_lag_records)"
+    printf 'bench: t=%5.1fs applied=%s consumer_lag=%s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$(applied)" "$(metric 9465 pulih_aggregate_consumer_lag_records)"
 done
 wait $SIM
 cat "$OUT/simulate.out"
@@ -75,7 +70,7 @@ $PULIH simulate --rate "$PROBE_RATE" --duration 60 >"$OUT/simulate2.out" 2>"$OUT
 SIM=$!
 sleep 5
 $PULIH probe --count 100 --interval-ms 400
-printf 'bench: consumer_lag=%s at the end of the probe\n' "$(metric pulih_aggregate_consumer_lag_records)"
+printf 'bench: consumer_lag=%s at the end of the probe\n' "$(metric 9465 pulih_aggregate_consumer_lag_records)"
 wait $SIM
 cat "$OUT/simulate2.out"
 kill -INT $AGG 2>/dev/null || true

@@ -71,9 +71,8 @@ case "$check" in
     *) echo "bench: the body is not fully accepted: $check" >&2; exit 1 ;;
 esac
 echo "bench: wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1000 events per request ($(wc -c <"$PULIH_BENCH_BODY") bytes), $(nproc) cores"
-TANSU=$(cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/tansu.pid")
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
-accepted() { curl -s http://127.0.0.1:8088/metrics | awk '$1 == "pulih_ingest_records_total{outcome=\"accepted\",reason=\"\"}" { v=$2 } END { print v+0 }'; }
+TANSU=$(service_pid tansu)
+accepted() { metric 8088 'pulih_ingest_records_total{outcome="accepted",reason=""}'; }
 read -r g0 b0 a0 <<<"$(cpu $GW) $(cpu $TANSU) $(accepted)"
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s --latency -s "$OUT/post.lua" http://127.0.0.1:8088/v1/events | tee "$OUT/wrk.txt"
 read -r g1 b1 a1 <<<"$(cpu $GW) $(cpu $TANSU) $(accepted)"

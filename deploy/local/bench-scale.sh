@@ -63,14 +63,8 @@ for _ in $(seq 100); do
 done
 curl -sf http://127.0.0.1:8089/readyz >/dev/null || { echo "bench-scale: the gateway is not ready" >&2; exit 1; }
 
-STATE="${PULIH_SERVICES_DIR:-$ROOT/target/services}"
-TANSU=$(cat "$STATE/tansu.pid")
-CLICKHOUSE=$(cat "$STATE/clickhouse.pid")
-TICKS=$(getconf CLK_TCK)
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
-metric() { # port name-with-labels → value (0 when absent)
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { v=$2 } END { print v+0 }'
-}
+TANSU=$(service_pid tansu)
+CLICKHOUSE=$(service_pid clickhouse)
 accepted() { metric 8089 'pulih_ingest_records_total{outcome="accepted",reason=""}'; }
 applied() { metric 9467 'pulih_aggregate_records_total{outcome="applied"}'; }
 

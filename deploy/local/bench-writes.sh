@@ -52,10 +52,7 @@ parts() { # table → active parts, parts created so far
          FROM system.parts WHERE database = '$DB' GROUP BY table, partition)
        GROUP BY table HAVING sum(blocks) > 0 ORDER BY table FORMAT TSV"
 }
-TICKS=$(getconf CLK_TCK)
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime, in ticks
-CH_PID=$(cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/clickhouse.pid")
-metric() { curl -s http://127.0.0.1:9471/metrics | awk -v n="$1" '$1 == n { v=$2 } END { print v+0 }'; }
+CH_PID=$(service_pid clickhouse)
 
 "$PULIH" migrate >/dev/null
 counters >"$OUT/writes-counters-0.tsv"
@@ -77,7 +74,7 @@ minute=0
 while kill -0 "$SIM" 2>/dev/null; do
     sleep 60
     minute=$((minute + 1))
-    line="minute $minute: lag $(metric pulih_aggregate_consumer_lag_records), store errors $(metric pulih_aggregate_store_errors_total);"
+    line="minute $minute: lag $(metric 9471 pulih_aggregate_consumer_lag_records), store errors $(metric 9471 pulih_aggregate_store_errors_total);"
     while IFS=$'\t' read -r table active blocks; do
         line+=" $table ${active} active/+$((blocks - ${before[$table]:-0}))"
         before[$table]=$blocks
@@ -89,13 +86,13 @@ SIM=""
 cat "$OUT/writes-simulate.out"
 sent=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' "$OUT/writes-simulate.out")
 for _ in $(seq 600); do
-    [ "$(metric 'pulih_aggregate_records_total{outcome="applied"}')" -ge "$sent" ] && break
+    [ "$(metric 9471 'pulih_aggregate_records_total{outcome="applied"}')" -ge "$sent" ] && break
     sleep 0.5
 done
 sleep 2
 counters >"$OUT/writes-counters-1.tsv"
 ch_cpu=$(($(cpu "$CH_PID") - ch_cpu0)) agg_cpu=$(($(cpu "$AGG") - agg_cpu0))
-errors=$(metric pulih_aggregate_store_errors_total)
+errors=$(metric 9471 pulih_aggregate_store_errors_total)
 echo
 echo "| ClickHouse, over the run | total | per million events |"
 echo "|---|---:|---:|"

@@ -15,6 +15,20 @@ services_and_release_build() {
     PULIH="$ROOT/target/release/pulih"
 }
 
+# Clock ticks per second, and the CPU time (user + system) process PID
+# has used so far, in ticks: read before and after a measured interval.
+TICKS=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # pid
+
+# The pid of a service that services.sh started: tansu or clickhouse.
+service_pid() { cat "${PULIH_SERVICES_DIR:-$ROOT/target/services}/$1.pid"; } # name
+
+# The value of sample NAME (with its labels, as exposed) at
+# http://127.0.0.1:PORT/metrics; 0 when absent.
+metric() { # port name
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { v=$2 } END { print v+0 }'
+}
+
 # Exports the settings of a run named NAME, so that it keeps to itself:
 # topics pulih.NAME.<stamp>, its consumer group, database DB =
 # pulih_NAME_<stamp>, the aggregator's metrics on 127.0.0.1:PORT, and

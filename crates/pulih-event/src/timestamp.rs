@@ -175,8 +175,32 @@ mod tests {
         let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
         let (year, month, day) = (n(0..4)?, n(5..7)?, n(8..10)?);
         let (hour, minute, second, millis) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
-        let offset_secs = Timestamp::parse_rfc3339(&format!("1970-01-01T00:00:00.000{}", &s[23..]))
-            .map(|t| -(t.unix_millis() / 1000) as i32)?;
+        let fraction = s[20..].bytes().take_while(u8::is_ascii_digit).count();
+        if !(3..=9).contains(&fraction) {
+            return None;
+        }
+        let offset_secs = match &s[20 + fraction..] {
+            "Z" | "z" => 0,
+            o if o.len() == 6 && o.as_bytes()[3] == b':' => {
+                let two = |r: std::ops::Range<usize>| {
+                    o[r.clone()]
+                        .bytes()
+                        .all(|c| c.is_ascii_digit())
+                        .then(|| o[r].parse::<i32>().ok())
+                        .flatten()
+                };
+                let (h, m) = (two(1..3)?, two(4..6)?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                match &o[..1] {
+                    "+" => h * 3600 + m * 60,
+                    "-" => -(h * 3600 + m * 60),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
         let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
         let date =
             Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
@@ -194,17 +218,19 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5000))]
 
-        /// Any date, time and offset the contract's form can spell, valid
-        /// or not (30 February, month 13, hour 24), parses to what the
-        /// `time` crate makes of it.
+        /// Any date, time, fraction and offset the contract's form can
+        /// spell, valid or not (30 February, month 13, hour 24, ten digits
+        /// of fraction, offset +24:00), parses to what the `time` crate
+        /// makes of it.
         #[test]
         fn dates_are_read_as_the_time_crate_reads_them(
             year in 0u32..10_000, month in 0u32..14, day in 0u32..33,
             hour in 0u32..25, minute in 0u32..61, second in 0u32..61, millis in 0u32..1000,
-            offset in prop_oneof![Just("Z".to_owned()), (0u32..25, 0u32..61, any::<bool>())
+            beyond_millis in "[0-9]{0,7}",
+            offset in prop_oneof![Just("Z".to_owned()), Just("z".to_owned()), (0u32..25, 0u32..61, any::<bool>())
                 .prop_map(|(h, m, neg)| format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' }))],
         ) {
-            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}{offset}");
+            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}{beyond_millis}{offset}");
             prop_assert_eq!(Timestamp::parse_rfc3339(&s), parse_with_time(&s), "{}", s);
         }
     }

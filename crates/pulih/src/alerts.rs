@@ -305,74 +305,59 @@ pub(crate) async fn alerts(
     // The last hour the sudden-stop rule evaluated.
     let mut stop_hour: Option<pulih_alert::stop::Hour> = None;
     loop {
-        let mut tries = 1;
-        let round = loop {
-            let round = async {
-                let stored = store.alert_changes().await?;
-                let now = now_ms() / 1000;
-                let mut new =
-                    downturns(&store, &s, &metrics, &stored, first_round, from, to).await?;
-                // Hours are only evaluated live, not over a chosen range, and
-                // each hour once.
-                let mut hour = None;
-                if to.is_none() {
-                    let (stops, at) =
-                        sudden_stops(&store, &s, &stored, &config.kafka.topic, stop_hour, now)
-                            .await?;
-                    new.extend(stops);
-                    hour = at;
-                }
-                // Kafka first: a crash before the table write re-sends the
-                // change on the next round (consumers key on alert_id, day
-                // and state), and never loses it.
-                let acks = pulih_ingest::Acks::new();
-                for e in &new {
-                    let payload = serde_json::to_vec(e)?;
-                    acks.send_raw(&producer, &a.topic, &e.alert_id, &payload)
-                        .map_err(|e| format!("send to Kafka topic {}: {e}", a.topic))?;
-                }
-                tokio::time::timeout(Duration::from_secs(30), acks.wait())
-                    .await
-                    .map_err(|_| {
-                        format!(
-                            "send to Kafka topic {}: no acknowledgement within 30 s",
-                            a.topic
-                        )
-                    })?
+        let round = crate::run_round("Alert round failed; trying again.", || async {
+            let stored = store.alert_changes().await?;
+            let now = now_ms() / 1000;
+            let mut new = downturns(&store, &s, &metrics, &stored, first_round, from, to).await?;
+            // Hours are only evaluated live, not over a chosen range, and
+            // each hour once.
+            let mut hour = None;
+            if to.is_none() {
+                let (stops, at) =
+                    sudden_stops(&store, &s, &stored, &config.kafka.topic, stop_hour, now).await?;
+                new.extend(stops);
+                hour = at;
+            }
+            // Kafka first: a crash before the table write re-sends the
+            // change on the next round (consumers key on alert_id, day
+            // and state), and never loses it.
+            let acks = pulih_ingest::Acks::new();
+            for e in &new {
+                let payload = serde_json::to_vec(e)?;
+                acks.send_raw(&producer, &a.topic, &e.alert_id, &payload)
                     .map_err(|e| format!("send to Kafka topic {}: {e}", a.topic))?;
-                store.insert_alert_events(&new).await?;
-                for e in &new {
-                    metrics.changes.with_label_values(&[&e.state]).inc();
-                    println!("{} {} {}: {}", e.day, e.state, e.alert_id, e.summary);
-                }
-                // Resolved alerts end when they resolved; Alertmanager keeps
-                // the start it already has (the earlier of the two).
-                if let Some(am) = &alertmanager {
-                    let posts: Vec<serde_json::Value> = new
-                        .iter()
-                        .filter(|e| !e.firing())
-                        .map(|e| {
-                            let since = e.active().since;
-                            let starts =
-                                pulih_event::calendar::day_start_ms(i64::from(since)) / 1000;
-                            e.to_alertmanager(starts, e.raised_at_secs(), &s.deployment)
-                        })
-                        .collect();
-                    post(am, &metrics, &posts).await;
-                }
-                Ok::<_, BoxError>((store.active_alerts(Day::MAX).await?, hour))
             }
-            .await;
-            if let Err(e) = &round {
-                if let Some(wait) = crate::retry_round(e.as_ref(), tries) {
-                    tracing::warn!(message = "Alert round failed; trying again.", error = %e, tries, wait_secs = wait.as_secs());
-                    tokio::time::sleep(wait).await;
-                    tries += 1;
-                    continue;
-                }
+            tokio::time::timeout(Duration::from_secs(30), acks.wait())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "send to Kafka topic {}: no acknowledgement within 30 s",
+                        a.topic
+                    )
+                })?
+                .map_err(|e| format!("send to Kafka topic {}: {e}", a.topic))?;
+            store.insert_alert_events(&new).await?;
+            for e in &new {
+                metrics.changes.with_label_values(&[&e.state]).inc();
+                println!("{} {} {}: {}", e.day, e.state, e.alert_id, e.summary);
             }
-            break round;
-        };
+            // Resolved alerts end when they resolved; Alertmanager keeps
+            // the start it already has (the earlier of the two).
+            if let Some(am) = &alertmanager {
+                let posts: Vec<serde_json::Value> = new
+                    .iter()
+                    .filter(|e| !e.firing())
+                    .map(|e| {
+                        let since = e.active().since;
+                        let starts = pulih_event::calendar::day_start_ms(i64::from(since)) / 1000;
+                        e.to_alertmanager(starts, e.raised_at_secs(), &s.deployment)
+                    })
+                    .collect();
+                post(am, &metrics, &posts).await;
+            }
+            Ok((store.active_alerts(Day::MAX).await?, hour))
+        })
+        .await;
         first_round = false;
         match round {
             Ok((active, hour)) => {

@@ -331,6 +331,29 @@ pub(crate) fn retry_round(
     (transient && tries < ROUND_TRIES).then(|| std::time::Duration::from_secs(1 << tries))
 }
 
+/// Runs one round of `pulih rollup` or `pulih alerts`, trying it again
+/// after the waits [`retry_round`] gives, and logging `message` (with the
+/// error) before each wait. The round's result is the last try's.
+pub(crate) async fn run_round<T, F, Fut>(message: &'static str, mut round: F) -> Result<T, BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BoxError>>,
+{
+    let mut tries = 1;
+    loop {
+        let result = round().await;
+        if let Err(e) = &result {
+            if let Some(wait) = retry_round(e.as_ref(), tries) {
+                tracing::warn!(message = %message, error = %e, tries, wait_secs = wait.as_secs());
+                tokio::time::sleep(wait).await;
+                tries += 1;
+                continue;
+            }
+        }
+        return result;
+    }
+}
+
 /// Tries of one round before it counts as failed: the waits between them
 /// (2, 4, 8, 16, 32 s) outlast a replica restarting.
 pub(crate) const ROUND_TRIES: u32 = 6;
@@ -811,5 +834,52 @@ mod tests {
         let kafka: BoxError =
             "send to Kafka topic pulih.alerts: no acknowledgement within 30 s".into();
         assert_eq!(retry_round(kafka.as_ref(), 1), None);
+    }
+
+    fn broken_pipe() -> BoxError {
+        store_error(clickhouse::error::Error::BadResponse(
+            "Code: 210, e.displayText() = DB::NetException: I/O error: Broken pipe".into(),
+        ))
+    }
+
+    /// A round that fails its first `failures` tries with `error`, then
+    /// succeeds; returns its result, its tries and the time they took.
+    async fn round_failing(
+        failures: u32,
+        error: fn() -> BoxError,
+    ) -> (Result<u32, BoxError>, u32, std::time::Duration) {
+        let tries = std::cell::Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let result = run_round("Test round failed; trying again.", || {
+            tries.set(tries.get() + 1);
+            let n = tries.get();
+            async move {
+                if n <= failures {
+                    Err(error())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        (result, tries.get(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_runs_until_it_succeeds_or_its_error_stays() {
+        let secs = std::time::Duration::from_secs;
+        // Two broken connections, then success: waits of 2 and 4 s.
+        let (result, tries, took) = round_failing(2, broken_pipe).await;
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!((tries, took), (3, secs(6)));
+        // Broken every time: it gives up after the last try.
+        let (result, tries, took) = round_failing(u32::MAX, broken_pipe).await;
+        assert!(result.unwrap_err().to_string().contains("Broken pipe"));
+        assert_eq!((tries, took), (ROUND_TRIES, secs(2 + 4 + 8 + 16 + 32)));
+        // An error that does not pass is returned at once.
+        let missing = || -> BoxError { "no such table".into() };
+        let (result, tries, took) = round_failing(1, missing).await;
+        assert_eq!(result.unwrap_err().to_string(), "no such table");
+        assert_eq!((tries, took), (1, secs(0)));
     }
 }

@@ -178,62 +178,49 @@ pub(crate) async fn rollup(
     loop {
         let started = Instant::now();
         let round_start = u32::try_from((now_ms() / 1000).saturating_sub(600)).unwrap_or(0);
-        let mut tries = 1;
-        let result = loop {
-            // Only complete days: those every partition's watermark has passed.
-            let result = async {
-                let Some(watermark) = store.complete_through(topic).await? else {
-                    return Ok((None, RollupReport::default(), false));
-                };
-                let through = (pulih_event::calendar::day_of(watermark) - 1) as Day;
-                // Through the last day with merchant-days unless --to says
-                // otherwise, and never past the last complete one.
-                let last = match to {
-                    Some(t) => Some(t),
-                    None => store.activity_days().await?.map(|(_, last)| last),
-                }
-                .map_or(through, |t| t.min(through));
-                let report = store
-                    .rollup(&params, &kota, &cells, from, Some(last))
+        // Only complete days: those every partition's watermark has passed.
+        let result = crate::run_round("Rollup round failed; trying again.", || async {
+            let Some(watermark) = store.complete_through(topic).await? else {
+                return Ok((None, RollupReport::default(), false));
+            };
+            let through = (pulih_event::calendar::day_of(watermark) - 1) as Day;
+            // Through the last day with merchant-days unless --to says
+            // otherwise, and never past the last complete one.
+            let last = match to {
+                Some(t) => Some(t),
+                None => store.activity_days().await?.map(|(_, last)| last),
+            }
+            .map_or(through, |t| t.min(through));
+            let report = store
+                .rollup(&params, &kota, &cells, from, Some(last))
+                .await?;
+            if let Some((_, newest)) = report.days {
+                metrics.coverage(&store.producer_coverage_on(newest).await?);
+            }
+            if released != Some(through) {
+                store
+                    .record_release(through, through - provisional + 1)
                     .await?;
-                if let Some((_, newest)) = report.days {
-                    metrics.coverage(&store.producer_coverage_on(newest).await?);
-                }
-                if released != Some(through) {
-                    store
-                        .record_release(through, through - provisional + 1)
-                        .await?;
-                }
-                // The public release: once a Jakarta day, the rows computed
-                // since the one before; as soon as yesterday is complete, or
-                // from metrics.public_release_hour with what is complete then.
-                let now = now_ms();
-                let today = pulih_event::calendar::day_of(now) as Day;
-                let hour =
-                    (now - pulih_event::calendar::day_start_ms(i64::from(today))) / 3_600_000;
-                let public = if through >= today - 1 || hour >= release_hour {
-                    store
-                        .release_public(today, through, through - provisional + 1)
-                        .await?
-                } else {
-                    false
-                };
-                if public {
-                    metrics.public_releases.inc();
-                }
-                Ok::<_, pulih_store::StoreError>((Some(through), report, public))
             }
-            .await;
-            if let Err(e) = &result {
-                if let Some(wait) = crate::retry_round(e, tries) {
-                    tracing::warn!(message = "Rollup round failed; trying again.", error = %e, tries, wait_secs = wait.as_secs());
-                    tokio::time::sleep(wait).await;
-                    tries += 1;
-                    continue;
-                }
+            // The public release: once a Jakarta day, the rows computed
+            // since the one before; as soon as yesterday is complete, or
+            // from metrics.public_release_hour with what is complete then.
+            let now = now_ms();
+            let today = pulih_event::calendar::day_of(now) as Day;
+            let hour = (now - pulih_event::calendar::day_start_ms(i64::from(today))) / 3_600_000;
+            let public = if through >= today - 1 || hour >= release_hour {
+                store
+                    .release_public(today, through, through - provisional + 1)
+                    .await?
+            } else {
+                false
+            };
+            if public {
+                metrics.public_releases.inc();
             }
-            break result;
-        };
+            Ok((Some(through), report, public))
+        })
+        .await;
         metrics.round(started.elapsed(), result.as_ref().ok().map(|(_, r, _)| r));
         match result {
             Ok((through, r, public)) => {
@@ -268,7 +255,7 @@ pub(crate) async fn rollup(
             Err(e) if every.is_some() => {
                 tracing::warn!(message = "Rollup failed; retrying next round.", error = %e)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         let Some(secs) = every else { return Ok(()) };
         tokio::select! {
