@@ -311,7 +311,7 @@ fn size_index(s: MerchantSize) -> usize {
 }
 
 #[derive(Debug, Clone)]
-struct Slot<A> {
+struct Slot<A, U = ()> {
     agg: A,
     dirty: bool,
     /// While dirty: the offset of the first record not yet in a written
@@ -320,9 +320,24 @@ struct Slot<A> {
     /// A final row of this key is (or is about to be) durable; later rows
     /// stay final.
     final_emitted: bool,
+    /// What the next flush writes besides the row (a window's
+    /// [`Unwritten`]).
+    unwritten: U,
 }
 
-impl<A> Slot<A> {
+/// What a window counted since the last flush, for `aggregator_counted`:
+/// fingerprints, and the merchants new to it, each with the offset of
+/// the record that brought it (-1 for a merchant taken over), in the
+/// order they came. Kept with the window, so a flush needs no sort.
+#[derive(Debug, Clone, Default)]
+struct Unwritten {
+    seen: Vec<(u128, i64)>,
+    merchants: Vec<([u8; 32], i64)>,
+}
+
+type WindowSlot = Slot<WindowAgg, Unwritten>;
+
+impl<A, U: Default> Slot<A, U> {
     /// Records that the record at `offset` changed the slot.
     fn touch(&mut self, offset: i64, changed: bool) {
         if changed && !self.dirty {
@@ -331,12 +346,13 @@ impl<A> Slot<A> {
         }
     }
 
-    fn new(agg: A, final_emitted: bool) -> Slot<A> {
+    fn new(agg: A, final_emitted: bool) -> Slot<A, U> {
         Slot {
             agg,
             dirty: false,
             since: 0,
             final_emitted,
+            unwritten: U::default(),
         }
     }
 }
@@ -416,17 +432,12 @@ pub struct Partition {
     max_ts_ms: Option<i64>,
     /// Effective watermark: never decreases.
     watermark_ms: i64,
-    windows: FxHashMap<WindowKey, Slot<WindowAgg>>,
+    windows: FxHashMap<WindowKey, WindowSlot>,
     days: FxHashMap<DayKey, Slot<DayAgg>>,
     /// Records whose window must be read back before they are decided.
     pending: Vec<(i64, Event)>,
     /// Counted records whose merchant-day must be read back.
     wait_days: Vec<(DayKey, i64, u64)>,
-    /// Fingerprints to make durable: (window, fingerprint, offset).
-    new_seen: Vec<(WindowKey, u128, i64)>,
-    /// Merchants new to a window, to make durable: (window, merchant,
-    /// offset of the record that brought it, or -1 when taken over).
-    new_merchants: Vec<(WindowKey, [u8; 32], i64)>,
     /// The Jakarta day of the watermark last recorded as complete.
     recorded_day: i64,
     /// The flushes with no record pending since the last checkpoint
@@ -458,8 +469,6 @@ impl Partition {
             days: FxHashMap::default(),
             pending: Vec::new(),
             wait_days: Vec::new(),
-            new_seen: Vec::new(),
-            new_merchants: Vec::new(),
             recorded_day: i64::MIN,
             points: VecDeque::new(),
         }
@@ -546,11 +555,12 @@ impl Partition {
             if !base.take_over || !keys.contains(key) {
                 continue;
             }
-            if let Some(slot) = self.windows.get(key) {
+            if let Some(slot) = self.windows.get_mut(key) {
                 let mut merchants: Vec<[u8; 32]> = slot.agg.merchants.iter().copied().collect();
                 merchants.sort_unstable();
-                self.new_merchants
-                    .extend(merchants.into_iter().map(|m| (*key, m, -1)));
+                slot.unwritten
+                    .merchants
+                    .extend(merchants.into_iter().map(|m| (m, -1)));
             }
         }
     }
@@ -630,26 +640,39 @@ impl Partition {
 
         let wkey = self.window_key(e);
         let late = wkey.start_ms + self.config.window_ms <= self.watermark_ms;
-        if !self.windows.contains_key(&wkey) {
-            if late {
+        let slot = match self.windows.entry(wkey) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(_) if late => {
                 self.pending.push((offset, e.clone()));
                 return Outcome::Pending;
             }
             // Ahead of the watermark and not resident: no durable row or
             // fingerprint of this window can exist (docs/semantics.md).
-            self.windows
-                .insert(wkey, Slot::new(WindowAgg::default(), false));
-        }
-        self.decide(wkey, offset, e, late)
+            Entry::Vacant(v) => v.insert(Slot::new(WindowAgg::default(), false)),
+        };
+        Self::decide(
+            slot,
+            &mut self.days,
+            &mut self.wait_days,
+            self.watermark_ms,
+            offset,
+            e,
+            late,
+        )
     }
 
-    /// Decides a record whose window is resident. Its merchant-day waits
-    /// to be read back if it is neither resident nor ahead of the
-    /// watermark.
-    fn decide(&mut self, wkey: WindowKey, offset: i64, e: &Event, late: bool) -> Outcome {
-        let Some(slot) = self.windows.get_mut(&wkey) else {
-            return Outcome::Pending;
-        };
+    /// Decides a record whose window is resident (`slot`). Its
+    /// merchant-day waits to be read back (`wait_days`) if it is neither
+    /// resident nor ahead of the watermark.
+    fn decide(
+        slot: &mut WindowSlot,
+        days: &mut FxHashMap<DayKey, Slot<DayAgg>>,
+        wait_days: &mut Vec<(DayKey, i64, u64)>,
+        watermark_ms: i64,
+        offset: i64,
+        e: &Event,
+        late: bool,
+    ) -> Outcome {
         match slot.agg.seen.entry(e.fingerprint) {
             Entry::Occupied(first) if *first.get() < offset => return Outcome::Duplicate,
             // Its own fingerprint, written by a flush that did not reach
@@ -661,28 +684,28 @@ impl Partition {
                 v.insert(offset);
             }
         }
-        self.new_seen.push((wkey, e.fingerprint, offset));
+        slot.unwritten.seen.push((e.fingerprint, offset));
         let replayed = offset <= slot.agg.base_offset;
         if !replayed {
             if slot.agg.add(offset, e) {
-                self.new_merchants.push((wkey, e.merchant, offset));
+                slot.unwritten.merchants.push((e.merchant, offset));
             }
             slot.dirty = true;
         }
 
         let dkey = Self::day_key(e);
-        match self.days.get_mut(&dkey) {
+        match days.get_mut(&dkey) {
             Some(slot) => {
                 let changed = slot.agg.add(offset, e.amount);
                 slot.touch(offset, changed);
             }
-            None if day_end_ms(dkey.day) > self.watermark_ms => {
+            None if day_end_ms(dkey.day) > watermark_ms => {
                 let mut slot = Slot::new(DayAgg::default(), false);
                 let changed = slot.agg.add(offset, e.amount);
                 slot.touch(offset, changed);
-                self.days.insert(dkey, slot);
+                days.insert(dkey, slot);
             }
-            None => self.wait_days.push((dkey, offset, e.amount)),
+            None => wait_days.push((dkey, offset, e.amount)),
         }
 
         if replayed {
@@ -744,7 +767,7 @@ impl Partition {
             .collect();
         // Windows read back, and those the store has no row of, empty.
         let mut bases = FxHashMap::default();
-        let mut read: FxHashMap<WindowKey, Slot<WindowAgg>> = activity
+        let mut read: FxHashMap<WindowKey, WindowSlot> = activity
             .iter()
             .filter_map(|row| {
                 let (key, agg, base) = window_from_row(row, self.id)?;
@@ -787,7 +810,19 @@ impl Partition {
             .into_iter()
             .map(|(offset, e)| {
                 let key = self.window_key(&e);
-                (offset, self.decide(key, offset, &e, true))
+                let outcome = match self.windows.get_mut(&key) {
+                    Some(slot) => Self::decide(
+                        slot,
+                        &mut self.days,
+                        &mut self.wait_days,
+                        self.watermark_ms,
+                        offset,
+                        &e,
+                        true,
+                    ),
+                    None => Outcome::Pending,
+                };
+                (offset, outcome)
             })
             .collect()
     }
@@ -824,43 +859,35 @@ impl Partition {
         now_s: u32,
     ) -> Flush {
         let mut flush = Flush::default();
-        // One row per window: both lists sorted by window, offsets still
-        // ascending within each (the sorts are stable), then walked
-        // together.
-        self.new_seen.sort_by_key(|(key, _, _)| *key);
-        self.new_merchants.sort_by_key(|(key, _, _)| *key);
-        let mut seen = self.new_seen.chunk_by(|a, b| a.0 == b.0).peekable();
-        let mut merchants = self.new_merchants.chunk_by(|a, b| a.0 == b.0).peekable();
-        loop {
-            let key = match (seen.peek(), merchants.peek()) {
-                (Some(s), Some(m)) => s[0].0.min(m[0].0),
-                (Some(s), None) => s[0].0,
-                (None, Some(m)) => m[0].0,
-                (None, None) => break,
-            };
-            let s = seen.next_if(|s| s[0].0 == key).unwrap_or(&[]);
-            let m = merchants.next_if(|m| m[0].0 == key).unwrap_or(&[]);
-            flush.seen.push(SeenRow {
-                topic: topic.to_owned(),
-                partition: self.id,
-                window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
-                district_code: district_str(&key.district).to_owned(),
-                sector: key.sector.as_str().to_owned(),
-                fingerprints: s.iter().map(|(_, fp, _)| fp.to_be_bytes()).collect(),
-                offsets: s.iter().map(|(_, _, offset)| *offset).collect(),
-                merchants: m.iter().map(|(_, merchant, _)| *merchant).collect(),
-                merchant_offsets: m.iter().map(|(_, _, offset)| *offset).collect(),
-            });
-        }
-        self.new_seen.clear();
-        self.new_merchants.clear();
         let wm = self.watermark_ms;
         let window_ms = self.config.window_ms;
         let id = self.id;
+        // One row of what each window counted since the last flush, in
+        // window order.
+        let mut seen: Vec<(WindowKey, SeenRow)> = Vec::new();
         // A row is forgotten only once closed by the watermark: a record
         // for a key that is not resident and not behind the watermark then
         // always starts a new row (see docs/semantics.md).
         self.windows.retain(|key, slot| {
+            let u = &mut slot.unwritten;
+            if !u.seen.is_empty() || !u.merchants.is_empty() {
+                seen.push((
+                    *key,
+                    SeenRow {
+                        topic: topic.to_owned(),
+                        partition: id,
+                        window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
+                        district_code: district_str(&key.district).to_owned(),
+                        sector: key.sector.as_str().to_owned(),
+                        fingerprints: u.seen.iter().map(|(fp, _)| fp.to_be_bytes()).collect(),
+                        offsets: u.seen.iter().map(|(_, offset)| *offset).collect(),
+                        merchants: u.merchants.iter().map(|(merchant, _)| *merchant).collect(),
+                        merchant_offsets: u.merchants.iter().map(|(_, offset)| *offset).collect(),
+                    },
+                ));
+                u.seen.clear();
+                u.merchants.clear();
+            }
             let closed = all_final || key.start_ms + window_ms <= wm;
             if slot.dirty || (closed && !slot.final_emitted) {
                 let is_final = closed || slot.final_emitted;
@@ -872,6 +899,8 @@ impl Partition {
             }
             !closed
         });
+        seen.sort_unstable_by_key(|(key, _)| *key);
+        flush.seen = seen.into_iter().map(|(_, row)| row).collect();
         // The first record that a held merchant-day holds.
         let mut held: Option<i64> = None;
         self.days.retain(|key, slot| {

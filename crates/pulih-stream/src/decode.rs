@@ -293,44 +293,44 @@ pub fn decode_fast(bytes: &[u8], reference: &Reference) -> Option<Event> {
     })
 }
 
-/// 64 hex digits (either case) as 32 bytes.
+/// 64 hex digits (either case) as 32 bytes. The eight words are decoded
+/// without a branch between them, and checked once at the end.
 fn hex32(s: &[u8]) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
+    let s: &[u8; 64] = s.try_into().ok()?;
     let mut out = [0u8; 32];
+    let mut bad = 0;
     for (o, chunk) in out.chunks_exact_mut(4).zip(s.chunks_exact(8)) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        o.copy_from_slice(&hex8(u64::from_le_bytes(word))?.to_le_bytes());
+        let (value, not_hex) = hex8(u64::from_le_bytes(word));
+        bad |= not_hex;
+        o.copy_from_slice(&value.to_le_bytes());
     }
-    Some(out)
+    (bad == 0).then_some(out)
 }
 
 /// Eight hex digits (either case, the first in the lowest byte) as four
-/// bytes, eight at a time: `None` if any is not a hex digit.
-fn hex8(v: u64) -> Option<u32> {
+/// bytes, eight at a time, and a mask that is not zero if any is not a
+/// hex digit (the value is then meaningless).
+fn hex8(v: u64) -> (u32, u64) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    if v & HIGH != 0 {
-        return None;
-    }
     // Below 0x80 each byte's sums stay in the byte: bit 7 of x + (0x80 -
-    // lo) is x >= lo, and of x + (0x7f - hi) is x > hi.
+    // lo) is x >= lo, and of x + (0x7f - hi) is x > hi. Bytes of 0x80 and
+    // above are marked bad on their own.
     let within = |x: u64, lo: u64, hi: u64| {
         (x.wrapping_add(ONES * (0x80 - lo)) & !x.wrapping_add(ONES * (0x7f - hi))) & HIGH
     };
-    let lower = v | (ONES * 0x20); // 'A'-'F' to 'a'-'f'; digits unchanged
-    let digit = within(v, u64::from(b'0'), u64::from(b'9'));
+    let ascii = v & !HIGH;
+    let lower = ascii | (ONES * 0x20); // 'A'-'F' to 'a'-'f'; digits unchanged
+    let digit = within(ascii, u64::from(b'0'), u64::from(b'9'));
     let letter = within(lower, u64::from(b'a'), u64::from(b'f'));
-    if digit | letter != HIGH {
-        return None;
-    }
+    let not_hex = (v & HIGH) | ((digit | letter) ^ HIGH);
     // Each byte's value, then two bytes (high digit first) into one.
     let nibbles = (v & (ONES * 0x0f)) + (letter >> 7) * 9;
     let pairs = ((nibbles & 0x00ff_00ff_00ff_00ff) << 4) | ((nibbles >> 8) & 0x00ff_00ff_00ff_00ff);
     let packed = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
-    Some((packed | (packed >> 16)) as u32)
+    ((packed | (packed >> 16)) as u32, not_hex)
 }
 
 #[derive(Default)]
