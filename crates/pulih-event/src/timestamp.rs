@@ -172,7 +172,20 @@ mod tests {
         if b.len() < 24 || !s.is_ascii() {
             return None;
         }
-        let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+            return None;
+        }
+        // `parse` alone would take a sign.
+        let n = |r: std::ops::Range<usize>| {
+            s[r.clone()]
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| s[r].parse::<u32>().ok())
+                .flatten()
+        };
         let (year, month, day) = (n(0..4)?, n(5..7)?, n(8..10)?);
         let (hour, minute, second, millis) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
         let fraction = s[20..].bytes().take_while(u8::is_ascii_digit).count();
@@ -232,6 +245,26 @@ mod tests {
         ) {
             let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}{beyond_millis}{offset}");
             prop_assert_eq!(Timestamp::parse_rfc3339(&s), parse_with_time(&s), "{}", s);
+        }
+
+        /// A valid timestamp with one byte replaced by any other (a
+        /// letter for a digit, a digit for a separator, a byte that is
+        /// not ASCII) is read as the `time` crate reads it: refused,
+        /// unless the new byte is another digit where a digit was, or the
+        /// other case of `T` or `Z`.
+        #[test]
+        fn a_byte_replaced_is_read_as_the_time_crate_reads_it(
+            at in 0usize..29, byte in any::<u8>(),
+            offset in prop_oneof![Just("Z"), Just("+07:00"), Just("-12:30")],
+        ) {
+            let mut b = format!("2024-02-29T23:59:59.123456{offset}").into_bytes();
+            let at = at % b.len();
+            b[at] = byte;
+            let parsed = Timestamp::parse_rfc3339_bytes(&b);
+            match std::str::from_utf8(&b) {
+                Ok(s) => prop_assert_eq!(parsed, parse_with_time(s), "{}", s),
+                Err(_) => prop_assert_eq!(parsed, None),
+            }
         }
     }
 
