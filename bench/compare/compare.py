@@ -263,7 +263,8 @@ def pulih_run(args, ch, out, name, events, services, scenario):
             children.append(gateway)
             watch.add("gateway", gateway.pid)
             wait_ready(args.gateway_port, "pulih ingest")
-            clients = [start("simulate", "simulate", *simulate_args(args, scenario), "--output", "gateway")]
+            clients = [start("simulate", "simulate", *simulate_args(args, scenario), "--output", "gateway",
+                             "--in-flight", str(args.in_flight))]
         else:
             clients = [start("simulate", "simulate", *simulate_args(args, scenario), "--output", "kafka")]
         for c in clients:
@@ -349,6 +350,8 @@ def main():
     ap.add_argument("--late", type=float, default=0.02)
     ap.add_argument("--batch", type=int, default=100000, help="rows per INSERT for ClickHouse alone")
     ap.add_argument("--gateway-port", type=int, default=8090)
+    ap.add_argument("--in-flight", type=int, default=4,
+                    help="requests of 500 events the simulator keeps in flight to the gateway")
     ap.add_argument("--clickhouse", default="http://127.0.0.1:8123/")
     ap.add_argument("--services", required=True, help="folder of the services' pid files")
     ap.add_argument("--commit", default="")
@@ -404,7 +407,7 @@ def main():
     report = {"date": time.strftime("%Y-%m-%d"), "commit": args.commit, "cores": os.cpu_count(),
               "clickhouse": ch_version, "events": events, "floor": low, "alone": alone_dirty,
               "gateway": gateway, "intake": intake, "checks": checks, "query": costs, "storage_bytes": storage,
-              "settings": {k: getattr(args, k) for k in ("days", "merchants", "intensity", "duplicates", "late", "batch")}}
+              "settings": {k: getattr(args, k) for k in ("days", "merchants", "intensity", "duplicates", "late", "batch", "in_flight")}}
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
     say(f"JSON in {out / 'compare.json'}")

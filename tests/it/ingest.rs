@@ -903,3 +903,125 @@ async fn slow_and_idle_clients_cannot_hold_the_gateway() {
     drop(idle);
     gw.stop().await;
 }
+
+/// `pulih simulate --output gateway` with several requests in flight
+/// lands every event it makes exactly as `--output ndjson` writes them:
+/// the same event ids, each as often (duplicates included), none refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_posts_with_requests_in_flight_and_lands_every_event() {
+    let kafka = kafka_config("sim-in-flight", 1);
+    let producers = ["bank", "ewallet", "qris_acquirer"];
+    let token = |p: &str| format!("pulih_test_token_{p}");
+    let gw = Gw::start(kafka.clone(), |c| {
+        c.producers = producers
+            .iter()
+            .map(|p| ProducerAuth {
+                id: (*p).into(),
+                token_sha256: Sha256::digest(token(p).as_bytes()).into(),
+                enabled: true,
+            })
+            .collect();
+    })
+    .await;
+    let dir = pulih_tests::repo_root()
+        .join("target/test-services")
+        .join(unique("sim-in-flight"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pulih.toml");
+    let mut toml = format!(
+        "[simulate]\ngateway_url = \"http://{}\"\n[simulate.tokens]\n",
+        gw.addr
+    );
+    for p in producers {
+        toml += &format!("{p} = \"{}\"\n", token(p));
+    }
+    std::fs::write(&config, toml).unwrap();
+    // Both runs reckon days from the same instant; the gateway takes
+    // events up to seven days old.
+    let as_of = Timestamp::from_unix_millis(pulih_event::calendar::now_ms()).to_string();
+    let simulate = |output: Vec<String>| {
+        let (config, as_of) = (config.clone(), as_of.clone());
+        tokio::task::spawn_blocking(move || {
+            let o = std::process::Command::new(pulih_tests::pulih_bin())
+                .env("PULIH_CONFIG", &config)
+                .env("PULIH_LOG", "error")
+                .args(["simulate", "--as-of", &as_of])
+                .args([
+                    "--from",
+                    "-5d",
+                    "--to",
+                    "-1d",
+                    "--late",
+                    "0",
+                    "--invalid",
+                    "0",
+                ])
+                .args(["--duplicates", "0.05"])
+                .args(output)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(
+                o.status.success(),
+                "{text} {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text
+        })
+    };
+    let files = dir.join("ndjson");
+    let written = simulate(vec![
+        "--output".into(),
+        "ndjson".into(),
+        "--dir".into(),
+        files.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let posted = simulate(vec![
+        "--output".into(),
+        "gateway".into(),
+        "--in-flight".into(),
+        "4".into(),
+    ])
+    .await
+    .unwrap();
+    let tally = |t: &str| t.split(" seconds=").next().unwrap().to_owned();
+    assert_eq!(
+        tally(&posted),
+        tally(&written),
+        "the same events, all accepted"
+    );
+    assert!(posted.contains(" rejected=0 "), "{posted}");
+
+    let id = |line: &[u8]| -> String {
+        let v: Value = serde_json::from_slice(line).unwrap();
+        v["event_id"].as_str().unwrap().to_owned()
+    };
+    let mut expected: Vec<String> = Vec::new();
+    for p in producers {
+        let text = std::fs::read(files.join(format!("{p}.ndjson"))).unwrap();
+        expected.extend(
+            text.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(id),
+        );
+    }
+    let mut landed: Vec<String> = read_topic(&kafka.brokers, &kafka.topic)
+        .iter()
+        .map(|m| id(m))
+        .collect();
+    // At least 16 requests of 500 events: four in flight had work to do.
+    assert!(expected.len() > 8_000, "{}", expected.len());
+    expected.sort_unstable();
+    landed.sort_unstable();
+    assert!(
+        landed == expected,
+        "{} landed, {} sent",
+        landed.len(),
+        expected.len()
+    );
+    assert!(gw.dead_letters().is_empty());
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

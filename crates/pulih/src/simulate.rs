@@ -81,6 +81,11 @@ pub struct Args {
     /// Gzip the NDJSON files.
     #[arg(long)]
     gzip: bool,
+    /// With --output gateway: requests of 500 events in flight at once,
+    /// over all producers. Above 1, a producer's events may reach the
+    /// gateway a few requests out of order.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    in_flight: u16,
     /// Share of events sent twice (overrides the scenario's `faults`).
     #[arg(long)]
     duplicates: Option<f64>,
@@ -137,10 +142,11 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 enum Sink {
     Kafka(Box<pulih_ingest::Loader>),
     Gateway {
-        client: Http,
-        url: String,
-        tokens: Vec<String>,
+        gateway: Arc<Gateway>,
         batches: Vec<(Vec<SimEvent>, Option<Instant>)>,
+        /// Requests sent and not yet answered, at most `max_in_flight`.
+        in_flight: tokio::task::JoinSet<Result<Posted, SendError>>,
+        max_in_flight: usize,
     },
     Ndjson {
         files: Vec<Box<dyn Write>>,
@@ -148,6 +154,96 @@ enum Sink {
 }
 
 const GATEWAY_BATCH: usize = 500;
+
+/// An error a task of the runtime can return.
+type SendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where --output gateway posts, as whom.
+struct Gateway {
+    client: Http,
+    url: String,
+    /// Each producer's token, in the order of the scenario's producers.
+    tokens: Vec<String>,
+}
+
+/// A batch the gateway answered, with each event's rejection (reason,
+/// detail), if any.
+struct Posted {
+    batch: Vec<SimEvent>,
+    rejected: Vec<Option<(String, String)>>,
+}
+
+impl Gateway {
+    /// Posts producer `p`'s batch until the gateway answers it: again
+    /// after a wait while it is unreachable or answers 429 or 503 (the
+    /// same event ids: nothing is counted twice).
+    async fn post(self: Arc<Self>, p: usize, batch: Vec<SimEvent>) -> Result<Posted, SendError> {
+        let url = &self.url;
+        let mut body = Vec::with_capacity(batch.len() * 260);
+        for e in &batch {
+            body.extend_from_slice(&e.json);
+            body.push(b'\n');
+        }
+        let body = Bytes::from(body);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let request = hyper::Request::post(url.as_str())
+                .header("content-type", "application/x-ndjson")
+                .header("authorization", format!("Bearer {}", self.tokens[p]))
+                .body(Full::new(body.clone()))?;
+            let response = self.client.request(request).await;
+            let (status, text) = match response {
+                Ok(r) => {
+                    let status = r.status();
+                    let bytes = r.into_body().collect().await?.to_bytes();
+                    (status.as_u16(), bytes)
+                }
+                Err(e) => {
+                    tracing::warn!(message = "Gateway unreachable; retrying.", url = %url, error = %e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            match status {
+                200 | 422 => {
+                    #[derive(serde::Deserialize)]
+                    struct Rejection {
+                        index: usize,
+                        reason: String,
+                        #[serde(default)]
+                        detail: String,
+                    }
+                    #[derive(serde::Deserialize)]
+                    struct Answer {
+                        #[serde(default)]
+                        rejections: Vec<Rejection>,
+                    }
+                    let answer: Answer = serde_json::from_slice(&text)
+                        .map_err(|e| format!("{url}: unexpected answer to a {status}: {e}"))?;
+                    let mut rejected = vec![None; batch.len()];
+                    for r in answer.rejections {
+                        if let Some(slot) = rejected.get_mut(r.index) {
+                            *slot = Some((r.reason, r.detail));
+                        }
+                    }
+                    return Ok(Posted { batch, rejected });
+                }
+                429 | 503 => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                _ => {
+                    return Err(format!(
+                        "{url}: {status}: {}",
+                        String::from_utf8_lossy(&text).trim()
+                    )
+                    .into())
+                }
+            }
+        }
+    }
+}
 
 impl Sink {
     async fn send(
@@ -202,12 +298,14 @@ impl Sink {
         Ok(())
     }
 
+    /// Sends producer `p`'s batch, once fewer than `max_in_flight`
+    /// requests wait for an answer (counting those answered meanwhile).
     async fn flush_producer(&mut self, p: usize, tally: &mut Tally) -> Result<(), BoxError> {
         let Sink::Gateway {
-            client,
-            url,
-            tokens,
+            gateway,
             batches,
+            in_flight,
+            max_in_flight,
         } = self
         else {
             return Ok(());
@@ -216,77 +314,29 @@ impl Sink {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut body = Vec::with_capacity(batch.len() * 260);
-        for e in &batch {
-            body.extend_from_slice(&e.json);
-            body.push(b'\n');
+        while in_flight.len() >= *max_in_flight {
+            Self::count_answer(in_flight, tally).await?;
         }
-        let body = Bytes::from(body);
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let request = hyper::Request::post(url.as_str())
-                .header("content-type", "application/x-ndjson")
-                .header("authorization", format!("Bearer {}", tokens[p]))
-                .body(Full::new(body.clone()))?;
-            let response = client.request(request).await;
-            let (status, text) = match response {
-                Ok(r) => {
-                    let status = r.status();
-                    let bytes = r.into_body().collect().await?.to_bytes();
-                    (status.as_u16(), bytes)
-                }
-                Err(e) => {
-                    tracing::warn!(message = "Gateway unreachable; retrying.", url = %url, error = %e);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            match status {
-                200 | 422 => {
-                    #[derive(serde::Deserialize)]
-                    struct Rejection {
-                        index: usize,
-                        reason: String,
-                        #[serde(default)]
-                        detail: String,
-                    }
-                    #[derive(serde::Deserialize)]
-                    struct Answer {
-                        #[serde(default)]
-                        rejections: Vec<Rejection>,
-                    }
-                    let answer: Answer = serde_json::from_slice(&text)
-                        .map_err(|e| format!("{url}: unexpected answer to a {status}: {e}"))?;
-                    let mut rejected = vec![None; batch.len()];
-                    for r in answer.rejections {
-                        if let Some(slot) = rejected.get_mut(r.index) {
-                            *slot = Some((r.reason, r.detail));
-                        }
-                    }
-                    for (e, r) in batch.iter().zip(rejected) {
-                        match r {
-                            None => tally.accepted(e),
-                            Some((reason, detail)) => tally.rejected(e, &reason, &detail),
-                        }
-                    }
-                    return Ok(());
-                }
-                // Overloaded or briefly unavailable: the same batch again
-                // (the same event ids: nothing is counted twice).
-                429 | 503 => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-                _ => {
-                    return Err(format!(
-                        "{url}: {status}: {}",
-                        String::from_utf8_lossy(&text).trim()
-                    )
-                    .into())
-                }
+        in_flight.spawn(gateway.clone().post(p, batch));
+        Ok(())
+    }
+
+    /// Waits for one request in flight and counts its events.
+    async fn count_answer(
+        in_flight: &mut tokio::task::JoinSet<Result<Posted, SendError>>,
+        tally: &mut Tally,
+    ) -> Result<(), BoxError> {
+        let Some(joined) = in_flight.join_next().await else {
+            return Ok(());
+        };
+        let Posted { batch, rejected } = joined?.map_err(|e| -> BoxError { e })?;
+        for (e, r) in batch.iter().zip(rejected) {
+            match r {
+                None => tally.accepted(e),
+                Some((reason, detail)) => tally.rejected(e, &reason, &detail),
             }
         }
+        Ok(())
     }
 
     async fn finish(self, tally: &mut Tally) -> Result<(), BoxError> {
@@ -298,7 +348,14 @@ impl Sink {
                     return Err(format!("{queued} records queued but {acked} acknowledged").into());
                 }
             }
-            mut sink @ Sink::Gateway { .. } => sink.flush_older(Duration::ZERO, tally).await?,
+            mut sink @ Sink::Gateway { .. } => {
+                sink.flush_older(Duration::ZERO, tally).await?;
+                if let Sink::Gateway { mut in_flight, .. } = sink {
+                    while !in_flight.is_empty() {
+                        Self::count_answer(&mut in_flight, tally).await?;
+                    }
+                }
+            }
             Sink::Ndjson { files } => {
                 for mut f in files {
                     f.flush()?;
@@ -419,10 +476,14 @@ pub async fn simulate(config: &Config, args: Args) -> Result<(), BoxError> {
             url.parse::<hyper::Uri>()
                 .map_err(|e| format!("`simulate.gateway_url`: {e}"))?;
             Sink::Gateway {
-                client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-                url,
-                tokens,
+                gateway: Arc::new(Gateway {
+                    client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+                    url,
+                    tokens,
+                }),
                 batches: producers.iter().map(|_| (Vec::new(), None)).collect(),
+                in_flight: tokio::task::JoinSet::new(),
+                max_in_flight: usize::from(args.in_flight),
             }
         }
         Output::Ndjson => {
