@@ -1103,3 +1103,21 @@ fn held_merchant_days_hold_the_checkpoint_back() {
         "the next day's merchant-day is held"
     );
 }
+
+#[test]
+fn fingerprints_in_two_words_keep_their_value_and_their_hash() {
+    use std::hash::BuildHasher;
+    let h = Prehashed::default();
+    for v in [
+        0u128,
+        1,
+        u128::from(u64::MAX),
+        u128::MAX,
+        0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+    ] {
+        let f = Fingerprint::from(v);
+        assert_eq!(u128::from(f), v);
+        assert_eq!(h.hash_one(f), h.hash_one(v), "{v:x}");
+        assert_eq!(h.hash_one(f), v as u64, "the low word");
+    }
+}
