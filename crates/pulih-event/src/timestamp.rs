@@ -165,6 +165,16 @@ mod tests {
     use proptest::prelude::*;
     use time::{Date, Month, UtcOffset};
 
+    /// The number `s[r]` spells, if it is all ASCII digits (`parse` alone
+    /// would take a sign).
+    fn digits(s: &str, r: std::ops::Range<usize>) -> Option<u32> {
+        let d = s.get(r)?;
+        d.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| d.parse().ok())
+            .flatten()
+    }
+
     /// The parser as it was written with the `time` crate, which the
     /// arithmetic above must agree with.
     fn parse_with_time(s: &str) -> Option<Timestamp> {
@@ -178,14 +188,7 @@ mod tests {
         if b[13] != b':' || b[16] != b':' || b[19] != b'.' {
             return None;
         }
-        // `parse` alone would take a sign.
-        let n = |r: std::ops::Range<usize>| {
-            s[r.clone()]
-                .bytes()
-                .all(|c| c.is_ascii_digit())
-                .then(|| s[r].parse::<u32>().ok())
-                .flatten()
-        };
+        let n = |r| digits(s, r);
         let (year, month, day) = (n(0..4)?, n(5..7)?, n(8..10)?);
         let (hour, minute, second, millis) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
         let fraction = s[20..].bytes().take_while(u8::is_ascii_digit).count();
@@ -195,14 +198,7 @@ mod tests {
         let offset_secs = match &s[20 + fraction..] {
             "Z" | "z" => 0,
             o if o.len() == 6 && o.as_bytes()[3] == b':' => {
-                let two = |r: std::ops::Range<usize>| {
-                    o[r.clone()]
-                        .bytes()
-                        .all(|c| c.is_ascii_digit())
-                        .then(|| o[r].parse::<i32>().ok())
-                        .flatten()
-                };
-                let (h, m) = (two(1..3)?, two(4..6)?);
+                let (h, m) = (digits(o, 1..3)? as i32, digits(o, 4..6)? as i32);
                 if h > 23 || m > 59 {
                     return None;
                 }
