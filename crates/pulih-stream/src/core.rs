@@ -100,9 +100,9 @@ impl Hasher for PrehashedHasher {
 pub type Prehashed = BuildHasherDefault<PrehashedHasher>;
 
 /// A fingerprint as the de-duplication memory holds it: two words, so
-/// that an entry is not padded to the 16-byte alignment of `u128` (a
-/// quarter of the memory of a `seen` map, which the fold reaches for
-/// every record). It hashes to its low word, as a `u128` does.
+/// that an entry of a `seen` map (which the fold reaches for every
+/// record) takes 24 bytes, not 32 padded to the 16-byte alignment of
+/// `u128`. It hashes to its low word, as a `u128` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u64; 2]);
 
