@@ -12,7 +12,9 @@
 # topic with RATE × SECONDS events first and then times one
 # `pulih aggregate --exit-at-end` over it: the aggregator's own sustained
 # rate with the broker and ClickHouse on the same machine. Everything goes
-# to its own topics and the database pulih_bench; logs in target/bench/.
+# to its own topics and the database pulih_bench, which each run starts
+# empty and drops at the end (PULIH_BENCH_KEEP=1 keeps it); logs in
+# target/bench/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -24,6 +26,7 @@ mkdir -p "$OUT"
 
 . deploy/local/lib.sh
 services_and_release_build bench
+drop_databases pulih_bench
 
 stamp=$(date +%s)
 export PULIH_KAFKA__TOPIC="pulih.bench.$stamp"
@@ -92,3 +95,4 @@ seen=$(curl -s --data-binary "SELECT sum(rows), sum(bytes_on_disk), sum(data_unc
 read -r seen_rows seen_bytes seen_raw <<<"$seen"
 printf 'bench: aggregator_counted in pulih_bench: %s fingerprints in %s rows, %s bytes on disk (%.1f per fingerprint; %.1f uncompressed)\n' \
     "$fps" "$seen_rows" "$seen_bytes" "$(echo "$seen_bytes / $fps" | bc -l)" "$(echo "$seen_raw / $fps" | bc -l)"
+if [ -n "${PULIH_BENCH_KEEP:-}" ]; then echo "bench: kept database pulih_bench"; else drop_databases pulih_bench; fi
