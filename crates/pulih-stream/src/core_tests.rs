@@ -7,11 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use pulih_event::{Channel, MerchantSize, Sector};
-use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow};
+use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow, WatermarkRow};
 
 use super::*;
 
 const T0: i64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+/// 2024-03-01T16:55:00Z, five minutes before midnight in Jakarta (UTC+7):
+/// generated histories start here, so days close, merchant-days become
+/// final and the watermark enters new days while they run.
+const NIGHT0: i64 = 1_709_312_100_000;
+const DAY_MS: i64 = 86_400_000;
 const DISTRICTS: [&[u8; 8]; 3] = [b"31.74.09", b"31.71.01", b"31.01.02"];
 const SECTORS: [&str; 3] = ["G", "I", "C"];
 
@@ -46,11 +51,14 @@ struct Model {
     daily: BTreeMap<(u16, String, String, [u8; 32]), DailyRow>,
     seen: Vec<SeenRow>,
     checkpoints: HashMap<i32, CheckpointRow>,
+    /// Every `aggregator_watermark` row written, in order.
+    watermarks: Vec<WatermarkRow>,
 }
 
 impl Model {
     /// Applies a flush in the aggregator's order; `cut` stops it after that
-    /// many rows, as a crash would.
+    /// many rows (the checkpoint and the watermark rows count as rows), as
+    /// a crash would.
     fn apply(&mut self, f: &Flush, cut: Option<usize>) {
         let mut budget = cut.unwrap_or(usize::MAX);
         for d in &f.seen {
@@ -93,14 +101,22 @@ impl Model {
                 self.activity.insert(k, r.clone());
             }
         }
-        if budget == 0 {
-            return;
-        }
         for c in &f.checkpoints {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
             let old = self.checkpoints.get(&c.partition);
             if old.is_none_or(|o| c.next_offset >= o.next_offset) {
                 self.checkpoints.insert(c.partition, c.clone());
             }
+        }
+        for w in &f.watermarks {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            self.watermarks.push(w.clone());
         }
     }
 
@@ -222,6 +238,25 @@ impl Model {
         let f = part.take_holding_days("t", "g", 0);
         self.apply(&f, cut);
     }
+
+    /// A flush, cut by a crash after `pick % (n + 1)` of its `n` rows
+    /// (checkpoint and watermark included) when `pick` is given: anywhere
+    /// from before the first row to after the last. Returns the flush.
+    fn flush_cut(&mut self, part: &mut Partition, holding: bool, pick: Option<usize>) -> Flush {
+        self.supply(part);
+        let f = if holding {
+            part.take_holding_days("t", "g", 0)
+        } else {
+            part.take("t", "g", false, 0)
+        };
+        let n = f.seen.len()
+            + f.daily.len()
+            + f.activity.len()
+            + f.checkpoints.len()
+            + f.watermarks.len();
+        self.apply(&f, pick.map(|pick| pick % (n + 1)));
+        f
+    }
 }
 
 /// The values of a window row that must not depend on how it was computed.
@@ -230,22 +265,21 @@ type Values = (u64, u64, u64, u64, u32, [u64; 6], [u64; 3], Vec<[u8; 32]>);
 fn values(m: &Model) -> BTreeMap<(u32, String, String), Values> {
     m.activity
         .iter()
-        .map(|(k, r)| {
-            (
-                k.clone(),
-                (
-                    r.txn_count,
-                    r.amount_idr_sum,
-                    r.amount_idr_min,
-                    r.amount_idr_max,
-                    r.merchants_active,
-                    r.txn_by_channel(),
-                    r.txn_by_size(),
-                    r.merchant_keys.clone(),
-                ),
-            )
-        })
+        .map(|(k, r)| (k.clone(), row_values(r)))
         .collect()
+}
+
+fn row_values(r: &ActivityRow) -> Values {
+    (
+        r.txn_count,
+        r.amount_idr_sum,
+        r.amount_idr_min,
+        r.amount_idr_max,
+        r.merchants_active,
+        r.txn_by_channel(),
+        r.txn_by_size(),
+        r.merchant_keys.clone(),
+    )
 }
 
 type DayRowKey = (u16, String, String, [u8; 32]);
@@ -255,6 +289,125 @@ fn daily_values(m: &Model) -> BTreeMap<DayRowKey, (u64, u64)> {
         .iter()
         .map(|(k, r)| (k.clone(), (r.txn_count, r.amount_idr_sum)))
         .collect()
+}
+
+/// The Jakarta day of an instant, computed here rather than by the
+/// calendar the core uses: days since 1970-01-01 at UTC+7.
+fn jakarta_day(ms: i64) -> i64 {
+    (ms / 1000 + 7 * 3600).div_euclid(86_400)
+}
+
+/// Merchant-days computed directly from the distinct events, without the
+/// core: (count, sum) per (Jakarta day, district, sector, merchant).
+fn expected_daily(events: &[Event]) -> BTreeMap<DayRowKey, (u64, u64)> {
+    let mut seen = BTreeSet::new();
+    let mut out: BTreeMap<DayRowKey, (u64, u64)> = BTreeMap::new();
+    for e in events {
+        if !seen.insert(e.fingerprint) {
+            continue;
+        }
+        let k = (
+            jakarta_day(e.occurred_ms) as u16,
+            district_str(&e.district).to_owned(),
+            e.sector.as_str().to_owned(),
+            e.merchant,
+        );
+        let v = out.entry(k).or_insert((0, 0));
+        v.0 += 1;
+        v.1 += e.amount;
+    }
+    out
+}
+
+/// What the store must hold of partition `p` once it has written
+/// watermark `wm`, read only from the log `records` of `p` (the first
+/// `consumed` of them folded when the watermark was taken) and the rows
+/// themselves:
+/// - every row of `p` holds exactly the distinct events of its key among
+///   the partition's records at offsets up to its `source_offset`, no more
+///   and no fewer (what a replay relies on);
+/// - every merchant-day and window that ends at or before `wm` holds every
+///   event consumed before the watermark was taken (what "complete" means
+///   to the rollup).
+fn check_complete(
+    m: &Model,
+    records: &[(i64, Event)],
+    partitions: usize,
+    p: i32,
+    consumed: usize,
+    wm: i64,
+) -> Result<(), String> {
+    let own: Vec<(i64, &Event)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, e))| home(e, partitions) == p as usize)
+        .map(|(o, (_, e))| (o as i64, e))
+        .collect();
+    let upto = |so: i64| -> Vec<Event> {
+        own.iter()
+            .filter(|(o, _)| *o <= so)
+            .map(|(_, e)| (*e).clone())
+            .collect()
+    };
+    for (k, r) in m.daily.iter().filter(|(_, r)| r.source_partition == p) {
+        let want = expected_daily(&upto(r.source_offset))
+            .get(k)
+            .copied()
+            .unwrap_or((0, 0));
+        if (r.txn_count, r.amount_idr_sum) != want {
+            return Err(format!(
+                "merchant-day {k:?} at offset {} holds {:?}, its records {want:?}",
+                r.source_offset,
+                (r.txn_count, r.amount_idr_sum)
+            ));
+        }
+    }
+    for (k, r) in m.activity.iter().filter(|(_, r)| r.source_partition == p) {
+        let mut want = expected(&upto(r.source_offset))
+            .remove(k)
+            .ok_or_else(|| format!("window {k:?} has a row and no records"))?;
+        if r.is_final == 0 {
+            want.7.clear();
+        }
+        let got = row_values(r);
+        if got != want {
+            return Err(format!(
+                "window {k:?} at offset {} holds {got:?}, its records {want:?}",
+                r.source_offset
+            ));
+        }
+    }
+    let mut firsts = BTreeSet::new();
+    for (o, e) in own.iter().filter(|(o, _)| (*o as usize) < consumed) {
+        if !firsts.insert(e.fingerprint) {
+            continue;
+        }
+        let day = jakarta_day(e.occurred_ms);
+        let day_end = (day + 1) * DAY_MS - 7 * 3_600_000;
+        let dk = (
+            day as u16,
+            district_str(&e.district).to_owned(),
+            e.sector.as_str().to_owned(),
+            e.merchant,
+        );
+        if day_end <= wm && m.daily.get(&dk).is_none_or(|r| r.source_offset < *o) {
+            return Err(format!(
+                "watermark {wm} passed the end of {dk:?} without offset {o} in its row"
+            ));
+        }
+        let start = e.occurred_ms.div_euclid(60_000) * 60_000;
+        let wk = (
+            (start / 1000) as u32,
+            district_str(&e.district).to_owned(),
+            e.sector.as_str().to_owned(),
+        );
+        if start + 60_000 <= wm && m.activity.get(&wk).is_none_or(|r| r.source_offset < *o) {
+            return Err(format!(
+                "watermark {wm} passed the end of {wk:?} without offset {o} in its row"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Aggregates computed directly from the distinct events, without the core.
@@ -345,14 +498,15 @@ fn partitioned(events: &[Event], partitions: usize) -> Vec<Vec<(i64, Event)>> {
 }
 
 /// A log as gateways write it: Kafka timestamps are accept times, in order
-/// (10 s apart); an event is up to 10 minutes old when accepted, and about
-/// one record in six re-sends an earlier event, however long after (too
-/// old by then, it is not counted).
+/// (50 s apart, from 40 minutes before midnight in Jakarta, so up to 200
+/// records cross it); an event is up to 10 minutes old when accepted, and
+/// about one record in six re-sends an earlier event, however long after
+/// (too old by then, it is not counted).
 fn gateway_log(specs: &[(i64, usize, u8, u64, u32)], partitions: usize) -> Vec<Vec<(i64, Event)>> {
     let mut log = vec![Vec::new(); partitions];
     let mut sent: Vec<Event> = Vec::new();
     for (i, &(age, cell, m, a, dup)) in specs.iter().enumerate() {
-        let ts = T0 + i as i64 * 10_000;
+        let ts = NIGHT0 - 35 * 60_000 + i as i64 * 50_000;
         let e = if dup < 7 && !sent.is_empty() {
             sent[(dup as usize * 13 + i) % sent.len()].clone()
         } else {
@@ -366,20 +520,33 @@ fn gateway_log(specs: &[(i64, usize, u8, u64, u32)], partitions: usize) -> Vec<V
     log
 }
 
+/// Events of three nights: each in the 15 minutes from 23:55 in Jakarta,
+/// on one of three consecutive days, so the windows of a history cross
+/// midnight, whole days close behind the watermark and a record of an
+/// earlier night is late by a day or two.
 fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec(
-        (0i64..900_000, 0usize..9, 0u8..5, 1u64..1_000_000, 0u32..40),
+        (
+            0i64..3,
+            0i64..900_000,
+            0usize..9,
+            0u8..5,
+            1u64..1_000_000,
+            0u32..40,
+        ),
         1..150,
     )
     .prop_map(|specs| {
         let mut out: Vec<Event> = Vec::new();
-        for (i, (t, cell, m, a, dup)) in specs.into_iter().enumerate() {
+        for (i, (night, t, cell, m, a, dup)) in specs.into_iter().enumerate() {
             // About one in eight records re-delivers an earlier event.
             if dup < 5 && !out.is_empty() {
                 let j = (dup as usize * 7 + i) % out.len();
                 out.push(out[j].clone());
             } else {
-                out.push(ev(i as u32, t, cell, m, a));
+                let mut e = ev(i as u32, 0, cell, m, a);
+                e.occurred_ms = NIGHT0 + night * DAY_MS + t;
+                out.push(e);
             }
         }
         out
@@ -666,6 +833,30 @@ fn a_restored_partition_skips_what_is_durable() {
     assert_eq!(values(&m), expected(&events));
 }
 
+/// A flush of `part` (holding open merchant-days back or not), cut after
+/// `cut % (rows + 1)` of its rows when given (a crash); when its watermark
+/// row lands, the store must hold what [`check_complete`] asks.
+fn flush_checked(
+    m: &mut Model,
+    part: &mut Partition,
+    log: &[Vec<(i64, Event)>],
+    holding: bool,
+    cut: Option<usize>,
+) -> Result<(), TestCaseError> {
+    let before = m.watermarks.len();
+    let f = m.flush_cut(part, holding, cut);
+    if cut.is_none() {
+        prop_assert_eq!(m.watermarks.len(), before + f.watermarks.len());
+    }
+    if let Some(w) = m.watermarks[before..].last() {
+        let p = part.id();
+        let consumed = part.next_offset() as usize;
+        check_complete(m, &log[p as usize], log.len(), p, consumed, w.watermark_ms)
+            .map_err(TestCaseError::fail)?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -699,7 +890,8 @@ proptest! {
         let b = clean_run(&partitioned(&shuffled, 1), &c);
         prop_assert_eq!(values(&a), expected(&events));
         prop_assert_eq!(values(&b), expected(&events));
-        prop_assert_eq!(daily_values(&a), daily_values(&b));
+        prop_assert_eq!(daily_values(&a), expected_daily(&events));
+        prop_assert_eq!(daily_values(&b), expected_daily(&events));
     }
 
     /// Out-of-order events behind a short lateness bound are corrected, so
@@ -708,6 +900,7 @@ proptest! {
     fn late_events_within_the_horizon_are_never_lost(events in events_strategy()) {
         let m = clean_run(&partitioned(&events, 1), &config(30_000));
         prop_assert_eq!(values(&m), expected(&events));
+        prop_assert_eq!(daily_values(&m), expected_daily(&events));
     }
 
     /// Partitions spread over processes that crash at random points (a
@@ -720,7 +913,7 @@ proptest! {
     fn crashes_restores_and_moves_give_the_clean_result(
         events in events_strategy(),
         partitions in 1usize..4,
-        steps in prop::collection::vec((0u8..100, 0usize..1000), 1..400),
+        steps in prop::collection::vec((0u8..100, 0usize..1000, any::<usize>()), 1..400),
         lateness in prop::sample::select(vec![30_000i64, 3_600_000]),
     ) {
         let c = config(lateness);
@@ -735,7 +928,7 @@ proptest! {
             let part = m.restore(p, &c);
             procs[p as usize % 2].insert(p, part);
         }
-        for (action, n) in steps {
+        for (action, n, cut) in steps {
             let pr = n % 2;
             let Some(&p) = procs[pr].keys().nth(n / 2 % procs[pr].len().max(1)) else { continue };
             match action {
@@ -750,7 +943,7 @@ proptest! {
                         // range and beyond: it may only change when rows
                         // become final, never what they count.
                         if n % 4 == 0 {
-                            part.advance(Some(T0 + (n as i64 % 1_000) * 1_000));
+                            part.advance(Some(e.occurred_ms - 500_000 + (n as i64 % 1_000) * 1_000));
                         } else {
                             part.advance(None);
                         }
@@ -761,21 +954,14 @@ proptest! {
                     // back, as the aggregator does between
                     // `daily_emit_interval_ms`.
                     let part = procs[pr].get_mut(&p).unwrap();
-                    if n % 3 == 0 {
-                        m.flush(part, false, None);
-                    } else {
-                        m.flush_holding_days(part, None);
-                    }
+                    flush_checked(&mut m, part, &log, n % 3 != 0, None)?;
                 }
                 85..=93 => {
-                    // kill -9 in the middle of a flush: every partition of
-                    // the process restarts from the store.
+                    // kill -9 in the middle of a flush, anywhere from
+                    // before its first row to after its last: every
+                    // partition of the process restarts from the store.
                     let part = procs[pr].get_mut(&p).unwrap();
-                    if n % 2 == 0 {
-                        m.flush(part, false, Some(n % 7));
-                    } else {
-                        m.flush_holding_days(part, Some(n % 7));
-                    }
+                    flush_checked(&mut m, part, &log, n % 2 == 1, Some(cut))?;
                     let ids: Vec<i32> = procs[pr].keys().copied().collect();
                     for id in ids {
                         let restored = m.restore(id, &c);
@@ -786,7 +972,7 @@ proptest! {
                     // Rebalance: the owner flushes and lets go; the other
                     // process restores it.
                     let mut part = procs[pr].remove(&p).unwrap();
-                    m.flush(&mut part, false, None);
+                    flush_checked(&mut m, &mut part, &log, false, None)?;
                     let restored = m.restore(p, &c);
                     procs[1 - pr].insert(p, restored);
                 }
@@ -804,6 +990,7 @@ proptest! {
         }
         prop_assert_eq!(values(&m), values(&clean));
         prop_assert_eq!(daily_values(&m), daily_values(&clean));
+        prop_assert_eq!(daily_values(&m), expected_daily(&events));
     }
 
     /// Dropping the fingerprints of windows that start more than the age
@@ -818,7 +1005,7 @@ proptest! {
             1..200,
         ),
         partitions in 1usize..3,
-        steps in prop::collection::vec((0u8..100, 0usize..1000), 1..500),
+        steps in prop::collection::vec((0u8..100, 0usize..1000, any::<usize>()), 1..500),
     ) {
         let c = CoreConfig {
             window_ms: 60_000,
@@ -834,7 +1021,7 @@ proptest! {
 
         let mut m = Model::default();
         let mut parts: Vec<Partition> = (0..partitions as i32).map(|p| m.restore(p, &c)).collect();
-        for (action, n) in steps {
+        for (action, n, cut) in steps {
             let part = &mut parts[n % partitions];
             match action {
                 0..=74 => {
@@ -853,7 +1040,7 @@ proptest! {
                     m.prune(retention, partitions);
                 }
                 _ => {
-                    m.flush_holding_days(part, Some(n % 7));
+                    m.flush_cut(part, true, Some(cut));
                     m.prune(retention, partitions);
                     let id = part.id();
                     *part = m.restore(id, &c);
