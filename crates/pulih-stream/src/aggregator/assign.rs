@@ -159,6 +159,7 @@ impl Shared {
                         core,
                         last_record: Instant::now(),
                         at_end: false,
+                        hi_offset: -1,
                     },
                 );
             }

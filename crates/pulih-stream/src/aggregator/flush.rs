@@ -12,7 +12,7 @@ use pulih_event::calendar::DAY_MS;
 
 use crate::core::{self, Flush, Outcome};
 
-use super::watermark::{operator_watermark, PartitionClock};
+use super::watermark::{is_idle, operator_watermark, Input, PartitionClock};
 use super::{now_secs, Failure, Shared, State, Taken};
 
 impl Shared {
@@ -180,12 +180,19 @@ impl Shared {
     /// updates the gauges of what is held in memory.
     fn advance_watermarks(&self, st: &mut State) {
         let idle = self.config.idle_timeout;
+        let paused = st.paused;
         let operator = operator_watermark(
             st.parts.values().map(|p| PartitionClock {
                 watermark_ms: p.core.partition_watermark_ms(),
-                idle: p.at_end || p.last_record.elapsed() >= idle,
+                idle: is_idle(Input {
+                    at_end: p.at_end,
+                    quiet: p.last_record.elapsed() >= idle,
+                    next_offset: p.core.next_offset(),
+                    hi_offset: p.hi_offset,
+                    paused,
+                }),
             }),
-            i64::from(now_secs()) * 1000,
+            super::fault::processing_ms(),
             self.config.core.allowed_lateness_ms,
         );
         let (mut windows, mut days, mut dedup) = (0, 0, 0);

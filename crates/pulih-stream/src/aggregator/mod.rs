@@ -192,12 +192,18 @@ struct Part {
     core: Partition,
     last_record: Instant,
     at_end: bool,
+    /// The broker's latest high watermark (librdkafka's statistics); -1
+    /// while unknown.
+    hi_offset: i64,
 }
 
 /// Everything the consumer thread owns; the client callbacks, which run
 /// inside `poll` on the same thread, read it too.
 struct State {
     parts: HashMap<i32, Part>,
+    /// Consumption is paused because a flush or a read-back fails: no
+    /// partition is idle meanwhile.
+    paused: bool,
     /// The topic's partition count, from the broker at start.
     partition_count: i32,
     stats: RunStats,
@@ -301,15 +307,16 @@ impl ClientContext for Ctx {
         let Some(topic) = statistics.topics.get(&self.shared.config.topic) else {
             return;
         };
-        let st = self.shared.state();
+        let mut st = self.shared.state();
         let mut total = 0;
         for p in topic.partitions.values() {
-            let Some(part) = st.parts.get(&p.partition) else {
+            let Some(part) = st.parts.get_mut(&p.partition) else {
                 continue;
             };
             if p.hi_offset < 0 {
                 continue;
             }
+            part.hi_offset = p.hi_offset;
             let lag = (p.hi_offset - part.core.next_offset()).max(0);
             total += lag;
             self.shared
@@ -424,6 +431,7 @@ pub fn run_blocking(
         shutdown: shutdown.clone(),
         state: Mutex::new(State {
             parts: HashMap::new(),
+            paused: false,
             partition_count: 0,
             stats: RunStats::default(),
             pending: None,
@@ -534,10 +542,14 @@ pub fn run_blocking(
                     tracing::info!(message = "ClickHouse writes succeed again; resuming.");
                     // Paused partitions were not idle: do not let the
                     // processing-time watermark close what they still hold
-                    // back in Kafka.
-                    for part in shared.state().parts.values_mut() {
+                    // back in Kafka, before the fetcher has brought it.
+                    let mut st = shared.state();
+                    st.paused = false;
+                    for part in st.parts.values_mut() {
                         part.last_record = Instant::now();
+                        part.at_end = false;
                     }
+                    drop(st);
                     set_paused(&consumer, false);
                     shared.metrics.stalled.set(0);
                     stalled = false;
@@ -556,6 +568,7 @@ pub fn run_blocking(
             Err(error) => {
                 shared.metrics.store_errors.inc();
                 if !stalled {
+                    shared.state().paused = true;
                     set_paused(&consumer, true);
                     shared.metrics.stalled.set(1);
                     stalled = true;

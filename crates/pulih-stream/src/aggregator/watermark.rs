@@ -10,6 +10,36 @@ pub struct PartitionClock {
     pub idle: bool,
 }
 
+/// What is known of one partition's input, for [`is_idle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// The broker said the partition was read to its end, and no record
+    /// came since.
+    pub at_end: bool,
+    /// No record came for `idle_timeout`.
+    pub quiet: bool,
+    /// The offset the partition reads next.
+    pub next_offset: i64,
+    /// The broker's latest high watermark of the partition (the offset
+    /// after its last record); -1 while unknown.
+    pub hi_offset: i64,
+    /// Consumption is paused: a flush or a read-back fails.
+    pub paused: bool,
+}
+
+/// A partition is idle, and lets processing time close windows, only when
+/// its input has really stopped: read to its end or quiet for the idle
+/// timeout, with no record known to wait on the broker (a fetch that
+/// stalls on a leader failover leaves the lag visible) and not paused
+/// because ClickHouse fails (records keep arriving meanwhile). An outage
+/// is not idleness: were it taken for one, every open window would close on
+/// the wall clock and the backlog would be counted as late, and a day could
+/// be recorded complete before its last events are read.
+pub fn is_idle(input: Input) -> bool {
+    let lagging = input.hi_offset > input.next_offset;
+    !input.paused && !lagging && (input.at_end || input.quiet)
+}
+
 /// The operator watermark: the minimum of the partition watermarks over the
 /// partitions that are not idle, so an idle partition does not hold the
 /// others back. With every partition idle, the highest partition watermark
@@ -70,6 +100,40 @@ mod tests {
 
     fn operator(parts: &[PartitionClock]) -> Option<i64> {
         operator_watermark(parts.iter().copied(), NOW, LATENESS)
+    }
+
+    fn input(at_end: bool, quiet: bool, next_offset: i64, hi_offset: i64, paused: bool) -> Input {
+        Input {
+            at_end,
+            quiet,
+            next_offset,
+            hi_offset,
+            paused,
+        }
+    }
+
+    #[test]
+    fn a_partition_is_idle_when_read_to_its_end_or_quiet() {
+        assert!(is_idle(input(true, false, 10, 10, false)));
+        assert!(is_idle(input(false, true, 10, 10, false)));
+        assert!(is_idle(input(false, true, 10, -1, false)), "lag unknown");
+        assert!(!is_idle(input(false, false, 10, 10, false)), "records came");
+    }
+
+    #[test]
+    fn a_partition_with_records_waiting_on_the_broker_is_not_idle() {
+        // A fetch that stalls (a leader failover): quiet, but behind.
+        assert!(!is_idle(input(false, true, 10, 25, false)));
+        // The end was reached, and records came since.
+        assert!(!is_idle(input(true, false, 10, 11, false)));
+    }
+
+    #[test]
+    fn a_paused_partition_is_never_idle() {
+        // ClickHouse fails: consumption is paused, records keep arriving,
+        // and however long it lasts the partition is not idle.
+        assert!(!is_idle(input(true, true, 10, 10, true)));
+        assert!(!is_idle(input(false, true, 10, -1, true)));
     }
 
     #[test]
