@@ -302,3 +302,142 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
         assert_eq!(left, 0, "the old tables are dropped");
     }
 }
+
+/// A restore reads the open state of its own partitions only: of a
+/// seeded week of windows, merchant-days and counted rows of three
+/// partitions, with an older version of every row, the restore of
+/// partitions 0 and 2 returns the latest rows of the windows and days
+/// still open at each one's watermark, and nothing of partition 1 or of
+/// what closed before.
+#[tokio::test]
+async fn a_restore_reads_only_the_open_state_of_its_partitions() {
+    use pulih_store::{ActivityRow, DailyRow, RestoreScope, SeenRow};
+    let store = Store::new(&store_config("restore"));
+    store.migrate().await.unwrap();
+    // 2024-03-07T00:00:00+07:00, the seventh day of the week seeded.
+    let day7_s: i64 = 1_709_744_400;
+    let cells = [("31.71.01", "G"), ("31.72.01", "I"), ("31.73.01", "C")];
+    let (mut activity, mut daily, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    // Every 10 minutes of the week, in each cell (partition = cell index).
+    for (p, (district, sector)) in cells.iter().enumerate() {
+        let p = p as i32;
+        for i in 0..(7 * 144) {
+            let start = day7_s - 6 * 86_400 + i * 600;
+            for version in [2, 5] {
+                activity.push(ActivityRow {
+                    window_start: start as u32,
+                    district_code: (*district).into(),
+                    sector: (*sector).into(),
+                    txn_count: version,
+                    amount_idr_sum: 1,
+                    amount_idr_min: 1,
+                    amount_idr_max: 1,
+                    merchants_active: 1,
+                    txn_qris: version,
+                    txn_debit_card: 0,
+                    txn_credit_card: 0,
+                    txn_ewallet: 0,
+                    txn_bank_transfer: 0,
+                    txn_other: 0,
+                    txn_micro: version,
+                    txn_small: 0,
+                    txn_medium: 0,
+                    is_final: (version % 2) as u8,
+                    source_partition: p,
+                    source_offset: i,
+                    merchant_keys: Vec::new(),
+                    version,
+                    updated_at: 0,
+                });
+            }
+            seen.push(SeenRow {
+                topic: "t".into(),
+                partition: p,
+                district_code: (*district).into(),
+                sector: (*sector).into(),
+                window_start: start as u32,
+                fingerprints: vec![[i as u8; 16]],
+                offsets: vec![i],
+                merchants: vec![[p as u8; 32]],
+                merchant_offsets: vec![i],
+            });
+        }
+        for day in 0..7i64 {
+            for m in 0..20u8 {
+                for version in [2, 5] {
+                    daily.push(DailyRow {
+                        day: ((day7_s + 25_200) / 86_400 - 6 + day) as u16,
+                        district_code: (*district).into(),
+                        sector: (*sector).into(),
+                        merchant_key: [m; 32],
+                        txn_count: version,
+                        amount_idr_sum: 1,
+                        is_final: (version % 2) as u8,
+                        source_partition: p,
+                        source_offset: day,
+                        version,
+                        updated_at: 0,
+                    });
+                }
+            }
+        }
+    }
+    store.insert_activity(&activity).await.unwrap();
+    store.insert_daily(&daily).await.unwrap();
+    store.insert_seen(&seen).await.unwrap();
+
+    // Partition 0's watermark at 12:00 on day 7, partition 2's at 18:05.
+    let scopes = [
+        RestoreScope {
+            partition: 0,
+            open_after_s: day7_s + 12 * 3_600,
+        },
+        RestoreScope {
+            partition: 2,
+            open_after_s: day7_s + 18 * 3_600 + 300,
+        },
+    ];
+    let got = store.restore_open("t", &scopes, 600).await.unwrap();
+    let open = |p: i32, after: i64| {
+        (0..(7 * 144))
+            .map(|i| day7_s - 6 * 86_400 + i * 600)
+            .filter(move |s| s + 600 > after)
+            .map(move |s| (p, s as u32))
+    };
+    let want: Vec<(i32, u32)> = open(0, scopes[0].open_after_s)
+        .chain(open(2, scopes[1].open_after_s))
+        .collect();
+    let mut windows: Vec<(i32, u32)> = got
+        .activity
+        .iter()
+        .map(|r| (r.source_partition, r.window_start))
+        .collect();
+    windows.sort_unstable();
+    assert_eq!(windows, want, "the open windows of partitions 0 and 2");
+    assert!(
+        got.activity
+            .iter()
+            .all(|r| r.version == 5 && r.txn_count == 5),
+        "the latest version of each"
+    );
+    // Day 7 only (it ends after both watermarks), 20 merchants each.
+    assert_eq!(got.daily.len(), 40);
+    assert!(got
+        .daily
+        .iter()
+        .all(|r| i64::from(r.day) == (day7_s + 25_200) / 86_400 && r.version == 5));
+    assert!(got.daily.iter().all(|r| r.source_partition != 1));
+    // What was counted in windows that may be open: none of partition 1,
+    // none of a window that closed before the lower watermark.
+    assert!(got
+        .seen
+        .iter()
+        .all(|r| r.partition != 1 && i64::from(r.window_start) + 600 > scopes[0].open_after_s));
+    assert_eq!(
+        got.seen.len(),
+        open(0, scopes[0].open_after_s).count() + open(2, scopes[0].open_after_s).count()
+    );
+    // Nothing to restore reads nothing.
+    let none = store.restore_open("t", &[], 600).await.unwrap();
+    assert!(none.activity.is_empty() && none.daily.is_empty() && none.seen.is_empty());
+}

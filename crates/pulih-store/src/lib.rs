@@ -331,18 +331,23 @@ impl SeenRow {
     }
 }
 
-/// Which rows to restore for one Kafka partition (see docs/semantics.md).
-#[derive(Debug, Clone, Copy)]
+/// What a restore reads for one Kafka partition (see docs/semantics.md):
+/// the rows of its windows and merchant-days still open at its
+/// checkpoint's watermark, and what was counted in those windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreScope {
     pub partition: i32,
-    /// Rows of windows that end after this (seconds) are restored...
+    /// Windows that end after this (seconds), and merchant-days of the
+    /// Jakarta days that end after it, are restored.
     pub open_after_s: i64,
-    /// ...and so are rows that cover an offset at or after this one.
-    pub offset_from: i64,
-    /// Rows older than this (seconds) are not restored: a replayed record
-    /// of one is behind the watermark, so its row is read back when needed,
-    /// like any late record's.
-    pub oldest_s: i64,
+}
+
+/// The open state of the partitions of a restore, as the store holds it.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    pub activity: Vec<ActivityRow>,
+    pub daily: Vec<DailyRow>,
+    pub seen: Vec<SeenRow>,
 }
 
 /// Totals over `activity_1m FINAL`.
@@ -702,51 +707,92 @@ impl Store {
         Ok(months)
     }
 
-    /// The latest rows of `activity_1m` that a restored partition needs.
-    pub async fn restore_activity(
+    /// The open state of several partitions of `topic`, in one scan of
+    /// each table: the latest rows of the windows and merchant-days each
+    /// partition's scope keeps open, and what those partitions counted in
+    /// windows that could be open. Every filter is in `WHERE`, on the
+    /// partition that wrote a row (a cell's rows all come from the one
+    /// partition its key maps to, since `aggregator_layout` fixes the
+    /// count) and on the window's start or the day, which lead the
+    /// months the tables are partitioned by; nothing of a closed window
+    /// or day is grouped.
+    pub async fn restore_open(
         &self,
-        scope: RestoreScope,
+        topic: &str,
+        scopes: &[RestoreScope],
         window_secs: i64,
-    ) -> Result<Vec<ActivityRow>, StoreError> {
+    ) -> Result<Restored, StoreError> {
+        let Some(from_s) = scopes.iter().map(|s| s.open_after_s).min() else {
+            return Ok(Restored::default());
+        };
+        let open_after = |partition: i32| {
+            scopes
+                .iter()
+                .find(|s| s.partition == partition)
+                .map(|s| s.open_after_s)
+        };
+        let partitions = scopes
+            .iter()
+            .map(|s| s.partition.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Windows that start after this could be open.
+        let window_from = (from_s - window_secs).max(0);
+        let offset = pulih_event::calendar::OFFSET_SECS;
+        let first_day = (from_s + offset).div_euclid(86_400).max(0);
+
         let sql = format!(
-            "{} WHERE window_start >= toDateTime(?) GROUP BY window_start, district_code, sector \
-             HAVING argMax(source_partition, version) = ? \
-             AND (toInt64(window_start) + ? > ? OR argMax(source_offset, version) >= ?)",
+            "{} WHERE window_start > toDateTime(?) AND source_partition IN ({partitions}) \
+             GROUP BY window_start, district_code, sector",
             latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
         );
-        self.client
+        let mut activity = self
+            .client
             .query(&sql)
-            .bind(scope.oldest_s.max(0))
-            .bind(scope.partition)
-            .bind(window_secs)
-            .bind(scope.open_after_s)
-            .bind(scope.offset_from)
+            .bind(window_from)
             .fetch_all::<ActivityRow>()
             .await
-            .map_err(self.err("restore from activity_1m"))
-    }
+            .map_err(self.err("restore from activity_1m"))?;
+        activity.retain(|r| {
+            open_after(r.source_partition)
+                .is_some_and(|after| i64::from(r.window_start) + window_secs > after)
+        });
 
-    /// The latest rows of `merchant_activity_daily` that a restored
-    /// partition needs; `open_after_s` compares with the Jakarta day's end.
-    pub async fn restore_daily(&self, scope: RestoreScope) -> Result<Vec<DailyRow>, StoreError> {
         let sql = format!(
-            "{} WHERE day >= toDate(?) GROUP BY day, district_code, sector, merchant_key \
-             HAVING argMax(source_partition, version) = ? \
-             AND ((toInt64(day) + 1) * 86400 - {offset} > ? OR argMax(source_offset, version) >= ?)",
-            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4),
-            offset = pulih_event::calendar::OFFSET_SECS
+            "{} WHERE day >= toDate(?) AND source_partition IN ({partitions}) \
+             GROUP BY day, district_code, sector, merchant_key",
+            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
         );
-        self.client
+        let mut daily = self
+            .client
             .query(&sql)
-            .bind(iso_date(
-                (scope.oldest_s.max(86_400) - 86_400).div_euclid(86_400),
-            ))
-            .bind(scope.partition)
-            .bind(scope.open_after_s)
-            .bind(scope.offset_from)
+            .bind(iso_date(first_day))
             .fetch_all::<DailyRow>()
             .await
-            .map_err(self.err("restore from merchant_activity_daily"))
+            .map_err(self.err("restore from merchant_activity_daily"))?;
+        daily.retain(|r| {
+            open_after(r.source_partition)
+                .is_some_and(|after| (i64::from(r.day) + 1) * 86_400 - offset > after)
+        });
+
+        let sql = format!(
+            "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
+             merchants, merchant_offsets FROM aggregator_counted WHERE topic = ? \
+             AND partition IN ({partitions}) AND window_start > toDateTime(?)"
+        );
+        let seen = self
+            .client
+            .query(&sql)
+            .bind(topic)
+            .bind(window_from)
+            .fetch_all::<SeenRow>()
+            .await
+            .map_err(self.err("restore from aggregator_counted"))?;
+        Ok(Restored {
+            activity,
+            daily,
+            seen,
+        })
     }
 
     /// The latest rows of the given windows, as (start seconds, district, sector).

@@ -986,30 +986,26 @@ impl Partition {
     }
 }
 
-/// What a restored partition must load, given its checkpoint (see
-/// [`pulih_store::RestoreScope`]).
+/// What a restored partition must load, given its checkpoint: the rows
+/// still open at the checkpoint's watermark (see
+/// [`pulih_store::RestoreScope`]); nothing when no counted record is
+/// checkpointed (the replay from the checkpoint then rebuilds every row it
+/// touches). A row that is closed at that watermark but covers offsets
+/// after the checkpoint (written by a flush that did not reach it) is not
+/// loaded: a replayed record of it is behind the watermark, so the row is
+/// read back with its fingerprints before the record is decided, as for
+/// any late record.
 pub fn restore_scope(
     partition: i32,
     config: &CoreConfig,
     checkpoint: Option<&CheckpointRow>,
-) -> pulih_store::RestoreScope {
-    match checkpoint.filter(|c| c.max_event_ms != i64::MIN) {
-        Some(c) => {
-            let wm = c.max_event_ms.saturating_sub(config.allowed_lateness_ms);
-            pulih_store::RestoreScope {
-                partition,
-                open_after_s: wm.div_euclid(1000),
-                offset_from: c.next_offset,
-                oldest_s: (wm - config.max_age_ms - config.window_ms).div_euclid(1000),
-            }
-        }
-        None => pulih_store::RestoreScope {
-            partition,
-            open_after_s: i64::MIN / 2,
-            offset_from: checkpoint.map_or(0, |c| c.next_offset),
-            oldest_s: 0,
-        },
-    }
+) -> Option<pulih_store::RestoreScope> {
+    let c = checkpoint.filter(|c| c.max_event_ms != i64::MIN)?;
+    let wm = c.max_event_ms.saturating_sub(config.allowed_lateness_ms);
+    Some(pulih_store::RestoreScope {
+        partition,
+        open_after_s: wm.div_euclid(1000),
+    })
 }
 
 /// `version` of a row: later offsets win, and a final row wins over a

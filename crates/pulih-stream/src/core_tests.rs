@@ -145,34 +145,38 @@ impl Model {
             .collect()
     }
 
-    /// What `Store::restore_*` and `Store::seen_for` return.
+    /// What `Store::restore_open` returns for partition `p`: the latest
+    /// rows it wrote of the windows and merchant-days still open at its
+    /// checkpoint's watermark, and what it counted in windows that could
+    /// be open; nothing without a checkpointed event.
     fn restore(&self, p: i32, config: &CoreConfig) -> Partition {
         let cp = self.checkpoints.get(&p);
-        let scope = restore_scope(p, config, cp);
+        let Some(scope) = restore_scope(p, config, cp) else {
+            return Partition::restore(p, *config, cp, Vec::new(), Vec::new(), Vec::new());
+        };
         let window_s = config.window_ms / 1000;
         let activity: Vec<ActivityRow> = self
             .activity
             .values()
             .filter(|r| {
-                i64::from(r.window_start) >= scope.oldest_s.max(0)
-                    && r.source_partition == p
-                    && (i64::from(r.window_start) + window_s > scope.open_after_s
-                        || r.source_offset >= scope.offset_from)
+                r.source_partition == p && i64::from(r.window_start) + window_s > scope.open_after_s
             })
             .cloned()
             .collect();
-        let keys = activity
+        let seen = self
+            .seen
             .iter()
-            .map(|r| (r.window_start, r.district_code.clone(), r.sector.clone()))
+            .filter(|s| {
+                s.partition == p && i64::from(s.window_start) > scope.open_after_s - window_s
+            })
+            .cloned()
             .collect();
-        let seen = self.seen_for(&keys);
         let daily = self
             .daily
             .values()
             .filter(|r| {
                 r.source_partition == p
-                    && ((i64::from(r.day) + 1) * 86_400 - 25_200 > scope.open_after_s
-                        || r.source_offset >= scope.offset_from)
+                    && (i64::from(r.day) + 1) * 86_400 - 25_200 > scope.open_after_s
             })
             .cloned()
             .collect();

@@ -129,18 +129,17 @@ impl Shared {
     ) -> Result<bool, AggregateError> {
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
-        let mut restored = Vec::new();
-        for &id in owned {
-            let Some(core) = self
-                .restore(id)
-                .map_err(|e| AggregateError::Fatal(e.message))?
-            else {
-                return Ok(false);
-            };
+        let Some(restored) = self
+            .restore(owned)
+            .map_err(|e| AggregateError::Fatal(e.message))?
+        else {
+            return Ok(false);
+        };
+        for (id, core) in &restored {
             let offset = core.next_offset();
             tpl.add_partition_offset(
                 &self.config.topic,
-                id,
+                *id,
                 if offset > 0 {
                     Offset::Offset(offset)
                 } else {
@@ -148,7 +147,6 @@ impl Shared {
                 },
             )
             .map_err(|source| self.kafka_error(source))?;
-            restored.push((id, core));
         }
         {
             let mut st = self.state();
@@ -176,14 +174,14 @@ impl Shared {
         Ok(true)
     }
 
-    /// Restores one partition, retrying until ClickHouse answers (or the
-    /// process is asked to stop: `None`), unless retrying cannot help.
-    /// While it fails, `pulih_aggregate_stalled` is 1.
-    fn restore(&self, partition: i32) -> Result<Option<Partition>, Failure> {
+    /// Restores the owned partitions, retrying until ClickHouse answers
+    /// (or the process is asked to stop: `None`), unless retrying cannot
+    /// help. While it fails, `pulih_aggregate_stalled` is 1.
+    fn restore(&self, owned: &[i32]) -> Result<Option<Vec<(i32, Partition)>>, Failure> {
         let restored = self.retry(
-            "Cannot restore a partition from ClickHouse; retrying.",
-            // A restore reads every open window: give it longer.
-            || self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(partition)),
+            "Cannot restore the partitions from ClickHouse; retrying.",
+            // A restore reads every open window and merchant-day: give it longer.
+            || self.block_on_for(STORE_TIMEOUT * 20, self.try_restore(owned)),
             |_| {
                 self.metrics.store_errors.inc();
                 self.metrics.stalled.set(1);
@@ -195,38 +193,66 @@ impl Shared {
         restored
     }
 
-    async fn try_restore(&self, partition: i32) -> Result<Partition, pulih_store::StoreError> {
+    /// Reads the checkpoints of `owned`, then their open state in one scan
+    /// of each table ([`pulih_store::Store::restore_open`]).
+    async fn try_restore(
+        &self,
+        owned: &[i32],
+    ) -> Result<Vec<(i32, Partition)>, pulih_store::StoreError> {
         let c = &self.config;
-        let checkpoint = self.store.checkpoint(&c.topic, partition).await?;
-        let scope = core::restore_scope(partition, &c.core, checkpoint.as_ref());
-        let activity = self
-            .store
-            .restore_activity(scope, c.core.window_ms / 1000)
-            .await?;
-        let daily = self.store.restore_daily(scope).await?;
-        let windows: Vec<_> = activity
+        let mut checkpoints = Vec::with_capacity(owned.len());
+        for &partition in owned {
+            checkpoints.push((partition, self.store.checkpoint(&c.topic, partition).await?));
+        }
+        let scopes: Vec<_> = checkpoints
             .iter()
-            .filter(|r| r.source_partition == partition)
-            .map(|r| (r.window_start, r.district_code.clone(), r.sector.clone()))
+            .filter_map(|(p, cp)| core::restore_scope(*p, &c.core, cp.as_ref()))
             .collect();
-        let seen = self.store.seen_for(&c.topic, &windows).await?;
+        let started = Instant::now();
+        let mut state = self
+            .store
+            .restore_open(&c.topic, &scopes, c.core.window_ms / 1000)
+            .await?;
+        let mut out = Vec::with_capacity(owned.len());
+        for (partition, checkpoint) in checkpoints {
+            let activity: Vec<_> =
+                take_where(&mut state.activity, |r| r.source_partition == partition);
+            let daily: Vec<_> = take_where(&mut state.daily, |r| r.source_partition == partition);
+            let seen: Vec<_> = take_where(&mut state.seen, |r| r.partition == partition);
+            tracing::info!(
+                message = "Partition restored.",
+                partition,
+                next_offset = checkpoint.as_ref().map_or(0, |c| c.next_offset),
+                windows = activity.len(),
+                merchant_days = daily.len(),
+                counted_rows = seen.len()
+            );
+            out.push((
+                partition,
+                Partition::restore(
+                    partition,
+                    c.core,
+                    checkpoint.as_ref(),
+                    activity,
+                    daily,
+                    seen,
+                ),
+            ));
+        }
         tracing::info!(
-            message = "Partition restored.",
-            partition,
-            next_offset = checkpoint.as_ref().map_or(0, |c| c.next_offset),
-            windows = activity.len(),
-            merchant_days = daily.len(),
-            remembered_events = seen.len()
+            message = "Open state read.",
+            partitions = ?owned,
+            read_ms = started.elapsed().as_millis() as u64
         );
-        Ok(Partition::restore(
-            partition,
-            c.core,
-            checkpoint.as_ref(),
-            activity,
-            daily,
-            seen,
-        ))
+        Ok(out)
     }
+}
+
+/// Moves the items of `v` that match out of it.
+fn take_where<T>(v: &mut Vec<T>, keep: impl Fn(&T) -> bool) -> Vec<T> {
+    let (matched, rest): (Vec<T>, Vec<T>) = std::mem::take(v).into_iter().partition(keep);
+    *v = rest;
+    matched
 }
 
 #[cfg(test)]
