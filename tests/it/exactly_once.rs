@@ -15,7 +15,7 @@ use pulih_ingest::{delivered, Acks, Intake, KafkaConfig, Offer};
 use pulih_store::{Store, StoreConfig};
 use pulih_tests::{
     free_port, kafka_config, pulih_bin, pulih_toml, repo_root, store_config, unique,
-    PrivateClickHouse,
+    PrivateClickHouse, SlowProxy,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -983,6 +983,51 @@ async fn send_live(run: &mut Run, clock: impl Fn() -> i64, n: &mut usize, secs: 
         run.offer_stamped(&chunk, now).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Every read-back finishes. A producer's history loaded newest first
+/// (12 000 events, each a minute before the last, so nearly every one is
+/// late and its window must be read back) through a ClickHouse that takes
+/// 1.5 s to answer each request, with flushes 10 s apart so that the
+/// first flush of the aggregator that finds it finds it all pending: one read-back of everything
+/// would need about 25 requests, longer than a store call may take, and
+/// retrying it whole would never end. Read back in bounded batches, each with a
+/// deadline that grows with it, the backlog is counted and the lag falls
+/// to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_order_backfill_through_a_slow_clickhouse_is_read_back() {
+    let proxy = SlowProxy::start("127.0.0.1:8123", Duration::from_millis(1_500)).await;
+    let mut run = Run::new("slowrb", 2, None).await;
+    run.store_config.url = proxy.url();
+    // Flushes 10 s apart: the first one finds the whole history pending.
+    for key in ["EMIT_INTERVAL_MS", "DAILY_EMIT_INTERVAL_MS"] {
+        run.env
+            .push((format!("PULIH_AGGREGATE__{key}"), "10000".to_owned()));
+    }
+    let n = 12_000;
+    let events: Vec<Ev> = (0..n).map(|i| ev("bf", i, -(i as i64) * 60_000)).collect();
+    // The newest first, checkpointed, so the watermark is past the rest;
+    // the rest is loaded while no aggregator runs, so the next one reads
+    // it all before its first flush.
+    run.offer(&events[..10]).await;
+    let port = free_port();
+    let mut a = run.spawn("a", false, Some(port));
+    run.wait_progress(10, Duration::from_secs(120)).await;
+    interrupt(&mut a);
+    run.offer(&events[10..]).await;
+    let started = Instant::now();
+    let mut a = run.spawn("b", false, Some(port));
+    run.wait_converged(Duration::from_secs(400)).await;
+    let m = metrics(port).await;
+    eprintln!("counted in {:?}", started.elapsed());
+    assert_eq!(
+        metric(&m, "pulih_aggregate_consumer_lag_records"),
+        Some(0.0),
+        "{m}"
+    );
+    let late = metric(&m, "pulih_aggregate_records_total{outcome=\"late\"}").unwrap_or(0.0);
+    assert!(late >= (n - 10) as f64, "{late} late of {n}");
+    interrupt(&mut a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,6 +180,83 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A TCP proxy to `upstream` that holds each request a client sends (its
+/// first chunk on a connection, or after the server's last answer) for
+/// `delay` before passing it on: a slow network or an overloaded server, as ClickHouse's clients
+/// see it. It stops when dropped.
+pub struct SlowProxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowProxy {
+    pub async fn start(upstream: &str, delay: std::time::Duration) -> SlowProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("its address").port();
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    // Set when the server has answered: the client's next
+                    // chunk starts a new request.
+                    let answered = std::sync::atomic::AtomicBool::new(true);
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if answered.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                                tokio::time::sleep(delay).await;
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_server.shutdown().await;
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_server.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        SlowProxy { port, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A ClickHouse server of its own, for tests that stop and start it:
 /// the project's local config, on free ports, with data in a temporary
 /// folder under `target/`.

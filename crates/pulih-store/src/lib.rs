@@ -742,13 +742,14 @@ impl Store {
         let first_day = (from_s + offset).div_euclid(86_400).max(0);
 
         let sql = format!(
-            "{} WHERE window_start > toDateTime(?) AND source_partition IN ({partitions}) \
+            "/* pulih restore */ {} WHERE window_start > toDateTime(?) AND source_partition IN ({partitions}) \
              GROUP BY window_start, district_code, sector",
             latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
         );
         let mut activity = self
             .client
             .query(&sql)
+            .with_setting("log_queries", "1")
             .bind(window_from)
             .fetch_all::<ActivityRow>()
             .await
@@ -759,13 +760,14 @@ impl Store {
         });
 
         let sql = format!(
-            "{} WHERE day >= toDate(?) AND source_partition IN ({partitions}) \
+            "/* pulih restore */ {} WHERE day >= toDate(?) AND source_partition IN ({partitions}) \
              GROUP BY day, district_code, sector, merchant_key",
             latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
         );
         let mut daily = self
             .client
             .query(&sql)
+            .with_setting("log_queries", "1")
             .bind(iso_date(first_day))
             .fetch_all::<DailyRow>()
             .await
@@ -776,13 +778,14 @@ impl Store {
         });
 
         let sql = format!(
-            "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
+            "/* pulih restore */ SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
              merchants, merchant_offsets FROM aggregator_counted WHERE topic = ? \
              AND partition IN ({partitions}) AND window_start > toDateTime(?)"
         );
         let seen = self
             .client
             .query(&sql)
+            .with_setting("log_queries", "1")
             .bind(topic)
             .bind(window_from)
             .fetch_all::<SeenRow>()

@@ -769,6 +769,43 @@ impl Partition {
         Wanted { windows, days }
     }
 
+    /// A bounded part of [`Partition::wanted`], at most `max_keys` windows
+    /// and merchant-days (at least one): the first half of the budget goes
+    /// to the windows of pending records, in key order, the rest to the
+    /// merchant-days those records and the counted records waiting for
+    /// theirs need. Supplying it ([`Partition::supply_batch`]) decides
+    /// every pending record of its windows, so each batch makes progress
+    /// and a read-back of any size is done in steps of a bounded cost.
+    pub fn wanted_batch(&self, max_keys: usize) -> Wanted {
+        let max_keys = max_keys.max(1);
+        let mut windows: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(_, e)| self.window_key(e))
+            .collect();
+        windows.sort_unstable();
+        windows.dedup();
+        windows.truncate(max_keys.div_ceil(2));
+        let chosen: FxHashSet<WindowKey> = windows.iter().copied().collect();
+        let mut days: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| chosen.contains(&self.window_key(e)))
+            .map(|(_, e)| Self::day_key(e))
+            .filter(|k| !self.days.contains_key(k))
+            .chain(self.wait_days.iter().map(|(k, _, _)| *k))
+            .collect();
+        days.sort_unstable();
+        days.dedup();
+        days.truncate(max_keys - windows.len());
+        Wanted { windows, days }
+    }
+
+    /// Records waiting for a window, or for a merchant-day, to be read back.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len() + self.wait_days.len()
+    }
+
     /// Supplies the durable state asked for by [`Partition::wanted`]
     /// (absent rows simply are not in the lists; `seen` holds the
     /// fingerprints of the wanted windows), decides the pending records and
@@ -779,7 +816,34 @@ impl Partition {
         daily: Vec<DailyRow>,
         seen: Vec<SeenRow>,
     ) -> Vec<(i64, Outcome)> {
-        let pending = std::mem::take(&mut self.pending);
+        let batch = self.wanted();
+        self.supply_batch(&batch, activity, daily, seen)
+    }
+
+    /// Supplies the durable state of `batch` (from [`Partition::wanted`]
+    /// or [`Partition::wanted_batch`]), decides the pending records of its
+    /// windows and returns their outcomes in offset order; the others stay
+    /// pending. Merchant-days of the batch that the store does not hold
+    /// start empty; counted records waiting for a merchant-day of the
+    /// batch are added to it.
+    pub fn supply_batch(
+        &mut self,
+        batch: &Wanted,
+        activity: Vec<ActivityRow>,
+        daily: Vec<DailyRow>,
+        seen: Vec<SeenRow>,
+    ) -> Vec<(i64, Outcome)> {
+        let in_batch: FxHashSet<WindowKey> = batch.windows.iter().copied().collect();
+        let config = self.config;
+        let key_of = |e: &Event| WindowKey {
+            district: e.district,
+            sector: e.sector,
+            start_ms: e.occurred_ms.div_euclid(config.window_ms) * config.window_ms,
+        };
+        let (pending, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(_, e)| in_batch.contains(&key_of(e)));
+        self.pending = rest;
         let fresh: FxHashSet<WindowKey> = pending
             .iter()
             .map(|(_, e)| self.window_key(e))
@@ -810,20 +874,18 @@ impl Partition {
             }
         }
         // Merchant-days asked for and not in the store start empty.
-        let asked = pending
-            .iter()
-            .map(|(_, e)| Self::day_key(e))
-            .chain(self.wait_days.iter().map(|(k, _, _)| *k))
-            .collect::<Vec<_>>();
-        for key in asked {
+        for key in &batch.days {
             self.days
-                .entry(key)
+                .entry(*key)
                 .or_insert_with(|| Slot::new(DayAgg::default(), false));
         }
         for (key, offset, amount) in std::mem::take(&mut self.wait_days) {
-            if let Some(slot) = self.days.get_mut(&key) {
-                let changed = slot.agg.add(offset, amount);
-                slot.touch(offset, changed);
+            match self.days.get_mut(&key) {
+                Some(slot) => {
+                    let changed = slot.agg.add(offset, amount);
+                    slot.touch(offset, changed);
+                }
+                None => self.wait_days.push((key, offset, amount)),
             }
         }
         pending

@@ -188,6 +188,27 @@ impl Model {
     /// records.
     fn supply(&self, part: &mut Partition) -> Vec<(i64, Outcome)> {
         let w = part.wanted();
+        self.supply_with(part, &w)
+    }
+
+    /// As [`Model::supply`], in batches of at most `max_keys` windows and
+    /// merchant-days, as the aggregator reads them back; the outcomes in
+    /// offset order.
+    fn supply_in_batches(&self, part: &mut Partition, max_keys: usize) -> Vec<(i64, Outcome)> {
+        let mut out = Vec::new();
+        loop {
+            let w = part.wanted_batch(max_keys);
+            if w.is_empty() {
+                break;
+            }
+            out.extend(self.supply_with(part, &w));
+        }
+        assert_eq!(part.pending_len(), 0, "every batch makes progress");
+        out.sort_unstable_by_key(|(offset, _)| *offset);
+        out
+    }
+
+    fn supply_with(&self, part: &mut Partition, w: &Wanted) -> Vec<(i64, Outcome)> {
         let keys = w
             .windows
             .iter()
@@ -227,18 +248,18 @@ impl Model {
                     .cloned()
             })
             .collect();
-        part.supply(activity, daily, seen)
+        part.supply_batch(w, activity, daily, seen)
     }
 
     fn flush(&mut self, part: &mut Partition, all_final: bool, cut: Option<usize>) {
-        self.supply(part);
+        self.supply_in_batches(part, 3);
         let f = part.take("t", "g", all_final, 0);
         self.apply(&f, cut);
     }
 
     /// A flush that holds changed open merchant-days back.
     fn flush_holding_days(&mut self, part: &mut Partition, cut: Option<usize>) {
-        self.supply(part);
+        self.supply_in_batches(part, 2);
         let f = part.take_holding_days("t", "g", 0);
         self.apply(&f, cut);
     }
@@ -247,7 +268,7 @@ impl Model {
     /// (checkpoint and watermark included) when `pick` is given: anywhere
     /// from before the first row to after the last. Returns the flush.
     fn flush_cut(&mut self, part: &mut Partition, holding: bool, pick: Option<usize>) -> Flush {
-        self.supply(part);
+        self.supply_in_batches(part, 1 + pick.unwrap_or(0) % 4);
         let f = if holding {
             part.take_holding_days("t", "g", 0)
         } else {
@@ -1311,4 +1332,67 @@ fn fingerprints_in_two_words_keep_their_value_and_their_hash() {
         assert_eq!(h.hash_one(f), h.hash_one(v), "{v:x}");
         assert_eq!(h.hash_one(f), v as u64, "the low word");
     }
+}
+
+/// A late backlog over many windows is read back in batches of a bounded
+/// number of keys, each of which decides the records of its windows; the
+/// rows are those of one read-back of everything.
+#[test]
+fn a_read_back_of_any_size_is_done_in_bounded_batches() {
+    let c = config(120_000);
+    let mut m = Model::default();
+    let mut p = Partition::new(0, c);
+    // 40 minutes of windows in three cells, then the watermark moves a
+    // day on and every window closes.
+    let mut offset = 0;
+    for i in 0..120u32 {
+        p.fold(
+            offset,
+            T0,
+            &ev(i, i64::from(i) * 20_000, i as usize, i as u8 % 5, 10),
+        );
+        offset += 1;
+    }
+    p.fold(offset, T0 + DAY_MS, &ev(1_000, DAY_MS, 0, 1, 10));
+    offset += 1;
+    p.advance(None);
+    m.flush(&mut p, false, None);
+    // The backlog: a new event and a copy in each of those windows.
+    let mut full = p.clone();
+    for i in 0..120u32 {
+        let e = ev(2_000 + i, i64::from(i) * 20_000 + 1, i as usize, 7, 3);
+        for copy in [e.clone(), e] {
+            assert_eq!(p.fold(offset, T0 + DAY_MS, &copy), Outcome::Pending);
+            assert_eq!(full.fold(offset, T0 + DAY_MS, &copy), Outcome::Pending);
+            offset += 1;
+        }
+    }
+    let all = full.wanted();
+    assert!(all.windows.len() + all.days.len() > 100);
+    let mut batches = 0;
+    let mut outcomes = Vec::new();
+    loop {
+        let w = p.wanted_batch(10);
+        if w.is_empty() {
+            break;
+        }
+        assert!(w.windows.len() + w.days.len() <= 10, "{w:?}");
+        let before = p.pending_len();
+        outcomes.extend(m.supply_with(&mut p, &w));
+        assert!(p.pending_len() < before, "a batch decides something");
+        batches += 1;
+    }
+    outcomes.sort_unstable_by_key(|(offset, _)| *offset);
+    assert!(batches >= 10, "{batches} batches");
+    assert_eq!(outcomes, m.supply(&mut full));
+    assert_eq!(
+        outcomes.iter().filter(|(_, o)| *o == Outcome::Late).count(),
+        120
+    );
+    let mut n = Model::default();
+    n.apply(&p.take("t", "g", true, 0), None);
+    let mut f = Model::default();
+    f.apply(&full.take("t", "g", true, 0), None);
+    assert_eq!(values(&n), values(&f));
+    assert_eq!(daily_values(&n), daily_values(&f));
 }

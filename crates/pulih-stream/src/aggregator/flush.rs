@@ -4,7 +4,7 @@
 //! windows, dead letters, and only then the checkpoints. Nothing is
 //! committed to Kafka: consumption resumes from the checkpoints.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pulih_store::{ActivityRow, DailyRow, SeenRow};
 
@@ -13,7 +13,17 @@ use pulih_event::calendar::DAY_MS;
 use crate::core::{self, Flush, Outcome};
 
 use super::watermark::{is_idle, operator_watermark, Input, PartitionClock};
-use super::{now_secs, Failure, Shared, State, Taken};
+use super::{now_secs, Failure, Shared, State, Taken, STORE_TIMEOUT};
+
+/// Windows and merchant-days read back in one batch: a few queries of
+/// `KEYS_PER_QUERY` keys each (pulih-store).
+pub(super) const READBACK_KEYS: usize = 2_000;
+
+/// How long one read-back batch of `keys` windows and merchant-days may
+/// take: the store's timeout, and 10 ms more per key.
+fn readback_deadline(keys: usize) -> Duration {
+    STORE_TIMEOUT + Duration::from_millis(10) * keys as u32
+}
 
 impl Shared {
     /// Takes a flush from every partition unless one is already pending,
@@ -25,57 +35,61 @@ impl Shared {
         if st.pending.is_none() {
             self.advance_watermarks(&mut st);
             let ids: Vec<i32> = st.parts.keys().copied().collect();
-            // Rows that late records need.
+            // Rows that late records need, read back in batches of a
+            // bounded size, each under a deadline that grows with it; what
+            // a batch decided stays decided when a later one fails, so a
+            // retry goes on from there.
             for id in &ids {
-                let Some(part) = st.parts.get_mut(id) else {
-                    continue;
-                };
-                let wanted = part.core.wanted();
-                if wanted.is_empty() {
-                    continue;
-                }
-                let windows: Vec<_> = wanted
-                    .windows
-                    .iter()
-                    .map(|k| {
-                        (
-                            (k.start_ms / 1000) as u32,
-                            core::district_str(&k.district).to_owned(),
-                            k.sector.as_str().to_owned(),
-                        )
-                    })
-                    .collect();
-                let days: Vec<_> = wanted
-                    .days
-                    .iter()
-                    .map(|k| {
-                        (
-                            k.day as u16,
-                            core::district_str(&k.district).to_owned(),
-                            k.sector.as_str().to_owned(),
-                            k.merchant,
-                        )
-                    })
-                    .collect();
-                let (a, d, seen): (Vec<ActivityRow>, Vec<DailyRow>, Vec<SeenRow>) =
-                    self.block_on(async {
-                        Ok((
-                            self.store.activity_for(&windows).await?,
-                            self.store.daily_for(&days).await?,
-                            self.store.seen_for(&self.config.topic, &windows).await?,
-                        ))
-                    })?;
-                for (offset, outcome) in part.core.supply(a, d, seen) {
-                    let Some(label) = st.stats.count(outcome) else {
-                        continue;
-                    };
-                    self.metrics.records.with_label_values(&[label]).inc();
-                    let row = st.pending_payments.remove(&(*id, offset));
-                    if let (Some(row), Outcome::Late | Outcome::Replayed) = (row, outcome) {
-                        st.payments.push(row);
+                while let Some(part) = st.parts.get_mut(id) {
+                    let batch = part.core.wanted_batch(READBACK_KEYS);
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let windows: Vec<_> = batch
+                        .windows
+                        .iter()
+                        .map(|k| {
+                            (
+                                (k.start_ms / 1000) as u32,
+                                core::district_str(&k.district).to_owned(),
+                                k.sector.as_str().to_owned(),
+                            )
+                        })
+                        .collect();
+                    let days: Vec<_> = batch
+                        .days
+                        .iter()
+                        .map(|k| {
+                            (
+                                k.day as u16,
+                                core::district_str(&k.district).to_owned(),
+                                k.sector.as_str().to_owned(),
+                                k.merchant,
+                            )
+                        })
+                        .collect();
+                    let limit = readback_deadline(windows.len() + days.len());
+                    let (a, d, seen): (Vec<ActivityRow>, Vec<DailyRow>, Vec<SeenRow>) = self
+                        .block_on_for(limit, async {
+                            Ok((
+                                self.store.activity_for(&windows).await?,
+                                self.store.daily_for(&days).await?,
+                                self.store.seen_for(&self.config.topic, &windows).await?,
+                            ))
+                        })?;
+                    for (offset, outcome) in part.core.supply_batch(&batch, a, d, seen) {
+                        let Some(label) = st.stats.count(outcome) else {
+                            continue;
+                        };
+                        self.metrics.records.with_label_values(&[label]).inc();
+                        let row = st.pending_payments.remove(&(*id, offset));
+                        if let (Some(row), Outcome::Late | Outcome::Replayed) = (row, outcome) {
+                            st.payments.push(row);
+                        }
                     }
                 }
             }
+            st.flush_now = false;
             let now_s = now_secs();
             let days =
                 all_final || all_days || st.days_taken.elapsed() >= self.config.daily_emit_interval;

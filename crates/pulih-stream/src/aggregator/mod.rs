@@ -56,6 +56,12 @@ use fault::FaultPoints;
 /// How long one ClickHouse call may take before it is abandoned and retried.
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Records of one partition that may wait for read-backs (late records
+/// whose windows are not in memory) before a flush reads them back,
+/// without waiting for the emit interval: what a flush holds pending is
+/// bounded whatever the rate.
+const PENDING_CAP: usize = 20_000;
+
 /// How often the topic's partition count is checked against the one the
 /// process started with.
 const LAYOUT_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -204,6 +210,9 @@ struct State {
     /// Consumption is paused because a flush or a read-back fails: no
     /// partition is idle meanwhile.
     paused: bool,
+    /// A partition holds `PENDING_CAP` records waiting for read-backs:
+    /// flush now rather than at the next emit interval.
+    flush_now: bool,
     /// The topic's partition count, from the broker at start.
     partition_count: i32,
     stats: RunStats,
@@ -432,6 +441,7 @@ pub fn run_blocking(
         state: Mutex::new(State {
             parts: HashMap::new(),
             paused: false,
+            flush_now: false,
             partition_count: 0,
             stats: RunStats::default(),
             pending: None,
@@ -528,7 +538,8 @@ pub fn run_blocking(
                 }
             }
         }
-        let due = stalled || last_flush.elapsed() >= config.emit_interval;
+        let due =
+            stalled || last_flush.elapsed() >= config.emit_interval || shared.state().flush_now;
         if !due {
             continue;
         }

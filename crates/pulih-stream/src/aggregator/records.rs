@@ -63,6 +63,9 @@ impl Shared {
                 }
                 let ts = m.timestamp().to_millis().unwrap_or(event.occurred_ms);
                 let outcome = part.core.fold(m.offset(), ts, &event);
+                if outcome == Outcome::Pending && part.core.pending_len() >= super::PENDING_CAP {
+                    st.flush_now = true;
+                }
                 let label = st.stats.count(outcome);
                 let counted = matches!(
                     outcome,

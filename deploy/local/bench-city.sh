@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The city-scale benchmark: Jakarta's volume through Kafka into
+# `pulih aggregate`, a SIGKILL at evening and a restart with the same
+# identity, the rollup and the alerts over what it counted, and what
+# ClickHouse holds per event (docs/benchmarks.md, "At Jakarta's volume").
+#
+# Usage: deploy/local/bench-city.sh [MERCHANTS] [HOUR] [PARTITIONS]
+#        (defaults: 5400000 merchants, evening at 20:00, 6 partitions)
+#
+# The scenario is deploy/scenarios/jakarta.toml with MERCHANTS merchants
+# trading (Jakarta has about 5.4 million QRIS merchants, docs/scaling.md)
+# and transactions per trading day raised so that a day has about
+# 9.7 million payments at 5.4 million merchants. The run sends the
+# Jakarta day before the last evening that has passed, and that day up to
+# HOUR:00, with `pulih simulate --output kafka` as fast as it can, while one
+# aggregator counts them. Then it
+#   1. waits until the aggregator has counted everything, and reads its
+#      peak RSS and the merchant-days and windows it holds;
+#   2. kills it with SIGKILL and starts it again with the same group,
+#      database and instance, and times the restore (the log's
+#      `restore_ms` and the wait until it owns its partitions again); the
+#      restore's queries are read back from system.query_log (rows read,
+#      peak memory);
+#   3. merges the tables (OPTIMIZE ... FINAL) and prints each table's
+#      rows and bytes on disk, per event sent;
+#   4. times `pulih rollup` and `pulih alerts --once` over the database.
+# CPU-seconds per million events are printed for the simulator, the
+# aggregator, ClickHouse and the broker. The broker is restarted with
+# memory storage (PULIH_KAFKA_STORAGE=memory) when it runs on SQLite: the
+# SQLite storage of Tansu 0.6.0 is single-threaded and would be what is
+# measured. Everything goes to its own topics and database, dropped at
+# the end (PULIH_BENCH_KEEP=1 keeps the database); logs in target/bench/.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+MERCHANTS="${1:-5400000}"
+HOUR="${2:-20}"
+PARTITIONS="${3:-6}"
+OUT="$ROOT/target/bench/city"
+CH=http://127.0.0.1:8123/
+PORT=9467
+mkdir -p "$OUT"
+
+. deploy/local/lib.sh
+q() { curl -sS --fail-with-body "$CH" --data-binary "$1"; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+per_million() { echo "scale=2; $1 / $TICKS * 1000000 / $2" | bc; } # ticks events
+
+# The broker on memory storage.
+if running_tansu=$(service_pid tansu 2>/dev/null) && kill -0 "$running_tansu" 2>/dev/null \
+    && ! tr '\0' ' ' <"/proc/$running_tansu/cmdline" | grep -q 'memory://'; then
+    echo "bench-city: restarting the broker with memory storage" >&2
+    kill "$running_tansu"
+    while kill -0 "$running_tansu" 2>/dev/null; do sleep 0.2; done
+fi
+export PULIH_KAFKA_STORAGE=memory
+services_and_release_build bench-city
+
+run_env city $PORT "$PARTITIONS"
+trap 'kill -9 ${AGG:-} 2>/dev/null || true; [ -n "${PULIH_BENCH_KEEP:-}" ] || drop_databases "$DB"' EXIT
+$PULIH migrate >/dev/null
+
+# The scenario at the city's scale.
+scenario="$OUT/scenario.toml"
+sed -e "s/^merchants = .*/merchants = $MERCHANTS/" \
+    -e 's/^transactions_micro = .*/transactions_micro = 1.6/' \
+    -e 's/^transactions_small = .*/transactions_small = 3.0/' \
+    -e 's/^transactions_medium = .*/transactions_medium = 6.0/' \
+    deploy/scenarios/jakarta.toml >"$scenario"
+# The last evening that has passed in Jakarta, and the day before it.
+jakarta_hour=$(TZ=Asia/Jakarta date +%-H)
+if [ "$jakarta_hour" -ge "$HOUR" ]; then back=0; else back=1; fi
+evening_day=$(TZ=Asia/Jakarta date -d "$back days ago" +%F)
+as_of=$(date -u -d "$evening_day $HOUR:00 +0700" +%Y-%m-%dT%H:%M:%S.000Z)
+from="-$((back + 1))d"
+
+start_aggregator() { # log
+    $PULIH aggregate >>"$OUT/$1.out" 2>"$OUT/$1.log" &
+    AGG=$!
+}
+start_aggregator aggregate
+ch_pid=$(service_pid clickhouse)
+kafka_pid=$(service_pid tansu)
+ch0=$(cpu "$ch_pid")
+kafka0=$(cpu "$kafka_pid")
+
+echo "bench-city: $MERCHANTS merchants, $PARTITIONS partitions, from $from to $as_of ($(nproc) cores)"
+t0=$(now)
+$PULIH simulate --scenario "$scenario" --from "$from" --to "$evening_day" --as-of "$as_of" \
+    --output kafka >"$OUT/simulate.out" 2>"$OUT/simulate.log" &
+SIM=$!
+sim_cpu=0
+while kill -0 $SIM 2>/dev/null; do
+    sim_cpu=$(cpu $SIM 2>/dev/null || echo "$sim_cpu")
+    sleep 10
+    printf 'bench-city: t=%6.0fs counted=%s lag=%s rss=%s MB\n' "$(since "$t0")" \
+        "$(metric $PORT 'pulih_aggregate_records_total{outcome="applied"}')" \
+        "$(metric $PORT pulih_aggregate_consumer_lag_records)" \
+        "$(awk '/VmRSS/ { print int($2 / 1024) }' /proc/$AGG/status)"
+done
+wait $SIM
+sent_s=$(since "$t0")
+cat "$OUT/simulate.out"
+sent=$(sed -n 's/^simulated events=\([0-9]*\) .*/\1/p' "$OUT/simulate.out")
+records=$((sent + $(sed -n 's/^simulated .* duplicates=\([0-9]*\) .*/\1/p' "$OUT/simulate.out")))
+# Counted: every record decided (applied, late or duplicate).
+decided() {
+    local n=0 o
+    for o in applied late duplicate; do
+        n=$((n + $(metric $PORT "pulih_aggregate_records_total{outcome=\"$o\"}")))
+    done
+    echo $n
+}
+while [ "$(metric $PORT pulih_aggregate_consumer_lag_records)" -gt 0 ] || [ "$(decided)" -lt "$records" ]; do
+    sleep 5
+    printf 'bench-city: t=%6.0fs decided=%s lag=%s\n' "$(since "$t0")" "$(decided)" "$(metric $PORT pulih_aggregate_consumer_lag_records)"
+done
+sleep 3 # one emit interval and a flush
+total_s=$(since "$t0")
+agg_cpu=$(cpu $AGG)
+agg_hwm=$(awk '/VmHWM/ { print int($2 / 1024) }' /proc/$AGG/status)
+days=$(metric $PORT pulih_aggregate_resident_merchant_days)
+windows=$(metric $PORT pulih_aggregate_resident_windows)
+dedup=$(metric $PORT pulih_aggregate_dedup_entries)
+ch1=$(cpu "$ch_pid")
+kafka1=$(cpu "$kafka_pid")
+late=$(metric $PORT 'pulih_aggregate_records_total{outcome="late"}')
+
+echo
+echo "## Counting ($sent payments sent)"
+printf 'sent in %.0f s, all counted after %.0f s: %.0f events/s end to end\n' "$sent_s" "$total_s" "$(echo "$sent / $total_s" | bc -l)"
+echo "late (read back): $late"
+echo "CPU-seconds per million events: simulate $(per_million "$sim_cpu" "$sent"), aggregate $(per_million "$agg_cpu" "$sent"), ClickHouse $(per_million $((ch1 - ch0)) "$sent"), broker $(per_million $((kafka1 - kafka0)) "$sent")"
+echo "aggregator at the evening: peak RSS $agg_hwm MB; resident merchant-days $days, windows $windows, remembered fingerprints $dedup"
+
+echo
+echo "## Restart after SIGKILL, same group, database and instance"
+kill -9 $AGG
+wait $AGG 2>/dev/null || true
+t1=$(now)
+start_aggregator restart
+owned=0
+until [ "$owned" -ge "$PARTITIONS" ] && [ "$owned" -gt 0 ]; do
+    sleep 0.2
+    owned=$(metric $PORT pulih_aggregate_assigned_partitions)
+    if [ "$(echo "$(since "$t1") > 600" | bc)" = 1 ]; then echo "bench-city: no restore after 600 s" >&2; break; fi
+done
+printf 'consuming again %.1f s after the start\n' "$(since "$t1")"
+grep -o 'restore_ms=[0-9]*\|read_ms=[0-9]*' "$OUT/restart.log" | sed 's/^/  /' || true
+q "SYSTEM FLUSH LOGS" >/dev/null 2>&1 || true
+echo "restore queries (system.query_log):"
+q "SELECT round(query_duration_ms / 1000, 2) AS s, read_rows, formatReadableSize(memory_usage) AS memory,
+          result_rows, substring(replaceRegexpAll(query, '\\s+', ' '), 1, 60) AS query
+   FROM system.query_log
+   WHERE type = 2 AND query LIKE '%pulih restore%' AND has(databases, '$DB')
+   ORDER BY event_time FORMAT PrettyCompactNoEscapes" 2>/dev/null || echo "  (no system.query_log on this server)"
+kill -INT $AGG
+wait $AGG 2>/dev/null || true
+AGG=
+
+echo
+echo "## What ClickHouse holds, merged (OPTIMIZE ... FINAL), per payment sent"
+for t in $(q "SELECT name FROM system.tables WHERE database = '$DB' AND engine LIKE '%MergeTree' FORMAT TSV"); do
+    q "OPTIMIZE TABLE $DB.$t FINAL" >/dev/null || true
+done
+q "SELECT table, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS on_disk,
+          round(sum(bytes_on_disk) / $sent, 1) AS bytes_per_payment
+   FROM system.parts WHERE database = '$DB' AND active
+   GROUP BY table ORDER BY sum(bytes_on_disk) DESC FORMAT PrettyCompactNoEscapes"
+
+echo
+echo "## Rollup and alerts over the database"
+t2=$(now)
+$PULIH rollup >"$OUT/rollup.out" 2>"$OUT/rollup.log" || echo "bench-city: rollup failed, see $OUT/rollup.log"
+printf 'pulih rollup: %.1f s\n' "$(since "$t2")"
+t3=$(now)
+$PULIH alerts --once >"$OUT/alerts.out" 2>"$OUT/alerts.log" || echo "bench-city: alerts failed, see $OUT/alerts.log"
+printf 'pulih alerts --once: %.1f s\n' "$(since "$t3")"
