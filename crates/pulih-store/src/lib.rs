@@ -714,8 +714,8 @@ impl Store {
     /// partition that wrote a row (a cell's rows all come from the one
     /// partition its key maps to, since `aggregator_layout` fixes the
     /// count) and on the window's start or the day, which lead the
-    /// months the tables are partitioned by; nothing of a closed window
-    /// or day is grouped.
+    /// months the tables are partitioned by; the versions of a row are
+    /// merged with `FINAL`, so nothing is held in a hash table.
     pub async fn restore_open(
         &self,
         topic: &str,
@@ -741,10 +741,16 @@ impl Store {
         let offset = pulih_event::calendar::OFFSET_SECS;
         let first_day = (from_s + offset).div_euclid(86_400).max(0);
 
+        // `FINAL` merges the versions of each row as it reads, in key
+        // order, where a `GROUP BY` would hold every open row in a hash
+        // table (1.3 GB for Jakarta's merchant-days by evening,
+        // docs/benchmarks.md). Filtering before or after the merge gives
+        // the same rows here: every version of a row has the same window or
+        // day, and the same writing partition.
         let sql = format!(
-            "/* pulih restore */ {} WHERE window_start > toDateTime(?) AND source_partition IN ({partitions}) \
-             GROUP BY window_start, district_code, sector",
-            latest_select("activity_1m", ACTIVITY_COLUMNS, 3)
+            "/* pulih restore */ SELECT {} FROM activity_1m FINAL \
+             WHERE window_start > toDateTime(?) AND source_partition IN ({partitions})",
+            ACTIVITY_COLUMNS.join(", ")
         );
         let mut activity = self
             .client
@@ -760,9 +766,9 @@ impl Store {
         });
 
         let sql = format!(
-            "/* pulih restore */ {} WHERE day >= toDate(?) AND source_partition IN ({partitions}) \
-             GROUP BY day, district_code, sector, merchant_key",
-            latest_select("merchant_activity_daily", DAILY_COLUMNS, 4)
+            "/* pulih restore */ SELECT {} FROM merchant_activity_daily FINAL \
+             WHERE day >= toDate(?) AND source_partition IN ({partitions})",
+            DAILY_COLUMNS.join(", ")
         );
         let mut daily = self
             .client
