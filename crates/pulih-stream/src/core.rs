@@ -750,23 +750,7 @@ impl Partition {
     /// records (rows and fingerprints) and the merchant-days that are not
     /// resident.
     pub fn wanted(&self) -> Wanted {
-        let mut windows: Vec<_> = self
-            .pending
-            .iter()
-            .map(|(_, e)| self.window_key(e))
-            .collect();
-        windows.sort_unstable();
-        windows.dedup();
-        let mut days: Vec<_> = self
-            .pending
-            .iter()
-            .map(|(_, e)| Self::day_key(e))
-            .filter(|k| !self.days.contains_key(k))
-            .chain(self.wait_days.iter().map(|(k, _, _)| *k))
-            .collect();
-        days.sort_unstable();
-        days.dedup();
-        Wanted { windows, days }
+        self.wanted_batch(usize::MAX)
     }
 
     /// A bounded part of [`Partition::wanted`], at most `max_keys` windows
