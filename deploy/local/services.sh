@@ -57,6 +57,8 @@ install_debian_packages() {
     command -v python3 >/dev/null || missing+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     command -v curl >/dev/null || missing+=(curl)
+    # The bench scripts' arithmetic.
+    command -v bc >/dev/null || missing+=(bc)
     # `docker-compose config` checks deploy/compose/ (no Docker engine needed).
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     if [ ${#missing[@]} -gt 0 ]; then
