@@ -4,14 +4,15 @@
 # identity, the rollup and the alerts over what it counted, and what
 # ClickHouse holds per event (docs/benchmarks.md, "At Jakarta's volume").
 #
-# Usage: deploy/local/bench-city.sh [MERCHANTS] [HOUR] [PARTITIONS]
-#        (defaults: 5400000 merchants, evening at 20:00, 6 partitions)
+# Usage: deploy/local/bench-city.sh [MERCHANTS] [HOUR] [PARTITIONS] [DAYS]
+#        (defaults: 5400000 merchants, evening at 20:00, 6 partitions,
+#        1 day before the evening's)
 #
 # The scenario is deploy/scenarios/jakarta.toml with MERCHANTS merchants
 # trading (Jakarta has about 5.4 million QRIS merchants, docs/scaling.md)
 # and transactions per trading day raised so that a day has about
-# 9.7 million payments at 5.4 million merchants. The run sends the
-# Jakarta day before the last evening that has passed, and that day up to
+# 9.7 million payments at 5.4 million merchants. The run sends the DAYS
+# Jakarta days before the last evening that has passed, and that day up to
 # HOUR:00, with `pulih simulate --output kafka` as fast as it can, while one
 # aggregator counts them. Then it
 #   1. waits until the aggregator has counted everything, and reads its
@@ -37,6 +38,7 @@ cd "$ROOT"
 MERCHANTS="${1:-5400000}"
 HOUR="${2:-20}"
 PARTITIONS="${3:-6}"
+DAYS="${4:-1}"
 OUT="$ROOT/target/bench/city"
 CH=http://127.0.0.1:8123/
 PORT=9467
@@ -74,7 +76,7 @@ jakarta_hour=$(TZ=Asia/Jakarta date +%-H)
 if [ "$jakarta_hour" -ge "$HOUR" ]; then back=0; else back=1; fi
 evening_day=$(TZ=Asia/Jakarta date -d "$back days ago" +%F)
 as_of=$(date -u -d "$evening_day $HOUR:00 +0700" +%Y-%m-%dT%H:%M:%S.000Z)
-from="-$((back + 1))d"
+from="-$((back + DAYS))d"
 
 start_aggregator() { # log
     $PULIH aggregate >>"$OUT/$1.out" 2>"$OUT/$1.log" &
