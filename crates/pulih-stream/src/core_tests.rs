@@ -155,13 +155,18 @@ impl Model {
             return Partition::restore(p, *config, cp, Vec::new(), Vec::new(), Vec::new());
         };
         let window_s = config.window_ms / 1000;
+        // Without the merchants' keys of final rows, as the store reads
+        // them: the merchants come from the counted entries.
         let activity: Vec<ActivityRow> = self
             .activity
             .values()
             .filter(|r| {
                 r.source_partition == p && i64::from(r.window_start) + window_s > scope.open_after_s
             })
-            .cloned()
+            .map(|r| ActivityRow {
+                merchant_keys: Vec::new(),
+                ..r.clone()
+            })
             .collect();
         let seen = self
             .seen
