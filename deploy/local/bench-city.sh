@@ -176,7 +176,7 @@ for _ in $(seq 30); do
 done
 echo "restore queries (system.query_log):"
 q "SELECT round(query_duration_ms / 1000, 2) AS s, read_rows, formatReadableSize(memory_usage) AS memory,
-          result_rows, substring(replaceRegexpAll(query, '\\s+', ' '), 1, 60) AS query
+          result_rows, substring(query, 21, 50) AS restore_query
    FROM system.query_log
    WHERE type = 2 AND query LIKE '%pulih restore%' AND event_time >= toDateTime(${t1%.*})
    ORDER BY event_time FORMAT PrettyCompactNoEscapes" 2>/dev/null || echo "  (no system.query_log on this server)"
