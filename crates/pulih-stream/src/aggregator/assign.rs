@@ -9,6 +9,7 @@
 //! two processes that own the same partition by mistake (or during a
 //! rolling restart) still write exactly-once rows (`docs/semantics.md`).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -209,16 +210,32 @@ impl Shared {
             .filter_map(|(p, cp)| core::restore_scope(*p, &c.core, cp.as_ref()))
             .collect();
         let started = Instant::now();
-        let mut state = self
+        let state = self
             .store
             .restore_open(&c.topic, &scopes, c.core.window_ms / 1000)
             .await?;
+        // Each partition's rows, in one pass over what was read.
+        let mut parts: HashMap<i32, pulih_store::Restored> = HashMap::new();
+        for r in state.activity {
+            parts
+                .entry(r.source_partition)
+                .or_default()
+                .activity
+                .push(r);
+        }
+        for r in state.daily {
+            parts.entry(r.source_partition).or_default().daily.push(r);
+        }
+        for r in state.seen {
+            parts.entry(r.partition).or_default().seen.push(r);
+        }
         let mut out = Vec::with_capacity(owned.len());
         for (partition, checkpoint) in checkpoints {
-            let activity: Vec<_> =
-                take_where(&mut state.activity, |r| r.source_partition == partition);
-            let daily: Vec<_> = take_where(&mut state.daily, |r| r.source_partition == partition);
-            let seen: Vec<_> = take_where(&mut state.seen, |r| r.partition == partition);
+            let pulih_store::Restored {
+                activity,
+                daily,
+                seen,
+            } = parts.remove(&partition).unwrap_or_default();
             tracing::info!(
                 message = "Partition restored.",
                 partition,
@@ -246,13 +263,6 @@ impl Shared {
         );
         Ok(out)
     }
-}
-
-/// Moves the items of `v` that match out of it.
-fn take_where<T>(v: &mut Vec<T>, keep: impl Fn(&T) -> bool) -> Vec<T> {
-    let (matched, rest): (Vec<T>, Vec<T>) = std::mem::take(v).into_iter().partition(keep);
-    *v = rest;
-    matched
 }
 
 #[cfg(test)]
