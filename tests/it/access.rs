@@ -187,7 +187,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
     for table in [
         "activity_1m",
         "merchant_activity_daily",
-        "aggregator_counted",
+        "aggregator_counted_by_time",
     ] {
         refused(
             count(&analyst, &format!("SELECT count() FROM pulih.{table}")).await,

@@ -247,14 +247,14 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     let months = |port: u16| {
         let sql = format!(
             "SELECT concat(toString(m), ' ', toString(c)) FROM (SELECT toYYYYMM(window_start) AS m, \
-             count() AS c FROM `{database}`.aggregator_counted_local GROUP BY m) ORDER BY m"
+             count() AS c FROM `{database}`.aggregator_counted_by_time_local GROUP BY m) ORDER BY m"
         );
         async move { strings(&node(port), &sql).await }
     };
     for (_, port) in NODES {
         node(port)
             .query(&format!(
-                "SYSTEM SYNC REPLICA `{database}`.aggregator_counted_local"
+                "SYSTEM SYNC REPLICA `{database}`.aggregator_counted_by_time_local"
             ))
             .execute()
             .await

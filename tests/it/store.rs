@@ -226,7 +226,8 @@ async fn thousands_of_rows_are_read_back_in_one_call() {
 }
 
 /// Upgrading from one row per fingerprint (`aggregator_seen`, through
-/// `aggregator_fingerprints`) carries every fingerprint over, by window,
+/// `aggregator_fingerprints` and `aggregator_counted` to
+/// `aggregator_counted_by_time`) carries every fingerprint over, by window,
 /// with its lowest offset; and the migrations, run again from their start
 /// as after an interruption, lose nothing.
 #[tokio::test]
@@ -234,11 +235,12 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     let store = Store::new(&store_config("seen_upgrade"));
     store.migrate().await.unwrap();
     let ch = store.client();
-    let [by_window, counted] = &MIGRATIONS[MIGRATIONS.len() - 2..] else {
+    let [by_window, counted, by_time] = &MIGRATIONS[MIGRATIONS.len() - 3..] else {
         unreachable!()
     };
     assert_eq!(by_window.name, "0021_aggregator_fingerprints.sql");
     assert_eq!(counted.name, "0022_aggregator_counted.sql");
+    assert_eq!(by_time.name, "0023_aggregator_counted_by_time.sql");
     // The old table, as 0007 made it, holding what an older version wrote:
     // two windows of partition 0, one of partition 1, a fingerprint
     // written twice (a replay) and once more at a later offset (no
@@ -262,7 +264,12 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     .await
     .unwrap();
     for run in 0..2 {
-        for stmt in by_window.statements().iter().chain(&counted.statements()) {
+        for stmt in by_window
+            .statements()
+            .iter()
+            .chain(&counted.statements())
+            .chain(&by_time.statements())
+        {
             ch.query(stmt).execute().await.unwrap();
         }
         let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
@@ -294,7 +301,7 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
         let left: u64 = ch
             .query(
                 "SELECT count() FROM system.tables WHERE database = currentDatabase() \
-                    AND name IN ('aggregator_seen', 'aggregator_fingerprints')",
+                    AND name IN ('aggregator_seen', 'aggregator_fingerprints', 'aggregator_counted')",
             )
             .fetch_one()
             .await
@@ -350,17 +357,6 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
                     updated_at: 0,
                 });
             }
-            seen.push(SeenRow {
-                topic: "t".into(),
-                partition: p,
-                district_code: (*district).into(),
-                sector: (*sector).into(),
-                window_start: start as u32,
-                fingerprints: vec![[i as u8; 16]],
-                offsets: vec![i],
-                merchants: vec![[p as u8; 32]],
-                merchant_offsets: vec![i],
-            });
         }
         for day in 0..7i64 {
             for m in 0..20u8 {
@@ -379,6 +375,28 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
                         updated_at: 0,
                     });
                 }
+            }
+        }
+    }
+    // What was counted, in 40 cells per partition: a cell's rows of the
+    // week fill an eighth of a granule, as a cell's month of windows does
+    // at Jakarta's density, so only a sort key with the time before the
+    // cell lets a read of the last hours skip the rest.
+    const CELLS: usize = 40;
+    for p in 0..3i32 {
+        for c in 0..CELLS {
+            for i in 0..(7 * 144) {
+                seen.push(SeenRow {
+                    topic: "t".into(),
+                    partition: p,
+                    district_code: format!("31.7{}.{c:02}", p + 1),
+                    sector: "G".into(),
+                    window_start: (day7_s - 6 * 86_400 + i * 600) as u32,
+                    fingerprints: vec![[i as u8; 16]],
+                    offsets: vec![i],
+                    merchants: vec![[p as u8; 32]],
+                    merchant_offsets: vec![i],
+                });
             }
         }
     }
@@ -435,7 +453,28 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
         .all(|r| r.partition != 1 && i64::from(r.window_start) + 600 > scopes[0].open_after_s));
     assert_eq!(
         got.seen.len(),
-        open(0, scopes[0].open_after_s).count() + open(2, scopes[0].open_after_s).count()
+        CELLS * (open(0, scopes[0].open_after_s).count() + open(2, scopes[0].open_after_s).count())
+    );
+    // And it read little more than those rows: the granules of the last
+    // hours, not the 80 640 rows partitions 0 and 2 wrote in the week.
+    let ch = store.client();
+    ch.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
+    let read: u64 = ch
+        .query(
+            "SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE ? \
+             ORDER BY event_time DESC LIMIT 1",
+        )
+        .bind(format!(
+            "%pulih restore of {} */ SELECT topic%",
+            store.database()
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(
+        read >= got.seen.len() as u64 && read <= 3 * 8_192,
+        "the restore of what was counted read {read} rows for {} open",
+        got.seen.len()
     );
     // Nothing to restore reads nothing.
     let none = store.restore_open("t", &[], 600).await.unwrap();

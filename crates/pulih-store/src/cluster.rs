@@ -42,9 +42,10 @@ pub fn layout(database: &str, table: &str) -> Option<Layout> {
     Some(match (database, table) {
         ("", "activity_1m") | ("analytics", "activity_1m") => Sharded(CELL),
         ("", "merchant_activity_daily") => Sharded(CELL),
-        ("", "aggregator_seen") | ("", "aggregator_fingerprints") | ("", "aggregator_counted") => {
-            Sharded(CELL)
-        }
+        ("", "aggregator_seen")
+        | ("", "aggregator_fingerprints")
+        | ("", "aggregator_counted")
+        | ("", "aggregator_counted_by_time") => Sharded(CELL),
         ("", "payments") => Sharded("cityHash64(producer_id, event_id)"),
         ("", "aggregator_checkpoint")
         | ("", "aggregator_dedup")

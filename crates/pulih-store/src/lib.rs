@@ -139,9 +139,9 @@ pub struct ActivityRow {
     pub is_final: u8,
     pub source_partition: i32,
     pub source_offset: i64,
-    /// Empty in rows written since migration 0022: the window's merchants
-    /// are in `aggregator_counted` ([`SeenRow::merchants`]). Older rows
-    /// carry all of them here, sorted.
+    /// Empty in open rows written since migration 0022: the window's
+    /// merchants are in `aggregator_counted_by_time` ([`SeenRow::merchants`]).
+    /// Final rows, and older rows, carry all of them here, sorted.
     pub merchant_keys: Vec<[u8; 32]>,
     pub version: u64,
     pub updated_at: u32,
@@ -290,8 +290,9 @@ pub struct MerchantLinkRow {
     pub first_seen: u32,
 }
 
-/// One row of `aggregator_counted`: the events and the merchants newly
-/// counted in a window in one flush.
+/// One row of `aggregator_counted_by_time` (`aggregator_counted` before
+/// migration 0023): the events and the merchants newly counted in a window
+/// in one flush.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct SeenRow {
     pub topic: String,
@@ -308,7 +309,7 @@ pub struct SeenRow {
     pub merchants: Vec<[u8; 32]>,
     /// Offset of the record that brought each merchant, in the order of
     /// `merchants`; -1 for the merchants of a row another partition wrote
-    /// (or written before `aggregator_counted`), taken over.
+    /// (or written before migration 0022), taken over.
     pub merchant_offsets: Vec<i64>,
 }
 
@@ -494,9 +495,9 @@ impl Store {
     }
 
     /// Appends the fingerprints and merchants of counted events to
-    /// `aggregator_counted`.
+    /// `aggregator_counted_by_time`.
     pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
-        self.insert_rows("aggregator_counted", rows).await
+        self.insert_rows("aggregator_counted_by_time", rows).await
     }
 
     /// Records the producers of merchant keys in `merchant_producer`.
@@ -622,13 +623,13 @@ impl Store {
         for chunk in keys.chunks(KEYS_PER_QUERY) {
             let list = chunk
                 .iter()
-                .map(|(t, d, s)| format!("({}, {}, toDateTime({t}))", quote(d), quote(s)))
+                .map(|(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)))
                 .collect::<Vec<_>>()
                 .join(",");
             let sql = format!(
                 "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
-                 merchants, merchant_offsets FROM aggregator_counted WHERE topic = ? \
-                 AND (district_code, sector, window_start) IN ({list})"
+                 merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
+                 AND (window_start, district_code, sector) IN ({list})"
             );
             out.extend(
                 self.client
@@ -636,7 +637,7 @@ impl Store {
                     .bind(topic)
                     .fetch_all::<SeenRow>()
                     .await
-                    .map_err(self.err("read aggregator_counted"))?,
+                    .map_err(self.err("read aggregator_counted_by_time"))?,
             );
         }
         Ok(out)
@@ -670,29 +671,29 @@ impl Store {
         Ok(Some(p.t).filter(|&t| every && t != i64::MIN && t != 0))
     }
 
-    /// Drops the monthly partitions of `aggregator_counted` before
+    /// Drops the monthly partitions of `aggregator_counted_by_time` before
     /// `before_month` (`YYYYMM`); returns the months dropped. The months
     /// are read through the table (on a cluster, the Distributed table:
     /// any shard's rows); on a cluster each is dropped from
-    /// `aggregator_counted_local` on every shard, `ON CLUSTER`.
+    /// `aggregator_counted_by_time_local` on every shard, `ON CLUSTER`.
     pub async fn prune_seen(&self, before_month: u32) -> Result<Vec<u32>, StoreError> {
         let mut months: Vec<u32> = self
             .client
             .query(
-                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted \
+                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted_by_time \
                  WHERE toYYYYMM(window_start) < ?",
             )
             .bind(before_month)
             .fetch_all()
             .await
-            .map_err(self.err("list aggregator_counted months"))?;
+            .map_err(self.err("list aggregator_counted_by_time months"))?;
         months.sort_unstable();
         let drop = |month: u32| {
             if self.cluster.is_empty() {
-                format!("ALTER TABLE aggregator_counted DROP PARTITION {month}")
+                format!("ALTER TABLE aggregator_counted_by_time DROP PARTITION {month}")
             } else {
                 format!(
-                    "ALTER TABLE `{}`.aggregator_counted_local ON CLUSTER `{}` DROP PARTITION {month}",
+                    "ALTER TABLE `{}`.aggregator_counted_by_time_local ON CLUSTER `{}` DROP PARTITION {month}",
                     self.database, self.cluster
                 )
             }
@@ -702,7 +703,7 @@ impl Store {
                 .query(&drop(month))
                 .execute()
                 .await
-                .map_err(self.err("drop an aggregator_counted partition"))?;
+                .map_err(self.err("drop an aggregator_counted_by_time partition"))?;
         }
         Ok(months)
     }
@@ -740,6 +741,8 @@ impl Store {
         let window_from = (from_s - window_secs).max(0);
         let offset = pulih_event::calendar::OFFSET_SECS;
         let first_day = (from_s + offset).div_euclid(86_400).max(0);
+        // Named in each query, for `system.query_log`.
+        let database = &self.database;
 
         // `FINAL` merges the versions of each row as it reads, in key
         // order, where a `GROUP BY` would hold every open row in a hash
@@ -748,8 +751,8 @@ impl Store {
         // the same rows here: every version of a row has the same window or
         // day, and the same writing partition.
         // A final row's merchants' keys are not read: the merchants of a
-        // window since migration 0022 are in `aggregator_counted`, read
-        // below, and reading the keys of every final row the scan passes
+        // window since migration 0022 are in `aggregator_counted_by_time`,
+        // read below, and reading the keys of every final row the scan passes
         // was most of what the restore held in memory.
         let columns = ACTIVITY_COLUMNS
             .iter()
@@ -760,7 +763,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "/* pulih restore */ SELECT {columns} FROM activity_1m FINAL \
+            "/* pulih restore of {database} */ SELECT {columns} FROM activity_1m FINAL \
              WHERE window_start > toDateTime(?) AND source_partition IN ({partitions})"
         );
         let mut activity = self
@@ -777,7 +780,7 @@ impl Store {
         });
 
         let sql = format!(
-            "/* pulih restore */ SELECT {} FROM merchant_activity_daily FINAL \
+            "/* pulih restore of {database} */ SELECT {} FROM merchant_activity_daily FINAL \
              WHERE day >= toDate(?) AND source_partition IN ({partitions})",
             DAILY_COLUMNS.join(", ")
         );
@@ -795,9 +798,9 @@ impl Store {
         });
 
         let sql = format!(
-            "/* pulih restore */ SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
-             merchants, merchant_offsets FROM aggregator_counted WHERE topic = ? \
-             AND partition IN ({partitions}) AND window_start > toDateTime(?)"
+            "/* pulih restore of {database} */ SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
+             merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
+             AND window_start > toDateTime(?) AND partition IN ({partitions})"
         );
         let seen = self
             .client
@@ -807,7 +810,7 @@ impl Store {
             .bind(window_from)
             .fetch_all::<SeenRow>()
             .await
-            .map_err(self.err("restore from aggregator_counted"))?;
+            .map_err(self.err("restore from aggregator_counted_by_time"))?;
         Ok(Restored {
             activity,
             daily,

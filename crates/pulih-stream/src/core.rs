@@ -17,11 +17,11 @@
 //! - with each resident window, the fingerprint of every (producer_id,
 //!   event_id) counted in it and the offset where it first came: the
 //!   de-duplication memory. It lives and dies with the window, and is
-//!   written to `aggregator_counted` before the window's rows, so a re-sent
+//!   written to `aggregator_counted_by_time` before the window's rows, so a re-sent
 //!   event that arrives after its window was closed and forgotten is
 //!   checked against the fingerprints read back with the row;
 //! - with each resident window, its distinct merchants. Each is written
-//!   once to `aggregator_counted`, with the offset of the record that
+//!   once to `aggregator_counted_by_time`, with the offset of the record that
 //!   brought it, and read back up to the offset of the window's durable
 //!   row, so an upsert of an open window does not rewrite them; a final
 //!   row carries them all in `merchant_keys`.
@@ -344,7 +344,7 @@ struct Slot<A, U = ()> {
     unwritten: U,
 }
 
-/// What a window counted since the last flush, for `aggregator_counted`:
+/// What a window counted since the last flush, for `aggregator_counted_by_time`:
 /// fingerprints, and the merchants new to it, each with the offset of
 /// the record that brought it (-1 for a merchant taken over), in the
 /// order they came. Kept with the window, so a flush needs no sort.
@@ -534,7 +534,7 @@ impl Partition {
     /// durable row of the window (`bases`; a window without a row has
     /// none). The merchants of an open row this partition cannot read back
     /// from its own entries (written by another partition, or before
-    /// `aggregator_counted`) are written again under this partition, at
+    /// `aggregator_counted_by_time`) are written again under this partition, at
     /// offset -1, with the next flush, which comes before its next row.
     fn remember(
         &mut self,
@@ -1075,7 +1075,7 @@ fn activity_row(
     partition: i32,
     now_s: u32,
 ) -> ActivityRow {
-    // An open window's merchants are in `aggregator_counted`; a final row
+    // An open window's merchants are in `aggregator_counted_by_time`; a final row
     // carries them all, for readers and for a restore after the fingerprint
     // months are dropped.
     let merchant_keys = if is_final {
@@ -1141,7 +1141,7 @@ struct Base {
 }
 
 /// A durable row as resident state, its merchants still to be added from
-/// `aggregator_counted` unless the row carries them (a final row, or one
+/// `aggregator_counted_by_time` unless the row carries them (a final row, or one
 /// written before that table). A row
 /// written from another partition (the topic's partition count changed) is
 /// a base to fold on: none of this partition's offsets are in it.

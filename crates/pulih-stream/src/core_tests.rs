@@ -1186,7 +1186,7 @@ fn a_flush_writes_one_counted_row_per_window() {
 }
 
 /// An open row whose merchants this partition cannot read back from its
-/// own entries (written before `aggregator_counted`, or by another
+/// own entries (written before `aggregator_counted_by_time`, or by another
 /// partition) is taken over: its merchants are written again under this
 /// partition at offset -1 before its next row, and a restore from that
 /// row finds them all.
