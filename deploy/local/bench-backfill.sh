@@ -59,7 +59,7 @@ ch_cpu0=$(cpu "$CH_PID") agg_cpu0=$(cpu "$AGG")
 start=$(date +%s.%N)
 for f in "${FILES[@]}"; do
     p=$(basename "$f" .ndjson)
-    "$PULIH" produce --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
+    "$PULIH" produce --may-count-again --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
     PRODUCERS+=($!)
 done
 counted() { echo $(($(outcome applied) + $(outcome late) + $(outcome duplicate) + $(outcome too_old))); }

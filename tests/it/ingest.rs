@@ -491,29 +491,42 @@ async fn produce_loads_old_events_from_a_gzip_file() {
     }
     std::io::Write::write_all(&mut gz, b"{\"event_id\":\"bad\",\"phone\":\"0812\"}\n").unwrap();
     gz.finish().unwrap();
-    let out = std::process::Command::new(pulih_tests::pulih_bin())
-        .args(["produce", "--producer", "bank-a", "--file"])
-        .arg(&file)
-        .env("PULIH_KAFKA__BROKERS", &kafka.brokers)
-        .env("PULIH_KAFKA__TOPIC", &kafka.topic)
-        .env(
-            "PULIH_PSEUDONYMISATION__SECRET",
-            "produce-test-secret-0123456789abcdef0123",
-        )
-        .env("PULIH_LOG", "error")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let produce = |flags: &[&str]| {
+        let out = std::process::Command::new(pulih_tests::pulih_bin())
+            .args(["produce", "--producer", "bank-a", "--file"])
+            .arg(&file)
+            .args(flags)
+            .env("PULIH_KAFKA__BROKERS", &kafka.brokers)
+            .env("PULIH_KAFKA__TOPIC", &kafka.topic)
+            .env(
+                "PULIH_PSEUDONYMISATION__SECRET",
+                "produce-test-secret-0123456789abcdef0123",
+            )
+            .env("PULIH_LOG", "error")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout} {stderr}");
+        (stdout, stderr)
+    };
+    // Older than the de-duplication retention (35 days by default): sent
+    // again, they would count again, so only with --may-count-again.
+    let (stdout, stderr) = produce(&[]);
+    assert!(stdout.contains("produced events=0 rejected=4"), "{stdout}");
     assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
+        stdout.contains("rejected reason=beyond_dedup_retention count=3"),
+        "{stdout}"
     );
+    assert!(stderr.contains("--may-count-again"), "{stderr}");
+    assert!(read_topic(&kafka.brokers, &kafka.topic).is_empty());
+    let (stdout, stderr) = produce(&["--may-count-again"]);
     assert!(stdout.contains("produced events=3 rejected=1"), "{stdout}");
     assert!(
         stdout.contains("rejected reason=unknown_field count=1"),
         "{stdout}"
     );
+    assert!(stderr.contains("count again"), "{stderr}");
     assert_eq!(read_topic(&kafka.brokers, &kafka.topic).len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -666,7 +679,13 @@ async fn a_2xx_is_counted_and_a_backfill_corrects_a_past_day_of_a_live_topic() {
     let out = std::process::Command::new(pulih_tests::pulih_bin())
         .arg("--config")
         .arg(&config)
-        .args(["produce", "--producer", "bank-a", "--file"])
+        .args([
+            "produce",
+            "--may-count-again",
+            "--producer",
+            "bank-a",
+            "--file",
+        ])
         .arg(&file)
         .env(
             "PULIH_PSEUDONYMISATION__SECRET",

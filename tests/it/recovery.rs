@@ -547,6 +547,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
             &config_with(i),
             &[
                 "produce",
+                "--may-count-again",
                 "--producer",
                 "bank-a",
                 "--file",

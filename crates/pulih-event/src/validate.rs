@@ -50,10 +50,13 @@ pub enum Reason {
     InFuture,
     /// `occurred_at` is older than the gateway's maximum age.
     TooOld,
+    /// `occurred_at` is older than the de-duplication retention, in a
+    /// backfill not allowed to count events again.
+    BeyondDedupRetention,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::TooLarge,
         Reason::InvalidUtf8,
         Reason::InvalidJson,
@@ -74,6 +77,7 @@ impl Reason {
         Reason::BadMerchantSize,
         Reason::InFuture,
         Reason::TooOld,
+        Reason::BeyondDedupRetention,
     ];
 
     pub fn code(self) -> &'static str {
@@ -98,6 +102,7 @@ impl Reason {
             Reason::BadMerchantSize => "bad_merchant_size",
             Reason::InFuture => "in_future",
             Reason::TooOld => "too_old",
+            Reason::BeyondDedupRetention => "beyond_dedup_retention",
         }
     }
 }
@@ -142,6 +147,11 @@ pub struct TimePolicy {
     pub max_future_ms: i64,
     /// Largest allowed age; `None` lifts the check (backfills).
     pub max_age_ms: Option<i64>,
+    /// Events older than this are refused: their fingerprints would be
+    /// dropped by the de-duplication retention, so the same events sent
+    /// again would count again. `None`: no such check (the gateway, whose
+    /// age limit is shorter, and backfills allowed to count again).
+    pub dedup_retention_ms: Option<i64>,
 }
 
 impl Default for TimePolicy {
@@ -149,6 +159,7 @@ impl Default for TimePolicy {
         TimePolicy {
             max_future_ms: 5 * 60_000,
             max_age_ms: Some(7 * 86_400_000),
+            dedup_retention_ms: None,
         }
     }
 }
@@ -180,6 +191,18 @@ impl TimePolicy {
                     self.max_age_ms.unwrap_or(0) / 1000
                 ),
             ));
+        }
+        if let Some(retention) = self.dedup_retention_ms {
+            if occurred_ms < now_ms.saturating_sub(retention) {
+                return Err(Rejection::new(
+                    Reason::BeyondDedupRetention,
+                    Some("occurred_at"),
+                    format!(
+                        "`occurred_at` is more than {} days old, beyond aggregate.dedup_retention_days: its fingerprint is not kept, so the same event sent again would count again; pass --may-count-again to load it anyway",
+                        retention / 86_400_000
+                    ),
+                ));
+            }
         }
         Ok(())
     }

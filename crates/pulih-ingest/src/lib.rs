@@ -283,6 +283,7 @@ impl Intake {
             time: TimePolicy {
                 max_future_ms: TimePolicy::default().max_future_ms,
                 max_age_ms: None,
+                dedup_retention_ms: None,
             },
         })
     }

@@ -299,11 +299,12 @@ impl Store {
             .await
     }
 
-    /// Hourly counts over hours `from..=to` (`activity_1m FINAL`):
-    /// transactions per district × sector cell, and merchants active per
-    /// producer and cell (through `merchant_producer`). For complete hours
-    /// only: the merchants are read from `merchant_keys`, which only final
-    /// rows carry.
+    /// Hourly counts over hours `from..=to`: transactions per district ×
+    /// sector cell (`activity_1m FINAL`), and merchants active per producer
+    /// and cell (through `merchant_producer`). The merchants are those the
+    /// aggregator wrote to `aggregator_counted_by_time`, with those rows of
+    /// older versions carried in `merchant_keys`; for complete hours only,
+    /// whose merchants are all counted in a row.
     pub async fn hourly(&self, from: Hour, to: Hour) -> Result<Hourly, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Txns {
@@ -340,11 +341,17 @@ impl Store {
                 "SELECT p.producer_id AS producer_id, a.district_code AS district_code, a.sector AS sector, \
                  a.h AS h, toUInt64(uniqExact(a.k)) AS merchants \
                  FROM (SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
+                       merchant AS k FROM aggregator_counted_by_time ARRAY JOIN merchants AS merchant \
+                       WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                       UNION ALL \
+                       SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
                        merchant_key AS k FROM activity_1m FINAL ARRAY JOIN merchant_keys AS merchant_key \
                        WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)) AS a \
                  ANY INNER JOIN (SELECT merchant_key AS k, producer_id FROM merchant_producer FINAL) AS p \
                  USING k GROUP BY producer_id, district_code, sector, h",
             )
+            .bind(start)
+            .bind(end)
             .bind(start)
             .bind(end)
             .fetch_all::<Merchants>()

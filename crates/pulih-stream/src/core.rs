@@ -17,14 +17,15 @@
 //! - with each resident window, the fingerprint of every (producer_id,
 //!   event_id) counted in it and the offset where it first came: the
 //!   de-duplication memory. It lives and dies with the window, and is
-//!   written to `aggregator_counted_by_time` before the window's rows, so a re-sent
-//!   event that arrives after its window was closed and forgotten is
-//!   checked against the fingerprints read back with the row;
+//!   written to `aggregator_counted_by_time` before the window's rows, so
+//!   a re-sent event that arrives after its window was closed and
+//!   forgotten is checked against the fingerprints read back with the row;
 //! - with each resident window, its distinct merchants. Each is written
-//!   once to `aggregator_counted_by_time`, with the offset of the record that
-//!   brought it, and read back up to the offset of the window's durable
-//!   row, so an upsert of an open window does not rewrite them; a final
-//!   row carries them all in `merchant_keys`.
+//!   once to `aggregator_counted_by_time`, with the offset of the record
+//!   that brought it, and read back up to the offset of the window's
+//!   durable row, so an upsert does not rewrite them. Where the retention
+//!   dropped a window's entries, the row's count stands for the merchants
+//!   no longer known, and a merchant that comes later counts as new.
 //!
 //! A record's fate is decided in order: a record that is older than the age
 //! limit at its Kafka timestamp (the time the gateway accepted it) and is
@@ -252,6 +253,11 @@ pub struct WindowAgg {
     /// Fingerprints of the events counted in this window, each with the
     /// offset of its first occurrence in the partition.
     pub seen: HashMap<Fingerprint, i64, Prehashed>,
+    /// Merchants the durable row counted whose keys are no longer stored
+    /// (their entries went with `aggregate.dedup_retention_days`): counted
+    /// in `merchants_active` beside `merchants`, which they are taken to
+    /// be distinct from.
+    pub forgotten_merchants: u32,
 }
 
 impl Default for WindowAgg {
@@ -267,6 +273,7 @@ impl Default for WindowAgg {
             hi_offset: -1,
             base_offset: -1,
             seen: HashMap::default(),
+            forgotten_merchants: 0,
         }
     }
 }
@@ -571,10 +578,17 @@ impl Partition {
             }
         }
         for (key, base) in bases {
-            if !base.take_over || !keys.contains(key) {
+            if !keys.contains(key) {
                 continue;
             }
-            if let Some(slot) = self.windows.get_mut(key) {
+            let Some(slot) = self.windows.get_mut(key) else {
+                continue;
+            };
+            // What the row counted beyond the merchants read back: those
+            // whose entries the retention dropped.
+            let known = u32::try_from(slot.agg.merchants.len()).unwrap_or(u32::MAX);
+            slot.agg.forgotten_merchants = base.merchants_active.saturating_sub(known);
+            if base.take_over {
                 let mut merchants: Vec<[u8; 32]> = slot.agg.merchants.iter().copied().collect();
                 merchants.sort_unstable();
                 slot.unwritten
@@ -1075,16 +1089,9 @@ fn activity_row(
     partition: i32,
     now_s: u32,
 ) -> ActivityRow {
-    // An open window's merchants are in `aggregator_counted_by_time`; a final row
-    // carries them all, for readers and for a restore after the fingerprint
-    // months are dropped.
-    let merchant_keys = if is_final {
-        let mut keys: Vec<[u8; 32]> = a.merchants.iter().copied().collect();
-        keys.sort_unstable();
-        keys
-    } else {
-        Vec::new()
-    };
+    // A window's merchants are in `aggregator_counted_by_time`, written
+    // once each; no row carries them, final or not.
+    let merchant_keys = Vec::new();
     ActivityRow {
         window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
         district_code: district_str(&key.district).to_owned(),
@@ -1093,7 +1100,9 @@ fn activity_row(
         amount_idr_sum: a.amount_sum,
         amount_idr_min: if a.txn_count == 0 { 0 } else { a.amount_min },
         amount_idr_max: a.amount_max,
-        merchants_active: u32::try_from(a.merchants.len()).unwrap_or(u32::MAX),
+        merchants_active: u32::try_from(a.merchants.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(a.forgotten_merchants),
         txn_qris: a.by_channel[0],
         txn_debit_card: a.by_channel[1],
         txn_credit_card: a.by_channel[2],
@@ -1134,9 +1143,11 @@ fn daily_row(key: &DayKey, a: &DayAgg, is_final: bool, partition: i32, now_s: u3
 struct Base {
     partition: i32,
     offset: i64,
+    /// The row's count of distinct merchants.
+    merchants_active: u32,
     /// This partition writes the row's merchants again under its own id:
-    /// the row is open (its next row will not carry them) and this
-    /// partition's entries do not hold them all.
+    /// its entries do not hold them all, and its next row will not carry
+    /// them.
     take_over: bool,
 }
 
@@ -1171,12 +1182,17 @@ fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, Wind
         hi_offset: own,
         base_offset: own,
         seen: HashMap::default(),
+        forgotten_merchants: 0,
     };
+    // The row's merchants are taken over when this partition's entries
+    // will not hold them all: the row carries them itself (written before
+    // migration 0022, or a final row before 0023), or another partition
+    // wrote it.
     let base = Base {
         partition: row.source_partition,
         offset: row.source_offset,
-        take_over: row.is_final == 0
-            && (row.source_partition != partition || !row.merchant_keys.is_empty()),
+        merchants_active: row.merchants_active,
+        take_over: row.source_partition != partition || !row.merchant_keys.is_empty(),
     };
     Some((key, agg, base))
 }

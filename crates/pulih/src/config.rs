@@ -12,6 +12,11 @@ use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("default.toml");
 
+/// Days of fingerprints kept when `aggregate.dedup_retention_days` is not
+/// set: five weeks, so a backfill or a day re-sent within a month of the
+/// events it repeats is still counted once.
+pub const DEFAULT_DEDUP_RETENTION_DAYS: u32 = 35;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -152,7 +157,9 @@ pub struct Aggregate {
     pub instances: u32,
     pub window_secs: u32,
     pub allowed_lateness_secs: u32,
-    pub dedup_retention_days: u32,
+    /// Unset: [`Config::dedup_retention_days`] picks the default.
+    #[serde(default)]
+    pub dedup_retention_days: Option<u32>,
     pub idle_timeout_secs: u32,
     pub emit_interval_ms: u32,
     pub daily_emit_interval_ms: u32,
@@ -359,12 +366,9 @@ impl Config {
         if self.aggregate.idle_timeout_secs == 0 {
             return Err(key_error("aggregate.idle_timeout_secs", "must be positive"));
         }
-        let retention = self.aggregate.dedup_retention_days;
-        let floor = (u64::from(self.time.max_age_secs)
-            + u64::from(self.aggregate.allowed_lateness_secs))
-        .div_ceil(86_400)
-            + 2;
-        if retention != 0 && u64::from(retention) < floor {
+        let retention = self.dedup_retention_days();
+        let floor = self.dedup_retention_floor();
+        if retention != 0 && retention < floor {
             return Err(key_error(
                 "aggregate.dedup_retention_days",
                 format!(
@@ -742,10 +746,32 @@ impl Config {
         })
     }
 
+    /// The least `aggregate.dedup_retention_days` allows: the age limit
+    /// plus the allowed lateness, in days, plus two.
+    fn dedup_retention_floor(&self) -> u32 {
+        let secs =
+            u64::from(self.time.max_age_secs) + u64::from(self.aggregate.allowed_lateness_secs);
+        u32::try_from(secs.div_ceil(86_400) + 2).unwrap_or(u32::MAX)
+    }
+
+    /// Days of de-duplication fingerprints kept behind the checkpoints
+    /// (0: all): `aggregate.dedup_retention_days`, or by default
+    /// [`DEFAULT_DEDUP_RETENTION_DAYS`] (at least the floor the age limit
+    /// sets), except on a cluster with an insert quorum, where dropping
+    /// them is not possible (docs/semantics.md, "Retention on a cluster").
+    pub fn dedup_retention_days(&self) -> u32 {
+        match self.aggregate.dedup_retention_days {
+            Some(days) => days,
+            None if !self.clickhouse.cluster.is_empty() && self.clickhouse.insert_quorum > 1 => 0,
+            None => DEFAULT_DEDUP_RETENTION_DAYS.max(self.dedup_retention_floor()),
+        }
+    }
+
     pub fn time_policy(&self, backfill: bool) -> pulih_event::TimePolicy {
         pulih_event::TimePolicy {
             max_future_ms: i64::from(self.time.max_future_secs) * 1000,
             max_age_ms: (!backfill).then_some(i64::from(self.time.max_age_secs) * 1000),
+            dedup_retention_ms: None,
         }
     }
 
@@ -1041,6 +1067,27 @@ mod tests {
         assert!(e.contains("`aggregate.dedup_retention_days`"), "{e}");
         assert!(e.contains("insert_quorum"), "{e}");
         assert!(load_toml(&on_cluster.replace("insert_quorum = 2", "insert_quorum = 1")).is_ok());
+        // Unset, the retention is bounded, at least by the floor, except
+        // on a cluster with a quorum, where months cannot be dropped.
+        assert_eq!(load_toml("").unwrap().dedup_retention_days(), 35);
+        assert_eq!(
+            load_toml("[time]\nmax_age_secs = 5184000\n")
+                .unwrap()
+                .dedup_retention_days(),
+            63
+        );
+        assert_eq!(
+            load_toml("[clickhouse]\ncluster = \"pulih\"\ninsert_quorum = 2\n")
+                .unwrap()
+                .dedup_retention_days(),
+            0
+        );
+        assert_eq!(
+            load_toml("[aggregate]\ndedup_retention_days = 0\n")
+                .unwrap()
+                .dedup_retention_days(),
+            0
+        );
         let e = load_toml("[aggregate]\ndaily_emit_interval_ms = 500\n")
             .unwrap_err()
             .to_string();

@@ -138,6 +138,12 @@ enum Command {
         /// The producer the events come from.
         #[arg(long)]
         producer: String,
+        /// Load events older than `aggregate.dedup_retention_days` too.
+        /// Their fingerprints are dropped with the retention, so these
+        /// events, sent again after that, count again. Without it they are
+        /// rejected (`beyond_dedup_retention`).
+        #[arg(long)]
+        may_count_again: bool,
     },
     /// Serve the read-only page of the published metrics (map, series,
     /// heatmap, alerts) at `ui.listen`, reading the public database with
@@ -252,7 +258,11 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Probe { count, interval_ms } => probe(&config, count, interval_ms).await,
         Command::Ingest => ingest(&config).await,
         Command::Ui => ui(&config).await,
-        Command::Produce { file, producer } => produce(&config, &file, &producer).await,
+        Command::Produce {
+            file,
+            producer,
+            may_count_again,
+        } => produce(&config, &file, &producer, may_count_again).await,
         Command::Token {
             command: TokenCommand::New { producer },
         } => token_new(&producer),
@@ -425,7 +435,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
         exit_at_end,
         kafka_options: config.kafka.options.clone(),
         archive_payments: config.aggregate.archive_payments,
-        dedup_retention_days: a.dedup_retention_days,
+        dedup_retention_days: config.dedup_retention_days(),
     };
     let kafka = config.kafka();
     kafka.ensure_topic().await?;
@@ -612,7 +622,12 @@ fn token_new(producer: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Result<(), BoxError> {
+async fn produce(
+    config: &Config,
+    file: &std::path::Path,
+    producer: &str,
+    may_count_again: bool,
+) -> Result<(), BoxError> {
     use std::io::{BufRead, IsTerminal, Read};
     if !pulih_event::is_producer_id(producer) {
         return Err("--producer must be 1-64 characters of [A-Za-z0-9_-]".into());
@@ -620,8 +635,13 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
     let reference = Arc::new(config.reference()?);
     let kafka = config.kafka();
     kafka.ensure_topic().await?;
+    let retention_days = config.dedup_retention_days();
+    let mut policy = config.time_policy(true);
+    if !may_count_again && retention_days > 0 {
+        policy.dedup_retention_ms = Some(i64::from(retention_days) * 86_400_000);
+    }
     let intake = Intake::new(kafka, reference, config.pseudonymiser()?, Limits::default())?
-        .with_time_policy(config.time_policy(true));
+        .with_time_policy(policy);
     let (reader, total_bytes): (Box<dyn Read>, u64) = if file.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), 0)
     } else {
@@ -685,8 +705,20 @@ async fn produce(config: &Config, file: &std::path::Path, producer: &str) -> Res
         "produced events={acked} rejected={rejected} lines={lines} seconds={:.1}",
         start.elapsed().as_secs_f64()
     );
-    for (reason, n) in reasons {
+    for (reason, n) in &reasons {
         println!("rejected reason={reason} count={n}");
+    }
+    if reasons.contains_key("beyond_dedup_retention") {
+        eprintln!(
+            "pulih produce: events older than aggregate.dedup_retention_days ({retention_days}) were rejected: \
+             their fingerprints are not kept, so sent again they would count again. \
+             Run again with --may-count-again to load them, knowing that."
+        );
+    } else if may_count_again && retention_days > 0 {
+        eprintln!(
+            "pulih produce: with --may-count-again, events older than {retention_days} days \
+             (aggregate.dedup_retention_days) count again if this file is sent again."
+        );
     }
     Ok(())
 }

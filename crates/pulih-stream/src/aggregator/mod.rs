@@ -62,6 +62,15 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 /// bounded whatever the rate.
 const PENDING_CAP: usize = 20_000;
 
+/// Most merchant keys a process remembers having recorded the producer
+/// (`merchant_producer`) or the link (`merchant_key_link`) of, each: just
+/// under the 2^22-slot hash table's load limit, 138 MB of slots. Past it
+/// the set is emptied, and merchants seen again are recorded again (the
+/// tables keep one row per key). Jakarta's 4 million merchant-days a day
+/// empty it about once a day, each time writing up to that many rows
+/// again.
+const KNOWN_MERCHANTS_CAP: usize = 3_600_000;
+
 /// How often the topic's partition count is checked against the one the
 /// process started with.
 const LAYOUT_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -228,7 +237,8 @@ struct State {
     /// once counted. By (partition, offset).
     pending_payments: HashMap<(i32, i64), PaymentRow>,
     /// Merchant keys whose producer this process has recorded (or is
-    /// about to): one entry per merchant seen since the start.
+    /// about to): one entry per merchant seen, emptied when it reaches
+    /// [`KNOWN_MERCHANTS_CAP`].
     producers_known: HashSet<[u8; 32], Prehashed>,
     /// Producers of merchant keys seen first since the last take.
     producers: Vec<MerchantProducerRow>,

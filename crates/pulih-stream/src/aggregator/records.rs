@@ -45,6 +45,14 @@ impl Shared {
                 }
             }
             Ok(event) => {
+                // Forgetting only costs a row written again (the table
+                // keeps one per key), so the sets are bounded.
+                if st.producers_known.len() >= super::KNOWN_MERCHANTS_CAP {
+                    st.producers_known.clear();
+                }
+                if st.links_known.len() >= super::KNOWN_MERCHANTS_CAP {
+                    st.links_known.clear();
+                }
                 if st.producers_known.insert(event.merchant) {
                     st.producers.push(MerchantProducerRow {
                         merchant_key: event.merchant,
