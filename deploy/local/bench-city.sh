@@ -76,7 +76,8 @@ jakarta_hour=$(TZ=Asia/Jakarta date +%-H)
 if [ "$jakarta_hour" -ge "$HOUR" ]; then back=0; else back=1; fi
 evening_day=$(TZ=Asia/Jakarta date -d "$back days ago" +%F)
 as_of=$(date -u -d "$evening_day $HOUR:00 +0700" +%Y-%m-%dT%H:%M:%S.000Z)
-from="-$((back + DAYS))d"
+# A date, not "-Nd": the simulator counts relative days on UTC dates.
+from=$(date -d "$evening_day - $DAYS days" +%F)
 
 start_aggregator() { # log
     $PULIH aggregate >>"$OUT/$1.out" 2>"$OUT/$1.log" &
@@ -176,7 +177,7 @@ for _ in $(seq 30); do
 done
 echo "restore queries (system.query_log):"
 q "SELECT round(query_duration_ms / 1000, 2) AS s, read_rows, formatReadableSize(memory_usage) AS memory,
-          result_rows, substring(query, 21, 50) AS restore_query
+          result_rows, substring(query, position(query, '*/') + 3, 60) AS restore_query
    FROM system.query_log
    WHERE type = 2 AND query LIKE '%pulih restore%' AND event_time >= toDateTime(${t1%.*})
    ORDER BY event_time FORMAT PrettyCompactNoEscapes" 2>/dev/null || echo "  (no system.query_log on this server)"
@@ -186,13 +187,15 @@ AGG=
 
 echo
 echo "## What ClickHouse holds, merged (OPTIMIZE ... FINAL), per payment sent"
-for t in $(q "SELECT name FROM system.tables WHERE database = '$DB' AND engine LIKE '%MergeTree' FORMAT TSV"); do
-    q "OPTIMIZE TABLE $DB.$t FINAL" >/dev/null || true
+# The analysts' copy of the windows (a materialized view) is pulih's too.
+for t in $(q "SELECT concat(database, '.\`', name, '\`') FROM system.tables
+              WHERE database IN ('$DB', '${DB}_analytics') AND engine LIKE '%MergeTree' FORMAT TSV"); do
+    q "OPTIMIZE TABLE $t FINAL" >/dev/null || true
 done
-q "SELECT table, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS on_disk,
+q "SELECT concat(database, '.', table) AS table, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS on_disk,
           round(sum(bytes_on_disk) / $sent, 1) AS bytes_per_payment
-   FROM system.parts WHERE database = '$DB' AND active
-   GROUP BY table ORDER BY sum(bytes_on_disk) DESC FORMAT PrettyCompactNoEscapes"
+   FROM system.parts WHERE database IN ('$DB', '${DB}_analytics') AND active
+   GROUP BY database, table ORDER BY sum(bytes_on_disk) DESC FORMAT PrettyCompactNoEscapes"
 
 echo
 echo "## Rollup and alerts over the database"

@@ -48,7 +48,11 @@ pub fn is_idle(input: Input) -> bool {
 /// when input stops, the last windows and the day's merchant-days become
 /// final anyway. (Event time never runs ahead of the Kafka timestamp, the
 /// wall clock of the gateway that accepted the event, so this is the
-/// watermark the next event would bring.) An active partition that has not
+/// watermark the next event would bring.) Before any partition has a
+/// watermark (a new topic, no checkpoint) there is none: there is nothing
+/// to close, and the first records, perhaps a producer's history sent
+/// before any live traffic, are not late for want of one. An active
+/// partition that has not
 /// seen a record yet holds every other back (`None`: each partition keeps
 /// its own watermark) until it is idle: it may hold the oldest records of
 /// all, as when an aggregator catches up on a filled topic and the fetcher
@@ -79,7 +83,7 @@ pub fn operator_watermark(
     }
     if owned > 0 && idle == owned {
         let by_clock = processing_ms.saturating_sub(allowed_lateness_ms);
-        return Some(any_max.map_or(by_clock, |m| m.max(by_clock)));
+        return any_max.map(|m| m.max(by_clock));
     }
     if unknown {
         return None;
@@ -161,6 +165,15 @@ mod tests {
         let ahead = NOW + 60_000;
         let w = operator(&[clock(Some(ahead), true), clock(None, true)]);
         assert_eq!(w, Some(ahead));
+    }
+
+    #[test]
+    fn before_any_record_processing_time_closes_nothing() {
+        assert_eq!(operator(&[clock(None, true), clock(None, true)]), None);
+        assert_eq!(
+            operator(&[clock(None, true), clock(Some(3_000), true)]),
+            Some(NOW - LATENESS)
+        );
     }
 
     #[test]
