@@ -915,6 +915,69 @@ async fn restarted_after_seven_kills_with_the_same_identity_resumes() {
     run.finish_and_check().await;
 }
 
+/// With the default retention (`aggregate.dedup_retention_days` unset:
+/// 35 days), an aggregator drops what was counted in the months wholly
+/// more than 35 days behind every partition's checkpoint when it starts,
+/// keeps the months after, and its counts stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_retention_drops_what_was_counted_in_months_past_it() {
+    let mut run = Run::new("retention", 2, None).await;
+    run.offer(&batch("ret", 60, 0)).await;
+    // Every partition checkpoints events of 2024-03-01.
+    run.finish_and_check().await;
+    let months = |run: &Run| {
+        let client = run.store.client().clone();
+        async move {
+            client
+                .query(
+                    "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted_by_time \
+                     ORDER BY 1",
+                )
+                .fetch_all::<u32>()
+                .await
+                .unwrap()
+        }
+    };
+    let counted = months(&run).await;
+    assert!(counted.contains(&202_403), "{counted:?}");
+    // What an aggregator counted in November 2023 (more than 35 days
+    // before, dropped) and in February 2024 (within 35 days, kept).
+    let entry = |window_start: u32| pulih_store::SeenRow {
+        topic: run.kafka.topic.clone(),
+        partition: 0,
+        district_code: "31.74.09".into(),
+        sector: "G".into(),
+        window_start,
+        fingerprints: vec![[7; 16]],
+        offsets: vec![0],
+        merchants: vec![[7; 32]],
+        merchant_offsets: vec![0],
+    };
+    run.store
+        .insert_seen(&[entry(1_700_000_000), entry(1_707_523_200)])
+        .await
+        .unwrap();
+    assert!(months(&run).await.contains(&202_311));
+    let mut a = run.spawn("pruning", false, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while months(&run).await.contains(&202_311) {
+        assert!(
+            Instant::now() < deadline,
+            "November 2023 not dropped within 60 s: {:?}; logs in {}",
+            months(&run).await,
+            run.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    interrupt(&mut a);
+    let kept = months(&run).await;
+    assert!(
+        kept.contains(&202_402) && kept.contains(&202_403),
+        "{kept:?}"
+    );
+    run.finish_and_check().await;
+}
+
 /// An outage is not idleness. The aggregator's clock is set 20 s before
 /// midnight in Jakarta, and events stamped with that clock keep arriving
 /// every 500 ms, with 2 s of allowed lateness and a 2 s idle timeout.
