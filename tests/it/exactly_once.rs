@@ -930,8 +930,8 @@ async fn the_default_retention_drops_what_was_counted_in_months_past_it() {
         async move {
             client
                 .query(
-                    "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted_by_time \
-                     ORDER BY 1",
+                    "SELECT DISTINCT toYYYYMM(window_start) AS m FROM aggregator_counted_by_time \
+                     ORDER BY m",
                 )
                 .fetch_all::<u32>()
                 .await
