@@ -351,10 +351,11 @@ struct Slot<A, U = ()> {
     unwritten: U,
 }
 
-/// What a window counted since the last flush, for `aggregator_counted_by_time`:
-/// fingerprints, and the merchants new to it, each with the offset of
-/// the record that brought it (-1 for a merchant taken over), in the
-/// order they came. Kept with the window, so a flush needs no sort.
+/// What a window counted since the last flush, for
+/// `aggregator_counted_by_time`: fingerprints, and the merchants new to
+/// it, each with the offset of the record that brought it (-1 for a
+/// merchant taken over), in the order they came. Kept with the window, so
+/// a flush needs no sort.
 #[derive(Debug, Clone, Default)]
 struct Unwritten {
     seen: Vec<(Fingerprint, i64)>,
@@ -539,10 +540,12 @@ impl Partition {
     /// Adds what the store holds of the resident windows in `keys`: this
     /// partition's fingerprints, and the merchants counted up to the
     /// durable row of the window (`bases`; a window without a row has
-    /// none). The merchants of an open row this partition cannot read back
-    /// from its own entries (written by another partition, or before
-    /// `aggregator_counted_by_time`) are written again under this partition, at
-    /// offset -1, with the next flush, which comes before its next row.
+    /// none), and the merchants the row counted whose entries are gone
+    /// ([`WindowAgg::forgotten_merchants`]). The merchants of a row this
+    /// partition cannot read back from its own entries (written by another
+    /// partition, or carrying them itself) are written again under this
+    /// partition, at offset -1, with the next flush, which comes before its
+    /// next row.
     fn remember(
         &mut self,
         keys: &FxHashSet<WindowKey>,
@@ -1152,10 +1155,10 @@ struct Base {
 }
 
 /// A durable row as resident state, its merchants still to be added from
-/// `aggregator_counted_by_time` unless the row carries them (a final row, or one
-/// written before that table). A row
-/// written from another partition (the topic's partition count changed) is
-/// a base to fold on: none of this partition's offsets are in it.
+/// `aggregator_counted_by_time` (and from the row itself, where a version
+/// before migration 0023 wrote them there). A row written from another
+/// partition (the topic's partition count changed) is a base to fold on:
+/// none of this partition's offsets are in it.
 fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, WindowAgg, Base)> {
     let key = WindowKey {
         district: district_from_str(&row.district_code)?,
