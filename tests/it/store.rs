@@ -457,20 +457,33 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
     );
     // And it read little more than those rows: the granules of the last
     // hours, not the 80 640 rows partitions 0 and 2 wrote in the week.
+    // The server logs a query once its answer is sent, so the entry may
+    // come a little after the client has the rows.
     let ch = store.client();
-    ch.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
-    let read: u64 = ch
-        .query(
-            "SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE ? \
-             ORDER BY event_time DESC LIMIT 1",
-        )
-        .bind(format!(
-            "%pulih restore of {} */ SELECT topic%",
-            store.database()
-        ))
-        .fetch_one()
-        .await
-        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let read: u64 = loop {
+        ch.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
+        let logged: Option<u64> = ch
+            .query(
+                "SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE ? \
+                 ORDER BY event_time DESC LIMIT 1",
+            )
+            .bind(format!(
+                "%pulih restore of {} */ SELECT topic%",
+                store.database()
+            ))
+            .fetch_optional()
+            .await
+            .unwrap();
+        if let Some(read) = logged {
+            break read;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore's query is not in system.query_log after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert!(
         read >= got.seen.len() as u64 && read <= 3 * 8_192,
         "the restore of what was counted read {read} rows for {} open",
