@@ -15,6 +15,13 @@
 # the records counted and how (applied on time, late), the consumer lag and
 # the rate; once the files are loaded and counted, or after SECONDS, the
 # totals with the CPU time of the aggregator and of ClickHouse.
+#
+# Live traffic runs beside the load: `pulih simulate --rate` at
+# PULIH_BENCH_LIVE_RATE events/s (default 110, Jakarta's average;
+# docs/scaling.md) into the same topic, and `pulih probe` sends a marker a
+# second and reports how long each took to be counted (the live path's
+# freshness, p50/p90/p99/max) once the load is done. PULIH_BENCH_LIVE_RATE=0
+# runs the load alone.
 # PULIH_BIN=path runs that binary; PULIH_BENCH_KEEP=1 keeps the database.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -41,10 +48,10 @@ total=$(cat "${FILES[@]}" | wc -l)
 
 run_env backfill 9472 "$PARTITIONS"
 CH_PID=$(service_pid clickhouse)
-AGG="" PRODUCERS=()
+AGG="" PRODUCERS=() LIVE="" PROBE=""
 cleanup() {
-    for p in "${PRODUCERS[@]}" $AGG; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${PRODUCERS[@]}" $AGG; do wait "$p" 2>/dev/null || true; done
+    for p in "${PRODUCERS[@]}" $LIVE $PROBE $AGG; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${PRODUCERS[@]}" $LIVE $PROBE $AGG; do wait "$p" 2>/dev/null || true; done
     if [ -n "${PULIH_BENCH_KEEP:-}" ]; then echo "bench-backfill: kept database $DB"; else drop_databases "$DB"; fi
 }
 trap cleanup EXIT
@@ -62,6 +69,13 @@ for f in "${FILES[@]}"; do
     "$PULIH" produce --may-count-again --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
     PRODUCERS+=($!)
 done
+LIVE_RATE="${PULIH_BENCH_LIVE_RATE:-110}"
+if [ "$LIVE_RATE" != 0 ]; then
+    "$PULIH" simulate --rate "$LIVE_RATE" --duration "$SECONDS_TO_RUN" >"$OUT/live.out" 2>"$OUT/live.log" &
+    LIVE=$!
+    "$PULIH" probe --count "$SECONDS_TO_RUN" --interval-ms 1000 >"$OUT/probe.out" 2>"$OUT/probe.log" &
+    PROBE=$!
+fi
 counted() { echo $(($(outcome applied) + $(outcome late) + $(outcome duplicate) + $(outcome too_old))); }
 loading() { local p; for p in "${PRODUCERS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 last=0 elapsed=0
@@ -76,6 +90,14 @@ done
 wall=$(echo "$(date +%s.%N) - $start" | bc -l)
 now=$(counted)
 ch_cpu=$(($(cpu "$CH_PID") - ch_cpu0)) agg_cpu=$(($(cpu "$AGG") - agg_cpu0))
+probe="no live traffic"
+if [ -n "$PROBE" ]; then
+    # The probe reports when its markers are all sent: stop it there.
+    kill -INT "$LIVE" "$PROBE" 2>/dev/null || true
+    wait "$PROBE" 2>/dev/null || true
+    probe=$(grep '^probe ' "$OUT/probe.out" || echo "none: see $OUT/probe.log")
+    LIVE="" PROBE=""
+fi
 echo
 echo "| what | value |"
 echo "|---|---:|"
@@ -83,5 +105,6 @@ printf '| records counted | %s (%s lines in the files) |\n' "$now" "$total"
 printf '| of which late (read back from ClickHouse) | %s |\n' "$(outcome late)"
 printf '| wall seconds | %.0f |\n' "$wall"
 printf '| records/s | %.0f |\n' "$(echo "$now / $wall" | bc -l)"
+printf '| live traffic | %s events/s; freshness of a marker a second: %s |\n' "$LIVE_RATE" "$probe"
 printf '| aggregator CPU-seconds per million records | %.2f |\n' "$(echo "$agg_cpu / $TICKS / ($now + 1) * 1000000" | bc -l)"
 printf '| ClickHouse CPU-seconds per million records | %.2f |\n' "$(echo "$ch_cpu / $TICKS / ($now + 1) * 1000000" | bc -l)"

@@ -7,12 +7,22 @@
 #   and the public release → the alert rule → the page (`pulih ui`) and
 #   where else to look.
 #
-# The scenario is deploy/scenarios/jakarta.toml (docs/simulator.md): its
-# food sector in Jakarta Utara, lagging since the pandemic, turns down ten
-# weeks before today, and its alert fires.
+# The scenario is deploy/scenarios/jakarta.toml (docs/simulator.md) with a
+# panel of $DEMO_MERCHANTS merchants (default 12 000, about 7 500 payments a
+# day): enough for most kecamatan x main-sector cells to publish, where the
+# scenario's own 3 000 leave most withheld. Its food sector in Jakarta
+# Utara, lagging since the pandemic, turns down ten weeks before today, and
+# its alert fires. So that the demo stays near 15 minutes on 2 cores, the
+# history is two stretches, not seven years: the baseline's weeks
+# (2019-12-21 to 2020-01-31), and the last 640 days, which the alert rule
+# reads (a year-on-year change, and 26 weeks of them for its significance
+# test). The days between are missing, as if no producer had sent them:
+# they are withheld in the public tables.
 #
 # Usage: deploy/local/demo.sh          run the demo (about 15 minutes on 2 cores)
 #        deploy/local/demo.sh stop     stop the pulih processes it left running
+#        DEMO_MERCHANTS=N deploy/local/demo.sh   with a panel of N merchants
+#                                      (the backfill's time grows in proportion)
 #
 # Each run starts clean: it drops the database pulih_demo (and its
 # _analytics and _public siblings) and writes to a new topic
@@ -76,6 +86,12 @@ grep -v '^\[simulate.tokens\]' "$DEMO/tokens.toml.part" >>"$DEMO/pulih.toml"
 rm -f "$DEMO/tokens.toml.part"
 chmod 600 "$DEMO/pulih.toml"
 
+# The scenario with the demo's panel.
+DEMO_MERCHANTS="${DEMO_MERCHANTS:-12000}"
+SCENARIO="$DEMO/scenario.toml"
+sed -e "s/^merchants = .*/merchants = $DEMO_MERCHANTS/" deploy/scenarios/jakarta.toml >"$SCENARIO"
+grep -q "^merchants = $DEMO_MERCHANTS\$" "$SCENARIO" || { echo "demo: DEMO_MERCHANTS must be a whole number" >&2; exit 2; }
+
 for d in $DB ${DB}_analytics ${DB}_public; do q "DROP DATABASE IF EXISTS $d"; done
 $PULIH migrate >/dev/null
 echo "demo: database $DB migrated; topic $PULIH_KAFKA__TOPIC" >&2
@@ -129,16 +145,19 @@ trap 'kill $STATUS 2>/dev/null || true' EXIT
 
 yesterday=$(date -d "$(TZ=Asia/Jakarta date +%F) - 1 day" +%F)
 today=$(TZ=Asia/Jakarta date +%F)
-echo "demo: backfilling the scenario's history, 2019-01-01 to $yesterday, through Kafka (pulih produce's path)" >&2
+recent=$(date -d "$today - 640 days" +%F)
 t0=$(date +%s)
-hist=$($PULIH simulate --to "$yesterday" | tail -n 1)
+echo "demo: backfilling the baseline's weeks, 2019-12-21 to 2020-01-31, and $recent to $yesterday, through Kafka (pulih produce's path), $DEMO_MERCHANTS merchants" >&2
+base=$($PULIH simulate --scenario "$SCENARIO" --from 2019-12-21 --to 2020-01-31 | tail -n 1)
+echo >&2; echo "demo: $base" >&2
+hist=$($PULIH simulate --scenario "$SCENARIO" --from "$recent" --to "$yesterday" | tail -n 1)
 echo >&2; echo "demo: $hist" >&2
 echo "demo: replaying today ($today) so far through the HTTP gateway, 1 200 times real time" >&2
-live=$($PULIH simulate --from "$today" --output gateway --speed 1200 | tail -n 1)
+live=$($PULIH simulate --scenario "$SCENARIO" --from "$today" --output gateway --speed 1200 | tail -n 1)
 echo >&2; echo "demo: $live" >&2
 field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p;s/^simulated $1=\([0-9]*\).*/\1/p" <<<"$2" | head -n 1; }
-sent_events=$(( $(field events "$hist") + $(field events "$live") ))
-sent_amount=$(( $(field amount_idr "$hist") + $(field amount_idr "$live") ))
+sent_events=$(( $(field events "$base") + $(field events "$hist") + $(field events "$live") ))
+sent_amount=$(( $(field amount_idr "$base") + $(field amount_idr "$hist") + $(field amount_idr "$live") ))
 
 echo "demo: waiting for the aggregator to count all $sent_events events" >&2
 landed() { q "SELECT sum(txn_count), sum(amount_idr_sum) FROM $DB.activity_1m FINAL FORMAT TSV"; }
@@ -178,6 +197,12 @@ q "SELECT sector, amount_idr_index AS revenue_index, merchants_open_index, amoun
    WHERE level = 'sector' AND day = (SELECT max(data_through) FROM ${DB}_public.releases)
      AND sector IN ('C', 'G', 'I', 'R', 'S')
    ORDER BY sector FORMAT PrettyCompactMonoBlock"
+echo "Kecamatan x sector cells with a revenue index on that day, of the 44 kecamatan (the main sectors: trade, food, manufacturing, other services):"
+q "SELECT sector, countIf(amount_idr_index IS NOT NULL) AS with_index, countIf(withheld = 1) AS withheld
+   FROM ${DB}_public.recovery_daily
+   WHERE level = 'district_sector' AND day = (SELECT max(data_through) FROM ${DB}_public.releases)
+     AND sector IN ('G', 'I', 'C', 'S')
+   GROUP BY sector ORDER BY with_index DESC FORMAT PrettyCompactMonoBlock"
 echo "Active alerts:"
 q "SELECT alert_id, sev AS severity, toString(first_day) AS firing_since, summ AS summary
    FROM (SELECT alert_id, argMax(state, day) AS st, argMax(severity, day) AS sev,

@@ -67,8 +67,9 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
     store.insert_seen(&rows).await.unwrap();
     // A replayed flush writes the same fingerprints again: harmless.
     store.insert_seen(&rows[2..3]).await.unwrap();
-    let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
-    let mut got = store.seen_for("t", &[key(mar), key(jan)]).await.unwrap();
+    // The cell-hours of those windows.
+    let key = |t: u32| (t - t % 3600, "31.74.09".to_owned(), "G".to_owned());
+    let mut got = store.seen_in("t", &[key(mar), key(jan)]).await.unwrap();
     got.sort_by_key(|r| r.offsets.clone());
     got.dedup();
     assert_eq!(
@@ -86,16 +87,16 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
         vec![202_401, 202_402]
     );
     assert!(store
-        .seen_for("t", &[key(jan), key(feb)])
+        .seen_in("t", &[key(jan), key(feb)])
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.seen_for("t", &[key(mar)]).await.unwrap().len(),
+        store.seen_in("t", &[key(mar)]).await.unwrap().len(),
         4,
         "March untouched: its three rows and the copy"
     );
-    assert!(store.seen_for("u", &[key(mar)]).await.unwrap().is_empty());
+    assert!(store.seen_in("u", &[key(mar)]).await.unwrap().is_empty());
     assert!(store.prune_seen(202_403).await.unwrap().is_empty());
 
     // Pruning follows the lowest checkpoint of the topic.
@@ -178,17 +179,20 @@ async fn checkpoints_keep_the_highest_offset() {
     assert_eq!(store.checkpoint("t", 4).await.unwrap(), None);
 }
 
-/// The aggregator reads back thousands of evicted rows at once when a
-/// partition lags far behind the others (a backfill); the lookup must not
-/// exceed ClickHouse's query size.
+/// The aggregator reads back thousands of cell-days and cell-hours at
+/// once when a partition lags far behind the others (a backfill); the
+/// lookup must not exceed ClickHouse's query size, and returns every row of
+/// the ranges asked and none of the others.
 #[tokio::test]
-async fn thousands_of_rows_are_read_back_in_one_call() {
+async fn thousands_of_ranges_are_read_back_in_one_call() {
     let store = Store::new(&store_config("readback"));
     store.migrate().await.unwrap();
-    let rows: Vec<pulih_store::DailyRow> = (0..5_000u32)
+    // 2 500 cells, two days each, and a day of the first cells not asked.
+    let district = |i: u32| format!("31.{:02}.{:02}", i / 100, i % 100);
+    let rows: Vec<pulih_store::DailyRow> = (0..5_100u32)
         .map(|i| pulih_store::DailyRow {
-            day: 18_000 + (i % 50) as u16,
-            district_code: "31.71.01".into(),
+            day: 18_000 + (i / 2_500) as u16,
+            district_code: district(i % 2_500),
             sector: "G".into(),
             merchant_key: {
                 let mut k = [0u8; 32];
@@ -205,24 +209,18 @@ async fn thousands_of_rows_are_read_back_in_one_call() {
         })
         .collect();
     store.insert_daily(&rows).await.unwrap();
-    let keys: Vec<_> = rows
+    let cell_days: Vec<_> = rows[..5_000]
         .iter()
-        .map(|r| {
-            (
-                r.day,
-                r.district_code.clone(),
-                r.sector.clone(),
-                r.merchant_key,
-            )
-        })
+        .map(|r| (r.day, r.district_code.clone(), r.sector.clone()))
         .collect();
-    let mut got = store.daily_for(&keys).await.unwrap();
+    let mut got = store.daily_in(&cell_days).await.unwrap();
     got.sort_by_key(|r| r.txn_count);
-    assert_eq!(got, rows);
-    let windows: Vec<_> = (0..5_000u32)
-        .map(|i| (i * 60, "31.71.01".to_owned(), "G".to_owned()))
+    assert_eq!(got, rows[..5_000]);
+    let spans: Vec<_> = (0..5_000u32)
+        .map(|i| ((i / 2_500) * 3_600, district(i % 2_500), "G".to_owned()))
         .collect();
-    assert!(store.activity_for(&windows).await.unwrap().is_empty());
+    assert!(store.activity_in(&spans).await.unwrap().is_empty());
+    assert!(store.seen_in("t", &spans).await.unwrap().is_empty());
 }
 
 /// Upgrading from one row per fingerprint (`aggregator_seen`, through
@@ -272,13 +270,13 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
         {
             ch.query(stmt).execute().await.unwrap();
         }
-        let key = |t: u32| (t, "31.74.09".to_owned(), "G".to_owned());
+        let key = |t: u32| (t - t % 3600, "31.74.09".to_owned(), "G".to_owned());
         let pairs = |p: i32, t: u32| {
             let store = &store;
             async move {
                 let mut out: std::collections::BTreeMap<[u8; 16], i64> = Default::default();
-                for row in store.seen_for("t", &[key(t)]).await.unwrap() {
-                    if row.partition != p {
+                for row in store.seen_in("t", &[key(t)]).await.unwrap() {
+                    if row.partition != p || row.window_start != t {
                         continue;
                     }
                     assert_eq!(row.fingerprints.len(), row.offsets.len());

@@ -610,39 +610,6 @@ impl Store {
             .map_err(self.err("read aggregator_checkpoint"))
     }
 
-    /// What every partition counted in the given windows, as (start
-    /// seconds, district, sector): a window's merchants may have been
-    /// counted by another partition than the one reading (the topic's
-    /// partition count changed).
-    pub async fn seen_for(
-        &self,
-        topic: &str,
-        keys: &[(u32, String, String)],
-    ) -> Result<Vec<SeenRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let list = chunk
-                .iter()
-                .map(|(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)))
-                .collect::<Vec<_>>()
-                .join(",");
-            let sql = format!(
-                "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
-                 merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
-                 AND (window_start, district_code, sector) IN ({list})"
-            );
-            out.extend(
-                self.client
-                    .query(&sql)
-                    .bind(topic)
-                    .fetch_all::<SeenRow>()
-                    .await
-                    .map_err(self.err("read aggregator_counted_by_time"))?,
-            );
-        }
-        Ok(out)
-    }
-
     /// The lowest watermark over the latest checkpoints of `topic`'s
     /// partitions (highest event time, milliseconds), once every partition
     /// the layout records has one: a partition without a checkpoint
@@ -818,75 +785,74 @@ impl Store {
         })
     }
 
-    /// The latest rows of the given windows, as (start seconds, district, sector).
-    pub async fn activity_for(
+    /// The latest rows of every window that starts in the given cell-hours,
+    /// as (first second of the hour, district, sector).
+    pub async fn activity_in(
         &self,
-        keys: &[(u32, String, String)],
+        spans: &[(u32, String, String)],
     ) -> Result<Vec<ActivityRow>, StoreError> {
-        self.latest_for(
-            "activity_1m",
-            ACTIVITY_COLUMNS,
-            3,
-            keys,
-            |(t, d, s)| format!("(toDateTime({t}), {}, {})", quote(d), quote(s)),
-            "read windows from activity_1m",
-        )
-        .await
-    }
-
-    /// The latest rows of the given merchant-days, as (day, district,
-    /// sector, merchant key).
-    pub async fn daily_for(
-        &self,
-        keys: &[(u16, String, String, [u8; 32])],
-    ) -> Result<Vec<DailyRow>, StoreError> {
-        self.latest_for(
-            "merchant_activity_daily",
-            DAILY_COLUMNS,
-            4,
-            keys,
-            |(day, d, s, m)| {
-                format!(
-                    "(toDate('{}'), {}, {}, unhex('{}'))",
-                    iso_date(i64::from(*day)),
-                    quote(d),
-                    quote(s),
-                    hex::encode(m)
-                )
-            },
-            "read merchant days from merchant_activity_daily",
-        )
-        .await
-    }
-
-    /// The latest version of each row of `table` whose key (the first
-    /// `key_columns` of `columns`) is in `keys`; `literal` writes one key as
-    /// a tuple. Asks KEYS_PER_QUERY keys at a time, so a long list stays
-    /// under ClickHouse's max_query_size.
-    async fn latest_for<K, R>(
-        &self,
-        table: &str,
-        columns: &[&str],
-        key_columns: usize,
-        keys: &[K],
-        literal: impl Fn(&K) -> String,
-        action: &str,
-    ) -> Result<Vec<R>, StoreError>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowRead,
-    {
-        let select = latest_select(table, columns, key_columns);
-        let key_columns = columns[..key_columns].join(", ");
+        let select = latest_select("activity_1m", ACTIVITY_COLUMNS, 3);
+        let key = ACTIVITY_COLUMNS[..3].join(", ");
         let mut out = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let list = chunk.iter().map(&literal).collect::<Vec<_>>().join(",");
-            let sql = format!("{select} WHERE ({key_columns}) IN ({list}) GROUP BY {key_columns}");
+        for filter in range_filters(spans, hour) {
+            let sql = format!("{select} WHERE {filter} GROUP BY {key}");
             out.extend(
                 self.client
                     .query(&sql)
-                    .fetch_all::<R>()
+                    .fetch_all::<ActivityRow>()
                     .await
-                    .map_err(self.err(action))?,
+                    .map_err(self.err("read windows from activity_1m"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// What every partition counted in the windows that start in the given
+    /// cell-hours, as (first second of the hour, district, sector): a
+    /// window's merchants may have been counted by another partition than
+    /// the one reading (the topic's partition count changed).
+    pub async fn seen_in(
+        &self,
+        topic: &str,
+        spans: &[(u32, String, String)],
+    ) -> Result<Vec<SeenRow>, StoreError> {
+        let mut out = Vec::new();
+        for filter in range_filters(spans, hour) {
+            let sql = format!(
+                "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
+                 merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
+                 AND ({filter})"
+            );
+            out.extend(
+                self.client
+                    .query(&sql)
+                    .bind(topic)
+                    .fetch_all::<SeenRow>()
+                    .await
+                    .map_err(self.err("read aggregator_counted_by_time"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The latest rows of every merchant-day of the given cell-days, as
+    /// (day, district, sector).
+    pub async fn daily_in(
+        &self,
+        cell_days: &[(u16, String, String)],
+    ) -> Result<Vec<DailyRow>, StoreError> {
+        let select = latest_select("merchant_activity_daily", DAILY_COLUMNS, 4);
+        let key = DAILY_COLUMNS[..4].join(", ");
+        let mut out = Vec::new();
+        let day = |d: u16| format!("day = toDate('{}')", iso_date(i64::from(d)));
+        for filter in range_filters(cell_days, day) {
+            let sql = format!("{select} WHERE {filter} GROUP BY {key}");
+            out.extend(
+                self.client
+                    .query(&sql)
+                    .fetch_all::<DailyRow>()
+                    .await
+                    .map_err(self.err("read merchant days from merchant_activity_daily"))?,
             );
         }
         Ok(out)
@@ -946,6 +912,51 @@ impl Store {
 /// are the grouping key, the rest are taken with `argMax(.., version)`.
 /// (Used instead of `FINAL` + `WHERE`, whose filtering order differs
 /// between ClickHouse releases.)
+/// The event time one read-back range of windows covers (the core's
+/// `SPAN_MS`), in seconds.
+pub const SPAN_SECS: u64 = 3_600;
+
+/// The windows that start in the hour from `start` (seconds).
+fn hour(start: u32) -> String {
+    format!(
+        "window_start >= toDateTime({start}) AND window_start < toDateTime({})",
+        u64::from(start) + SPAN_SECS
+    )
+}
+
+/// `WHERE` clauses that select the ranges given as (start, district,
+/// sector): per start, `range(start)` and the cells, the starts joined by
+/// `OR`, so that ClickHouse reads only the granules of each range. One
+/// clause per KEYS_PER_QUERY ranges, so a long list stays under
+/// max_query_size and each query is one request however many hours or
+/// days a batch spans.
+fn range_filters<T: Copy + Ord>(
+    ranges: &[(T, String, String)],
+    range: impl Fn(T) -> String,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in ranges.chunks(KEYS_PER_QUERY) {
+        let mut sorted: Vec<&(T, String, String)> = chunk.iter().collect();
+        sorted.sort_unstable_by_key(|a| a.0);
+        let terms: Vec<String> = sorted
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| {
+                let cells = group
+                    .iter()
+                    .map(|(_, d, s)| format!("({}, {})", quote(d), quote(s)))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!(
+                    "({} AND (district_code, sector) IN ({cells}))",
+                    range(group[0].0)
+                )
+            })
+            .collect();
+        out.push(terms.join(" OR "));
+    }
+    out
+}
+
 fn latest_select(table: &str, columns: &[&str], keys: usize) -> String {
     let cols: Vec<String> = columns
         .iter()

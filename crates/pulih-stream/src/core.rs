@@ -39,6 +39,17 @@
 //! the rows asked for by [`Partition::wanted`] through
 //! [`Partition::supply`], which returns the outcomes of the pending
 //! records. No clock enters a decision: only offsets and the log.
+//!
+//! What is behind the watermark is read back by range, not by key: a
+//! cell's hour of windows ([`CellSpan`]) with everything counted in them,
+//! and a cell's day of merchant-days ([`CellDay`]). Once read, a range is
+//! *covered*: all of its durable state is resident, so a window or
+//! merchant-day of it that is not resident has no durable state and
+//! starts empty, without asking the store again. A history loaded beside
+//! live traffic (behind the watermark, but in time order) is then read
+//! back a cell-hour at a time rather than a record at a time. Covered
+//! ranges stay resident up to [`COVERED_SPANS`] and [`COVERED_DAYS`] per
+//! partition, the least recently used dropped first.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,6 +72,10 @@ pub struct CoreConfig {
     /// (`time.max_age_secs`): a record older than this at its Kafka
     /// timestamp is not counted unless it is a backfill.
     pub max_age_ms: i64,
+    /// Covered cell-hours kept resident ([`COVERED_SPANS`]).
+    pub covered_spans: usize,
+    /// Covered cell-days kept resident ([`COVERED_DAYS`]).
+    pub covered_days: usize,
 }
 
 impl Default for CoreConfig {
@@ -69,6 +84,8 @@ impl Default for CoreConfig {
             window_ms: 60_000,
             allowed_lateness_ms: 120_000,
             max_age_ms: 7 * 86_400_000,
+            covered_spans: COVERED_SPANS,
+            covered_days: COVERED_DAYS,
         }
     }
 }
@@ -224,6 +241,107 @@ pub struct WindowKey {
     pub district: District,
     pub sector: Sector,
     pub start_ms: i64,
+}
+
+/// The event time a [`CellSpan`] covers.
+pub const SPAN_MS: i64 = 3_600_000;
+/// Cell-hours of windows behind the watermark a partition keeps resident
+/// once read back (about 60 windows each, with their fingerprints), by
+/// default.
+pub const COVERED_SPANS: usize = 4096;
+/// Cell-days of merchant-days behind the watermark a partition keeps
+/// resident once read back (a cell-day holds as many merchant-days as the
+/// cell had merchants trading that day), by default.
+pub const COVERED_DAYS: usize = 512;
+
+/// A cell's hour of windows: the unit in which windows behind the
+/// watermark are read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellSpan {
+    pub district: District,
+    pub sector: Sector,
+    /// The first millisecond of the span, a multiple of [`SPAN_MS`].
+    pub start_ms: i64,
+}
+
+impl CellSpan {
+    /// The span of the window `key` starts in.
+    pub fn of(key: &WindowKey) -> CellSpan {
+        CellSpan {
+            district: key.district,
+            sector: key.sector,
+            start_ms: key.start_ms.div_euclid(SPAN_MS) * SPAN_MS,
+        }
+    }
+}
+
+/// A cell's Jakarta day of merchant-days: the unit in which merchant-days
+/// behind the watermark are read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellDay {
+    pub district: District,
+    pub sector: Sector,
+    pub day: i64,
+}
+
+impl CellDay {
+    pub fn of(key: &DayKey) -> CellDay {
+        CellDay {
+            district: key.district,
+            sector: key.sector,
+            day: key.day,
+        }
+    }
+}
+
+/// What a partition waits for from the store and what it has read of it.
+#[derive(Debug, Clone, Default)]
+struct ReadBack {
+    /// Counted records whose merchant-day must be read back.
+    wait_days: Vec<(DayKey, i64, u64)>,
+    /// Covered cell-hours and cell-days, each with when it was last used.
+    spans: FxHashMap<CellSpan, u64>,
+    days: FxHashMap<CellDay, u64>,
+    uses: u64,
+}
+
+impl ReadBack {
+    fn use_span(&mut self, span: &CellSpan) -> bool {
+        self.uses += 1;
+        match self.spans.get_mut(span) {
+            Some(used) => {
+                *used = self.uses;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn use_day(&mut self, day: &CellDay) -> bool {
+        self.uses += 1;
+        match self.days.get_mut(day) {
+            Some(used) => {
+                *used = self.uses;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The keys of `covered` beyond `cap`, least recently used first, down to
+/// three quarters of `cap` (so that dropping is not done at every flush).
+fn least_used<K: Copy + Eq + std::hash::Hash>(
+    covered: &FxHashMap<K, u64>,
+    cap: usize,
+) -> FxHashSet<K> {
+    if covered.len() <= cap {
+        return FxHashSet::default();
+    }
+    let mut by_use: Vec<(u64, K)> = covered.iter().map(|(k, used)| (*used, *k)).collect();
+    by_use.sort_unstable_by_key(|(used, _)| *used);
+    let drop = covered.len() - cap * 3 / 4;
+    by_use.into_iter().take(drop).map(|(_, k)| k).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -404,16 +522,18 @@ pub enum Outcome {
     Pending,
 }
 
-/// Rows the partition needs from the store before it can flush.
+/// Durable state the partition needs from the store before it can
+/// flush: every window of each cell-hour in `spans`, with what was counted
+/// in it, and every merchant-day of each cell-day in `days`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wanted {
-    pub windows: Vec<WindowKey>,
-    pub days: Vec<DayKey>,
+    pub spans: Vec<CellSpan>,
+    pub days: Vec<CellDay>,
 }
 
 impl Wanted {
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.days.is_empty()
+        self.spans.is_empty() && self.days.is_empty()
     }
 }
 
@@ -463,8 +583,7 @@ pub struct Partition {
     days: FxHashMap<DayKey, Slot<DayAgg>>,
     /// Records whose window must be read back before they are decided.
     pending: Vec<(i64, Event)>,
-    /// Counted records whose merchant-day must be read back.
-    wait_days: Vec<(DayKey, i64, u64)>,
+    read_back: ReadBack,
     /// The Jakarta day of the watermark last recorded as complete.
     recorded_day: i64,
     /// The flushes with no record pending since the last checkpoint
@@ -495,7 +614,7 @@ impl Partition {
             windows: FxHashMap::default(),
             days: FxHashMap::default(),
             pending: Vec::new(),
-            wait_days: Vec::new(),
+            read_back: ReadBack::default(),
             recorded_day: i64::MIN,
             points: VecDeque::new(),
         }
@@ -643,6 +762,11 @@ impl Partition {
         (self.windows.len(), self.days.len(), seen)
     }
 
+    /// Covered cell-hours and cell-days.
+    pub fn covered(&self) -> (usize, usize) {
+        (self.read_back.spans.len(), self.read_back.days.len())
+    }
+
     fn window_key(&self, e: &Event) -> WindowKey {
         WindowKey {
             district: e.district,
@@ -677,7 +801,17 @@ impl Partition {
         let wkey = self.window_key(e);
         let late = wkey.start_ms + self.config.window_ms <= self.watermark_ms;
         let slot = match self.windows.entry(wkey) {
-            Entry::Occupied(o) => o.into_mut(),
+            Entry::Occupied(o) => {
+                if late {
+                    self.read_back.use_span(&CellSpan::of(&wkey));
+                }
+                o.into_mut()
+            }
+            // Behind the watermark in a covered cell-hour: the store has
+            // nothing of this window either.
+            Entry::Vacant(v) if late && self.read_back.use_span(&CellSpan::of(&wkey)) => {
+                v.insert(Slot::new(WindowAgg::default(), false))
+            }
             Entry::Vacant(_) if late => {
                 self.pending.push((offset, e.clone()));
                 return Outcome::Pending;
@@ -689,7 +823,7 @@ impl Partition {
         Self::decide(
             slot,
             &mut self.days,
-            &mut self.wait_days,
+            &mut self.read_back,
             self.watermark_ms,
             offset,
             e,
@@ -699,11 +833,11 @@ impl Partition {
 
     /// Decides a record whose window is resident (`slot`). Its
     /// merchant-day waits to be read back (`wait_days`) if it is neither
-    /// resident nor ahead of the watermark.
+    /// resident, nor ahead of the watermark, nor of a covered cell-day.
     fn decide(
         slot: &mut WindowSlot,
         days: &mut FxHashMap<DayKey, Slot<DayAgg>>,
-        wait_days: &mut Vec<(DayKey, i64, u64)>,
+        read_back: &mut ReadBack,
         watermark_ms: i64,
         offset: i64,
         e: &Event,
@@ -736,13 +870,15 @@ impl Partition {
                 let changed = slot.agg.add(offset, e.amount);
                 slot.touch(offset, changed);
             }
-            None if day_end_ms(dkey.day) > watermark_ms => {
+            None if day_end_ms(dkey.day) > watermark_ms
+                || read_back.use_day(&CellDay::of(&dkey)) =>
+            {
                 let mut slot = Slot::new(DayAgg::default(), false);
                 let changed = slot.agg.add(offset, e.amount);
                 slot.touch(offset, changed);
                 days.insert(dkey, slot);
             }
-            None => wait_days.push((dkey, offset, e.amount)),
+            None => read_back.wait_days.push((dkey, offset, e.amount)),
         }
 
         if replayed {
@@ -763,48 +899,50 @@ impl Partition {
         }
     }
 
-    /// Durable state needed before the next flush: the windows of pending
-    /// records (rows and fingerprints) and the merchant-days that are not
-    /// resident.
+    /// Durable state needed before the next flush: the cell-hours of
+    /// pending records and the cell-days of the merchant-days they and the
+    /// counted records waiting for theirs need.
     pub fn wanted(&self) -> Wanted {
         self.wanted_batch(usize::MAX)
     }
 
-    /// A bounded part of [`Partition::wanted`], at most `max_keys` windows
-    /// and merchant-days (at least one): the first half of the budget goes
-    /// to the windows of pending records, in key order, the rest to the
-    /// merchant-days those records and the counted records waiting for
-    /// theirs need. Supplying it ([`Partition::supply_batch`]) decides
-    /// every pending record of its windows, so each batch makes progress
+    /// A bounded part of [`Partition::wanted`], at most `max_ranges`
+    /// cell-hours and cell-days (at least one): the first half of the
+    /// budget goes to the cell-hours of pending records, in key order, the
+    /// rest to the cell-days those records and the counted records waiting
+    /// for theirs need. Supplying it ([`Partition::supply_batch`]) decides
+    /// every pending record of its cell-hours, so each batch makes progress
     /// and a read-back of any size is done in steps of a bounded cost.
-    pub fn wanted_batch(&self, max_keys: usize) -> Wanted {
-        let max_keys = max_keys.max(1);
-        let mut windows: Vec<_> = self
+    pub fn wanted_batch(&self, max_ranges: usize) -> Wanted {
+        let max_ranges = max_ranges.max(1);
+        let mut spans: Vec<CellSpan> = self
             .pending
             .iter()
-            .map(|(_, e)| self.window_key(e))
+            .map(|(_, e)| CellSpan::of(&self.window_key(e)))
             .collect();
-        windows.sort_unstable();
-        windows.dedup();
-        windows.truncate(max_keys.div_ceil(2));
-        let chosen: FxHashSet<WindowKey> = windows.iter().copied().collect();
-        let mut days: Vec<_> = self
+        spans.sort_unstable();
+        spans.dedup();
+        spans.truncate(max_ranges.div_ceil(2));
+        let chosen: FxHashSet<CellSpan> = spans.iter().copied().collect();
+        let mut days: Vec<CellDay> = self
             .pending
             .iter()
-            .filter(|(_, e)| chosen.contains(&self.window_key(e)))
+            .filter(|(_, e)| chosen.contains(&CellSpan::of(&self.window_key(e))))
             .map(|(_, e)| Self::day_key(e))
-            .filter(|k| !self.days.contains_key(k))
-            .chain(self.wait_days.iter().map(|(k, _, _)| *k))
+            .filter(|k| !self.days.contains_key(k) && day_end_ms(k.day) <= self.watermark_ms)
+            .chain(self.read_back.wait_days.iter().map(|(k, _, _)| *k))
+            .map(|k| CellDay::of(&k))
+            .filter(|d| !self.read_back.days.contains_key(d))
             .collect();
         days.sort_unstable();
         days.dedup();
-        days.truncate(max_keys - windows.len());
-        Wanted { windows, days }
+        days.truncate(max_ranges - spans.len());
+        Wanted { spans, days }
     }
 
     /// Records waiting for a window, or for a merchant-day, to be read back.
     pub fn pending_len(&self) -> usize {
-        self.pending.len() + self.wait_days.len()
+        self.pending.len() + self.read_back.wait_days.len()
     }
 
     /// Supplies the durable state asked for by [`Partition::wanted`]
@@ -822,11 +960,12 @@ impl Partition {
     }
 
     /// Supplies the durable state of `batch` (from [`Partition::wanted`]
-    /// or [`Partition::wanted_batch`]), decides the pending records of its
-    /// windows and returns their outcomes in offset order; the others stay
-    /// pending. Merchant-days of the batch that the store does not hold
-    /// start empty; counted records waiting for a merchant-day of the
-    /// batch are added to it.
+    /// or [`Partition::wanted_batch`]): the rows of every window whose
+    /// start lies in its cell-hours, what was counted in those windows, and
+    /// the rows of every merchant-day of its cell-days (rows outside the
+    /// batch are ignored). Its ranges become covered; the pending records
+    /// of its cell-hours are decided and their outcomes returned in offset
+    /// order; the others stay pending.
     pub fn supply_batch(
         &mut self,
         batch: &Wanted,
@@ -834,77 +973,94 @@ impl Partition {
         daily: Vec<DailyRow>,
         seen: Vec<SeenRow>,
     ) -> Vec<(i64, Outcome)> {
-        let in_batch: FxHashSet<WindowKey> = batch.windows.iter().copied().collect();
+        let spans: FxHashSet<CellSpan> = batch.spans.iter().copied().collect();
+        let cell_days: FxHashSet<CellDay> = batch.days.iter().copied().collect();
         let config = self.config;
-        let key_of = |e: &Event| WindowKey {
-            district: e.district,
-            sector: e.sector,
-            start_ms: e.occurred_ms.div_euclid(config.window_ms) * config.window_ms,
+        let span_of = |e: &Event| {
+            CellSpan::of(&WindowKey {
+                district: e.district,
+                sector: e.sector,
+                start_ms: e.occurred_ms.div_euclid(config.window_ms) * config.window_ms,
+            })
         };
         let (pending, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|(_, e)| in_batch.contains(&key_of(e)));
+            .partition(|(_, e)| spans.contains(&span_of(e)));
         self.pending = rest;
-        let fresh: FxHashSet<WindowKey> = pending
-            .iter()
-            .map(|(_, e)| self.window_key(e))
-            .filter(|k| !self.windows.contains_key(k))
-            .collect();
-        // Windows read back, and those the store has no row of, empty.
+        // Every window of the cell-hours that the store holds a row or
+        // counted entries of becomes resident (a resident one is newer).
         let mut bases = FxHashMap::default();
-        let mut read: FxHashMap<WindowKey, WindowSlot> = activity
-            .iter()
-            .filter_map(|row| {
-                let (key, agg, base) = window_from_row(row, self.id)?;
+        let mut fresh = FxHashSet::default();
+        for row in &activity {
+            let Some((key, agg, base)) = window_from_row(row, self.id) else {
+                continue;
+            };
+            if spans.contains(&CellSpan::of(&key)) && !self.windows.contains_key(&key) {
+                self.windows.insert(key, Slot::new(agg, row.is_final == 1));
                 bases.insert(key, base);
-                Some((key, Slot::new(agg, row.is_final == 1)))
-            })
-            .collect();
-        for key in &fresh {
-            let slot = read
-                .remove(key)
-                .unwrap_or_else(|| Slot::new(WindowAgg::default(), false));
-            self.windows.insert(*key, slot);
-        }
-        self.remember(&fresh, &bases, seen);
-        for row in daily {
-            if let Some((key, agg)) = day_from_row(&row, self.id) {
-                self.days
-                    .entry(key)
-                    .or_insert_with(|| Slot::new(agg, row.is_final == 1));
+                fresh.insert(key);
             }
         }
-        // Merchant-days asked for and not in the store start empty.
-        for key in &batch.days {
-            self.days
-                .entry(*key)
-                .or_insert_with(|| Slot::new(DayAgg::default(), false));
+        for row in &seen {
+            let Some(key) = seen_key(row) else { continue };
+            // Counted entries without a row: a flush that stopped between
+            // the two. The records they name are replayed after the
+            // checkpoint and make the row; until then there is none to
+            // write.
+            if spans.contains(&CellSpan::of(&key)) && !self.windows.contains_key(&key) {
+                self.windows
+                    .insert(key, Slot::new(WindowAgg::default(), true));
+                fresh.insert(key);
+            }
         }
-        for (key, offset, amount) in std::mem::take(&mut self.wait_days) {
+        self.remember(&fresh, &bases, seen);
+        self.read_back.uses += 1;
+        for span in &spans {
+            self.read_back.spans.insert(*span, self.read_back.uses);
+        }
+        for row in daily {
+            if let Some((key, agg)) = day_from_row(&row, self.id) {
+                if cell_days.contains(&CellDay::of(&key)) {
+                    self.days
+                        .entry(key)
+                        .or_insert_with(|| Slot::new(agg, row.is_final == 1));
+                }
+            }
+        }
+        for day in &cell_days {
+            self.read_back.days.insert(*day, self.read_back.uses);
+        }
+        // Counted records waiting for a merchant-day of a covered
+        // cell-day: one the store has no row of starts empty.
+        for (key, offset, amount) in std::mem::take(&mut self.read_back.wait_days) {
+            if !self.days.contains_key(&key) && self.read_back.use_day(&CellDay::of(&key)) {
+                self.days.insert(key, Slot::new(DayAgg::default(), false));
+            }
             match self.days.get_mut(&key) {
                 Some(slot) => {
                     let changed = slot.agg.add(offset, amount);
                     slot.touch(offset, changed);
                 }
-                None => self.wait_days.push((key, offset, amount)),
+                None => self.read_back.wait_days.push((key, offset, amount)),
             }
         }
         pending
             .into_iter()
             .map(|(offset, e)| {
                 let key = self.window_key(&e);
-                let outcome = match self.windows.get_mut(&key) {
-                    Some(slot) => Self::decide(
-                        slot,
-                        &mut self.days,
-                        &mut self.wait_days,
-                        self.watermark_ms,
-                        offset,
-                        &e,
-                        true,
-                    ),
-                    None => Outcome::Pending,
-                };
+                let slot = self
+                    .windows
+                    .entry(key)
+                    .or_insert_with(|| Slot::new(WindowAgg::default(), false));
+                let outcome = Self::decide(
+                    slot,
+                    &mut self.days,
+                    &mut self.read_back,
+                    self.watermark_ms,
+                    offset,
+                    &e,
+                    true,
+                );
                 (offset, outcome)
             })
             .collect()
@@ -945,6 +1101,8 @@ impl Partition {
         let wm = self.watermark_ms;
         let window_ms = self.config.window_ms;
         let id = self.id;
+        let covered_spans = &self.read_back.spans;
+        let covered_days = &self.read_back.days;
         // One row of what each window counted since the last flush, in
         // window order.
         let mut seen: Vec<(WindowKey, SeenRow)> = Vec::new();
@@ -984,7 +1142,8 @@ impl Partition {
                 slot.dirty = false;
                 slot.final_emitted = is_final;
             }
-            !closed
+            // A closed window stays while its cell-hour is covered.
+            !closed || covered_spans.contains_key(&CellSpan::of(key))
         });
         seen.sort_unstable_by_key(|(key, _)| *key);
         flush.seen = seen.into_iter().map(|(_, row)| row).collect();
@@ -1002,9 +1161,28 @@ impl Partition {
                 slot.dirty = false;
                 slot.final_emitted = is_final;
             }
-            !closed
+            !closed || covered_days.contains_key(&CellDay::of(key))
         });
-        let waiting = !self.pending.is_empty() || !self.wait_days.is_empty();
+        // The least recently used covered ranges beyond the bounds are
+        // dropped with their closed windows and merchant-days, all written
+        // by now.
+        let spans = least_used(&self.read_back.spans, self.config.covered_spans);
+        if !spans.is_empty() {
+            self.windows.retain(|key, _| {
+                key.start_ms + window_ms > wm || !spans.contains(&CellSpan::of(key))
+            });
+            self.read_back.spans.retain(|span, _| !spans.contains(span));
+        }
+        let cell_days = least_used(&self.read_back.days, self.config.covered_days);
+        if !cell_days.is_empty() {
+            self.days.retain(|key, _| {
+                day_end_ms(key.day) > wm || !cell_days.contains(&CellDay::of(key))
+            });
+            self.read_back
+                .days
+                .retain(|day, _| !cell_days.contains(day));
+        }
+        let waiting = !self.pending.is_empty() || !self.read_back.wait_days.is_empty();
         // Every flush with no record pending is a point the checkpoint may
         // later move to: every record before it is decided, and the clocks
         // are those of the log up to its offset. The checkpoint moves to

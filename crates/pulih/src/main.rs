@@ -170,7 +170,8 @@ enum Command {
     /// Measure freshness: send marker events one at a time and time how
     /// long each takes from intake to `activity_1m FINAL`. Needs a running
     /// `pulih aggregate`. The markers use the cell (31.01.01, U), which
-    /// the simulator never uses.
+    /// the simulator never uses. Stopped (SIGINT, SIGTERM) before the last
+    /// marker, it reports those timed so far.
     Probe {
         /// Number of markers.
         #[arg(long, default_value_t = 100)]
@@ -428,6 +429,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
             window_ms: secs(a.window_secs),
             allowed_lateness_ms: secs(a.allowed_lateness_secs),
             max_age_ms: secs(config.time.max_age_secs),
+            ..CoreConfig::default()
         },
         emit_interval: Duration::from_millis(u64::from(a.emit_interval_ms)),
         daily_emit_interval: Duration::from_millis(u64::from(a.daily_emit_interval_ms)),
@@ -752,7 +754,11 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
     let run = now_ms();
     let mut seen = store.cell_txn_count(DISTRICT, SECTOR).await?;
     let mut latencies = Vec::with_capacity(count as usize);
+    let stop = tokio::spawn(shutdown_signal());
     for i in 0..count {
+        if stop.is_finished() {
+            break;
+        }
         let started = Instant::now();
         let event = serde_json::json!({
             "event_id": format!("probe-{run}-{i}"),
@@ -786,6 +792,9 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
         if let Some(rest) = Duration::from_millis(interval_ms).checked_sub(started.elapsed()) {
             tokio::time::sleep(rest).await;
         }
+    }
+    if latencies.is_empty() {
+        return Err("stopped before the first marker was counted".into());
     }
     latencies.sort();
     let q = |p: f64| {

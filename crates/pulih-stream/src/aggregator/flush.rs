@@ -15,14 +15,14 @@ use crate::core::{self, Flush, Outcome};
 use super::watermark::{is_idle, operator_watermark, Input, PartitionClock};
 use super::{now_secs, Failure, Shared, State, Taken, STORE_TIMEOUT};
 
-/// Windows and merchant-days read back in one batch: a few queries of
-/// `KEYS_PER_QUERY` keys each (pulih-store).
-pub(super) const READBACK_KEYS: usize = 2_000;
+/// Cell-hours of windows and cell-days of merchant-days read back in one
+/// batch: a query per hour and per day among them (pulih-store).
+pub(super) const READBACK_RANGES: usize = 256;
 
-/// How long one read-back batch of `keys` windows and merchant-days may
-/// take: the store's timeout, and 10 ms more per key.
-fn readback_deadline(keys: usize) -> Duration {
-    STORE_TIMEOUT + Duration::from_millis(10) * keys as u32
+/// How long one read-back batch of `ranges` cell-hours and cell-days may
+/// take: the store's timeout, and 100 ms more per range.
+fn readback_deadline(ranges: usize) -> Duration {
+    STORE_TIMEOUT + Duration::from_millis(100) * ranges as u32
 }
 
 impl Shared {
@@ -41,12 +41,12 @@ impl Shared {
             // retry goes on from there.
             for id in &ids {
                 while let Some(part) = st.parts.get_mut(id) {
-                    let batch = part.core.wanted_batch(READBACK_KEYS);
+                    let batch = part.core.wanted_batch(READBACK_RANGES);
                     if batch.is_empty() {
                         break;
                     }
-                    let windows: Vec<_> = batch
-                        .windows
+                    let spans: Vec<_> = batch
+                        .spans
                         .iter()
                         .map(|k| {
                             (
@@ -64,17 +64,16 @@ impl Shared {
                                 k.day as u16,
                                 core::district_str(&k.district).to_owned(),
                                 k.sector.as_str().to_owned(),
-                                k.merchant,
                             )
                         })
                         .collect();
-                    let limit = readback_deadline(windows.len() + days.len());
+                    let limit = readback_deadline(spans.len() + days.len());
                     let (a, d, seen): (Vec<ActivityRow>, Vec<DailyRow>, Vec<SeenRow>) = self
                         .block_on_for(limit, async {
                             Ok((
-                                self.store.activity_for(&windows).await?,
-                                self.store.daily_for(&days).await?,
-                                self.store.seen_for(&self.config.topic, &windows).await?,
+                                self.store.activity_in(&spans).await?,
+                                self.store.daily_in(&days).await?,
+                                self.store.seen_in(&self.config.topic, &spans).await?,
                             ))
                         })?;
                     for (offset, outcome) in part.core.supply_batch(&batch, a, d, seen) {
@@ -209,13 +208,16 @@ impl Shared {
             super::fault::processing_ms(),
             self.config.core.allowed_lateness_ms,
         );
-        let (mut windows, mut days, mut dedup) = (0, 0, 0);
+        let (mut windows, mut days, mut dedup, mut hours, mut cell_days) = (0, 0, 0, 0, 0);
         for (id, p) in st.parts.iter_mut() {
             p.core.advance(operator);
             let (w, d, e) = p.core.sizes();
             windows += w;
             days += d;
             dedup += e;
+            let (h, c) = p.core.covered();
+            hours += h;
+            cell_days += c;
             if p.core.watermark_ms() > i64::MIN {
                 self.metrics
                     .partition_watermark_seconds
@@ -229,6 +231,8 @@ impl Shared {
         self.metrics.resident_windows.set(windows as i64);
         self.metrics.resident_merchant_days.set(days as i64);
         self.metrics.dedup_entries.set(dedup as i64);
+        self.metrics.covered_cell_hours.set(hours as i64);
+        self.metrics.covered_cell_days.set(cell_days as i64);
     }
 
     /// Drops the fingerprints of whole months that are more than
