@@ -21,7 +21,9 @@
 # docs/scaling.md) into the same topic, and `pulih probe` sends a marker a
 # second and reports how long each took to be counted (the live path's
 # freshness, p50/p90/p99/max) once the load is done. PULIH_BENCH_LIVE_RATE=0
-# runs the load alone.
+# runs the load alone. PULIH_BENCH_PRODUCE_RATE=N loads each file at N
+# events/s (`pulih produce --rate`), so that no backlog forms in front of
+# the live events; without it each file goes as fast as the broker takes it.
 # PULIH_BIN=path runs that binary; PULIH_BENCH_KEEP=1 keeps the database.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -64,12 +66,13 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:9472/readyz >/dev/null && brea
 echo "bench-backfill: $total events in ${#FILES[@]} files from $EVENTS, loaded at once into a topic of $PARTITIONS partitions, database $DB"
 ch_cpu0=$(cpu "$CH_PID") agg_cpu0=$(cpu "$AGG")
 start=$(date +%s.%N)
+LIVE_RATE="${PULIH_BENCH_LIVE_RATE:-110}"
+PRODUCE_RATE="${PULIH_BENCH_PRODUCE_RATE:-}"
 for f in "${FILES[@]}"; do
     p=$(basename "$f" .ndjson)
-    "$PULIH" produce --may-count-again --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
+    "$PULIH" produce --may-count-again ${PRODUCE_RATE:+--rate "$PRODUCE_RATE"} --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
     PRODUCERS+=($!)
 done
-LIVE_RATE="${PULIH_BENCH_LIVE_RATE:-110}"
 if [ "$LIVE_RATE" != 0 ]; then
     "$PULIH" simulate --rate "$LIVE_RATE" --duration "$SECONDS_TO_RUN" >"$OUT/live.out" 2>"$OUT/live.log" &
     LIVE=$!

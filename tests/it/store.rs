@@ -67,36 +67,36 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
     store.insert_seen(&rows).await.unwrap();
     // A replayed flush writes the same fingerprints again: harmless.
     store.insert_seen(&rows[2..3]).await.unwrap();
-    // The cell-hours of those windows.
-    let key = |t: u32| (t - t % 3600, "31.74.09".to_owned(), "G".to_owned());
-    let mut got = store.seen_in("t", &[key(mar), key(jan)]).await.unwrap();
+    // The hours of those windows.
+    let key = |t: u32| t - t % 3600;
+    let mut got = store.seen_in("t", 0, &[key(mar), key(jan)]).await.unwrap();
     got.sort_by_key(|r| r.offsets.clone());
     got.dedup();
     assert_eq!(
         got,
-        vec![
-            rows[0].clone(),
-            rows[2].clone(),
-            rows[4].clone(),
-            rows[3].clone()
-        ],
-        "the rows of March's window, of both partitions, the copy folded away"
+        vec![rows[0].clone(), rows[2].clone(), rows[3].clone()],
+        "partition 0's rows of January's and March's windows, the copy folded away"
+    );
+    assert_eq!(
+        store.seen_in("t", 1, &[key(mar)]).await.unwrap(),
+        vec![rows[4].clone()],
+        "partition 1's"
     );
     assert_eq!(
         store.prune_seen(202_403).await.unwrap(),
         vec![202_401, 202_402]
     );
     assert!(store
-        .seen_in("t", &[key(jan), key(feb)])
+        .seen_in("t", 0, &[key(jan), key(feb)])
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.seen_in("t", &[key(mar)]).await.unwrap().len(),
-        4,
-        "March untouched: its three rows and the copy"
+        store.seen_in("t", 0, &[key(mar)]).await.unwrap().len(),
+        3,
+        "March untouched: partition 0's two rows and the copy"
     );
-    assert!(store.seen_in("u", &[key(mar)]).await.unwrap().is_empty());
+    assert!(store.seen_in("u", 0, &[key(mar)]).await.unwrap().is_empty());
     assert!(store.prune_seen(202_403).await.unwrap().is_empty());
 
     // Pruning follows the lowest checkpoint of the topic.
@@ -179,20 +179,20 @@ async fn checkpoints_keep_the_highest_offset() {
     assert_eq!(store.checkpoint("t", 4).await.unwrap(), None);
 }
 
-/// The aggregator reads back thousands of cell-days and cell-hours at
-/// once when a partition lags far behind the others (a backfill); the
-/// lookup must not exceed ClickHouse's query size, and returns every row of
-/// the ranges asked and none of the others.
+/// A read-back of many hours and days (a partition far behind the
+/// others, a backfill) returns every row of its partition in them and
+/// nothing else: not another partition's, not another day's, not one an
+/// hour past a run of hours.
 #[tokio::test]
-async fn thousands_of_ranges_are_read_back_in_one_call() {
+async fn hours_and_days_are_read_back_whole() {
     let store = Store::new(&store_config("readback"));
     store.migrate().await.unwrap();
-    // 2 500 cells, two days each, and a day of the first cells not asked.
-    let district = |i: u32| format!("31.{:02}.{:02}", i / 100, i % 100);
-    let rows: Vec<pulih_store::DailyRow> = (0..5_100u32)
+    // 2 500 merchant-days over 50 days of partition 0, and a day of each
+    // of partitions 0 and 1 that is not asked for, or not of partition 0.
+    let rows: Vec<pulih_store::DailyRow> = (0..2_600u32)
         .map(|i| pulih_store::DailyRow {
-            day: 18_000 + (i / 2_500) as u16,
-            district_code: district(i % 2_500),
+            day: 18_000 + (i / 50) as u16,
+            district_code: format!("31.{:02}.{:02}", i % 50 / 10, i % 10),
             sector: "G".into(),
             merchant_key: {
                 let mut k = [0u8; 32];
@@ -202,25 +202,28 @@ async fn thousands_of_ranges_are_read_back_in_one_call() {
             txn_count: u64::from(i),
             amount_idr_sum: 1_000,
             is_final: 1,
-            source_partition: 0,
+            source_partition: i32::from(i >= 2_550),
             source_offset: i64::from(i),
             version: 2 * (u64::from(i) + 1) + 1,
             updated_at: 0,
         })
         .collect();
     store.insert_daily(&rows).await.unwrap();
-    let cell_days: Vec<_> = rows[..5_000]
-        .iter()
-        .map(|r| (r.day, r.district_code.clone(), r.sector.clone()))
-        .collect();
-    let mut got = store.daily_in(&cell_days).await.unwrap();
+    // Days 18 000-18 019 and 18 030-18 051: two runs, and a day with rows
+    // of partition 1 only.
+    let days: Vec<u16> = (18_000..18_020).chain(18_030..18_052).collect();
+    let mut got = store.daily_in(0, &days).await.unwrap();
     got.sort_by_key(|r| r.txn_count);
-    assert_eq!(got, rows[..5_000]);
-    let spans: Vec<_> = (0..5_000u32)
-        .map(|i| ((i / 2_500) * 3_600, district(i % 2_500), "G".to_owned()))
+    let want: Vec<_> = rows
+        .iter()
+        .filter(|r| r.source_partition == 0 && days.contains(&r.day))
+        .cloned()
         .collect();
-    assert!(store.activity_in(&spans).await.unwrap().is_empty());
-    assert!(store.seen_in("t", &spans).await.unwrap().is_empty());
+    assert_eq!(got.len(), 2_050);
+    assert_eq!(got, want);
+    let hours: Vec<u32> = (0..500).map(|h| h * 3_600).collect();
+    assert!(store.activity_in(0, &hours).await.unwrap().is_empty());
+    assert!(store.seen_in("t", 0, &hours).await.unwrap().is_empty());
 }
 
 /// Upgrading from one row per fingerprint (`aggregator_seen`, through
@@ -270,13 +273,12 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
         {
             ch.query(stmt).execute().await.unwrap();
         }
-        let key = |t: u32| (t - t % 3600, "31.74.09".to_owned(), "G".to_owned());
         let pairs = |p: i32, t: u32| {
             let store = &store;
             async move {
                 let mut out: std::collections::BTreeMap<[u8; 16], i64> = Default::default();
-                for row in store.seen_in("t", &[key(t)]).await.unwrap() {
-                    if row.partition != p || row.window_start != t {
+                for row in store.seen_in("t", p, &[t - t % 3600]).await.unwrap() {
+                    if row.window_start != t {
                         continue;
                     }
                     assert_eq!(row.fingerprints.len(), row.offsets.len());

@@ -360,10 +360,6 @@ pub struct SectorTotal {
     pub amount_idr_sum: u64,
 }
 
-/// Keys per `IN (...)` lookup: a merchant-day tuple is about 120 bytes of
-/// SQL, and ClickHouse refuses queries over `max_query_size` (256 KiB).
-const KEYS_PER_QUERY: usize = 1_000;
-
 /// A connection to the pulih database.
 #[derive(Clone)]
 pub struct Store {
@@ -785,77 +781,83 @@ impl Store {
         })
     }
 
-    /// The latest rows of every window that starts in the given cell-hours,
-    /// as (first second of the hour, district, sector).
+    /// The latest rows that `partition` wrote of every window that starts
+    /// in the given hours (their first seconds).
     pub async fn activity_in(
         &self,
-        spans: &[(u32, String, String)],
+        partition: i32,
+        hours: &[u32],
     ) -> Result<Vec<ActivityRow>, StoreError> {
+        if hours.is_empty() {
+            return Ok(Vec::new());
+        }
         let select = latest_select("activity_1m", ACTIVITY_COLUMNS, 3);
         let key = ACTIVITY_COLUMNS[..3].join(", ");
-        let mut out = Vec::new();
-        for filter in range_filters(spans, hour) {
-            let sql = format!("{select} WHERE {filter} GROUP BY {key}");
-            out.extend(
-                self.client
-                    .query(&sql)
-                    .fetch_all::<ActivityRow>()
-                    .await
-                    .map_err(self.err("read windows from activity_1m"))?,
-            );
-        }
-        Ok(out)
+        let within = ranges(hours, SPAN_SECS, |a, b| {
+            format!("window_start >= toDateTime({a}) AND window_start < toDateTime({b})")
+        });
+        let sql =
+            format!("{select} WHERE source_partition = {partition} AND ({within}) GROUP BY {key}");
+        self.client
+            .query(&sql)
+            .fetch_all::<ActivityRow>()
+            .await
+            .map_err(self.err("read windows from activity_1m"))
     }
 
-    /// What every partition counted in the windows that start in the given
-    /// cell-hours, as (first second of the hour, district, sector): a
-    /// window's merchants may have been counted by another partition than
-    /// the one reading (the topic's partition count changed).
+    /// What `partition` counted in the windows that start in the given
+    /// hours (their first seconds).
     pub async fn seen_in(
         &self,
         topic: &str,
-        spans: &[(u32, String, String)],
+        partition: i32,
+        hours: &[u32],
     ) -> Result<Vec<SeenRow>, StoreError> {
-        let mut out = Vec::new();
-        for filter in range_filters(spans, hour) {
-            let sql = format!(
-                "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
-                 merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
-                 AND ({filter})"
-            );
-            out.extend(
-                self.client
-                    .query(&sql)
-                    .bind(topic)
-                    .fetch_all::<SeenRow>()
-                    .await
-                    .map_err(self.err("read aggregator_counted_by_time"))?,
-            );
+        if hours.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let within = ranges(hours, SPAN_SECS, |a, b| {
+            format!("window_start >= toDateTime({a}) AND window_start < toDateTime({b})")
+        });
+        let sql = format!(
+            "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
+             merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
+             AND ({within}) AND partition = {partition}"
+        );
+        self.client
+            .query(&sql)
+            .bind(topic)
+            .fetch_all::<SeenRow>()
+            .await
+            .map_err(self.err("read aggregator_counted_by_time"))
     }
 
-    /// The latest rows of every merchant-day of the given cell-days, as
-    /// (day, district, sector).
+    /// The latest rows that `partition` wrote of every merchant-day of the
+    /// given days.
     pub async fn daily_in(
         &self,
-        cell_days: &[(u16, String, String)],
+        partition: i32,
+        days: &[u16],
     ) -> Result<Vec<DailyRow>, StoreError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
         let select = latest_select("merchant_activity_daily", DAILY_COLUMNS, 4);
         let key = DAILY_COLUMNS[..4].join(", ");
-        let mut out = Vec::new();
-        let day = |d: u16| format!("day = toDate('{}')", iso_date(i64::from(d)));
-        for filter in range_filters(cell_days, day) {
-            let sql = format!("{select} WHERE {filter} GROUP BY {key}");
-            out.extend(
-                self.client
-                    .query(&sql)
-                    .fetch_all::<DailyRow>()
-                    .await
-                    .map_err(self.err("read merchant days from merchant_activity_daily"))?,
-            );
-        }
-        Ok(out)
+        let within = ranges(days, 1, |a, b| {
+            format!(
+                "day >= toDate('{}') AND day < toDate('{}')",
+                iso_date(a as i64),
+                iso_date(b as i64)
+            )
+        });
+        let sql =
+            format!("{select} WHERE source_partition = {partition} AND ({within}) GROUP BY {key}");
+        self.client
+            .query(&sql)
+            .fetch_all::<DailyRow>()
+            .await
+            .map_err(self.err("read merchant days from merchant_activity_daily"))
     }
 
     /// Transactions counted so far in one (district, sector) cell.
@@ -916,45 +918,28 @@ impl Store {
 /// `SPAN_MS`), in seconds.
 pub const SPAN_SECS: u64 = 3_600;
 
-/// The windows that start in the hour from `start` (seconds).
-fn hour(start: u32) -> String {
-    format!(
-        "window_start >= toDateTime({start}) AND window_start < toDateTime({})",
-        u64::from(start) + SPAN_SECS
-    )
-}
-
-/// `WHERE` clauses that select the ranges given as (start, district,
-/// sector): per start, `range(start)` and the cells, the starts joined by
-/// `OR`, so that ClickHouse reads only the granules of each range. One
-/// clause per KEYS_PER_QUERY ranges, so a long list stays under
-/// max_query_size and each query is one request however many hours or
-/// days a batch spans.
-fn range_filters<T: Copy + Ord>(
-    ranges: &[(T, String, String)],
-    range: impl Fn(T) -> String,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for chunk in ranges.chunks(KEYS_PER_QUERY) {
-        let mut sorted: Vec<&(T, String, String)> = chunk.iter().collect();
-        sorted.sort_unstable_by_key(|a| a.0);
-        let terms: Vec<String> = sorted
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|group| {
-                let cells = group
-                    .iter()
-                    .map(|(_, d, s)| format!("({}, {})", quote(d), quote(s)))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                format!(
-                    "({} AND (district_code, sector) IN ({cells}))",
-                    range(group[0].0)
-                )
-            })
-            .collect();
-        out.push(terms.join(" OR "));
+/// A condition that selects the given starts of ranges of `step` each:
+/// runs of consecutive starts are joined into one `range(from, to)`, the
+/// runs by `OR`, so that ClickHouse reads only the granules of each run.
+fn ranges<T: Copy + Into<u64>>(
+    starts: &[T],
+    step: u64,
+    range: impl Fn(u64, u64) -> String,
+) -> String {
+    let mut starts: Vec<u64> = starts.iter().map(|&s| s.into()).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for s in starts {
+        match runs.last_mut() {
+            Some((_, to)) if *to == s => *to = s + step,
+            _ => runs.push((s, s + step)),
+        }
     }
-    out
+    runs.into_iter()
+        .map(|(a, b)| format!("({})", range(a, b)))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 fn latest_select(table: &str, columns: &[&str], keys: usize) -> String {

@@ -40,16 +40,16 @@
 //! [`Partition::supply`], which returns the outcomes of the pending
 //! records. No clock enters a decision: only offsets and the log.
 //!
-//! What is behind the watermark is read back by range, not by key: a
-//! cell's hour of windows ([`CellSpan`]) with everything counted in them,
-//! and a cell's day of merchant-days ([`CellDay`]). Once read, a range is
-//! *covered*: all of its durable state is resident, so a window or
-//! merchant-day of it that is not resident has no durable state and
-//! starts empty, without asking the store again. A history loaded beside
-//! live traffic (behind the watermark, but in time order) is then read
-//! back a cell-hour at a time rather than a record at a time. Covered
-//! ranges stay resident up to [`COVERED_SPANS`] and [`COVERED_DAYS`] per
-//! partition, the least recently used dropped first.
+//! What is behind the watermark is read back by range, not by key: an
+//! hour of the partition's windows with everything counted in them, and
+//! a Jakarta day of its merchant-days. Once read, a range is *covered*:
+//! all of its durable state is resident, so a window or merchant-day of
+//! it that is not resident has no durable state and starts empty, without
+//! asking the store again. A history loaded beside live traffic (behind
+//! the watermark, but in time order) is then read back an hour at a time
+//! rather than a record at a time. Covered ranges stay resident up to
+//! [`COVERED_HOURS`] and [`COVERED_DAYS`] per partition, the least
+//! recently used dropped first.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -72,9 +72,9 @@ pub struct CoreConfig {
     /// (`time.max_age_secs`): a record older than this at its Kafka
     /// timestamp is not counted unless it is a backfill.
     pub max_age_ms: i64,
-    /// Covered cell-hours kept resident ([`COVERED_SPANS`]).
-    pub covered_spans: usize,
-    /// Covered cell-days kept resident ([`COVERED_DAYS`]).
+    /// Covered hours kept resident ([`COVERED_HOURS`]).
+    pub covered_hours: usize,
+    /// Covered days kept resident ([`COVERED_DAYS`]).
     pub covered_days: usize,
 }
 
@@ -84,7 +84,7 @@ impl Default for CoreConfig {
             window_ms: 60_000,
             allowed_lateness_ms: 120_000,
             max_age_ms: 7 * 86_400_000,
-            covered_spans: COVERED_SPANS,
+            covered_hours: COVERED_HOURS,
             covered_days: COVERED_DAYS,
         }
     }
@@ -243,55 +243,21 @@ pub struct WindowKey {
     pub start_ms: i64,
 }
 
-/// The event time a [`CellSpan`] covers.
-pub const SPAN_MS: i64 = 3_600_000;
-/// Cell-hours of windows behind the watermark a partition keeps resident
-/// once read back (about 60 windows each, with their fingerprints), by
-/// default.
-pub const COVERED_SPANS: usize = 4096;
-/// Cell-days of merchant-days behind the watermark a partition keeps
-/// resident once read back (a cell-day holds as many merchant-days as the
-/// cell had merchants trading that day), by default.
-pub const COVERED_DAYS: usize = 512;
+/// The event time one read-back range of windows covers.
+pub const HOUR_MS: i64 = 3_600_000;
+/// Hours of windows behind the watermark a partition keeps resident once
+/// read back, by default. An hour of a partition holds the windows and
+/// fingerprints of its share of the city's payments in that hour: at
+/// Jakarta's volume on 6 partitions, about 70 000 fingerprints, 5 MB.
+pub const COVERED_HOURS: usize = 96;
+/// Jakarta days of merchant-days behind the watermark a partition keeps
+/// resident once read back, by default: at Jakarta's volume on 6
+/// partitions, about 1.6 million merchant-days, 130 MB, a day.
+pub const COVERED_DAYS: usize = 4;
 
-/// A cell's hour of windows: the unit in which windows behind the
-/// watermark are read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CellSpan {
-    pub district: District,
-    pub sector: Sector,
-    /// The first millisecond of the span, a multiple of [`SPAN_MS`].
-    pub start_ms: i64,
-}
-
-impl CellSpan {
-    /// The span of the window `key` starts in.
-    pub fn of(key: &WindowKey) -> CellSpan {
-        CellSpan {
-            district: key.district,
-            sector: key.sector,
-            start_ms: key.start_ms.div_euclid(SPAN_MS) * SPAN_MS,
-        }
-    }
-}
-
-/// A cell's Jakarta day of merchant-days: the unit in which merchant-days
-/// behind the watermark are read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CellDay {
-    pub district: District,
-    pub sector: Sector,
-    pub day: i64,
-}
-
-impl CellDay {
-    pub fn of(key: &DayKey) -> CellDay {
-        CellDay {
-            district: key.district,
-            sector: key.sector,
-            day: key.day,
-        }
-    }
+/// The hour (its first millisecond) the window `key` starts in.
+pub fn hour_of(key: &WindowKey) -> i64 {
+    key.start_ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
 /// What a partition waits for from the store and what it has read of it.
@@ -299,16 +265,17 @@ impl CellDay {
 struct ReadBack {
     /// Counted records whose merchant-day must be read back.
     wait_days: Vec<(DayKey, i64, u64)>,
-    /// Covered cell-hours and cell-days, each with when it was last used.
-    spans: FxHashMap<CellSpan, u64>,
-    days: FxHashMap<CellDay, u64>,
+    /// Covered hours (their first millisecond) and Jakarta days, each
+    /// with when it was last used.
+    hours: FxHashMap<i64, u64>,
+    days: FxHashMap<i64, u64>,
     uses: u64,
 }
 
 impl ReadBack {
-    fn use_span(&mut self, span: &CellSpan) -> bool {
+    fn use_hour(&mut self, hour: i64) -> bool {
         self.uses += 1;
-        match self.spans.get_mut(span) {
+        match self.hours.get_mut(&hour) {
             Some(used) => {
                 *used = self.uses;
                 true
@@ -317,9 +284,9 @@ impl ReadBack {
         }
     }
 
-    fn use_day(&mut self, day: &CellDay) -> bool {
+    fn use_day(&mut self, day: i64) -> bool {
         self.uses += 1;
-        match self.days.get_mut(day) {
+        match self.days.get_mut(&day) {
             Some(used) => {
                 *used = self.uses;
                 true
@@ -523,17 +490,18 @@ pub enum Outcome {
 }
 
 /// Durable state the partition needs from the store before it can
-/// flush: every window of each cell-hour in `spans`, with what was counted
-/// in it, and every merchant-day of each cell-day in `days`.
+/// flush: every window of the partition that starts in one of `hours`
+/// (their first milliseconds), with what was counted in it, and every
+/// merchant-day of the partition of one of `days` (Jakarta days).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wanted {
-    pub spans: Vec<CellSpan>,
-    pub days: Vec<CellDay>,
+    pub hours: Vec<i64>,
+    pub days: Vec<i64>,
 }
 
 impl Wanted {
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty() && self.days.is_empty()
+        self.hours.is_empty() && self.days.is_empty()
     }
 }
 
@@ -762,9 +730,9 @@ impl Partition {
         (self.windows.len(), self.days.len(), seen)
     }
 
-    /// Covered cell-hours and cell-days.
+    /// Covered hours and days.
     pub fn covered(&self) -> (usize, usize) {
-        (self.read_back.spans.len(), self.read_back.days.len())
+        (self.read_back.hours.len(), self.read_back.days.len())
     }
 
     fn window_key(&self, e: &Event) -> WindowKey {
@@ -803,13 +771,13 @@ impl Partition {
         let slot = match self.windows.entry(wkey) {
             Entry::Occupied(o) => {
                 if late {
-                    self.read_back.use_span(&CellSpan::of(&wkey));
+                    self.read_back.use_hour(hour_of(&wkey));
                 }
                 o.into_mut()
             }
-            // Behind the watermark in a covered cell-hour: the store has
+            // Behind the watermark in a covered hour: the store has
             // nothing of this window either.
-            Entry::Vacant(v) if late && self.read_back.use_span(&CellSpan::of(&wkey)) => {
+            Entry::Vacant(v) if late && self.read_back.use_hour(hour_of(&wkey)) => {
                 v.insert(Slot::new(WindowAgg::default(), false))
             }
             Entry::Vacant(_) if late => {
@@ -833,7 +801,7 @@ impl Partition {
 
     /// Decides a record whose window is resident (`slot`). Its
     /// merchant-day waits to be read back (`wait_days`) if it is neither
-    /// resident, nor ahead of the watermark, nor of a covered cell-day.
+    /// resident, nor ahead of the watermark, nor of a covered day.
     fn decide(
         slot: &mut WindowSlot,
         days: &mut FxHashMap<DayKey, Slot<DayAgg>>,
@@ -870,9 +838,7 @@ impl Partition {
                 let changed = slot.agg.add(offset, e.amount);
                 slot.touch(offset, changed);
             }
-            None if day_end_ms(dkey.day) > watermark_ms
-                || read_back.use_day(&CellDay::of(&dkey)) =>
-            {
+            None if day_end_ms(dkey.day) > watermark_ms || read_back.use_day(dkey.day) => {
                 let mut slot = Slot::new(DayAgg::default(), false);
                 let changed = slot.agg.add(offset, e.amount);
                 slot.touch(offset, changed);
@@ -899,45 +865,45 @@ impl Partition {
         }
     }
 
-    /// Durable state needed before the next flush: the cell-hours of
-    /// pending records and the cell-days of the merchant-days they and the
-    /// counted records waiting for theirs need.
+    /// Durable state needed before the next flush: the hours of pending
+    /// records and the days of the merchant-days they and the counted
+    /// records waiting for theirs need.
     pub fn wanted(&self) -> Wanted {
         self.wanted_batch(usize::MAX)
     }
 
-    /// A bounded part of [`Partition::wanted`], at most `max_ranges`
-    /// cell-hours and cell-days (at least one): the first half of the
-    /// budget goes to the cell-hours of pending records, in key order, the
-    /// rest to the cell-days those records and the counted records waiting
-    /// for theirs need. Supplying it ([`Partition::supply_batch`]) decides
-    /// every pending record of its cell-hours, so each batch makes progress
-    /// and a read-back of any size is done in steps of a bounded cost.
+    /// A bounded part of [`Partition::wanted`], at most `max_ranges` hours
+    /// and days (at least one): the first half of the budget goes to the
+    /// hours of pending records, in order, the rest to the days those
+    /// records and the counted records waiting for theirs need. Supplying
+    /// it ([`Partition::supply_batch`]) decides every pending record of its
+    /// hours, so each batch makes progress and a read-back of any size is
+    /// done in steps of a bounded cost.
     pub fn wanted_batch(&self, max_ranges: usize) -> Wanted {
         let max_ranges = max_ranges.max(1);
-        let mut spans: Vec<CellSpan> = self
+        let mut hours: Vec<i64> = self
             .pending
             .iter()
-            .map(|(_, e)| CellSpan::of(&self.window_key(e)))
+            .map(|(_, e)| hour_of(&self.window_key(e)))
             .collect();
-        spans.sort_unstable();
-        spans.dedup();
-        spans.truncate(max_ranges.div_ceil(2));
-        let chosen: FxHashSet<CellSpan> = spans.iter().copied().collect();
-        let mut days: Vec<CellDay> = self
+        hours.sort_unstable();
+        hours.dedup();
+        hours.truncate(max_ranges.div_ceil(2));
+        let chosen: FxHashSet<i64> = hours.iter().copied().collect();
+        let mut days: Vec<i64> = self
             .pending
             .iter()
-            .filter(|(_, e)| chosen.contains(&CellSpan::of(&self.window_key(e))))
+            .filter(|(_, e)| chosen.contains(&hour_of(&self.window_key(e))))
             .map(|(_, e)| Self::day_key(e))
             .filter(|k| !self.days.contains_key(k) && day_end_ms(k.day) <= self.watermark_ms)
             .chain(self.read_back.wait_days.iter().map(|(k, _, _)| *k))
-            .map(|k| CellDay::of(&k))
+            .map(|k| k.day)
             .filter(|d| !self.read_back.days.contains_key(d))
             .collect();
         days.sort_unstable();
         days.dedup();
-        days.truncate(max_ranges - spans.len());
-        Wanted { spans, days }
+        days.truncate(max_ranges - hours.len());
+        Wanted { hours, days }
     }
 
     /// Records waiting for a window, or for a merchant-day, to be read back.
@@ -960,12 +926,14 @@ impl Partition {
     }
 
     /// Supplies the durable state of `batch` (from [`Partition::wanted`]
-    /// or [`Partition::wanted_batch`]): the rows of every window whose
-    /// start lies in its cell-hours, what was counted in those windows, and
-    /// the rows of every merchant-day of its cell-days (rows outside the
-    /// batch are ignored). Its ranges become covered; the pending records
-    /// of its cell-hours are decided and their outcomes returned in offset
-    /// order; the others stay pending.
+    /// or [`Partition::wanted_batch`]): this partition's rows of every
+    /// window that starts in its hours (the store's rows of a cell are all
+    /// of the partition its key maps to: "Changing the partition count" in
+    /// docs/semantics.md), what was counted in those windows, and its rows
+    /// of every merchant-day of its days (rows of other hours and days are
+    /// ignored). Its ranges become covered; the pending records of its
+    /// hours are decided and their outcomes returned in offset order; the
+    /// others stay pending.
     pub fn supply_batch(
         &mut self,
         batch: &Wanted,
@@ -973,11 +941,11 @@ impl Partition {
         daily: Vec<DailyRow>,
         seen: Vec<SeenRow>,
     ) -> Vec<(i64, Outcome)> {
-        let spans: FxHashSet<CellSpan> = batch.spans.iter().copied().collect();
-        let cell_days: FxHashSet<CellDay> = batch.days.iter().copied().collect();
+        let hours: FxHashSet<i64> = batch.hours.iter().copied().collect();
+        let days: FxHashSet<i64> = batch.days.iter().copied().collect();
         let config = self.config;
-        let span_of = |e: &Event| {
-            CellSpan::of(&WindowKey {
+        let hour_of_event = |e: &Event| {
+            hour_of(&WindowKey {
                 district: e.district,
                 sector: e.sector,
                 start_ms: e.occurred_ms.div_euclid(config.window_ms) * config.window_ms,
@@ -985,17 +953,17 @@ impl Partition {
         };
         let (pending, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|(_, e)| spans.contains(&span_of(e)));
+            .partition(|(_, e)| hours.contains(&hour_of_event(e)));
         self.pending = rest;
-        // Every window of the cell-hours that the store holds a row or
-        // counted entries of becomes resident (a resident one is newer).
+        // Every window of the hours that the store holds a row or counted
+        // entries of becomes resident (a resident one is newer).
         let mut bases = FxHashMap::default();
         let mut fresh = FxHashSet::default();
         for row in &activity {
             let Some((key, agg, base)) = window_from_row(row, self.id) else {
                 continue;
             };
-            if spans.contains(&CellSpan::of(&key)) && !self.windows.contains_key(&key) {
+            if hours.contains(&hour_of(&key)) && !self.windows.contains_key(&key) {
                 self.windows.insert(key, Slot::new(agg, row.is_final == 1));
                 bases.insert(key, base);
                 fresh.insert(key);
@@ -1007,7 +975,7 @@ impl Partition {
             // the two. The records they name are replayed after the
             // checkpoint and make the row; until then there is none to
             // write.
-            if spans.contains(&CellSpan::of(&key)) && !self.windows.contains_key(&key) {
+            if hours.contains(&hour_of(&key)) && !self.windows.contains_key(&key) {
                 self.windows
                     .insert(key, Slot::new(WindowAgg::default(), true));
                 fresh.insert(key);
@@ -1015,25 +983,25 @@ impl Partition {
         }
         self.remember(&fresh, &bases, seen);
         self.read_back.uses += 1;
-        for span in &spans {
-            self.read_back.spans.insert(*span, self.read_back.uses);
+        for hour in &hours {
+            self.read_back.hours.insert(*hour, self.read_back.uses);
         }
         for row in daily {
             if let Some((key, agg)) = day_from_row(&row, self.id) {
-                if cell_days.contains(&CellDay::of(&key)) {
+                if days.contains(&key.day) {
                     self.days
                         .entry(key)
                         .or_insert_with(|| Slot::new(agg, row.is_final == 1));
                 }
             }
         }
-        for day in &cell_days {
+        for day in &days {
             self.read_back.days.insert(*day, self.read_back.uses);
         }
-        // Counted records waiting for a merchant-day of a covered
-        // cell-day: one the store has no row of starts empty.
+        // Counted records waiting for a merchant-day of a covered day: one
+        // the store has no row of starts empty.
         for (key, offset, amount) in std::mem::take(&mut self.read_back.wait_days) {
-            if !self.days.contains_key(&key) && self.read_back.use_day(&CellDay::of(&key)) {
+            if !self.days.contains_key(&key) && self.read_back.use_day(key.day) {
                 self.days.insert(key, Slot::new(DayAgg::default(), false));
             }
             match self.days.get_mut(&key) {
@@ -1101,7 +1069,7 @@ impl Partition {
         let wm = self.watermark_ms;
         let window_ms = self.config.window_ms;
         let id = self.id;
-        let covered_spans = &self.read_back.spans;
+        let covered_hours = &self.read_back.hours;
         let covered_days = &self.read_back.days;
         // One row of what each window counted since the last flush, in
         // window order.
@@ -1142,8 +1110,8 @@ impl Partition {
                 slot.dirty = false;
                 slot.final_emitted = is_final;
             }
-            // A closed window stays while its cell-hour is covered.
-            !closed || covered_spans.contains_key(&CellSpan::of(key))
+            // A closed window stays while its hour is covered.
+            !closed || covered_hours.contains_key(&hour_of(key))
         });
         seen.sort_unstable_by_key(|(key, _)| *key);
         flush.seen = seen.into_iter().map(|(_, row)| row).collect();
@@ -1161,26 +1129,22 @@ impl Partition {
                 slot.dirty = false;
                 slot.final_emitted = is_final;
             }
-            !closed || covered_days.contains_key(&CellDay::of(key))
+            !closed || covered_days.contains_key(&key.day)
         });
         // The least recently used covered ranges beyond the bounds are
         // dropped with their closed windows and merchant-days, all written
         // by now.
-        let spans = least_used(&self.read_back.spans, self.config.covered_spans);
-        if !spans.is_empty() {
-            self.windows.retain(|key, _| {
-                key.start_ms + window_ms > wm || !spans.contains(&CellSpan::of(key))
-            });
-            self.read_back.spans.retain(|span, _| !spans.contains(span));
+        let hours = least_used(&self.read_back.hours, self.config.covered_hours);
+        if !hours.is_empty() {
+            self.windows
+                .retain(|key, _| key.start_ms + window_ms > wm || !hours.contains(&hour_of(key)));
+            self.read_back.hours.retain(|hour, _| !hours.contains(hour));
         }
-        let cell_days = least_used(&self.read_back.days, self.config.covered_days);
-        if !cell_days.is_empty() {
-            self.days.retain(|key, _| {
-                day_end_ms(key.day) > wm || !cell_days.contains(&CellDay::of(key))
-            });
-            self.read_back
-                .days
-                .retain(|day, _| !cell_days.contains(day));
+        let days = least_used(&self.read_back.days, self.config.covered_days);
+        if !days.is_empty() {
+            self.days
+                .retain(|key, _| day_end_ms(key.day) > wm || !days.contains(&key.day));
+            self.read_back.days.retain(|day, _| !days.contains(day));
         }
         let waiting = !self.pending.is_empty() || !self.read_back.wait_days.is_empty();
         // Every flush with no record pending is a point the checkpoint may

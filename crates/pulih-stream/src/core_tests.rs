@@ -42,9 +42,15 @@ fn config(lateness_ms: i64) -> CoreConfig {
         allowed_lateness_ms: lateness_ms,
         max_age_ms: 7 * 86_400_000,
         // Few, so that covered ranges are dropped all the time.
-        covered_spans: 2,
+        covered_hours: 1,
         covered_days: 1,
     }
+}
+
+/// The hour (its first millisecond) of a window that starts at `start_s`.
+fn hour_start(start_s: u32) -> i64 {
+    let ms = i64::from(start_s) * 1000;
+    ms - ms.rem_euclid(HOUR_MS)
 }
 
 /// The durable store: latest version per key, as `FINAL` reads it.
@@ -139,16 +145,12 @@ impl Model {
             .retain(|s| i64::from(s.window_start) * 1000 >= horizon);
     }
 
-    /// What `Store::seen_in` returns: every partition's entries of the
-    /// windows that start in the cell-hours.
-    fn seen_in(&self, spans: &BTreeSet<(u32, String, String)>) -> Vec<SeenRow> {
-        let span_s = (SPAN_MS / 1000) as u32;
+    /// What `Store::seen_in` returns: the entries partition `p` wrote of
+    /// the windows that start in the hours.
+    fn seen_in(&self, p: i32, hours: &BTreeSet<i64>) -> Vec<SeenRow> {
         self.seen
             .iter()
-            .filter(|s| {
-                let hour = s.window_start - s.window_start % span_s;
-                spans.contains(&(hour, s.district_code.clone(), s.sector.clone()))
-            })
+            .filter(|s| s.partition == p && hours.contains(&hour_start(s.window_start)))
             .cloned()
             .collect()
     }
@@ -222,41 +224,21 @@ impl Model {
     }
 
     fn supply_with(&self, part: &mut Partition, w: &Wanted) -> Vec<(i64, Outcome)> {
-        let spans: BTreeSet<(u32, String, String)> = w
-            .spans
-            .iter()
-            .map(|k| {
-                (
-                    (k.start_ms / 1000) as u32,
-                    district_str(&k.district).to_owned(),
-                    k.sector.as_str().to_owned(),
-                )
-            })
-            .collect();
-        let span_s = (SPAN_MS / 1000) as u32;
-        let seen = self.seen_in(&spans);
+        let p = part.id();
+        let hours: BTreeSet<i64> = w.hours.iter().copied().collect();
+        let days: BTreeSet<i64> = w.days.iter().copied().collect();
+        let seen = self.seen_in(p, &hours);
         let activity = self
             .activity
-            .iter()
-            .filter(|((t, d, s), _)| spans.contains(&(t - t % span_s, d.clone(), s.clone())))
-            .map(|(_, r)| r.clone())
-            .collect();
-        let cell_days: BTreeSet<(u16, String, String)> = w
-            .days
-            .iter()
-            .map(|k| {
-                (
-                    k.day as u16,
-                    district_str(&k.district).to_owned(),
-                    k.sector.as_str().to_owned(),
-                )
-            })
+            .values()
+            .filter(|r| r.source_partition == p && hours.contains(&hour_start(r.window_start)))
+            .cloned()
             .collect();
         let daily = self
             .daily
-            .iter()
-            .filter(|((day, d, s, _), _)| cell_days.contains(&(*day, d.clone(), s.clone())))
-            .map(|(_, r)| r.clone())
+            .values()
+            .filter(|r| r.source_partition == p && days.contains(&i64::from(r.day)))
+            .cloned()
             .collect();
         part.supply_batch(w, activity, daily, seen)
     }
@@ -661,7 +643,7 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
         p.fold(2, T0 + 181_000, &ev(3, 1, 0, 2, 5)),
         Outcome::Pending
     );
-    assert_eq!(p.wanted().spans.len(), 1);
+    assert_eq!(p.wanted().hours.len(), 1);
     assert_eq!(m.supply(&mut p), vec![(2, Outcome::Late)]);
     m.flush(&mut p, false, None);
     let r = &m.activity[&key];
@@ -695,7 +677,7 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     backfill.backfill = true;
     assert_eq!(p.fold(6, T0 + 203_000, &backfill), Outcome::Pending);
     let wanted = p.wanted();
-    assert_eq!((wanted.spans.len(), wanted.days.len()), (2, 2));
+    assert_eq!((wanted.hours.len(), wanted.days.len()), (2, 2));
     assert_eq!(
         m.supply(&mut p),
         vec![(4, Outcome::Late), (6, Outcome::Late)]
@@ -753,7 +735,7 @@ fn duplicates_are_dropped_however_late_they_come() {
     assert_eq!(p.sizes(), (1, 1, 1), "only the open window's fingerprint");
     // Sent again, with a Kafka timestamp a day ahead of everything else.
     assert_eq!(p.fold(3, T0 + 4 * DAY, &e), Outcome::Pending);
-    assert_eq!(p.wanted().spans.len(), 1);
+    assert_eq!(p.wanted().hours.len(), 1);
     assert_eq!(m.supply(&mut p), vec![(3, Outcome::Duplicate)]);
     m.flush(&mut p, false, None);
     // And again after a restore.
@@ -1059,7 +1041,7 @@ proptest! {
             window_ms: 60_000,
             allowed_lateness_ms: 30_000,
             max_age_ms: 600_000,
-            covered_spans: 2,
+            covered_hours: 1,
             covered_days: 1,
         };
         // The least `aggregate.dedup_retention_days` allows, down to the
@@ -1461,22 +1443,22 @@ fn a_read_back_of_any_size_is_done_in_bounded_batches() {
         }
     }
     let all = full.wanted();
-    assert!(all.spans.len() + all.days.len() >= 18, "{all:?}");
+    assert!(all.hours.len() + all.days.len() >= 2, "{all:?}");
     let mut batches = 0;
     let mut outcomes = Vec::new();
     loop {
-        let w = p.wanted_batch(2);
+        let w = p.wanted_batch(1);
         if w.is_empty() {
             break;
         }
-        assert!(w.spans.len() + w.days.len() <= 2, "{w:?}");
+        assert_eq!(w.hours.len() + w.days.len(), 1, "{w:?}");
         let before = p.pending_len();
         outcomes.extend(m.supply_with(&mut p, &w));
         assert!(p.pending_len() < before, "a batch decides something");
         batches += 1;
     }
     outcomes.sort_unstable_by_key(|(offset, _)| *offset);
-    assert!(batches >= 9, "{batches} batches");
+    assert!(batches >= 2, "{batches} batches");
     assert_eq!(outcomes, m.supply(&mut full));
     assert_eq!(
         outcomes.iter().filter(|(_, o)| *o == Outcome::Late).count(),

@@ -34,9 +34,9 @@ pub struct Metrics {
     pub resident_windows: IntGauge,
     pub resident_merchant_days: IntGauge,
     pub dedup_entries: IntGauge,
-    /// Cell-hours and cell-days read back and held in memory.
-    pub covered_cell_hours: IntGauge,
-    pub covered_cell_days: IntGauge,
+    /// Hours and days read back and held in memory.
+    pub covered_hours: IntGauge,
+    pub covered_days: IntGauge,
     /// Records in Kafka not yet consumed, over the assigned partitions.
     pub consumer_lag: IntGauge,
     pub partition_lag: IntGaugeVec,
@@ -178,13 +178,13 @@ impl Metrics {
                 "Merchant-days held in memory.",
             ),
             dedup_entries: gauge("dedup_entries", "Event fingerprints held in memory for de-duplication (those of resident windows)."),
-            covered_cell_hours: gauge(
-                "covered_cell_hours",
-                "Cell-hours behind the watermark read back and held in memory with all their windows (docs/semantics.md, \"Read-backs by range\").",
+            covered_hours: gauge(
+                "covered_hours",
+                "Hours behind the watermark read back and held in memory with all their windows (docs/semantics.md, \"Read-backs by range\").",
             ),
-            covered_cell_days: gauge(
-                "covered_cell_days",
-                "Cell-days behind the watermark read back and held in memory with all their merchant-days.",
+            covered_days: gauge(
+                "covered_days",
+                "Days behind the watermark read back and held in memory with all their merchant-days.",
             ),
             consumer_lag: gauge(
                 "consumer_lag_records",

@@ -144,6 +144,13 @@ enum Command {
         /// rejected (`beyond_dedup_retention`).
         #[arg(long)]
         may_count_again: bool,
+        /// Send at most this many events a second. A history loaded into
+        /// the topic that live traffic uses is read in offset order: live
+        /// events queued behind a backlog wait for all of it. Loaded below
+        /// the rate the aggregators count (docs/benchmarks.md, "Backfills
+        /// loaded at once"), it leaves no backlog in front of them.
+        #[arg(long)]
+        rate: Option<u32>,
     },
     /// Serve the read-only page of the published metrics (map, series,
     /// heatmap, alerts) at `ui.listen`, reading the public database with
@@ -263,7 +270,8 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
             file,
             producer,
             may_count_again,
-        } => produce(&config, &file, &producer, may_count_again).await,
+            rate,
+        } => produce(&config, &file, &producer, may_count_again, rate).await,
         Command::Token {
             command: TokenCommand::New { producer },
         } => token_new(&producer),
@@ -629,10 +637,14 @@ async fn produce(
     file: &std::path::Path,
     producer: &str,
     may_count_again: bool,
+    rate: Option<u32>,
 ) -> Result<(), BoxError> {
     use std::io::{BufRead, IsTerminal, Read};
     if !pulih_event::is_producer_id(producer) {
         return Err("--producer must be 1-64 characters of [A-Za-z0-9_-]".into());
+    }
+    if rate == Some(0) {
+        return Err("--rate must be at least 1 event a second".into());
     }
     let reference = Arc::new(config.reference()?);
     let kafka = config.kafka();
@@ -677,6 +689,12 @@ async fn produce(
             continue;
         }
         lines += 1;
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(lines as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         match loader.offer(producer, line).await? {
             Accepted::Queued => {}
             Accepted::Rejected(r) => {

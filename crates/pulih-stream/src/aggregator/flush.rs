@@ -10,17 +10,18 @@ use pulih_store::{ActivityRow, DailyRow, SeenRow};
 
 use pulih_event::calendar::DAY_MS;
 
-use crate::core::{self, Flush, Outcome};
+use crate::core::{Flush, Outcome};
 
 use super::watermark::{is_idle, operator_watermark, Input, PartitionClock};
 use super::{now_secs, Failure, Shared, State, Taken, STORE_TIMEOUT};
 
-/// Cell-hours of windows and cell-days of merchant-days read back in one
-/// batch: a query per hour and per day among them (pulih-store).
-pub(super) const READBACK_RANGES: usize = 256;
+/// Hours of windows and days of merchant-days read back in one batch:
+/// one query a table (pulih-store), the runs of consecutive hours and
+/// days in one condition.
+pub(super) const READBACK_RANGES: usize = 512;
 
-/// How long one read-back batch of `ranges` cell-hours and cell-days may
-/// take: the store's timeout, and 100 ms more per range.
+/// How long one read-back batch of `ranges` hours and days may take: the
+/// store's timeout, and 100 ms more per range.
 fn readback_deadline(ranges: usize) -> Duration {
     STORE_TIMEOUT + Duration::from_millis(100) * ranges as u32
 }
@@ -45,36 +46,16 @@ impl Shared {
                     if batch.is_empty() {
                         break;
                     }
-                    let spans: Vec<_> = batch
-                        .spans
-                        .iter()
-                        .map(|k| {
-                            (
-                                (k.start_ms / 1000) as u32,
-                                core::district_str(&k.district).to_owned(),
-                                k.sector.as_str().to_owned(),
-                            )
-                        })
-                        .collect();
-                    let days: Vec<_> = batch
-                        .days
-                        .iter()
-                        .map(|k| {
-                            (
-                                k.day as u16,
-                                core::district_str(&k.district).to_owned(),
-                                k.sector.as_str().to_owned(),
-                            )
-                        })
-                        .collect();
-                    let limit = readback_deadline(spans.len() + days.len());
+                    let hours: Vec<u32> = batch.hours.iter().map(|h| (h / 1000) as u32).collect();
+                    let days: Vec<u16> = batch.days.iter().map(|d| *d as u16).collect();
+                    let limit = readback_deadline(hours.len() + days.len());
                     let (a, d, seen): (Vec<ActivityRow>, Vec<DailyRow>, Vec<SeenRow>) = self
                         .block_on_for(limit, async {
-                            Ok((
-                                self.store.activity_in(&spans).await?,
-                                self.store.daily_in(&days).await?,
-                                self.store.seen_in(&self.config.topic, &spans).await?,
-                            ))
+                            tokio::try_join!(
+                                self.store.activity_in(*id, &hours),
+                                self.store.daily_in(*id, &days),
+                                self.store.seen_in(&self.config.topic, *id, &hours),
+                            )
                         })?;
                     for (offset, outcome) in part.core.supply_batch(&batch, a, d, seen) {
                         let Some(label) = st.stats.count(outcome) else {
@@ -231,8 +212,8 @@ impl Shared {
         self.metrics.resident_windows.set(windows as i64);
         self.metrics.resident_merchant_days.set(days as i64);
         self.metrics.dedup_entries.set(dedup as i64);
-        self.metrics.covered_cell_hours.set(hours as i64);
-        self.metrics.covered_cell_days.set(cell_days as i64);
+        self.metrics.covered_hours.set(hours as i64);
+        self.metrics.covered_days.set(cell_days as i64);
     }
 
     /// Drops the fingerprints of whole months that are more than
