@@ -8,7 +8,7 @@
 #   where else to look.
 #
 # The scenario is deploy/scenarios/jakarta.toml (docs/simulator.md) with a
-# panel of $DEMO_MERCHANTS merchants (default 12 000, about 7 500 payments a
+# panel of $DEMO_MERCHANTS merchants (default 24 000, about 15 000 payments a
 # day): enough for most kecamatan x main-sector cells to publish, where the
 # scenario's own 3 000 leave most withheld. Its food sector in Jakarta
 # Utara, lagging since the pandemic, turns down ten weeks before today, and
@@ -87,7 +87,7 @@ rm -f "$DEMO/tokens.toml.part"
 chmod 600 "$DEMO/pulih.toml"
 
 # The scenario with the demo's panel.
-DEMO_MERCHANTS="${DEMO_MERCHANTS:-12000}"
+DEMO_MERCHANTS="${DEMO_MERCHANTS:-24000}"
 SCENARIO="$DEMO/scenario.toml"
 sed -e "s/^merchants = .*/merchants = $DEMO_MERCHANTS/" deploy/scenarios/jakarta.toml >"$SCENARIO"
 grep -q "^merchants = $DEMO_MERCHANTS\$" "$SCENARIO" || { echo "demo: DEMO_MERCHANTS must be a whole number" >&2; exit 2; }
