@@ -273,26 +273,19 @@ struct ReadBack {
 }
 
 impl ReadBack {
+    /// Whether `hour` is covered, marking it used.
     fn use_hour(&mut self, hour: i64) -> bool {
-        self.uses += 1;
-        match self.hours.get_mut(&hour) {
-            Some(used) => {
-                *used = self.uses;
-                true
-            }
-            None => false,
-        }
+        Self::use_range(&mut self.hours, &mut self.uses, hour)
     }
 
+    /// Whether `day` is covered, marking it used.
     fn use_day(&mut self, day: i64) -> bool {
-        self.uses += 1;
-        match self.days.get_mut(&day) {
-            Some(used) => {
-                *used = self.uses;
-                true
-            }
-            None => false,
-        }
+        Self::use_range(&mut self.days, &mut self.uses, day)
+    }
+
+    fn use_range(covered: &mut FxHashMap<i64, u64>, uses: &mut u64, range: i64) -> bool {
+        *uses += 1;
+        covered.get_mut(&range).map(|used| *used = *uses).is_some()
     }
 }
 
