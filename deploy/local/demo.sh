@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pulih on this machine, from nothing to Jakarta's recovery with an alert:
 #   services up → migrations → gateway and aggregator running →
-#   the scenario's history (2019 to yesterday) backfilled through Kafka →
+#   the scenario's history (the baseline's weeks and the last 640 days)
+#   backfilled through Kafka →
 #   today so far replayed through the HTTP gateway with each producer's
 #   token → a check that what was sent is what landed → recovery metrics
 #   and the public release → the alert rule → the page (`pulih ui`) and
@@ -12,14 +13,14 @@
 # day): enough for most kecamatan x main-sector cells to publish, where the
 # scenario's own 3 000 leave most withheld. Its food sector in Jakarta
 # Utara, lagging since the pandemic, turns down ten weeks before today, and
-# its alert fires. So that the demo stays near 15 minutes on 2 cores, the
+# its alert fires. So that the demo stays near ten minutes on 2 cores, the
 # history is two stretches, not seven years: the baseline's weeks
 # (2019-12-21 to 2020-01-31), and the last 640 days, which the alert rule
 # reads (a year-on-year change, and 26 weeks of them for its significance
 # test). The days between are missing, as if no producer had sent them:
 # they are withheld in the public tables.
 #
-# Usage: deploy/local/demo.sh          run the demo (about 15 minutes on 2 cores)
+# Usage: deploy/local/demo.sh          run the demo (about 10 minutes on 2 cores)
 #        deploy/local/demo.sh stop     stop the pulih processes it left running
 #        DEMO_MERCHANTS=N deploy/local/demo.sh   with a panel of N merchants
 #                                      (the backfill's time grows in proportion)
@@ -27,7 +28,7 @@
 # Each run starts clean: it drops the database pulih_demo (and its
 # _analytics and _public siblings) and writes to a new topic
 # pulih.demo.<run>.v1, so that the check covers this run alone. The local
-# broker keeps old demo topics (about 2.5 GB each):
+# broker keeps old demo topics (about 5 GB each):
 # `deploy/local/services.sh reset` removes all local service data.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
