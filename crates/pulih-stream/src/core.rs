@@ -583,7 +583,7 @@ impl Partition {
 
     /// A partition continuing from its last checkpoint, with the durable
     /// rows that [`restore_scope`] selects and what was counted in those
-    /// windows ([`pulih_store::Store::seen_for`]).
+    /// windows ([`pulih_store::Store::restore_open`]).
     pub fn restore(
         id: i32,
         config: CoreConfig,
