@@ -1005,7 +1005,7 @@ impl Partition {
                 None => self.read_back.wait_days.push((key, offset, amount)),
             }
         }
-        pending
+        let outcomes = pending
             .into_iter()
             .map(|(offset, e)| {
                 let key = self.window_key(&e);
@@ -1024,7 +1024,39 @@ impl Partition {
                 );
                 (offset, outcome)
             })
-            .collect()
+            .collect();
+        self.drop_least_used();
+        outcomes
+    }
+
+    /// Drops the least recently used covered ranges beyond the bounds:
+    /// they are no longer covered, and their windows and merchant-days that
+    /// are closed, final and written are forgotten (the others go at the
+    /// next flush, as any resident row behind the watermark). Called after
+    /// each read-back batch too, so that a read-back of many ranges holds
+    /// at most a batch of them beyond the bounds.
+    fn drop_least_used(&mut self) {
+        let (wm, window_ms) = (self.watermark_ms, self.config.window_ms);
+        let hours = least_used(&self.read_back.hours, self.config.covered_hours);
+        if !hours.is_empty() {
+            self.windows.retain(|key, slot| {
+                let done = key.start_ms + window_ms <= wm
+                    && slot.final_emitted
+                    && !slot.dirty
+                    && slot.unwritten.seen.is_empty()
+                    && slot.unwritten.merchants.is_empty();
+                !(done && hours.contains(&hour_of(key)))
+            });
+            self.read_back.hours.retain(|hour, _| !hours.contains(hour));
+        }
+        let days = least_used(&self.read_back.days, self.config.covered_days);
+        if !days.is_empty() {
+            self.days.retain(|key, slot| {
+                let done = day_end_ms(key.day) <= wm && slot.final_emitted && !slot.dirty;
+                !(done && days.contains(&key.day))
+            });
+            self.read_back.days.retain(|day, _| !days.contains(day));
+        }
     }
 
     /// Takes what must become durable: new fingerprints, rows that changed
@@ -1124,21 +1156,7 @@ impl Partition {
             }
             !closed || covered_days.contains_key(&key.day)
         });
-        // The least recently used covered ranges beyond the bounds are
-        // dropped with their closed windows and merchant-days, all written
-        // by now.
-        let hours = least_used(&self.read_back.hours, self.config.covered_hours);
-        if !hours.is_empty() {
-            self.windows
-                .retain(|key, _| key.start_ms + window_ms > wm || !hours.contains(&hour_of(key)));
-            self.read_back.hours.retain(|hour, _| !hours.contains(hour));
-        }
-        let days = least_used(&self.read_back.days, self.config.covered_days);
-        if !days.is_empty() {
-            self.days
-                .retain(|key, _| day_end_ms(key.day) > wm || !days.contains(&key.day));
-            self.read_back.days.retain(|day, _| !days.contains(day));
-        }
+        self.drop_least_used();
         let waiting = !self.pending.is_empty() || !self.read_back.wait_days.is_empty();
         // Every flush with no record pending is a point the checkpoint may
         // later move to: every record before it is decided, and the clocks
