@@ -791,18 +791,9 @@ impl Store {
         if hours.is_empty() {
             return Ok(Vec::new());
         }
-        let select = latest_select("activity_1m", ACTIVITY_COLUMNS, 3);
-        let key = ACTIVITY_COLUMNS[..3].join(", ");
-        let within = ranges(hours, SPAN_SECS, |a, b| {
-            format!("window_start >= toDateTime({a}) AND window_start < toDateTime({b})")
-        });
-        let sql =
-            format!("{select} WHERE source_partition = {partition} AND ({within}) GROUP BY {key}");
-        self.client
-            .query(&sql)
-            .fetch_all::<ActivityRow>()
+        let within = hours_within(hours);
+        self.latest_in("activity_1m", ACTIVITY_COLUMNS, 3, partition, &within)
             .await
-            .map_err(self.err("read windows from activity_1m"))
     }
 
     /// What `partition` counted in the windows that start in the given
@@ -816,9 +807,7 @@ impl Store {
         if hours.is_empty() {
             return Ok(Vec::new());
         }
-        let within = ranges(hours, SPAN_SECS, |a, b| {
-            format!("window_start >= toDateTime({a}) AND window_start < toDateTime({b})")
-        });
+        let within = hours_within(hours);
         let sql = format!(
             "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
              merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
@@ -842,8 +831,6 @@ impl Store {
         if days.is_empty() {
             return Ok(Vec::new());
         }
-        let select = latest_select("merchant_activity_daily", DAILY_COLUMNS, 4);
-        let key = DAILY_COLUMNS[..4].join(", ");
         let within = ranges(days, 1, |a, b| {
             format!(
                 "day >= toDate('{}') AND day < toDate('{}')",
@@ -851,13 +838,39 @@ impl Store {
                 iso_date(b as i64)
             )
         });
+        self.latest_in(
+            "merchant_activity_daily",
+            DAILY_COLUMNS,
+            4,
+            partition,
+            &within,
+        )
+        .await
+    }
+
+    /// The latest version of each row of `table` (its key the first
+    /// `keys` of `columns`) that `partition` wrote, of those `within`
+    /// selects.
+    async fn latest_in<R>(
+        &self,
+        table: &str,
+        columns: &[&str],
+        keys: usize,
+        partition: i32,
+        within: &str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let select = latest_select(table, columns, keys);
+        let key = columns[..keys].join(", ");
         let sql =
             format!("{select} WHERE source_partition = {partition} AND ({within}) GROUP BY {key}");
         self.client
             .query(&sql)
-            .fetch_all::<DailyRow>()
+            .fetch_all::<R>()
             .await
-            .map_err(self.err("read merchant days from merchant_activity_daily"))
+            .map_err(self.err(&format!("read {table}")))
     }
 
     /// Transactions counted so far in one (district, sector) cell.
@@ -917,6 +930,14 @@ impl Store {
 /// The event time one read-back range of windows covers (the core's
 /// `SPAN_MS`), in seconds.
 pub const SPAN_SECS: u64 = 3_600;
+
+/// A condition that selects the windows that start in the given hours
+/// (their first seconds).
+fn hours_within(hours: &[u32]) -> String {
+    ranges(hours, SPAN_SECS, |a, b| {
+        format!("window_start >= toDateTime({a}) AND window_start < toDateTime({b})")
+    })
+}
 
 /// A condition that selects the given starts of ranges of `step` each:
 /// runs of consecutive starts are joined into one `range(from, to)`, the
