@@ -1228,18 +1228,18 @@ async fn resent_hours_or_days_later_or_after_a_clock_jump_is_counted_once() {
         // read-backs brought: the hours of `first` (1 000 events) and of
         // `many` (10 000), on each of the two partitions, and their
         // windows.
-        let hours = metric(&page, "pulih_aggregate_covered_hours").unwrap_or(0.0);
-        let windows = metric(&page, "pulih_aggregate_resident_windows").unwrap_or(f64::MAX);
+        let gauge = |name: &str| metric(&page, name).unwrap_or(f64::MAX);
+        let hours = gauge("pulih_aggregate_covered_hours");
         if metric(&page, dup) == Some(10_200.0)
-            && metric(&page, "pulih_aggregate_dedup_entries") <= Some(11_000.0)
-            && windows <= 60.0 * CELLS.len() as f64 * hours
+            && gauge("pulih_aggregate_dedup_entries") <= 11_000.0
+            && gauge("pulih_aggregate_resident_windows") <= 60.0 * CELLS.len() as f64 * hours
             && hours <= 4.0
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "want 10 200 duplicates since the restart, and in memory once the windows close no more than the fingerprints and windows of the cell-hours read back:\n{}",
+            "want 10 200 duplicates since the restart, and in memory once the windows close no more than the fingerprints and windows of the hours read back:\n{}",
             page.lines()
                 .filter(|l| {
                     l.contains("records_total")

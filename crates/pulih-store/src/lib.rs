@@ -923,18 +923,14 @@ impl Store {
     }
 }
 
-/// `SELECT` of the latest version of each key: the first `keys` columns
-/// are the grouping key, the rest are taken with `argMax(.., version)`.
-/// (Used instead of `FINAL` + `WHERE`, whose filtering order differs
-/// between ClickHouse releases.)
 /// The event time one read-back range of windows covers (the core's
-/// `SPAN_MS`), in seconds.
-pub const SPAN_SECS: u64 = 3_600;
+/// `HOUR_MS`), in seconds.
+const HOUR_SECS: u64 = 3_600;
 
 /// A condition that selects the windows that start in the given hours
 /// (their first seconds).
 fn hours_within(hours: &[u32]) -> String {
-    ranges(hours, SPAN_SECS, |a, b| {
+    ranges(hours, HOUR_SECS, |a, b| {
         format!("window_start >= toDateTime({a}) AND window_start < toDateTime({b})")
     })
 }
@@ -963,6 +959,10 @@ fn ranges<T: Copy + Into<u64>>(
         .join(" OR ")
 }
 
+/// `SELECT` of the latest version of each key: the first `keys` columns
+/// are the grouping key, the rest are taken with `argMax(.., version)`.
+/// (Used instead of `FINAL` + `WHERE`, whose filtering order differs
+/// between ClickHouse releases.)
 fn latest_select(table: &str, columns: &[&str], keys: usize) -> String {
     let cols: Vec<String> = columns
         .iter()

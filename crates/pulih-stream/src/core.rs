@@ -289,16 +289,14 @@ impl ReadBack {
     }
 }
 
-/// The keys of `covered` beyond `cap`, least recently used first, down to
-/// three quarters of `cap` (so that dropping is not done at every flush).
-fn least_used<K: Copy + Eq + std::hash::Hash>(
-    covered: &FxHashMap<K, u64>,
-    cap: usize,
-) -> FxHashSet<K> {
+/// The ranges of `covered` beyond `cap`, least recently used first, down
+/// to three quarters of `cap` (so that dropping is not done at every
+/// flush).
+fn least_used(covered: &FxHashMap<i64, u64>, cap: usize) -> FxHashSet<i64> {
     if covered.len() <= cap {
         return FxHashSet::default();
     }
-    let mut by_use: Vec<(u64, K)> = covered.iter().map(|(k, used)| (*used, *k)).collect();
+    let mut by_use: Vec<(u64, i64)> = covered.iter().map(|(k, used)| (*used, *k)).collect();
     by_use.sort_unstable_by_key(|(used, _)| *used);
     let drop = covered.len() - cap * 3 / 4;
     by_use.into_iter().take(drop).map(|(_, k)| k).collect()
@@ -936,17 +934,9 @@ impl Partition {
     ) -> Vec<(i64, Outcome)> {
         let hours: FxHashSet<i64> = batch.hours.iter().copied().collect();
         let days: FxHashSet<i64> = batch.days.iter().copied().collect();
-        let config = self.config;
-        let hour_of_event = |e: &Event| {
-            hour_of(&WindowKey {
-                district: e.district,
-                sector: e.sector,
-                start_ms: e.occurred_ms.div_euclid(config.window_ms) * config.window_ms,
-            })
-        };
         let (pending, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|(_, e)| hours.contains(&hour_of_event(e)));
+            .partition(|(_, e)| hours.contains(&hour_of(&self.window_key(e))));
         self.pending = rest;
         // Every window of the hours that the store holds a row or counted
         // entries of becomes resident (a resident one is newer).

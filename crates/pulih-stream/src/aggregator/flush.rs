@@ -189,7 +189,8 @@ impl Shared {
             super::fault::processing_ms(),
             self.config.core.allowed_lateness_ms,
         );
-        let (mut windows, mut days, mut dedup, mut hours, mut cell_days) = (0, 0, 0, 0, 0);
+        let (mut windows, mut days, mut dedup, mut covered_hours, mut covered_days) =
+            (0, 0, 0, 0, 0);
         for (id, p) in st.parts.iter_mut() {
             p.core.advance(operator);
             let (w, d, e) = p.core.sizes();
@@ -197,8 +198,8 @@ impl Shared {
             days += d;
             dedup += e;
             let (h, c) = p.core.covered();
-            hours += h;
-            cell_days += c;
+            covered_hours += h;
+            covered_days += c;
             if p.core.watermark_ms() > i64::MIN {
                 self.metrics
                     .partition_watermark_seconds
@@ -212,8 +213,8 @@ impl Shared {
         self.metrics.resident_windows.set(windows as i64);
         self.metrics.resident_merchant_days.set(days as i64);
         self.metrics.dedup_entries.set(dedup as i64);
-        self.metrics.covered_hours.set(hours as i64);
-        self.metrics.covered_days.set(cell_days as i64);
+        self.metrics.covered_hours.set(covered_hours as i64);
+        self.metrics.covered_days.set(covered_days as i64);
     }
 
     /// Drops the fingerprints of whole months that are more than
