@@ -8,7 +8,7 @@
 # Phase 1 sends RATE events/s for SECONDS and prints the aggregator's
 # consumer lag every 5 s, then how long it takes to drain. Phase 2 sends
 # PROBE_RATE events/s for 60 s and measures freshness (marker accepted →
-# visible in activity_1m FINAL) with `pulih probe`. Phase 3 fills a new
+# visible in activity_1m_by_time FINAL) with `pulih probe`. Phase 3 fills a new
 # topic with RATE × SECONDS events first and then times one
 # `pulih aggregate --exit-at-end` over it: the aggregator's own sustained
 # rate with the broker and ClickHouse on the same machine. Everything goes

@@ -4,7 +4,7 @@
 # Usage: deploy/local/bench-rollup.sh [MERCHANTS_PER_DAY] [DAYS]
 #        (defaults: 30000 merchants active every day for 730 days)
 #
-# Fills merchant_activity_daily of the database pulih_bench_rollup with
+# Fills merchant_activity_daily_by_time of the database pulih_bench_rollup with
 # MERCHANTS_PER_DAY merchants a day spread over Jakarta's 44 kecamatan and
 # 21 KBLI categories (each merchant in one cell, 1-4 transactions a day),
 # ending yesterday, straight with SQL (the pipeline is benchmarked by
@@ -57,5 +57,5 @@ from=$(date -u -d "4 days ago" +%F)
 /usr/bin/time -f "bench: incremental rollup: %e s wall, %M KiB max RSS, %P CPU (pulih)" $PULIH rollup --from "$from"
 q "SELECT database, table, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS on_disk
    FROM system.parts WHERE active AND database LIKE '$DB%'
-     AND table IN ('merchant_activity_daily', 'recovery_daily', 'release_candidate', 'recovery_vintages')
+     AND table IN ('merchant_activity_daily_by_time', 'recovery_daily', 'release_candidate', 'recovery_vintages')
    GROUP BY database, table ORDER BY database FORMAT PrettyCompactMonoBlock"

@@ -16,9 +16,9 @@
 #   stop_aggregator     SIGSTOP `pulih aggregate` for 45 s, then SIGCONT
 # A service that exits is started again, as an orchestrator would. When
 # the load ends, it waits for the aggregator to catch up and compares:
-#   - payments and their amount in activity_1m FINAL (`pulih report`)
+#   - payments and their amount in activity_1m_by_time FINAL (`pulih report`)
 #     with the simulator's accepted payments: equal, or the run fails;
-#   - the same in merchant_activity_daily FINAL, whose rows of open days
+#   - the same in merchant_activity_daily_by_time FINAL, whose rows of open days
 #     are written every aggregate.daily_emit_interval_ms: equal, or the
 #     run fails;
 #   - the distinct dead letters of the gateway with the simulator's
@@ -153,10 +153,10 @@ dead=$("$PULIH" dead-letters 2>/dev/null | sed -n 's/^dead letters: [0-9]* (\([0
 echo
 echo "| | accepted by the gateway (client's record) | in ClickHouse / on the dead-letter topic |"
 echo "|---|---:|---:|"
-echo "| payments (activity_1m) | $sent | $counted |"
-echo "| amount (IDR, activity_1m) | $amount | $counted_amount |"
-echo "| payments (merchant_activity_daily) | $sent | $day_counted |"
-echo "| amount (IDR, merchant_activity_daily) | $amount | $day_amount |"
+echo "| payments (activity_1m_by_time) | $sent | $counted |"
+echo "| amount (IDR, activity_1m_by_time) | $amount | $counted_amount |"
+echo "| payments (merchant_activity_daily_by_time) | $sent | $day_counted |"
+echo "| amount (IDR, merchant_activity_daily_by_time) | $amount | $day_amount |"
 echo "| rejections | $rejected | $dead distinct dead letters |"
 echo
 echo "Faults injected:"

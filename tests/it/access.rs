@@ -160,7 +160,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         )
         .await,
         Ok(8),
-        "activity_1m reaches the analytics copy"
+        "activity_1m_by_time reaches the analytics copy"
     );
     assert_eq!(
         count(
@@ -185,8 +185,8 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         "analyst reads merchant keys from the analytics copy",
     );
     for table in [
-        "activity_1m",
-        "merchant_activity_daily",
+        "activity_1m_by_time",
+        "merchant_activity_daily_by_time",
         "aggregator_counted_by_time",
     ] {
         refused(

@@ -156,7 +156,7 @@ fn local_midnight(d: Day) -> i64 {
     i64::from(d) * 24 - 7
 }
 
-/// One hour of a cell in `activity_1m`: `txns` transactions by the
+/// One hour of a cell in `activity_1m_by_time`: `txns` transactions by the
 /// merchants numbered `merchants` (their keys as in `scenario`).
 fn activity(
     hour: i64,

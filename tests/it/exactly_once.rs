@@ -520,7 +520,7 @@ impl Run {
             .client()
             .query(
                 "SELECT producer_id, count() FROM merchant_producer FINAL \
-                 WHERE merchant_key IN (SELECT merchant_key FROM merchant_activity_daily) \
+                 WHERE merchant_key IN (SELECT merchant_key FROM merchant_activity_daily_by_time) \
                  GROUP BY producer_id",
             )
             .fetch_all::<(String, u64)>()

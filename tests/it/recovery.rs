@@ -590,7 +590,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         "{keys} keys, {links} links, {merchants} merchants"
     );
     // Four ways to the same rows: a first partial run (its history read
-    // from merchant_activity_daily), a second one that needs more history
+    // from merchant_activity_daily_by_time), a second one that needs more history
     // than the first wrote, a full run, and a partial run after it (its
     // history read from the rows already rolled up).
     let client = clickhouse::Client::default()
@@ -941,7 +941,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     for (database, table) in [
         ("analytics", "recovery_daily"),
         ("public", "recovery_vintages"),
-        ("analytics", "activity_1m"),
+        ("analytics", "activity_1m_by_time"),
         ("analytics", "releases"),
         ("public", "releases"),
         ("public", "calendar"),

@@ -236,7 +236,7 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     let store = Store::new(&store_config("seen_upgrade"));
     store.migrate().await.unwrap();
     let ch = store.client();
-    let [by_window, counted, by_time] = &MIGRATIONS[MIGRATIONS.len() - 3..] else {
+    let [by_window, counted, by_time] = &MIGRATIONS[20..23] else {
         unreachable!()
     };
     assert_eq!(by_window.name, "0021_aggregator_fingerprints.sql");
@@ -310,6 +310,132 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     }
 }
 
+/// Migration 0024 carries the windows and merchant-days to the tables
+/// sorted by time, with every version (the latest wins under FINAL), makes
+/// the analysts' copy again from the new table, and drops the old tables;
+/// run again from its start, as after an interruption, it loses nothing
+/// and counts nothing twice. The copy then follows inserts into the new
+/// table.
+#[tokio::test]
+async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
+    let store = Store::new(&store_config("by_time_upgrade"));
+    store.migrate().await.unwrap();
+    let ch = store.client();
+    let by_time = MIGRATIONS.last().unwrap();
+    assert_eq!(by_time.name, "0024_activity_by_time.sql");
+    let stmts = by_time.statements_for(store.database());
+    // The old tables, as 0001 and 0002 made them, holding what an older
+    // version wrote: two versions of one window, another window, two
+    // versions of one merchant-day.
+    for old in &stmts[2..4] {
+        assert!(
+            old.contains("CREATE TABLE IF NOT EXISTS activity_1m\n")
+                || old.contains("CREATE TABLE IF NOT EXISTS merchant_activity_daily\n"),
+            "{old}"
+        );
+        ch.query(old).execute().await.unwrap();
+    }
+    ch.query(
+        "INSERT INTO activity_1m (window_start, district_code, sector, txn_count, is_final, \
+         source_partition, source_offset, version) VALUES \
+         (1709251200, '31.74.09', 'G', 3, 0, 0, 10, 22), \
+         (1709251200, '31.74.09', 'G', 4, 1, 0, 11, 25), \
+         (1709251260, '31.71.01', 'I', 7, 1, 1, 4, 11)",
+    )
+    .execute()
+    .await
+    .unwrap();
+    ch.query(
+        "INSERT INTO merchant_activity_daily (day, district_code, sector, merchant_key, txn_count, \
+         is_final, source_partition, source_offset, version) VALUES \
+         ('2024-03-01', '31.74.09', 'G', 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk', 2, 0, 0, 10, 22), \
+         ('2024-03-01', '31.74.09', 'G', 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk', 3, 1, 0, 11, 25)",
+    )
+    .execute()
+    .await
+    .unwrap();
+    let analytics = pulih_store::analytics_database(store.database());
+    for run in 0..2 {
+        for stmt in &stmts {
+            ch.query(stmt).execute().await.unwrap();
+        }
+        let windows: u64 = ch
+            .query("SELECT sum(txn_count) FROM activity_1m_by_time FINAL")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(windows, 11, "run {run}");
+        let copy: u64 = ch
+            .query(&format!(
+                "SELECT sum(txn_count) FROM `{analytics}`.activity_1m FINAL"
+            ))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(copy, 11, "the analysts' copy, run {run}");
+        let days: u64 = ch
+            .query("SELECT sum(txn_count) FROM merchant_activity_daily_by_time FINAL")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(days, 3, "run {run}");
+        let left: u64 = ch
+            .query(
+                "SELECT count() FROM system.tables WHERE database = currentDatabase() \
+                    AND name IN ('activity_1m', 'merchant_activity_daily')",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the old tables are dropped");
+    }
+    // The copy follows the new table.
+    ch.query(
+        "INSERT INTO activity_1m_by_time (window_start, district_code, sector, txn_count, \
+         is_final, source_partition, source_offset, version) VALUES \
+         (1709251200, '31.74.09', 'G', 5, 1, 0, 12, 27)",
+    )
+    .execute()
+    .await
+    .unwrap();
+    let copy: u64 = ch
+        .query(&format!(
+            "SELECT sum(txn_count) FROM `{analytics}`.activity_1m FINAL"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(copy, 12);
+}
+
+/// Rows read by the latest restore query of `database` whose text goes on
+/// with `what`, from `system.query_log`. The server logs a query once its
+/// answer is sent, so the entry may come a little after the client has the
+/// rows.
+async fn restore_read_rows(ch: &clickhouse::Client, database: &str, what: &str) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        ch.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
+        let logged: Option<u64> = ch
+            .query(
+                "SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE ? \
+                 ORDER BY event_time DESC LIMIT 1",
+            )
+            .bind(format!("%pulih restore of {database} */ {what}%"))
+            .fetch_optional()
+            .await
+            .unwrap();
+        if let Some(read) = logged {
+            return read;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore's query `{what}` is not in system.query_log after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A restore reads the open state of its own partitions only: of a
 /// seeded week of windows, merchant-days and counted rows of three
 /// partitions, with an older version of every row, the restore of
@@ -323,80 +449,77 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
     store.migrate().await.unwrap();
     // 2024-03-07T00:00:00+07:00, the seventh day of the week seeded.
     let day7_s: i64 = 1_709_744_400;
-    let cells = [("31.71.01", "G"), ("31.72.01", "I"), ("31.73.01", "C")];
+    // 40 cells per partition (partition p writes the cells of kota
+    // 31.7{p+1}): a cell's rows of the week fill a fraction of a granule, as
+    // a cell's month of windows does at Jakarta's density, so only a sort
+    // key with the time before the cell lets a read of the last hours and
+    // days skip the rest.
+    const CELLS: usize = 40;
+    const MERCHANTS: u8 = 50;
+    let district = |p: i32, c: usize| format!("31.7{}.{c:02}", p + 1);
     let (mut activity, mut daily, mut seen) = (Vec::new(), Vec::new(), Vec::new());
-    // Every 10 minutes of the week, in each cell (partition = cell index).
-    for (p, (district, sector)) in cells.iter().enumerate() {
-        let p = p as i32;
-        for i in 0..(7 * 144) {
-            let start = day7_s - 6 * 86_400 + i * 600;
-            for version in [2, 5] {
-                activity.push(ActivityRow {
-                    window_start: start as u32,
-                    district_code: (*district).into(),
-                    sector: (*sector).into(),
-                    txn_count: version,
-                    amount_idr_sum: 1,
-                    amount_idr_min: 1,
-                    amount_idr_max: 1,
-                    merchants_active: 1,
-                    txn_qris: version,
-                    txn_debit_card: 0,
-                    txn_credit_card: 0,
-                    txn_ewallet: 0,
-                    txn_bank_transfer: 0,
-                    txn_other: 0,
-                    txn_micro: version,
-                    txn_small: 0,
-                    txn_medium: 0,
-                    is_final: (version % 2) as u8,
-                    source_partition: p,
-                    source_offset: i,
-                    merchant_keys: Vec::new(),
-                    version,
-                    updated_at: 0,
-                });
-            }
-        }
-        for day in 0..7i64 {
-            for m in 0..20u8 {
+    for p in 0..3i32 {
+        for c in 0..CELLS {
+            // Every 10 minutes of the week.
+            for i in 0..(7 * 144) {
+                let start = day7_s - 6 * 86_400 + i * 600;
                 for version in [2, 5] {
-                    daily.push(DailyRow {
-                        day: ((day7_s + 25_200) / 86_400 - 6 + day) as u16,
-                        district_code: (*district).into(),
-                        sector: (*sector).into(),
-                        merchant_key: [m; 32],
+                    activity.push(ActivityRow {
+                        window_start: start as u32,
+                        district_code: district(p, c),
+                        sector: "G".into(),
                         txn_count: version,
                         amount_idr_sum: 1,
+                        amount_idr_min: 1,
+                        amount_idr_max: 1,
+                        merchants_active: 1,
+                        txn_qris: version,
+                        txn_debit_card: 0,
+                        txn_credit_card: 0,
+                        txn_ewallet: 0,
+                        txn_bank_transfer: 0,
+                        txn_other: 0,
+                        txn_micro: version,
+                        txn_small: 0,
+                        txn_medium: 0,
                         is_final: (version % 2) as u8,
                         source_partition: p,
-                        source_offset: day,
+                        source_offset: i,
+                        merchant_keys: Vec::new(),
                         version,
                         updated_at: 0,
                     });
                 }
-            }
-        }
-    }
-    // What was counted, in 40 cells per partition: a cell's rows of the
-    // week fill an eighth of a granule, as a cell's month of windows does
-    // at Jakarta's density, so only a sort key with the time before the
-    // cell lets a read of the last hours skip the rest.
-    const CELLS: usize = 40;
-    for p in 0..3i32 {
-        for c in 0..CELLS {
-            for i in 0..(7 * 144) {
                 seen.push(SeenRow {
                     topic: "t".into(),
                     partition: p,
-                    district_code: format!("31.7{}.{c:02}", p + 1),
+                    district_code: district(p, c),
                     sector: "G".into(),
-                    window_start: (day7_s - 6 * 86_400 + i * 600) as u32,
+                    window_start: start as u32,
                     fingerprints: vec![[i as u8; 16]],
                     offsets: vec![i],
                     merchants: vec![[p as u8; 32]],
                     merchant_offsets: vec![i],
                 });
+            }
+            for day in 0..7i64 {
+                for m in 0..MERCHANTS {
+                    for version in [2, 5] {
+                        daily.push(DailyRow {
+                            day: ((day7_s + 25_200) / 86_400 - 6 + day) as u16,
+                            district_code: district(p, c),
+                            sector: "G".into(),
+                            merchant_key: [m; 32],
+                            txn_count: version,
+                            amount_idr_sum: 1,
+                            is_final: (version % 2) as u8,
+                            source_partition: p,
+                            source_offset: day,
+                            version,
+                            updated_at: 0,
+                        });
+                    }
+                }
             }
         }
     }
@@ -420,15 +543,16 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
         (0..(7 * 144))
             .map(|i| day7_s - 6 * 86_400 + i * 600)
             .filter(move |s| s + 600 > after)
-            .map(move |s| (p, s as u32))
+            .flat_map(move |s| (0..CELLS).map(move |c| (p, district(p, c), s as u32)))
     };
-    let want: Vec<(i32, u32)> = open(0, scopes[0].open_after_s)
+    let mut want: Vec<(i32, String, u32)> = open(0, scopes[0].open_after_s)
         .chain(open(2, scopes[1].open_after_s))
         .collect();
-    let mut windows: Vec<(i32, u32)> = got
+    want.sort_unstable();
+    let mut windows: Vec<(i32, String, u32)> = got
         .activity
         .iter()
-        .map(|r| (r.source_partition, r.window_start))
+        .map(|r| (r.source_partition, r.district_code.clone(), r.window_start))
         .collect();
     windows.sort_unstable();
     assert_eq!(windows, want, "the open windows of partitions 0 and 2");
@@ -438,8 +562,9 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
             .all(|r| r.version == 5 && r.txn_count == 5),
         "the latest version of each"
     );
-    // Day 7 only (it ends after both watermarks), 20 merchants each.
-    assert_eq!(got.daily.len(), 40);
+    // Day 7 only (it ends after both watermarks), every merchant of each
+    // cell of partitions 0 and 2.
+    assert_eq!(got.daily.len(), 2 * CELLS * usize::from(MERCHANTS));
     assert!(got
         .daily
         .iter()
@@ -453,42 +578,37 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
         .all(|r| r.partition != 1 && i64::from(r.window_start) + 600 > scopes[0].open_after_s));
     assert_eq!(
         got.seen.len(),
-        CELLS * (open(0, scopes[0].open_after_s).count() + open(2, scopes[0].open_after_s).count())
+        open(0, scopes[0].open_after_s).count() + open(2, scopes[0].open_after_s).count()
     );
-    // And it read little more than those rows: the granules of the last
-    // hours, not the 80 640 rows partitions 0 and 2 wrote in the week.
-    // The server logs a query once its answer is sent, so the entry may
-    // come a little after the client has the rows.
+    // And each read little more than the rows of the hours and the day
+    // that may be open, of every partition: the granules of the last hours
+    // and of day 7, not the week that partitions 0 and 2 wrote.
     let ch = store.client();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let read: u64 = loop {
-        ch.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
-        let logged: Option<u64> = ch
-            .query(
-                "SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE ? \
-                 ORDER BY event_time DESC LIMIT 1",
-            )
-            .bind(format!(
-                "%pulih restore of {} */ SELECT topic%",
-                store.database()
-            ))
-            .fetch_optional()
-            .await
-            .unwrap();
-        if let Some(read) = logged {
-            break read;
-        }
+    // The rows of the windows after the lower watermark, of all three
+    // partitions.
+    let hours = |after: i64| 3 * open(0, after).count();
+    for (what, columns, rows_in_range, written) in [
+        (
+            "SELECT topic",
+            "what was counted",
+            hours(scopes[0].open_after_s),
+            seen.len(),
+        ),
+        (
+            "SELECT window_start",
+            "windows",
+            2 * hours(scopes[0].open_after_s),
+            activity.len(),
+        ),
+        ("SELECT day", "merchant-days", daily.len() / 7, daily.len()),
+    ] {
+        let read = restore_read_rows(ch, store.database(), what).await;
         assert!(
-            std::time::Instant::now() < deadline,
-            "the restore's query is not in system.query_log after 30 s"
+            read <= (rows_in_range + 2 * 8_192) as u64 && read < written as u64 / 3,
+            "the restore of {columns} read {read} rows, of {rows_in_range} in the open range \
+             and {written} written"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    assert!(
-        read >= got.seen.len() as u64 && read <= 3 * 8_192,
-        "the restore of what was counted read {read} rows for {} open",
-        got.seen.len()
-    );
+    }
     // Nothing to restore reads nothing.
     let none = store.restore_open("t", &[], 600).await.unwrap();
     assert!(none.activity.is_empty() && none.daily.is_empty() && none.seen.is_empty());

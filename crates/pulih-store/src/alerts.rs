@@ -300,7 +300,7 @@ impl Store {
     }
 
     /// Hourly counts over hours `from..=to`: transactions per district ×
-    /// sector cell (`activity_1m FINAL`), and merchants active per producer
+    /// sector cell (`activity_1m_by_time FINAL`), and merchants active per producer
     /// and cell (through `merchant_producer`). The merchants are those the
     /// aggregator wrote to `aggregator_counted_by_time`, with those rows of
     /// older versions carried in `merchant_keys`; for complete hours only,
@@ -326,7 +326,7 @@ impl Store {
             .client
             .query(
                 "SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                 toUInt64(sum(txn_count)) AS txns FROM activity_1m FINAL \
+                 toUInt64(sum(txn_count)) AS txns FROM activity_1m_by_time FINAL \
                  WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
                  GROUP BY district_code, sector, h",
             )
@@ -334,7 +334,7 @@ impl Store {
             .bind(end)
             .fetch_all::<Txns>()
             .await
-            .map_err(self.err("read hourly transactions from activity_1m"))?;
+            .map_err(self.err("read hourly transactions from activity_1m_by_time"))?;
         let merchants = self
             .client
             .query(
@@ -345,7 +345,7 @@ impl Store {
                        WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
                        UNION ALL \
                        SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                       merchant_key AS k FROM activity_1m FINAL ARRAY JOIN merchant_keys AS merchant_key \
+                       merchant_key AS k FROM activity_1m_by_time FINAL ARRAY JOIN merchant_keys AS merchant_key \
                        WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)) AS a \
                  ANY INNER JOIN (SELECT merchant_key AS k, producer_id FROM merchant_producer FINAL) AS p \
                  USING k GROUP BY producer_id, district_code, sector, h",
@@ -356,7 +356,7 @@ impl Store {
             .bind(end)
             .fetch_all::<Merchants>()
             .await
-            .map_err(self.err("read hourly merchants per producer from activity_1m"))?;
+            .map_err(self.err("read hourly merchants per producer from activity_1m_by_time"))?;
         let mut out = Hourly {
             first: from,
             last: to,

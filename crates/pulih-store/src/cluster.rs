@@ -41,7 +41,9 @@ pub fn layout(database: &str, table: &str) -> Option<Layout> {
     use Layout::*;
     Some(match (database, table) {
         ("", "activity_1m") | ("analytics", "activity_1m") => Sharded(CELL),
-        ("", "merchant_activity_daily") => Sharded(CELL),
+        ("", "activity_1m_by_time")
+        | ("", "merchant_activity_daily")
+        | ("", "merchant_activity_daily_by_time") => Sharded(CELL),
         ("", "aggregator_seen")
         | ("", "aggregator_fingerprints")
         | ("", "aggregator_counted")

@@ -115,7 +115,7 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// One row of `activity_1m`, in column order.
+/// One row of `activity_1m_by_time`, in column order.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct ActivityRow {
     /// Seconds since the epoch, UTC.
@@ -166,7 +166,7 @@ impl ActivityRow {
     }
 }
 
-/// The columns of `activity_1m`, in the order of [`ActivityRow`].
+/// The columns of `activity_1m_by_time`, in the order of [`ActivityRow`].
 pub const ACTIVITY_COLUMNS: &[&str] = &[
     "window_start",
     "district_code",
@@ -193,7 +193,7 @@ pub const ACTIVITY_COLUMNS: &[&str] = &[
     "updated_at",
 ];
 
-/// One row of `merchant_activity_daily`, in column order.
+/// One row of `merchant_activity_daily_by_time`, in column order.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct DailyRow {
     /// Days since 1970-01-01, in Asia/Jakarta time.
@@ -210,7 +210,7 @@ pub struct DailyRow {
     pub updated_at: u32,
 }
 
-/// The columns of `merchant_activity_daily`, in the order of [`DailyRow`].
+/// The columns of `merchant_activity_daily_by_time`, in the order of [`DailyRow`].
 pub const DAILY_COLUMNS: &[&str] = &[
     "day",
     "district_code",
@@ -351,7 +351,7 @@ pub struct Restored {
     pub seen: Vec<SeenRow>,
 }
 
-/// Totals over `activity_1m FINAL`.
+/// Totals over `activity_1m_by_time FINAL`.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct SectorTotal {
     pub sector: String,
@@ -475,9 +475,9 @@ impl Store {
         insert.end().await.map_err(self.err(action))
     }
 
-    /// Upserts window rows into `activity_1m`.
+    /// Upserts window rows into `activity_1m_by_time`.
     pub async fn insert_activity(&self, rows: &[ActivityRow]) -> Result<(), StoreError> {
-        self.insert_rows("activity_1m", rows).await
+        self.insert_rows("activity_1m_by_time", rows).await
     }
 
     /// Inserts raw records into `payments`.
@@ -485,9 +485,10 @@ impl Store {
         self.insert_rows("payments", rows).await
     }
 
-    /// Upserts rows into `merchant_activity_daily`.
+    /// Upserts rows into `merchant_activity_daily_by_time`.
     pub async fn insert_daily(&self, rows: &[DailyRow]) -> Result<(), StoreError> {
-        self.insert_rows("merchant_activity_daily", rows).await
+        self.insert_rows("merchant_activity_daily_by_time", rows)
+            .await
     }
 
     /// Appends the fingerprints and merchants of counted events to
@@ -726,7 +727,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "/* pulih restore of {database} */ SELECT {columns} FROM activity_1m FINAL \
+            "/* pulih restore of {database} */ SELECT {columns} FROM activity_1m_by_time FINAL \
              WHERE window_start > toDateTime(?) AND source_partition IN ({partitions})"
         );
         let mut activity = self
@@ -736,14 +737,14 @@ impl Store {
             .bind(window_from)
             .fetch_all::<ActivityRow>()
             .await
-            .map_err(self.err("restore from activity_1m"))?;
+            .map_err(self.err("restore from activity_1m_by_time"))?;
         activity.retain(|r| {
             open_after(r.source_partition)
                 .is_some_and(|after| i64::from(r.window_start) + window_secs > after)
         });
 
         let sql = format!(
-            "/* pulih restore of {database} */ SELECT {} FROM merchant_activity_daily FINAL \
+            "/* pulih restore of {database} */ SELECT {} FROM merchant_activity_daily_by_time FINAL \
              WHERE day >= toDate(?) AND source_partition IN ({partitions})",
             DAILY_COLUMNS.join(", ")
         );
@@ -754,7 +755,7 @@ impl Store {
             .bind(iso_date(first_day))
             .fetch_all::<DailyRow>()
             .await
-            .map_err(self.err("restore from merchant_activity_daily"))?;
+            .map_err(self.err("restore from merchant_activity_daily_by_time"))?;
         daily.retain(|r| {
             open_after(r.source_partition)
                 .is_some_and(|after| (i64::from(r.day) + 1) * 86_400 - offset > after)
@@ -792,8 +793,14 @@ impl Store {
             return Ok(Vec::new());
         }
         let within = hours_within(hours);
-        self.latest_in("activity_1m", ACTIVITY_COLUMNS, 3, partition, &within)
-            .await
+        self.latest_in(
+            "activity_1m_by_time",
+            ACTIVITY_COLUMNS,
+            3,
+            partition,
+            &within,
+        )
+        .await
     }
 
     /// What `partition` counted in the windows that start in the given
@@ -839,7 +846,7 @@ impl Store {
             )
         });
         self.latest_in(
-            "merchant_activity_daily",
+            "merchant_activity_daily_by_time",
             DAILY_COLUMNS,
             4,
             partition,
@@ -873,53 +880,62 @@ impl Store {
             .map_err(self.err(&format!("read {table}")))
     }
 
-    /// Transactions counted so far in one (district, sector) cell.
-    pub async fn cell_txn_count(&self, district: &str, sector: &str) -> Result<u64, StoreError> {
+    /// Transactions counted so far in one (district, sector) cell, in the
+    /// windows that start at `since_s` (Unix seconds) or later: the
+    /// granules of those windows only, however long the cell's history.
+    pub async fn cell_txn_count(
+        &self,
+        district: &str,
+        sector: &str,
+        since_s: u32,
+    ) -> Result<u64, StoreError> {
         self.client
             .query(
-                "SELECT toUInt64(sum(txn_count)) FROM activity_1m FINAL WHERE district_code = ? AND sector = ?",
+                "SELECT toUInt64(sum(txn_count)) FROM activity_1m_by_time FINAL \
+                 WHERE window_start >= toDateTime(?, 'UTC') AND district_code = ? AND sector = ?",
             )
+            .bind(since_s)
             .bind(district)
             .bind(sector)
             .fetch_one::<u64>()
             .await
-            .map_err(self.err("read activity_1m"))
+            .map_err(self.err("read activity_1m_by_time"))
     }
 
-    /// Every row of the final view of `merchant_activity_daily`, ordered by key.
+    /// Every row of the final view of `merchant_activity_daily_by_time`, ordered by key.
     pub async fn daily_rows(&self) -> Result<Vec<DailyRow>, StoreError> {
         self.client
             .query(&format!(
-                "SELECT {} FROM merchant_activity_daily FINAL ORDER BY district_code, sector, day, merchant_key",
+                "SELECT {} FROM merchant_activity_daily_by_time FINAL ORDER BY district_code, sector, day, merchant_key",
                 DAILY_COLUMNS.join(", ")
             ))
             .fetch_all::<DailyRow>()
             .await
-            .map_err(self.err("read merchant_activity_daily"))
+            .map_err(self.err("read merchant_activity_daily_by_time"))
     }
 
-    /// Per-sector totals of the final view of `activity_1m`.
+    /// Per-sector totals of the final view of `activity_1m_by_time`.
     pub async fn sector_totals(&self) -> Result<Vec<SectorTotal>, StoreError> {
         self.client
             .query(
                 "SELECT sector, count() AS windows, sum(txn_count) AS txn_count, sum(amount_idr_sum) AS amount_idr_sum \
-                 FROM activity_1m FINAL GROUP BY sector ORDER BY sector",
+                 FROM activity_1m_by_time FINAL GROUP BY sector ORDER BY sector",
             )
             .fetch_all::<SectorTotal>()
             .await
-            .map_err(self.err("read activity_1m"))
+            .map_err(self.err("read activity_1m_by_time"))
     }
 
-    /// Every row of the final view of `activity_1m`, ordered by key.
+    /// Every row of the final view of `activity_1m_by_time`, ordered by key.
     pub async fn activity_rows(&self) -> Result<Vec<ActivityRow>, StoreError> {
         self.client
             .query(&format!(
-                "SELECT {} FROM activity_1m FINAL ORDER BY district_code, sector, window_start",
+                "SELECT {} FROM activity_1m_by_time FINAL ORDER BY district_code, sector, window_start",
                 ACTIVITY_COLUMNS.join(", ")
             ))
             .fetch_all::<ActivityRow>()
             .await
-            .map_err(self.err("read activity_1m"))
+            .map_err(self.err("read activity_1m_by_time"))
     }
 }
 

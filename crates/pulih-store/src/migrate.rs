@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(21, "0021_aggregator_fingerprints.sql"),
     migration!(22, "0022_aggregator_counted.sql"),
     migration!(23, "0023_aggregator_counted_by_time.sql"),
+    migration!(24, "0024_activity_by_time.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -1,5 +1,5 @@
 //! `recovery_daily`: reads daily totals per cell from
-//! `merchant_activity_daily`, computes the metrics with `pulih-metrics`,
+//! `merchant_activity_daily_by_time`, computes the metrics with `pulih-metrics`,
 //! writes the analysts' table and the candidates for the next public
 //! release, and makes the public releases (once a day).
 
@@ -48,7 +48,7 @@ fn kota_expr(kota_of: &[(String, String)]) -> String {
 fn merchant_days(filter: &str, linked: bool) -> String {
     let rows = format!(
         "SELECT day, district_code, sector, merchant_key, txn_count, amount_idr_sum \
-         FROM merchant_activity_daily FINAL WHERE {filter}"
+         FROM merchant_activity_daily_by_time FINAL WHERE {filter}"
     );
     if !linked {
         return rows;
@@ -285,27 +285,27 @@ pub struct RollupReport {
 }
 
 impl Store {
-    /// First and last day of the rows of `merchant_activity_daily` that
+    /// First and last day of the rows of `merchant_activity_daily_by_time` that
     /// `filter` selects, if any.
     async fn extent(&self, filter: &str) -> Result<Option<(Day, Day)>, StoreError> {
         let e = self
             .client
             .query(&format!(
                 "SELECT toUInt16(min(day)) AS first, toUInt16(max(day)) AS last, count() AS rows \
-                 FROM merchant_activity_daily WHERE {filter}"
+                 FROM merchant_activity_daily_by_time WHERE {filter}"
             ))
             .fetch_one::<Extent>()
             .await
-            .map_err(self.err("read the days of merchant_activity_daily"))?;
+            .map_err(self.err("read the days of merchant_activity_daily_by_time"))?;
         Ok((e.rows > 0).then_some((Day::from(e.first), Day::from(e.last))))
     }
 
-    /// First and last day of `merchant_activity_daily`, if it has rows.
+    /// First and last day of `merchant_activity_daily_by_time`, if it has rows.
     pub async fn activity_days(&self) -> Result<Option<(Day, Day)>, StoreError> {
         self.extent("1").await
     }
 
-    /// The first day of `merchant_activity_daily` with a row written at or
+    /// The first day of `merchant_activity_daily_by_time` with a row written at or
     /// after `since` (seconds since the epoch), if any.
     pub async fn first_day_changed_since(&self, since: u32) -> Result<Option<Day>, StoreError> {
         let filter = format!("updated_at >= toDateTime({since})");
@@ -366,7 +366,7 @@ impl Store {
     }
 
     /// Fresh daily totals of every level on the days in `ranges`, from
-    /// `merchant_activity_daily`.
+    /// `merchant_activity_daily_by_time`.
     async fn load_fresh(
         &self,
         kota: &str,
@@ -478,12 +478,12 @@ impl Store {
         let active = self
             .client
             .query(&format!(
-                "SELECT DISTINCT toUInt16(day) FROM merchant_activity_daily WHERE {}",
+                "SELECT DISTINCT toUInt16(day) FROM merchant_activity_daily_by_time WHERE {}",
                 day_ranges("day", &[(from, to)], 0)
             ))
             .fetch_all::<u16>()
             .await
-            .map_err(self.err("read the days of merchant_activity_daily"))?;
+            .map_err(self.err("read the days of merchant_activity_daily_by_time"))?;
         let complete = active
             .iter()
             .all(|d| written.is_some_and(|w| w.contains_key(&Day::from(*d))));
@@ -571,7 +571,7 @@ impl Store {
                 "SELECT p.producer_id AS producer_id, d.district_code AS district_code, d.sector AS sector, \
                  d.day AS day, toUInt64(sum(d.txn_count)) AS txns, toUInt64(sum(d.amount_idr_sum)) AS amount \
                  FROM (SELECT day, district_code, sector, merchant_key, txn_count, amount_idr_sum \
-                       FROM merchant_activity_daily FINAL WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
+                       FROM merchant_activity_daily_by_time FINAL WHERE day >= toDate(?) AND day <= toDate(?)) AS d \
                  ANY INNER JOIN (SELECT merchant_key, producer_id FROM merchant_producer FINAL) AS p \
                  USING merchant_key GROUP BY producer_id, district_code, sector, day",
             )
@@ -946,10 +946,10 @@ impl Store {
     /// `kota_of` maps each district code to its kota code.
     ///
     /// Days are computed in chunks, in order, each read once from
-    /// `merchant_activity_daily`; the year of history a chunk needs is
+    /// `merchant_activity_daily_by_time`; the year of history a chunk needs is
     /// carried over from the chunks before it. A run starting after the
     /// first day with data reads that history from the rows an earlier
-    /// rollup wrote, or from `merchant_activity_daily` when those miss a
+    /// rollup wrote, or from `merchant_activity_daily_by_time` when those miss a
     /// day that has merchant-days.
     pub async fn rollup(
         &self,

@@ -8,8 +8,8 @@
 //!   highest Kafka timestamp (`max_ts_ms`) folded so far, and the offset to
 //!   read next. These are a function of the log prefix, so they are the same
 //!   in every run over the same log;
-//! - the resident rows of `activity_1m` (windows) and
-//!   `merchant_activity_daily` (merchant-days), each with the highest offset
+//! - the resident rows of `activity_1m_by_time` (windows) and
+//!   `merchant_activity_daily_by_time` (merchant-days), each with the highest offset
 //!   folded into it (`hi_offset`) and the highest offset its durable state
 //!   already holds (`base_offset`), which is what makes a replay
 //!   idempotent: a record at or below a row's `base_offset` is already in

@@ -89,10 +89,10 @@ enum Command {
         #[arg(long)]
         exit_at_end: bool,
     },
-    /// Print what landed in ClickHouse: per-sector totals of activity_1m.
+    /// Print what landed in ClickHouse: per-sector totals of activity_1m_by_time.
     Report,
     /// Compute the recovery metrics (docs/data-model.md) from
-    /// merchant_activity_daily into <database>_analytics.recovery_daily, and
+    /// merchant_activity_daily_by_time into <database>_analytics.recovery_daily, and
     /// make the day's public release (<database>_public.recovery_daily) if
     /// none was made today.
     Rollup {
@@ -175,7 +175,7 @@ enum Command {
         command: TokenCommand,
     },
     /// Measure freshness: send marker events one at a time and time how
-    /// long each takes from intake to `activity_1m FINAL`. Needs a running
+    /// long each takes from intake to `activity_1m_by_time FINAL`. Needs a running
     /// `pulih aggregate`. The markers use the cell (31.01.01, U), which
     /// the simulator never uses. Stopped (SIGINT, SIGTERM) before the last
     /// marker, it reports those timed so far.
@@ -770,7 +770,9 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
     kafka.ensure_topic().await?;
     let intake = Intake::new(kafka, reference, config.pseudonymiser()?, Limits::default())?;
     let run = now_ms();
-    let mut seen = store.cell_txn_count(DISTRICT, SECTOR).await?;
+    // Every marker's window starts after this; the count reads only them.
+    let since_s = (run / 1000) as u32 - config.aggregate.window_secs;
+    let mut seen = store.cell_txn_count(DISTRICT, SECTOR, since_s).await?;
     let mut latencies = Vec::with_capacity(count as usize);
     let stop = tokio::spawn(shutdown_signal());
     for i in 0..count {
@@ -793,7 +795,7 @@ async fn probe(config: &Config, count: u32, interval_ms: u64) -> Result<(), BoxE
             Offer::Rejected(r) => return Err(format!("probe event rejected: {r}").into()),
         }
         loop {
-            let now = store.cell_txn_count(DISTRICT, SECTOR).await?;
+            let now = store.cell_txn_count(DISTRICT, SECTOR, since_s).await?;
             if now > seen {
                 seen = now;
                 break;

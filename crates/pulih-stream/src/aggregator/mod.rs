@@ -1,5 +1,5 @@
-//! The Kafka-consuming aggregator: `pulih.payments.v1` in; `activity_1m`
-//! and `merchant_activity_daily` out, exactly once (`docs/semantics.md`).
+//! The Kafka-consuming aggregator: `pulih.payments.v1` in; `activity_1m_by_time`
+//! and `merchant_activity_daily_by_time` out, exactly once (`docs/semantics.md`).
 //!
 //! One thread owns a `BaseConsumer` and the core's partitions and does all
 //! the work in order:
