@@ -33,7 +33,7 @@ districts=$(grep -E '^31\.' schemas/reference/districts.tsv | cut -f1 | sed "s/.
 start=$(date -u -d "$DAYS days ago" +%F)
 echo "bench: $MERCHANTS merchants a day for $DAYS days from $start" >&2
 t0=$(date +%s.%N)
-q "INSERT INTO $DB.merchant_activity_daily
+q "INSERT INTO $DB.merchant_activity_daily_by_time
    SELECT toDate('$start') + intDiv(number, $MERCHANTS) AS day,
           [$districts][1 + (number % $MERCHANTS) % 44] AS district_code,
           ['A','B','C','D','E','F','G','H','I','J','K','L','M','N','O','P','Q','R','S','T','U'][1 + intDiv(number % $MERCHANTS, 44) % 21] AS sector,

@@ -139,7 +139,7 @@ done
 sleep 10
 read -r counted counted_amount <<<"$("$PULIH" report 2>/dev/null | sed -n 's/^total events=\([0-9]*\) amount_idr=\([0-9]*\).*/\1 \2/p')"
 daily() {
-    curl -sf "$CH" --data-binary "SELECT sum(txn_count), sum(amount_idr_sum) FROM $DB.merchant_activity_daily FINAL FORMAT TSV"
+    curl -sf "$CH" --data-binary "SELECT sum(txn_count), sum(amount_idr_sum) FROM $DB.merchant_activity_daily_by_time FINAL FORMAT TSV"
 }
 day_counted="" day_amount=""
 for _ in $(seq 30); do

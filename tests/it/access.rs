@@ -223,7 +223,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
     for table in [
         "pulih_analytics.recovery_daily",
         "pulih_analytics.activity_1m",
-        "pulih.activity_1m",
+        "pulih.activity_1m_by_time",
     ] {
         refused(
             count(&public, &format!("SELECT count() FROM {table}")).await,

@@ -152,7 +152,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
             .map(|(d, s)| format!("('2021-06-01 00:00:00', '{d}', '{s}', {count}, {version})"))
             .collect();
         format!(
-            "INSERT INTO activity_1m (window_start, district_code, sector, txn_count, version) VALUES {}",
+            "INSERT INTO activity_1m_by_time (window_start, district_code, sector, txn_count, version) VALUES {}",
             values.join(", ")
         )
     };
@@ -162,7 +162,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     // Each cell on one shard, on both of its replicas (once each replica
     // has fetched what the other took); both shards used.
     let sync = |port: u16| {
-        let sql = format!("SYSTEM SYNC REPLICA `{database}`.activity_1m_local");
+        let sql = format!("SYSTEM SYNC REPLICA `{database}`.activity_1m_by_time_local");
         async move { node(port).query(&sql).execute().await.unwrap() }
     };
     for (_, port) in NODES {
@@ -170,7 +170,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     }
     let local = |port| {
         let sql = format!(
-            "SELECT concat(district_code, '/', sector, '/', toString(version)) AS r FROM `{database}`.activity_1m_local ORDER BY r"
+            "SELECT concat(district_code, '/', sector, '/', toString(version)) AS r FROM `{database}`.activity_1m_by_time_local ORDER BY r"
         );
         async move { strings(&node(port), &sql).await }
     };
@@ -198,7 +198,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     for (name, port) in NODES {
         let got = strings(
             &node(port),
-            &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m FINAL"),
+            &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m_by_time FINAL"),
         )
         .await;
         assert_eq!(
@@ -322,7 +322,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     assert_eq!(a.len(), 3 * one.len());
     let got = strings(
         &node(8212),
-        &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m FINAL"),
+        &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m_by_time FINAL"),
     )
     .await;
     assert_eq!(got, [format!("{}\t{}", cells.len(), 9 * cells.len())]);
@@ -414,7 +414,7 @@ async fn the_same_events_give_the_same_metrics_on_the_cluster_as_on_one_server()
         (
             "windows",
             "SELECT district_code, sector, window_start, txn_count, amount_idr_sum, merchants_active \
-             FROM `{db}`.activity_1m FINAL ORDER BY district_code, sector, window_start",
+             FROM `{db}`.activity_1m_by_time FINAL ORDER BY district_code, sector, window_start",
         ),
         (
             "analysts' copy of the windows",
@@ -423,7 +423,7 @@ async fn the_same_events_give_the_same_metrics_on_the_cluster_as_on_one_server()
         ),
         (
             "merchant-days",
-            "SELECT count(), uniqExact(merchant_key, day) FROM `{db}`.merchant_activity_daily FINAL",
+            "SELECT count(), uniqExact(merchant_key, day) FROM `{db}`.merchant_activity_daily_by_time FINAL",
         ),
         (
             "analysts' metrics",

@@ -577,7 +577,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
         .collect::<BTreeSet<_>>()
         .len() as u64;
     let keys = count(format!(
-        "SELECT uniqExact(merchant_key) FROM `{db}`.merchant_activity_daily"
+        "SELECT uniqExact(merchant_key) FROM `{db}`.merchant_activity_daily_by_time"
     ))
     .await;
     let links = count(format!(
@@ -941,7 +941,7 @@ async fn seeded_history_gives_the_metrics_computed_from_the_events() {
     for (database, table) in [
         ("analytics", "recovery_daily"),
         ("public", "recovery_vintages"),
-        ("analytics", "activity_1m_by_time"),
+        ("analytics", "activity_1m"),
         ("analytics", "releases"),
         ("public", "releases"),
         ("public", "calendar"),
