@@ -52,7 +52,11 @@ run_env backfill 9472 "$PARTITIONS"
 CH_PID=$(service_pid clickhouse)
 AGG="" PRODUCERS=() LIVE="" PROBE=""
 cleanup() {
-    for p in "${PRODUCERS[@]}" $LIVE $PROBE $AGG; do kill -INT "$p" 2>/dev/null || true; done
+    # SIGTERM for the loads: a background job of a script ignores SIGINT,
+    # and `pulih produce` does not ask for it back, so a paced load cut
+    # short would go on sending.
+    for p in "${PRODUCERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in $LIVE $PROBE $AGG; do kill -INT "$p" 2>/dev/null || true; done
     for p in "${PRODUCERS[@]}" $LIVE $PROBE $AGG; do wait "$p" 2>/dev/null || true; done
     if [ -n "${PULIH_BENCH_KEEP:-}" ]; then echo "bench-backfill: kept database $DB"; else drop_databases "$DB"; fi
 }

@@ -16,6 +16,33 @@ use crate::{migrate, quote, Store, StoreError};
 /// Days computed per round trip; each round also reads a year of history.
 const CHUNK_DAYS: Day = 92;
 
+/// Cell-days one query of daily totals reads at most: it groups this many
+/// (district, sector, day) sets of distinct merchants. Jakarta's 924 cells
+/// take a round's `CHUNK_DAYS` in one query; Indonesia's 150 000 take a
+/// day a query, since 92 days of them went over ClickHouse's 4 GB for the
+/// query (docs/benchmarks.md, "At the national cell count").
+const CELL_DAYS_PER_QUERY: usize = 100_000;
+
+/// Days one query of daily totals reads for `districts` kecamatan.
+fn days_per_query(districts: usize) -> Day {
+    let cells = districts.max(1) * pulih_event::Sector::all().count();
+    ((CELL_DAYS_PER_QUERY / cells) as Day).clamp(1, CHUNK_DAYS)
+}
+
+/// `ranges` cut into ranges of at most `days` days each.
+fn cut(ranges: &[(Day, Day)], days: Day) -> Vec<(Day, Day)> {
+    let mut out = Vec::new();
+    for &(a, b) in ranges {
+        let mut start = a;
+        while start <= b {
+            let end = (start + days - 1).min(b);
+            out.push((start, end));
+            start = end + 1;
+        }
+    }
+    out
+}
+
 /// The grouping of one level: kota, district and sector expressions.
 fn group_exprs(level: Level, kota: &str) -> [String; 3] {
     let blank = "''".to_owned();
@@ -367,16 +394,21 @@ impl Store {
 
     /// Fresh daily totals of every level on the days in `ranges`, from
     /// `merchant_activity_daily_by_time`.
+    /// `districts` is the number of kecamatan: it sets how many days one
+    /// query reads.
     async fn load_fresh(
         &self,
         kota: &str,
+        districts: usize,
         ranges: &[(Day, Day)],
         linked: bool,
         days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
     ) -> Result<(), StoreError> {
-        for level in Level::ALL {
-            let rows = self.cell_days(level, kota, ranges, linked).await?;
-            add_days(days, level, rows);
+        for range in cut(ranges, days_per_query(districts)) {
+            for level in Level::ALL {
+                let rows = self.cell_days(level, kota, &[range], linked).await?;
+                add_days(days, level, rows);
+            }
         }
         Ok(())
     }
@@ -987,8 +1019,14 @@ impl Store {
             first_day: first,
             ..Input::default()
         };
-        self.load_fresh(&kota, &[baseline_days], linked, &mut input.days)
-            .await?;
+        self.load_fresh(
+            &kota,
+            kota_of.len(),
+            &[baseline_days],
+            linked,
+            &mut input.days,
+        )
+        .await?;
         if params.baseline_end >= first {
             input.incomplete = self
                 .roll_up_coverage(
@@ -1018,7 +1056,7 @@ impl Store {
                 .load_history(earlier.0, earlier.1, &mut input.days)
                 .await?
             {
-                self.load_fresh(&kota, &[earlier], linked, &mut input.days)
+                self.load_fresh(&kota, kota_of.len(), &[earlier], linked, &mut input.days)
                     .await?;
             }
             let before = self.load_incomplete(earlier.0, earlier.1).await?;
@@ -1028,8 +1066,14 @@ impl Store {
         let mut start = from;
         while start <= to {
             let end = (start + CHUNK_DAYS - 1).min(to);
-            self.load_fresh(&kota, &[(start, end)], linked, &mut input.days)
-                .await?;
+            self.load_fresh(
+                &kota,
+                kota_of.len(),
+                &[(start, end)],
+                linked,
+                &mut input.days,
+            )
+            .await?;
             let incomplete = self
                 .roll_up_coverage(params, kota_of, start, end, version, computed_at)
                 .await?;
@@ -1085,4 +1129,30 @@ struct Release {
 pub fn kota_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
     let map: BTreeMap<&str, &str> = pairs.into_iter().collect();
     map.into_iter().map(|(d, k)| (d.into(), k.into())).collect()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn queries_shrink_with_the_cell_count() {
+        // Jakarta's 44 kecamatan: a round's days in one query.
+        assert_eq!(days_per_query(44), CHUNK_DAYS);
+        // 1 000 kecamatan, 21 000 cells: four days.
+        assert_eq!(days_per_query(1_000), 4);
+        // Indonesia's 7 300: a day, never less.
+        assert_eq!(days_per_query(7_300), 1);
+        assert_eq!(days_per_query(0), CHUNK_DAYS);
+    }
+
+    #[test]
+    fn ranges_are_cut_without_a_gap_or_an_overlap() {
+        assert_eq!(
+            cut(&[(1, 10), (20, 20)], 4),
+            vec![(1, 4), (5, 8), (9, 10), (20, 20)]
+        );
+        assert_eq!(cut(&[(1, 3)], 92), vec![(1, 3)]);
+        assert!(cut(&[(5, 4)], 1).is_empty());
+    }
 }
