@@ -355,38 +355,28 @@ async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
     .await
     .unwrap();
     let analytics = pulih_store::analytics_database(store.database());
+    let number = |sql: String| async move { ch.query(&sql).fetch_one::<u64>().await.unwrap() };
+    let copy = format!("SELECT sum(txn_count) FROM `{analytics}`.activity_1m FINAL");
     for run in 0..2 {
         for stmt in &stmts {
             ch.query(stmt).execute().await.unwrap();
         }
-        let windows: u64 = ch
-            .query("SELECT sum(txn_count) FROM activity_1m_by_time FINAL")
-            .fetch_one()
-            .await
-            .unwrap();
+        let windows = number("SELECT sum(txn_count) FROM activity_1m_by_time FINAL".into()).await;
         assert_eq!(windows, 11, "run {run}");
-        let copy: u64 = ch
-            .query(&format!(
-                "SELECT sum(txn_count) FROM `{analytics}`.activity_1m FINAL"
-            ))
-            .fetch_one()
-            .await
-            .unwrap();
-        assert_eq!(copy, 11, "the analysts' copy, run {run}");
-        let days: u64 = ch
-            .query("SELECT sum(txn_count) FROM merchant_activity_daily_by_time FINAL")
-            .fetch_one()
-            .await
-            .unwrap();
+        assert_eq!(
+            number(copy.clone()).await,
+            11,
+            "the analysts' copy, run {run}"
+        );
+        let days =
+            number("SELECT sum(txn_count) FROM merchant_activity_daily_by_time FINAL".into()).await;
         assert_eq!(days, 3, "run {run}");
-        let left: u64 = ch
-            .query(
-                "SELECT count() FROM system.tables WHERE database = currentDatabase() \
-                    AND name IN ('activity_1m', 'merchant_activity_daily')",
-            )
-            .fetch_one()
-            .await
-            .unwrap();
+        let left = number(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() \
+             AND name IN ('activity_1m', 'merchant_activity_daily')"
+                .into(),
+        )
+        .await;
         assert_eq!(left, 0, "the old tables are dropped");
     }
     // The copy follows the new table.
@@ -398,14 +388,7 @@ async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
     .execute()
     .await
     .unwrap();
-    let copy: u64 = ch
-        .query(&format!(
-            "SELECT sum(txn_count) FROM `{analytics}`.activity_1m FINAL"
-        ))
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(copy, 12);
+    assert_eq!(number(copy).await, 12);
 }
 
 /// Rows read by the latest restore query of `database` whose text goes on
