@@ -4,9 +4,9 @@
 # identity, the rollup and the alerts over what it counted, and what
 # ClickHouse holds per event (docs/benchmarks.md, "At Jakarta's volume").
 #
-# Usage: deploy/local/bench-city.sh [MERCHANTS] [HOUR] [PARTITIONS] [DAYS]
+# Usage: deploy/local/bench-city.sh [MERCHANTS] [HOUR] [PARTITIONS] [DAYS] [STORED]
 #        (defaults: 5400000 merchants, evening at 20:00, 6 partitions,
-#        1 day before the evening's)
+#        1 day before the evening's sent, 7 more stored)
 #
 # The scenario is deploy/scenarios/jakarta.toml with MERCHANTS merchants
 # trading (Jakarta has about 5.4 million QRIS merchants, docs/scaling.md)
@@ -24,8 +24,15 @@
 #      with the log); the restore's queries are read back from
 #      system.query_log (rows read, peak memory);
 #   3. merges the tables (OPTIMIZE ... FINAL) and prints each table's
-#      rows and bytes on disk, per event sent;
-#   4. times `pulih rollup` and `pulih alerts --once` over the database.
+#      rows and bytes on disk, per event sent; then stores the days
+#      before the evening's again as each of the STORED days before it
+#      (straight in ClickHouse: a week of payments does not fit in the
+#      broker's memory here) and times the same restart again;
+#   4. times `pulih rollup` and `pulih alerts --once` over the database
+#      (with the stored days, when any).
+# While the payments are counted, `pulih rollup --every 60` runs beside
+# the aggregator and `pulih alerts --once` every minute, as in a
+# deployment; their rounds and CPU are printed with the counting's.
 # CPU-seconds per million events are printed for the simulator, the
 # aggregator, ClickHouse and the broker. The broker is restarted with
 # memory storage (PULIH_KAFKA_STORAGE=memory) when it runs on SQLite: the
@@ -39,10 +46,12 @@ MERCHANTS="${1:-5400000}"
 HOUR="${2:-20}"
 PARTITIONS="${3:-6}"
 DAYS="${4:-1}"
+STORED="${5:-7}"
 OUT="$ROOT/target/bench/city"
 CH=http://127.0.0.1:8123/
 PORT=9467
 mkdir -p "$OUT"
+rm -f "$OUT"/alerts-live.* "$OUT"/rollup-live.*
 
 . deploy/local/lib.sh
 q() { curl -sS --fail-with-body "$CH" --data-binary "$1"; }
@@ -83,7 +92,82 @@ start_aggregator() { # log
     $PULIH aggregate >>"$OUT/$1.out" 2>"$OUT/$1.log" &
     AGG=$!
 }
+# Kills the aggregator with SIGKILL, starts it again with the same
+# identity, and times its restore; the restore's queries from
+# system.query_log.
+killed_and_restarted() { # log
+    kill -9 $AGG
+    wait $AGG 2>/dev/null || true
+    t1=$(now)
+    start_aggregator "$1"
+    owned=0
+    until [ "$owned" -ge "$PARTITIONS" ] && [ "$owned" -gt 0 ]; do
+        sleep 0.2
+        owned=$(metric $PORT pulih_aggregate_assigned_partitions || true)
+        if [ "$(echo "$(since "$t1") > 600" | bc)" = 1 ]; then echo "bench-city: no restore after 600 s" >&2; break; fi
+    done
+    printf 'consuming again %.1f s after the start\n' "$(since "$t1")"
+    until [ "$(metric $PORT pulih_aggregate_consumer_lag_records || true)" = 0 ]; do sleep 0.2; done
+    printf 'caught up again (lag 0) %.1f s after the start; replayed %s records\n' "$(since "$t1")" \
+        "$(metric $PORT 'pulih_aggregate_records_total{outcome="replayed"}' || true)"
+    # The query log is written every 7.5 s.
+    for _ in $(seq 30); do
+        [ "$(q "SELECT count() FROM system.query_log WHERE type = 2 AND query LIKE '%pulih restore%' AND event_time >= toDateTime(${t1%.*})" 2>/dev/null || echo 0)" -ge 3 ] && break
+        sleep 1
+    done
+    echo "restore queries (system.query_log):"
+    q "SELECT round(query_duration_ms / 1000, 2) AS s, read_rows, formatReadableSize(memory_usage) AS memory,
+              result_rows, substring(query, position(query, '*/') + 3, 60) AS restore_query
+       FROM system.query_log
+       WHERE type = 2 AND query LIKE '%pulih restore%' AND event_time >= toDateTime(${t1%.*})
+       ORDER BY event_time FORMAT PrettyCompactNoEscapes" 2>/dev/null || echo "  (no system.query_log on this server)"
+    kill -INT $AGG
+    wait $AGG 2>/dev/null || true
+    AGG=
+}
+
+# Stores the day before the evening's again as each of the STORED days
+# before it, in the windows, what was counted and the merchant-days: the
+# week a deployment holds behind its evening, without sending it through
+# the broker (a week of Jakarta's payments does not fit in its memory
+# here).
+store_days_before() { # stored
+    local prev lo k t col names exprs
+    prev=$(date -d "$evening_day - 1 day" +%F)
+    lo=$(date -u -d "$prev 00:00 +0700" +%s)
+    for k in $(seq 1 "$1"); do
+        for t in activity_1m_by_time aggregator_counted_by_time merchant_activity_daily_by_time; do
+            names=$(q "SELECT name FROM system.columns WHERE database = '$DB' AND table = '$t' FORMAT TSV" | paste -sd, -)
+            exprs=""
+            for col in ${names//,/ }; do
+                case $col in
+                window_start) col="window_start - $((k * 86400))" ;;
+                day) col="day - $k" ;;
+                esac
+                exprs+="${exprs:+, }$col"
+            done
+            if [ "$t" = merchant_activity_daily_by_time ]; then
+                where="day = toDate('$prev')"
+            else
+                where="window_start >= toDateTime($lo) AND window_start < toDateTime($((lo + 86400)))"
+            fi
+            q "INSERT INTO $DB.$t ($names) SELECT $exprs FROM $DB.$t WHERE $where"
+        done
+    done
+}
+
 start_aggregator aggregate
+# The rollup and the alerts, as deployed, during the load.
+$PULIH rollup --every 60 >"$OUT/rollup-live.out" 2>"$OUT/rollup-live.log" &
+ROLLUP=$!
+(
+    while sleep 60; do
+        echo round >>"$OUT/alerts-live.rounds"
+        $PULIH alerts --once >>"$OUT/alerts-live.out" 2>>"$OUT/alerts-live.log" || echo failed >>"$OUT/alerts-live.rounds"
+    done
+) &
+ALERTS=$!
+trap 'kill -9 ${AGG:-} ${ROLLUP:-} 2>/dev/null || true; kill ${ALERTS:-} 2>/dev/null || true; [ -n "${PULIH_BENCH_KEEP:-}" ] || drop_databases "$DB"' EXIT
 ch_pid=$(service_pid clickhouse)
 kafka_pid=$(service_pid tansu)
 ch0=$(cpu "$ch_pid")
@@ -142,6 +226,18 @@ dedup=$(metric $PORT pulih_aggregate_dedup_entries)
 ch1=$(cpu "$ch_pid")
 kafka1=$(cpu "$kafka_pid")
 late=$(metric $PORT 'pulih_aggregate_records_total{outcome="late"}')
+rollup_ok=$(metric 9465 'pulih_rollup_rounds_total{outcome="succeeded"}')
+rollup_failed=$(metric 9465 'pulih_rollup_rounds_total{outcome="failed"}')
+rollup_last=$(metric 9465 pulih_rollup_last_round_duration_seconds)
+rollup_cpu=$(cpu $ROLLUP)
+pkill -P $ALERTS 2>/dev/null || true
+kill $ALERTS 2>/dev/null || true
+wait $ALERTS 2>/dev/null || true
+kill -INT $ROLLUP 2>/dev/null || true
+wait $ROLLUP 2>/dev/null || true
+ROLLUP=
+alert_rounds=$(grep -c '^round' "$OUT/alerts-live.rounds" 2>/dev/null || true)
+alert_failed=$(grep -c '^failed' "$OUT/alerts-live.rounds" 2>/dev/null || true)
 
 echo
 echo "## Counting ($sent payments sent)"
@@ -149,6 +245,7 @@ printf 'sent in %.0f s, all counted after %.0f s: %.0f events/s end to end\n' "$
 echo "late (read back): $late"
 echo "CPU-seconds per million events: simulate $(per_million "$sim_cpu" "$sent"), aggregate $(per_million "$agg_cpu" "$sent"), ClickHouse $(per_million $((ch1 - ch0)) "$sent"), broker $(per_million $((kafka1 - kafka0)) "$sent")"
 echo "aggregator at the evening: peak RSS $agg_hwm MB; resident merchant-days $days, windows $windows, remembered fingerprints $dedup"
+echo "beside it: pulih rollup --every 60: $rollup_ok rounds succeeded, $rollup_failed failed, the last $rollup_last s, $(echo "scale=1; $rollup_cpu / $TICKS" | bc) CPU-s in all; pulih alerts --once every minute: ${alert_rounds:-0} rounds, ${alert_failed:-0} failed"
 
 echo
 echo "## Restart after SIGKILL, same group, database and instance"
@@ -156,34 +253,8 @@ echo "## Restart after SIGKILL, same group, database and instance"
 # once more (every daily_emit_interval_ms, 60 s by default), so the
 # checkpoint is within a minute of the log's end.
 sleep 62
-kill -9 $AGG
-wait $AGG 2>/dev/null || true
-t1=$(now)
-start_aggregator restart
-owned=0
-until [ "$owned" -ge "$PARTITIONS" ] && [ "$owned" -gt 0 ]; do
-    sleep 0.2
-    owned=$(metric $PORT pulih_aggregate_assigned_partitions || true)
-    if [ "$(echo "$(since "$t1") > 600" | bc)" = 1 ]; then echo "bench-city: no restore after 600 s" >&2; break; fi
-done
-printf 'consuming again %.1f s after the start\n' "$(since "$t1")"
-until [ "$(metric $PORT pulih_aggregate_consumer_lag_records || true)" = 0 ]; do sleep 0.2; done
-printf 'caught up again (lag 0) %.1f s after the start; replayed %s records\n' "$(since "$t1")" \
-    "$(metric $PORT 'pulih_aggregate_records_total{outcome="replayed"}' || true)"
-# The query log is written every 7.5 s.
-for _ in $(seq 30); do
-    [ "$(q "SELECT count() FROM system.query_log WHERE type = 2 AND query LIKE '%pulih restore%' AND event_time >= toDateTime(${t1%.*})" 2>/dev/null || echo 0)" -ge 3 ] && break
-    sleep 1
-done
-echo "restore queries (system.query_log):"
-q "SELECT round(query_duration_ms / 1000, 2) AS s, read_rows, formatReadableSize(memory_usage) AS memory,
-          result_rows, substring(query, position(query, '*/') + 3, 60) AS restore_query
-   FROM system.query_log
-   WHERE type = 2 AND query LIKE '%pulih restore%' AND event_time >= toDateTime(${t1%.*})
-   ORDER BY event_time FORMAT PrettyCompactNoEscapes" 2>/dev/null || echo "  (no system.query_log on this server)"
-kill -INT $AGG
-wait $AGG 2>/dev/null || true
-AGG=
+killed_and_restarted restart
+
 
 echo
 echo "## What ClickHouse holds, merged (OPTIMIZE ... FINAL), per payment sent"
@@ -197,11 +268,26 @@ q "SELECT concat(database, '.', table) AS table, sum(rows) AS rows, formatReadab
    FROM system.parts WHERE database IN ('$DB', '${DB}_analytics') AND active
    GROUP BY database, table ORDER BY sum(bytes_on_disk) DESC FORMAT PrettyCompactNoEscapes"
 
+if [ "$STORED" -gt 0 ]; then
+    echo
+    echo "## The same restart with the $STORED days before stored too"
+    t1=$(now)
+    store_days_before "$STORED"
+    printf 'stored %s days more in %.0f s: %s merchant-days, %s windows in all\n' "$STORED" "$(since "$t1")" \
+        "$(q "SELECT count() FROM $DB.merchant_activity_daily_by_time")" "$(q "SELECT count() FROM $DB.activity_1m_by_time")"
+    start_aggregator restart-stored
+    until [ "$(metric $PORT pulih_aggregate_assigned_partitions || true)" -ge "$PARTITIONS" ]; do sleep 0.2; done
+    sleep 5
+    killed_and_restarted restart-stored
+fi
+
 echo
 echo "## Rollup and alerts over the database"
 t2=$(now)
+ch2=$(cpu "$ch_pid")
 $PULIH rollup >"$OUT/rollup.out" 2>"$OUT/rollup.log" || echo "bench-city: rollup failed, see $OUT/rollup.log"
-printf 'pulih rollup: %.1f s\n' "$(since "$t2")"
+printf 'pulih rollup: %.1f s, ClickHouse %s CPU-s\n' "$(since "$t2")" "$(echo "scale=1; ($(cpu "$ch_pid") - $ch2) / $TICKS" | bc)"
 t3=$(now)
+ch3=$(cpu "$ch_pid")
 $PULIH alerts --once >"$OUT/alerts.out" 2>"$OUT/alerts.log" || echo "bench-city: alerts failed, see $OUT/alerts.log"
-printf 'pulih alerts --once: %.1f s\n' "$(since "$t3")"
+printf 'pulih alerts --once: %.1f s, ClickHouse %s CPU-s\n' "$(since "$t3")" "$(echo "scale=1; ($(cpu "$ch_pid") - $ch3) / $TICKS" | bc)"

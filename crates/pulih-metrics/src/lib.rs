@@ -517,8 +517,9 @@ pub fn compute(input: &Input, params: &Params, from: Day, to: Day) -> Vec<Metric
     if to < from {
         return Vec::new();
     }
-    // The dense range: every day a result may look at.
-    let d0 = from - HISTORY_DAYS;
+    // The dense range: every day a result may look at, from the first day
+    // with data (nothing before it is known or published).
+    let d0 = (from - HISTORY_DAYS).max(input.first_day).min(from);
     let len = (to - d0 + 1) as usize;
     let idx = |d: Day| -> Option<usize> { (d0..=to).contains(&d).then(|| (d - d0) as usize) };
 

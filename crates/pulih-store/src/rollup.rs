@@ -16,6 +16,13 @@ use crate::{migrate, quote, Store, StoreError};
 /// Days computed per round trip; each round also reads a year of history.
 const CHUNK_DAYS: Day = 92;
 
+/// Cell-days one round of the rollup computes at most. A round holds every
+/// cell's year of history densely and its results as rows: Jakarta's 924
+/// cells compute `CHUNK_DAYS` a round; Indonesia's 153 300 six days, where
+/// 92 took more than 14 GB (docs/benchmarks.md, "At the national cell
+/// count").
+const CELL_DAYS_PER_ROUND: usize = 1_000_000;
+
 /// Cell-days one query of daily totals reads at most: it groups this many
 /// (district, sector, day) sets of distinct merchants. Jakarta's 924 cells
 /// take a round's `CHUNK_DAYS` in one query; Indonesia's 150 000 take a
@@ -27,6 +34,12 @@ const CELL_DAYS_PER_QUERY: usize = 100_000;
 fn days_per_query(districts: usize) -> Day {
     let cells = districts.max(1) * pulih_event::Sector::all().count();
     ((CELL_DAYS_PER_QUERY / cells) as Day).clamp(1, CHUNK_DAYS)
+}
+
+/// Days one round of the rollup computes for `districts` kecamatan.
+fn days_per_round(districts: usize) -> Day {
+    let cells = districts.max(1) * pulih_event::Sector::all().count();
+    ((CELL_DAYS_PER_ROUND / cells) as Day).clamp(1, CHUNK_DAYS)
 }
 
 /// `ranges` cut into ranges of at most `days` days each.
@@ -977,7 +990,8 @@ impl Store {
     /// every cell of `cells` (and every cell with data) each day.
     /// `kota_of` maps each district code to its kota code.
     ///
-    /// Days are computed in chunks, in order, each read once from
+    /// Days are computed in chunks of at most [`CELL_DAYS_PER_ROUND`]
+    /// cell-days, in order, each read once from
     /// `merchant_activity_daily_by_time`; the year of history a chunk needs is
     /// carried over from the chunks before it. A run starting after the
     /// first day with data reads that history from the rows an earlier
@@ -1063,9 +1077,10 @@ impl Store {
             input.incomplete.extend(before);
         }
 
+        let round_days = days_per_round(kota_of.len());
         let mut start = from;
         while start <= to {
-            let end = (start + CHUNK_DAYS - 1).min(to);
+            let end = (start + round_days - 1).min(to);
             self.load_fresh(
                 &kota,
                 kota_of.len(),
@@ -1144,6 +1159,9 @@ mod query_tests {
         // Indonesia's 7 300: a day, never less.
         assert_eq!(days_per_query(7_300), 1);
         assert_eq!(days_per_query(0), CHUNK_DAYS);
+        assert_eq!(days_per_round(44), CHUNK_DAYS);
+        assert_eq!(days_per_round(7_300), 6);
+        assert_eq!(days_per_round(100_000), 1);
     }
 
     #[test]
