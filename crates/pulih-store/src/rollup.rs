@@ -36,24 +36,45 @@ fn days_per_query(districts: usize) -> Day {
     ((CELL_DAYS_PER_QUERY / cells) as Day).clamp(1, CHUNK_DAYS)
 }
 
-/// Days one round of the rollup computes for `districts` kecamatan.
-fn days_per_round(districts: usize) -> Day {
-    let cells = districts.max(1) * pulih_event::Sector::all().count();
-    ((CELL_DAYS_PER_ROUND / cells) as Day).clamp(1, CHUNK_DAYS)
-}
+/// Merchant-days one query of daily totals reads at most, counting the two
+/// days before its first that merchants open looks back on. ClickHouse
+/// holds each of them three times in distinct counts, about 100 bytes a
+/// merchant-day: at Jakarta's volume (4 million merchant-days a day) 11
+/// days in one query went over its 4 GB for a query (docs/benchmarks.md,
+/// "At Jakarta's volume"). A day over the limit on its own is read alone.
+const MERCHANT_DAYS_PER_QUERY: u64 = 8_000_000;
 
-/// `ranges` cut into ranges of at most `days` days each.
-fn cut(ranges: &[(Day, Day)], days: Day) -> Vec<(Day, Day)> {
+/// `ranges` cut into pieces of at most `days` days each whose rows
+/// (`rows` per day; a day without an entry has none), with those of the
+/// `widen` days before each piece, add up to at most `max_rows`; a day is
+/// never cut, so a piece of one day may hold more.
+fn cut_by_rows(
+    ranges: &[(Day, Day)],
+    days: Day,
+    widen: Day,
+    rows: &BTreeMap<Day, u64>,
+    max_rows: u64,
+) -> Vec<(Day, Day)> {
+    let rows_in = |a: Day, b: Day| -> u64 { rows.range(a..=b).map(|(_, n)| n).sum() };
     let mut out = Vec::new();
     for &(a, b) in ranges {
         let mut start = a;
         while start <= b {
-            let end = (start + days - 1).min(b);
+            let mut end = start;
+            while end < b && end - start + 1 < days && rows_in(start - widen, end + 1) <= max_rows {
+                end += 1;
+            }
             out.push((start, end));
             start = end + 1;
         }
     }
     out
+}
+
+/// Days one round of the rollup computes for `districts` kecamatan.
+fn days_per_round(districts: usize) -> Day {
+    let cells = districts.max(1) * pulih_event::Sector::all().count();
+    ((CELL_DAYS_PER_ROUND / cells) as Day).clamp(1, CHUNK_DAYS)
 }
 
 /// The grouping of one level: kota, district and sector expressions.
@@ -405,6 +426,33 @@ impl Store {
             .map_err(self.err(format!("read baseline totals per {}", level.name())))
     }
 
+    /// Rows of `merchant_activity_daily_by_time` on each day of `span`
+    /// (versions not yet merged included, so at least the merchant-days).
+    async fn merchant_days_per_day(
+        &self,
+        span: (Day, Day),
+    ) -> Result<BTreeMap<Day, u64>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct PerDay {
+            d: u16,
+            rows: u64,
+        }
+        let per_day = self
+            .client
+            .query(&format!(
+                "SELECT toUInt16(day) AS d, count() AS rows \
+                 FROM merchant_activity_daily_by_time WHERE {} GROUP BY day",
+                day_ranges("day", &[span], 0)
+            ))
+            .fetch_all::<PerDay>()
+            .await
+            .map_err(self.err("count the merchant-days of each day"))?;
+        Ok(per_day
+            .into_iter()
+            .map(|r| (Day::from(r.d), r.rows))
+            .collect())
+    }
+
     /// Fresh daily totals of every level on the days in `ranges`, from
     /// `merchant_activity_daily_by_time`.
     /// `districts` is the number of kecamatan: it sets how many days one
@@ -417,7 +465,23 @@ impl Store {
         linked: bool,
         days: &mut HashMap<Cell, BTreeMap<Day, DayTotals>>,
     ) -> Result<(), StoreError> {
-        for range in cut(ranges, days_per_query(districts)) {
+        let Some(span) = ranges
+            .iter()
+            .map(|&(a, _)| a - 2)
+            .min()
+            .zip(ranges.iter().map(|&(_, b)| b).max())
+        else {
+            return Ok(());
+        };
+        let rows = self.merchant_days_per_day(span).await?;
+        let pieces = cut_by_rows(
+            ranges,
+            days_per_query(districts),
+            2,
+            &rows,
+            MERCHANT_DAYS_PER_QUERY,
+        );
+        for range in pieces {
             for level in Level::ALL {
                 let rows = self.cell_days(level, kota, &[range], linked).await?;
                 add_days(days, level, rows);
@@ -1165,12 +1229,41 @@ mod query_tests {
     }
 
     #[test]
+    fn queries_hold_a_bounded_number_of_merchant_days() {
+        // Four million merchant-days a day from day 100, none before.
+        let rows: BTreeMap<Day, u64> = (100..=120).map(|d| (d, 4_000_000)).collect();
+        // With the two days before each piece: day 100 alone reads one day
+        // of rows, 100..=101 two; then every day reads three, over the
+        // limit of two days' rows, so each is a piece of its own.
+        let pieces = cut_by_rows(&[(100, 104)], 92, 2, &rows, 8_000_000);
+        assert_eq!(pieces, vec![(100, 101), (102, 102), (103, 103), (104, 104)]);
+        // Days without rows before the data go together.
+        assert_eq!(
+            cut_by_rows(&[(90, 101)], 92, 2, &rows, 8_000_000),
+            vec![(90, 101)]
+        );
+        // The day count still bounds a piece where the rows do not.
+        assert_eq!(
+            cut_by_rows(&[(1, 10)], 4, 2, &BTreeMap::new(), 8_000_000),
+            vec![(1, 4), (5, 8), (9, 10)]
+        );
+        // A limit no day fits: a day a piece, never none.
+        assert_eq!(
+            cut_by_rows(&[(100, 102)], 92, 2, &rows, 1),
+            vec![(100, 100), (101, 101), (102, 102)]
+        );
+    }
+
+    #[test]
     fn ranges_are_cut_without_a_gap_or_an_overlap() {
         assert_eq!(
-            cut(&[(1, 10), (20, 20)], 4),
+            cut_by_rows(&[(1, 10), (20, 20)], 4, 2, &BTreeMap::new(), 1),
             vec![(1, 4), (5, 8), (9, 10), (20, 20)]
         );
-        assert_eq!(cut(&[(1, 3)], 92), vec![(1, 3)]);
-        assert!(cut(&[(5, 4)], 1).is_empty());
+        assert_eq!(
+            cut_by_rows(&[(1, 3)], 92, 2, &BTreeMap::new(), 1),
+            vec![(1, 3)]
+        );
+        assert!(cut_by_rows(&[(5, 4)], 1, 2, &BTreeMap::new(), 1).is_empty());
     }
 }
