@@ -245,7 +245,7 @@ printf 'sent in %.0f s, all counted after %.0f s: %.0f events/s end to end\n' "$
 echo "late (read back): $late"
 echo "CPU-seconds per million events: simulate $(per_million "$sim_cpu" "$sent"), aggregate $(per_million "$agg_cpu" "$sent"), ClickHouse $(per_million $((ch1 - ch0)) "$sent"), broker $(per_million $((kafka1 - kafka0)) "$sent")"
 echo "aggregator at the evening: peak RSS $agg_hwm MB; resident merchant-days $days, windows $windows, remembered fingerprints $dedup"
-echo "beside it: pulih rollup --every 60: $rollup_ok rounds succeeded, $rollup_failed failed, the last $rollup_last s, $(echo "scale=1; $rollup_cpu / $TICKS" | bc) CPU-s in all; pulih alerts --once every minute: ${alert_rounds:-0} rounds, ${alert_failed:-0} failed"
+echo "beside it: pulih rollup --every 60: $rollup_ok rounds succeeded, $rollup_failed failed, the last $rollup_last s, $(echo "scale=2; $rollup_cpu / $TICKS" | bc) CPU-s of its own in all; pulih alerts --once every minute: ${alert_rounds:-0} rounds, ${alert_failed:-0} failed"
 
 echo
 echo "## Restart after SIGKILL, same group, database and instance"

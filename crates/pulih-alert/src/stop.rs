@@ -74,6 +74,17 @@ impl StopSettings {
     pub fn lookback(&self) -> Hour {
         Hour::from(self.weeks) * WEEK + 48
     }
+
+    /// The hours whose merchants per producer the rule reads when it
+    /// evaluates hour `at`: the two days up to it and the same hours of
+    /// each of the `weeks` weeks before, where [`Hourly::stopped`] looks
+    /// for silent hours and their usual levels. The producers of a cell
+    /// are those with merchants in it in these hours.
+    pub fn merchant_hours(&self, at: Hour) -> Vec<(Hour, Hour)> {
+        (0..=Hour::from(self.weeks))
+            .map(|k| (at - 48 - k * WEEK, at - k * WEEK))
+            .collect()
+    }
 }
 
 /// A district × sector cell: (district code, sector).
@@ -86,7 +97,8 @@ pub struct Hourly {
     pub last: Hour,
     /// Transactions of each cell per hour.
     pub txns: HashMap<StopCell, BTreeMap<Hour, u64>>,
-    /// Merchants active per producer, cell and hour.
+    /// Merchants active per producer, cell and hour, in the hours of
+    /// [`StopSettings::merchant_hours`] (others may be absent).
     pub merchants: HashMap<String, HashMap<StopCell, BTreeMap<Hour, u64>>>,
 }
 
@@ -331,6 +343,53 @@ mod tests {
         }
         silence(&mut h, "31.72.01", 4 * WEEK + 11..=4 * WEEK + 15, false);
         assert_eq!(h.stops(4 * WEEK + 15, &st), vec![]);
+    }
+
+    /// `h` with its merchants kept only in the hours the rule reads at `at`.
+    fn merchants_read_at(h: &Hourly, at: Hour, st: &StopSettings) -> Hourly {
+        let hours = st.merchant_hours(at);
+        let mut out = h.clone();
+        for cells in out.merchants.values_mut() {
+            for s in cells.values_mut() {
+                s.retain(|t, _| hours.iter().any(|&(a, b)| (a..=b).contains(t)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_merchants_of_the_hours_it_reads_decide_as_all_of_them() {
+        let st = StopSettings::default();
+        let day = 4 * WEEK;
+        let mut cases = Vec::new();
+        let mut h = steady(4);
+        silence(&mut h, "31.72.01", day + 11..=day + 13, false);
+        cases.push(h);
+        let mut h = steady(4);
+        silence(&mut h, "31.72.01", day + 19..=day + 24 + 8, false);
+        cases.push(h);
+        let mut h = steady(4);
+        silence(&mut h, "31.72.01", day + 11..=day + 15, true);
+        cases.push(h);
+        // The producer also silent in the cell on the same hours of the
+        // past weeks: it must still be found as the cell's producer.
+        let mut h = steady(4);
+        silence(&mut h, "31.72.01", day + 11..=day + 13, false);
+        for k in 1..=4 {
+            let hours = day - k * WEEK + 22..=day - k * WEEK + 24 + 7;
+            silence(&mut h, "31.72.02", hours, false);
+        }
+        cases.push(h);
+        let mut stops = 0;
+        for h in &cases {
+            for at in day..=h.last {
+                let narrow = merchants_read_at(h, at, &st);
+                let all = h.stops(at, &st);
+                stops += all.len();
+                assert_eq!(narrow.stops(at, &st), all, "at {at}");
+            }
+        }
+        assert!(stops > 0, "the cases stop somewhere");
     }
 
     #[test]

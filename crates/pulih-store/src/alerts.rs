@@ -300,12 +300,21 @@ impl Store {
     }
 
     /// Hourly counts over hours `from..=to`: transactions per district ×
-    /// sector cell (`activity_1m_by_time FINAL`), and merchants active per producer
-    /// and cell (through `merchant_producer`). The merchants are those the
-    /// aggregator wrote to `aggregator_counted_by_time`, with those rows of
-    /// older versions carried in `merchant_keys`; for complete hours only,
-    /// whose merchants are all counted in a row.
-    pub async fn hourly(&self, from: Hour, to: Hour) -> Result<Hourly, StoreError> {
+    /// sector cell (`activity_1m_by_time FINAL`), and merchants active per
+    /// producer and cell (through `merchant_producer`) in the hours of
+    /// `merchant_hours` only (ranges within `from..=to`), one query a
+    /// range: at Jakarta's volume four weeks of them in one query went
+    /// over ClickHouse's 4 GB for a query (docs/benchmarks.md, "At
+    /// Jakarta's volume"). The merchants are those the aggregator wrote to
+    /// `aggregator_counted_by_time`, with those rows of older versions
+    /// carried in `merchant_keys`; for complete hours only, whose merchants
+    /// are all counted in a row.
+    pub async fn hourly(
+        &self,
+        from: Hour,
+        to: Hour,
+        merchant_hours: &[(Hour, Hour)],
+    ) -> Result<Hourly, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Txns {
             district_code: String,
@@ -335,7 +344,13 @@ impl Store {
             .fetch_all::<Txns>()
             .await
             .map_err(self.err("read hourly transactions from activity_1m_by_time"))?;
-        let merchants = self
+        let mut merchants: Vec<Merchants> = Vec::new();
+        for &(a, b) in merchant_hours {
+            let (start, end) = (a.max(from) * 3600, (b.min(to) + 1) * 3600);
+            if start >= end {
+                continue;
+            }
+            let part = self
             .client
             .query(
                 "SELECT p.producer_id AS producer_id, a.district_code AS district_code, a.sector AS sector, \
@@ -357,6 +372,8 @@ impl Store {
             .fetch_all::<Merchants>()
             .await
             .map_err(self.err("read hourly merchants per producer from activity_1m_by_time"))?;
+            merchants.extend(part);
+        }
         let mut out = Hourly {
             first: from,
             last: to,

@@ -536,7 +536,9 @@ async fn sudden_stops(
     if done == Some(at) {
         return Ok((Vec::new(), None));
     }
-    let hourly = store.hourly(at - s.stop.lookback(), at).await?;
+    let hourly = store
+        .hourly(at - s.stop.lookback(), at, &s.stop.merchant_hours(at))
+        .await?;
     let active: HashMap<String, AlertEvent> = store
         .active_alerts(Day::MAX)
         .await?
