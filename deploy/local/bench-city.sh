@@ -255,7 +255,6 @@ echo "## Restart after SIGKILL, same group, database and instance"
 sleep 62
 killed_and_restarted restart
 
-
 echo
 echo "## What ClickHouse holds, merged (OPTIMIZE ... FINAL), per payment sent"
 # The analysts' copy of the windows (a materialized view) is pulih's too.

@@ -9,7 +9,8 @@
 # with MERCHANTS_PER_DAY merchants a day spread over the kecamatan and 21
 # KBLI categories (each merchant in one cell, 1-4 transactions a day),
 # ending yesterday, straight with SQL (the pipeline is benchmarked by
-# bench-e2e.sh), with the first four weeks as the baseline. Then times a full rollup and an incremental one (the last
+# bench-e2e.sh), with the first four weeks as the baseline. Then times a
+# full rollup and an incremental one (the last
 # metrics.refresh_days days, as `pulih rollup --every` does; each run makes
 # the day's public release if none was made), and prints the rows and bytes
 # of the result tables. Then the reads of what was published: each answer

@@ -351,27 +351,27 @@ impl Store {
                 continue;
             }
             let part = self
-            .client
-            .query(
-                "SELECT p.producer_id AS producer_id, a.district_code AS district_code, a.sector AS sector, \
-                 a.h AS h, toUInt64(uniqExact(a.k)) AS merchants \
-                 FROM (SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                       merchant AS k FROM aggregator_counted_by_time ARRAY JOIN merchants AS merchant \
-                       WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
-                       UNION ALL \
-                       SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                       merchant_key AS k FROM activity_1m_by_time FINAL ARRAY JOIN merchant_keys AS merchant_key \
-                       WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)) AS a \
-                 ANY INNER JOIN (SELECT merchant_key AS k, producer_id FROM merchant_producer FINAL) AS p \
-                 USING k GROUP BY producer_id, district_code, sector, h",
-            )
-            .bind(start)
-            .bind(end)
-            .bind(start)
-            .bind(end)
-            .fetch_all::<Merchants>()
-            .await
-            .map_err(self.err("read hourly merchants per producer from activity_1m_by_time"))?;
+                .client
+                .query(
+                    "SELECT p.producer_id AS producer_id, a.district_code AS district_code, a.sector AS sector, \
+                     a.h AS h, toUInt64(uniqExact(a.k)) AS merchants \
+                     FROM (SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
+                           merchant AS k FROM aggregator_counted_by_time ARRAY JOIN merchants AS merchant \
+                           WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                           UNION ALL \
+                           SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
+                           merchant_key AS k FROM activity_1m_by_time FINAL ARRAY JOIN merchant_keys AS merchant_key \
+                           WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)) AS a \
+                     ANY INNER JOIN (SELECT merchant_key AS k, producer_id FROM merchant_producer FINAL) AS p \
+                     USING k GROUP BY producer_id, district_code, sector, h",
+                )
+                .bind(start)
+                .bind(end)
+                .bind(start)
+                .bind(end)
+                .fetch_all::<Merchants>()
+                .await
+                .map_err(self.err("read hourly merchants per producer from activity_1m_by_time"))?;
             merchants.extend(part);
         }
         let mut out = Hourly {

@@ -30,11 +30,20 @@ const CELL_DAYS_PER_ROUND: usize = 1_000_000;
 /// query (docs/benchmarks.md, "At the national cell count").
 const CELL_DAYS_PER_QUERY: usize = 100_000;
 
+/// Days of `districts` kecamatan's cells (21 sectors each) that make at
+/// most `cell_days` cell-days: at least one, at most `CHUNK_DAYS`.
+fn days_within(cell_days: usize, districts: usize) -> Day {
+    let cells = districts.max(1) * pulih_event::Sector::all().count();
+    ((cell_days / cells) as Day).clamp(1, CHUNK_DAYS)
+}
+
 /// Days one query of daily totals reads for `districts` kecamatan.
 fn days_per_query(districts: usize) -> Day {
-    let cells = districts.max(1) * pulih_event::Sector::all().count();
-    ((CELL_DAYS_PER_QUERY / cells) as Day).clamp(1, CHUNK_DAYS)
+    days_within(CELL_DAYS_PER_QUERY, districts)
 }
+
+/// Days before a day whose merchants count as open on it.
+const OPEN_LOOKBACK: Day = 2;
 
 /// Merchant-days one query of daily totals reads at most, counting the two
 /// days before its first that merchants open looks back on. ClickHouse
@@ -73,8 +82,7 @@ fn cut_by_rows(
 
 /// Days one round of the rollup computes for `districts` kecamatan.
 fn days_per_round(districts: usize) -> Day {
-    let cells = districts.max(1) * pulih_event::Sector::all().count();
-    ((CELL_DAYS_PER_ROUND / cells) as Day).clamp(1, CHUNK_DAYS)
+    days_within(CELL_DAYS_PER_ROUND, districts)
 }
 
 /// The grouping of one level: kota, district and sector expressions.
@@ -392,7 +400,7 @@ impl Store {
              FROM ({}) ARRAY JOIN [0, 1, 2] AS k \
              WHERE {} \
              GROUP BY d, kota, district, sector",
-            merchant_days(&day_ranges("day", ranges, 2), linked),
+            merchant_days(&day_ranges("day", ranges, OPEN_LOOKBACK), linked),
             day_ranges("(day + k)", ranges, 0),
         );
         self.client
@@ -467,7 +475,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let Some(span) = ranges
             .iter()
-            .map(|&(a, _)| a - 2)
+            .map(|&(a, _)| a - OPEN_LOOKBACK)
             .min()
             .zip(ranges.iter().map(|&(_, b)| b).max())
         else {
@@ -477,7 +485,7 @@ impl Store {
         let pieces = cut_by_rows(
             ranges,
             days_per_query(districts),
-            2,
+            OPEN_LOOKBACK,
             &rows,
             MERCHANT_DAYS_PER_QUERY,
         );
