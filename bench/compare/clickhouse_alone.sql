@@ -3,7 +3,7 @@
 -- payments_raw FORMAT JSONEachRow`, in large batches, with
 -- date_time_input_format = 'best_effort' for the RFC 3339 timestamps), and
 -- a materialized view folding each insert into the same one-minute
--- aggregates pulih writes to activity_1m_by_time.
+-- aggregates pulih writes to activity_1m_by_producer.
 --
 -- What it does not do, stated so the comparison is honest:
 --   * No de-duplication: an event a client sent twice (a retry after a

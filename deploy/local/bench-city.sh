@@ -136,7 +136,7 @@ store_days_before() { # stored
     prev=$(date -d "$evening_day - 1 day" +%F)
     lo=$(date -u -d "$prev 00:00 +0700" +%s)
     for k in $(seq 1 "$1"); do
-        for t in activity_1m_by_time aggregator_counted_by_time merchant_activity_daily_by_time; do
+        for t in activity_1m_by_producer aggregator_counted_by_producer merchant_activity_daily_by_time; do
             names=$(q "SELECT name FROM system.columns WHERE database = '$DB' AND table = '$t' FORMAT TSV" | paste -sd, -)
             exprs=""
             for col in ${names//,/ }; do
@@ -273,7 +273,7 @@ if [ "$STORED" -gt 0 ]; then
     t1=$(now)
     store_days_before "$STORED"
     printf 'stored %s days more in %.0f s: %s merchant-days, %s windows in all\n' "$STORED" "$(since "$t1")" \
-        "$(q "SELECT count() FROM $DB.merchant_activity_daily_by_time")" "$(q "SELECT count() FROM $DB.activity_1m_by_time")"
+        "$(q "SELECT count() FROM $DB.merchant_activity_daily_by_time")" "$(q "SELECT count() FROM $DB.activity_1m_by_producer")"
     start_aggregator restart-stored
     until [ "$(metric $PORT pulih_aggregate_assigned_partitions || true)" -ge "$PARTITIONS" ]; do sleep 0.2; done
     sleep 5

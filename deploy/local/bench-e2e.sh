@@ -8,7 +8,7 @@
 # Phase 1 sends RATE events/s for SECONDS and prints the aggregator's
 # consumer lag every 5 s, then how long it takes to drain. Phase 2 sends
 # PROBE_RATE events/s for 60 s and measures freshness (marker accepted →
-# visible in activity_1m_by_time FINAL) with `pulih probe`. Phase 3 fills a new
+# visible in activity_1m_by_producer FINAL) with `pulih probe`. Phase 3 fills a new
 # topic with RATE × SECONDS events first and then times one
 # `pulih aggregate --exit-at-end` over it: the aggregator's own sustained
 # rate with the broker and ClickHouse on the same machine. Everything goes
@@ -90,9 +90,9 @@ secs=$(echo "$(date +%s.%N) - $t0" | bc)
 n=$(sed -n 's/.*records=\([0-9]*\).*/\1/p' "$OUT/aggregate3.out")
 printf 'bench: aggregated %s records in %.1f s: %.0f records/s (process start, restore and final flush included)\n' "$n" "$secs" "$(echo "$n / $secs" | bc -l)"
 # One row per window and flush: bytes per fingerprint, not per row.
-fps=$(curl -s --data-binary "SELECT sum(length(fingerprints)) FROM pulih_bench.aggregator_counted_by_time FORMAT TSV" http://127.0.0.1:8123/)
-seen=$(curl -s --data-binary "SELECT sum(rows), sum(bytes_on_disk), sum(data_uncompressed_bytes) FROM system.parts WHERE database = 'pulih_bench' AND table = 'aggregator_counted_by_time' AND active FORMAT TSV" http://127.0.0.1:8123/)
+fps=$(curl -s --data-binary "SELECT sum(length(fingerprints)) FROM pulih_bench.aggregator_counted_by_producer FORMAT TSV" http://127.0.0.1:8123/)
+seen=$(curl -s --data-binary "SELECT sum(rows), sum(bytes_on_disk), sum(data_uncompressed_bytes) FROM system.parts WHERE database = 'pulih_bench' AND table = 'aggregator_counted_by_producer' AND active FORMAT TSV" http://127.0.0.1:8123/)
 read -r seen_rows seen_bytes seen_raw <<<"$seen"
-printf 'bench: aggregator_counted_by_time in pulih_bench: %s fingerprints in %s rows, %s bytes on disk (%.1f per fingerprint; %.1f uncompressed)\n' \
+printf 'bench: aggregator_counted_by_producer in pulih_bench: %s fingerprints in %s rows, %s bytes on disk (%.1f per fingerprint; %.1f uncompressed)\n' \
     "$fps" "$seen_rows" "$seen_bytes" "$(echo "$seen_bytes / $fps" | bc -l)" "$(echo "$seen_raw / $fps" | bc -l)"
 if [ -n "${PULIH_BENCH_KEEP:-}" ]; then echo "bench: kept database pulih_bench"; else drop_databases pulih_bench; fi

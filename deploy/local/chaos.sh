@@ -16,7 +16,7 @@
 #   stop_aggregator     SIGSTOP `pulih aggregate` for 45 s, then SIGCONT
 # A service that exits is started again, as an orchestrator would. When
 # the load ends, it waits for the aggregator to catch up and compares:
-#   - payments and their amount in activity_1m_by_time FINAL (`pulih report`)
+#   - payments and their amount in activity_1m_by_producer FINAL (`pulih report`)
 #     with the simulator's accepted payments: equal, or the run fails;
 #   - the same in merchant_activity_daily_by_time FINAL, whose rows of open days
 #     are written every aggregate.daily_emit_interval_ms: equal, or the
@@ -153,8 +153,8 @@ dead=$("$PULIH" dead-letters 2>/dev/null | sed -n 's/^dead letters: [0-9]* (\([0
 echo
 echo "| | accepted by the gateway (client's record) | in ClickHouse / on the dead-letter topic |"
 echo "|---|---:|---:|"
-echo "| payments (activity_1m_by_time) | $sent | $counted |"
-echo "| amount (IDR, activity_1m_by_time) | $amount | $counted_amount |"
+echo "| payments (activity_1m_by_producer) | $sent | $counted |"
+echo "| amount (IDR, activity_1m_by_producer) | $amount | $counted_amount |"
 echo "| payments (merchant_activity_daily_by_time) | $sent | $day_counted |"
 echo "| amount (IDR, merchant_activity_daily_by_time) | $amount | $day_amount |"
 echo "| rejections | $rejected | $dead distinct dead letters |"

@@ -161,7 +161,7 @@ sent_events=$(( $(field events "$base") + $(field events "$hist") + $(field even
 sent_amount=$(( $(field amount_idr "$base") + $(field amount_idr "$hist") + $(field amount_idr "$live") ))
 
 echo "demo: waiting for the aggregator to count all $sent_events events" >&2
-landed() { q "SELECT sum(txn_count), sum(amount_idr_sum) FROM $DB.activity_1m_by_time FINAL FORMAT TSV"; }
+landed() { q "SELECT sum(txn_count), sum(amount_idr_sum) FROM $DB.activity_1m_by_producer FINAL FORMAT TSV"; }
 for _ in $(seq 1800); do
     read -r landed_events landed_amount <<<"$(landed)"
     [ "${landed_events:-0}" -ge "$sent_events" ] && break
@@ -172,7 +172,7 @@ read -r landed_events landed_amount <<<"$(landed)"
 kill $STATUS 2>/dev/null || true
 echo >&2
 if [ "$landed_events" = "$sent_events" ] && [ "$landed_amount" = "$sent_amount" ]; then
-    echo "demo: OK: sent $sent_events events (Rp $sent_amount); $landed_events events (Rp $landed_amount) landed in $DB.activity_1m_by_time, in $(( $(date +%s) - t0 )) s"
+    echo "demo: OK: sent $sent_events events (Rp $sent_amount); $landed_events events (Rp $landed_amount) landed in $DB.activity_1m_by_producer, in $(( $(date +%s) - t0 )) s"
 else
     echo "demo: MISMATCH: sent $sent_events events (Rp $sent_amount), landed $landed_events (Rp $landed_amount)" >&2
     exit 1

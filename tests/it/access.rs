@@ -89,6 +89,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
             window_start: day as u32 * 86_400,
             district_code: "31.71.01".into(),
             sector: "G".into(),
+            producer_id: "bank".into(),
             txn_count: 8,
             amount_idr_sum: 80_000,
             amount_idr_min: 10_000,
@@ -160,7 +161,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         )
         .await,
         Ok(8),
-        "activity_1m_by_time reaches the analytics copy"
+        "activity_1m_by_producer reaches the analytics copy"
     );
     assert_eq!(
         count(
@@ -185,9 +186,9 @@ async fn each_account_can_do_its_job_and_nothing_more() {
         "analyst reads merchant keys from the analytics copy",
     );
     for table in [
-        "activity_1m_by_time",
+        "activity_1m_by_producer",
         "merchant_activity_daily_by_time",
-        "aggregator_counted_by_time",
+        "aggregator_counted_by_producer",
     ] {
         refused(
             count(&analyst, &format!("SELECT count() FROM pulih.{table}")).await,
@@ -223,7 +224,7 @@ async fn each_account_can_do_its_job_and_nothing_more() {
     for table in [
         "pulih_analytics.recovery_daily",
         "pulih_analytics.activity_1m",
-        "pulih.activity_1m_by_time",
+        "pulih.activity_1m_by_producer",
     ] {
         refused(
             count(&public, &format!("SELECT count() FROM {table}")).await,

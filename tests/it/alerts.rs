@@ -156,7 +156,7 @@ fn local_midnight(d: Day) -> i64 {
     i64::from(d) * 24 - 7
 }
 
-/// One hour of a cell in `activity_1m_by_time`: `txns` transactions by the
+/// One hour of a cell in `activity_1m_by_producer`: `txns` transactions by the
 /// merchants numbered `merchants` (their keys as in `scenario`).
 fn activity(
     hour: i64,
@@ -177,6 +177,7 @@ fn activity(
         window_start: (hour * 3600) as u32,
         district_code: district.into(),
         sector: sector.into(),
+        producer_id: "bank".into(),
         txn_count: txns,
         amount_idr_sum: txns * 50_000,
         amount_idr_min: 50_000,
@@ -230,6 +231,7 @@ fn hours(last: Day) -> (Vec<pulih_store::ActivityRow>, Vec<pulih_store::SeenRow>
                         partition: 0,
                         district_code: row.district_code.clone(),
                         sector: row.sector.clone(),
+                        producer_id: row.producer_id.clone(),
                         window_start: row.window_start,
                         fingerprints: Vec::new(),
                         offsets: Vec::new(),

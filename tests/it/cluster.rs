@@ -152,7 +152,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
             .map(|(d, s)| format!("('2021-06-01 00:00:00', '{d}', '{s}', {count}, {version})"))
             .collect();
         format!(
-            "INSERT INTO activity_1m_by_time (window_start, district_code, sector, txn_count, version) VALUES {}",
+            "INSERT INTO activity_1m_by_producer (window_start, district_code, sector, txn_count, version) VALUES {}",
             values.join(", ")
         )
     };
@@ -162,7 +162,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     // Each cell on one shard, on both of its replicas (once each replica
     // has fetched what the other took); both shards used.
     let sync = |port: u16| {
-        let sql = format!("SYSTEM SYNC REPLICA `{database}`.activity_1m_by_time_local");
+        let sql = format!("SYSTEM SYNC REPLICA `{database}`.activity_1m_by_producer_local");
         async move { node(port).query(&sql).execute().await.unwrap() }
     };
     for (_, port) in NODES {
@@ -170,7 +170,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     }
     let local = |port| {
         let sql = format!(
-            "SELECT concat(district_code, '/', sector, '/', toString(version)) AS r FROM `{database}`.activity_1m_by_time_local ORDER BY r"
+            "SELECT concat(district_code, '/', sector, '/', toString(version)) AS r FROM `{database}`.activity_1m_by_producer_local ORDER BY r"
         );
         async move { strings(&node(port), &sql).await }
     };
@@ -198,7 +198,9 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     for (name, port) in NODES {
         let got = strings(
             &node(port),
-            &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m_by_time FINAL"),
+            &format!(
+                "SELECT count(), sum(txn_count) FROM `{database}`.activity_1m_by_producer FINAL"
+            ),
         )
         .await;
         assert_eq!(
@@ -235,6 +237,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
                 partition: 0,
                 district_code: d.clone(),
                 sector: (*s).into(),
+                producer_id: "bank".into(),
                 window_start,
                 fingerprints: vec![[7; 16], [8; 16]],
                 offsets: vec![1, 2],
@@ -247,14 +250,14 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     let months = |port: u16| {
         let sql = format!(
             "SELECT concat(toString(m), ' ', toString(c)) FROM (SELECT toYYYYMM(window_start) AS m, \
-             count() AS c FROM `{database}`.aggregator_counted_by_time_local GROUP BY m) ORDER BY m"
+             count() AS c FROM `{database}`.aggregator_counted_by_producer_local GROUP BY m) ORDER BY m"
         );
         async move { strings(&node(port), &sql).await }
     };
     for (_, port) in NODES {
         node(port)
             .query(&format!(
-                "SYSTEM SYNC REPLICA `{database}`.aggregator_counted_by_time_local"
+                "SYSTEM SYNC REPLICA `{database}`.aggregator_counted_by_producer_local"
             ))
             .execute()
             .await
@@ -322,7 +325,7 @@ async fn migrations_rows_and_a_killed_replica_on_two_shards_of_two_replicas() {
     assert_eq!(a.len(), 3 * one.len());
     let got = strings(
         &node(8212),
-        &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m_by_time FINAL"),
+        &format!("SELECT count(), sum(txn_count) FROM `{database}`.activity_1m_by_producer FINAL"),
     )
     .await;
     assert_eq!(got, [format!("{}\t{}", cells.len(), 9 * cells.len())]);
@@ -413,13 +416,13 @@ async fn the_same_events_give_the_same_metrics_on_the_cluster_as_on_one_server()
     for (what, sql) in [
         (
             "windows",
-            "SELECT district_code, sector, window_start, txn_count, amount_idr_sum, merchants_active \
-             FROM `{db}`.activity_1m_by_time FINAL ORDER BY district_code, sector, window_start",
+            "SELECT district_code, sector, window_start, producer_id, txn_count, amount_idr_sum, merchants_active \
+             FROM `{db}`.activity_1m_by_producer FINAL ORDER BY district_code, sector, window_start, producer_id",
         ),
         (
             "analysts' copy of the windows",
-            "SELECT district_code, sector, window_start, txn_count FROM `{db}_analytics`.activity_1m FINAL \
-             ORDER BY district_code, sector, window_start",
+            "SELECT district_code, sector, window_start, producer_id, txn_count FROM `{db}_analytics`.activity_1m FINAL \
+             ORDER BY district_code, sector, window_start, producer_id",
         ),
         (
             "merchant-days",

@@ -930,7 +930,7 @@ async fn the_default_retention_drops_what_was_counted_in_months_past_it() {
         async move {
             client
                 .query(
-                    "SELECT DISTINCT toYYYYMM(window_start) AS m FROM aggregator_counted_by_time \
+                    "SELECT DISTINCT toYYYYMM(window_start) AS m FROM aggregator_counted_by_producer \
                      ORDER BY m",
                 )
                 .fetch_all::<u32>()
@@ -947,6 +947,7 @@ async fn the_default_retention_drops_what_was_counted_in_months_past_it() {
         partition: 0,
         district_code: "31.74.09".into(),
         sector: "G".into(),
+        producer_id: "bank".into(),
         window_start,
         fingerprints: vec![[7; 16]],
         offsets: vec![0],

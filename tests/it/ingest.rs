@@ -567,7 +567,7 @@ async fn a_full_producer_queue_gives_503() {
 /// The promise: an event that got a 2xx, or that `pulih produce` reported
 /// loaded, is counted. A 30-hour-old event through the gateway and a
 /// one-year-old backfill into a topic whose watermark is already at today
-/// both land in `activity_1m_by_time` and `merchant_activity_daily_by_time`, and a running
+/// both land in `activity_1m_by_producer` and `merchant_activity_daily_by_time`, and a running
 /// `pulih rollup --every` picks the backfilled day up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_is_counted_and_a_backfill_corrects_a_past_day_of_a_live_topic() {

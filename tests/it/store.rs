@@ -49,6 +49,7 @@ async fn fingerprints_are_read_by_window_and_old_months_dropped() {
         partition,
         district_code: "31.74.09".into(),
         sector: "G".into(),
+        producer_id: "bank".into(),
         window_start,
         fingerprints: offsets.iter().map(|&o| [o as u8; 16]).collect(),
         offsets: offsets.to_vec(),
@@ -228,7 +229,8 @@ async fn hours_and_days_are_read_back_whole() {
 
 /// Upgrading from one row per fingerprint (`aggregator_seen`, through
 /// `aggregator_fingerprints` and `aggregator_counted` to
-/// `aggregator_counted_by_time`) carries every fingerprint over, by window,
+/// `aggregator_counted_by_time` and `aggregator_counted_by_producer`) carries
+/// every fingerprint over, by window,
 /// with its lowest offset; and the migrations, run again from their start
 /// as after an interruption, lose nothing.
 #[tokio::test]
@@ -236,12 +238,13 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     let store = Store::new(&store_config("seen_upgrade"));
     store.migrate().await.unwrap();
     let ch = store.client();
-    let [by_window, counted, by_time] = &MIGRATIONS[20..23] else {
+    let [by_window, counted, by_time, _, by_producer] = &MIGRATIONS[20..25] else {
         unreachable!()
     };
     assert_eq!(by_window.name, "0021_aggregator_fingerprints.sql");
     assert_eq!(counted.name, "0022_aggregator_counted.sql");
     assert_eq!(by_time.name, "0023_aggregator_counted_by_time.sql");
+    assert_eq!(by_producer.name, "0025_rows_by_producer.sql");
     // The old table, as 0007 made it, holding what an older version wrote:
     // two windows of partition 0, one of partition 1, a fingerprint
     // written twice (a replay) and once more at a later offset (no
@@ -270,6 +273,7 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
             .iter()
             .chain(&counted.statements())
             .chain(&by_time.statements())
+            .chain(&by_producer.statements_for(store.database()))
         {
             ch.query(stmt).execute().await.unwrap();
         }
@@ -301,7 +305,8 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
         let left: u64 = ch
             .query(
                 "SELECT count() FROM system.tables WHERE database = currentDatabase() \
-                    AND name IN ('aggregator_seen', 'aggregator_fingerprints', 'aggregator_counted')",
+                    AND name IN ('aggregator_seen', 'aggregator_fingerprints', 'aggregator_counted', \
+                    'aggregator_counted_by_time')",
             )
             .fetch_one()
             .await
@@ -310,20 +315,23 @@ async fn the_fingerprints_of_the_old_table_are_carried_over() {
     }
 }
 
-/// Migration 0024 carries the windows and merchant-days to the tables
-/// sorted by time, with every version (the latest wins under FINAL), makes
-/// the analysts' copy again from the new table, and drops the old tables;
-/// run again from its start, as after an interruption, it loses nothing
-/// and counts nothing twice. The copy then follows inserts into the new
-/// table.
+/// Migrations 0024 and 0025 carry the windows and merchant-days to the
+/// tables sorted by time, then the windows to the table keyed by producer,
+/// with every version (the latest wins under FINAL), make the analysts'
+/// copy again from the new table, and drop the old tables; run again from
+/// their start, as after an interruption, they lose nothing and count
+/// nothing twice. The copy then follows inserts into the new table.
 #[tokio::test]
 async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
     let store = Store::new(&store_config("by_time_upgrade"));
     store.migrate().await.unwrap();
     let ch = store.client();
-    let by_time = MIGRATIONS.last().unwrap();
+    let [by_time, by_producer] = &MIGRATIONS[23..25] else {
+        unreachable!()
+    };
     assert_eq!(by_time.name, "0024_activity_by_time.sql");
-    let stmts = by_time.statements_for(store.database());
+    assert_eq!(by_producer.name, "0025_rows_by_producer.sql");
+    let mut stmts = by_time.statements_for(store.database());
     // The old tables, as 0001 and 0002 made them, holding what an older
     // version wrote: two versions of one window, another window, two
     // versions of one merchant-day.
@@ -335,6 +343,7 @@ async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
         );
         ch.query(old).execute().await.unwrap();
     }
+    stmts.extend(by_producer.statements_for(store.database()));
     ch.query(
         "INSERT INTO activity_1m (window_start, district_code, sector, txn_count, is_final, \
          source_partition, source_offset, version) VALUES \
@@ -361,7 +370,8 @@ async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
         for stmt in &stmts {
             ch.query(stmt).execute().await.unwrap();
         }
-        let windows = number("SELECT sum(txn_count) FROM activity_1m_by_time FINAL".into()).await;
+        let windows =
+            number("SELECT sum(txn_count) FROM activity_1m_by_producer FINAL".into()).await;
         assert_eq!(windows, 11, "run {run}");
         assert_eq!(
             number(copy.clone()).await,
@@ -373,7 +383,7 @@ async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
         assert_eq!(days, 3, "run {run}");
         let left = number(
             "SELECT count() FROM system.tables WHERE database = currentDatabase() \
-             AND name IN ('activity_1m', 'merchant_activity_daily')"
+             AND name IN ('activity_1m', 'merchant_activity_daily', 'activity_1m_by_time')"
                 .into(),
         )
         .await;
@@ -381,14 +391,17 @@ async fn windows_and_merchant_days_are_carried_to_the_tables_sorted_by_time() {
     }
     // The copy follows the new table.
     ch.query(
-        "INSERT INTO activity_1m_by_time (window_start, district_code, sector, txn_count, \
-         is_final, source_partition, source_offset, version) VALUES \
-         (1709251200, '31.74.09', 'G', 5, 1, 0, 12, 27)",
+        "INSERT INTO activity_1m_by_producer (window_start, district_code, sector, producer_id, \
+         txn_count, is_final, source_partition, source_offset, version) VALUES \
+         (1709251200, '31.74.09', 'G', '', 5, 1, 0, 12, 27), \
+         (1709251200, '31.74.09', 'G', 'bank', 2, 1, 0, 13, 29)",
     )
     .execute()
     .await
     .unwrap();
-    assert_eq!(number(copy).await, 12);
+    // The carried-over row replaced by its new version, and a producer's
+    // row of the same window beside it.
+    assert_eq!(number(copy).await, 14);
 }
 
 /// Rows read by the latest restore query of `database` whose text goes on
@@ -451,6 +464,7 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
                         window_start: start as u32,
                         district_code: district(p, c),
                         sector: "G".into(),
+                        producer_id: "bank".into(),
                         txn_count: version,
                         amount_idr_sum: 1,
                         amount_idr_min: 1,
@@ -478,6 +492,7 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
                     partition: p,
                     district_code: district(p, c),
                     sector: "G".into(),
+                    producer_id: "bank".into(),
                     window_start: start as u32,
                     fingerprints: vec![[i as u8; 16]],
                     offsets: vec![i],

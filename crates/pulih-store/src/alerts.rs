@@ -300,13 +300,13 @@ impl Store {
     }
 
     /// Hourly counts over hours `from..=to`: transactions per district ×
-    /// sector cell (`activity_1m_by_time FINAL`), and merchants active per
+    /// sector cell (`activity_1m_by_producer FINAL`), and merchants active per
     /// producer and cell (through `merchant_producer`) in the hours of
     /// `merchant_hours` only (ranges within `from..=to`), one query a
     /// range: at Jakarta's volume four weeks of them in one query went
     /// over ClickHouse's 4 GB for a query (docs/benchmarks.md, "At
     /// Jakarta's volume"). The merchants are those the aggregator wrote to
-    /// `aggregator_counted_by_time`, with those rows of older versions
+    /// `aggregator_counted_by_producer`, with those rows of older versions
     /// carried in `merchant_keys`; for complete hours only, whose merchants
     /// are all counted in a row.
     pub async fn hourly(
@@ -335,7 +335,7 @@ impl Store {
             .client
             .query(
                 "SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                 toUInt64(sum(txn_count)) AS txns FROM activity_1m_by_time FINAL \
+                 toUInt64(sum(txn_count)) AS txns FROM activity_1m_by_producer FINAL \
                  WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
                  GROUP BY district_code, sector, h",
             )
@@ -343,7 +343,7 @@ impl Store {
             .bind(end)
             .fetch_all::<Txns>()
             .await
-            .map_err(self.err("read hourly transactions from activity_1m_by_time"))?;
+            .map_err(self.err("read hourly transactions from activity_1m_by_producer"))?;
         let mut merchants: Vec<Merchants> = Vec::new();
         for &(a, b) in merchant_hours {
             let (start, end) = (a.max(from) * 3600, (b.min(to) + 1) * 3600);
@@ -356,11 +356,11 @@ impl Store {
                     "SELECT p.producer_id AS producer_id, a.district_code AS district_code, a.sector AS sector, \
                      a.h AS h, toUInt64(uniqExact(a.k)) AS merchants \
                      FROM (SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                           merchant AS k FROM aggregator_counted_by_time ARRAY JOIN merchants AS merchant \
+                           merchant AS k FROM aggregator_counted_by_producer ARRAY JOIN merchants AS merchant \
                            WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
                            UNION ALL \
                            SELECT district_code, sector, toUInt32(intDiv(toUInt32(window_start), 3600)) AS h, \
-                           merchant_key AS k FROM activity_1m_by_time FINAL ARRAY JOIN merchant_keys AS merchant_key \
+                           merchant_key AS k FROM activity_1m_by_producer FINAL ARRAY JOIN merchant_keys AS merchant_key \
                            WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)) AS a \
                      ANY INNER JOIN (SELECT merchant_key AS k, producer_id FROM merchant_producer FINAL) AS p \
                      USING k GROUP BY producer_id, district_code, sector, h",
@@ -371,7 +371,7 @@ impl Store {
                 .bind(end)
                 .fetch_all::<Merchants>()
                 .await
-                .map_err(self.err("read hourly merchants per producer from activity_1m_by_time"))?;
+                .map_err(self.err("read hourly merchants per producer from activity_1m_by_producer"))?;
             merchants.extend(part);
         }
         let mut out = Hourly {

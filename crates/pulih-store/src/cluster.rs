@@ -42,12 +42,14 @@ pub fn layout(database: &str, table: &str) -> Option<Layout> {
     Some(match (database, table) {
         ("", "activity_1m") | ("analytics", "activity_1m") => Sharded(CELL),
         ("", "activity_1m_by_time")
+        | ("", "activity_1m_by_producer")
         | ("", "merchant_activity_daily")
         | ("", "merchant_activity_daily_by_time") => Sharded(CELL),
         ("", "aggregator_seen")
         | ("", "aggregator_fingerprints")
         | ("", "aggregator_counted")
-        | ("", "aggregator_counted_by_time") => Sharded(CELL),
+        | ("", "aggregator_counted_by_time")
+        | ("", "aggregator_counted_by_producer") => Sharded(CELL),
         ("", "payments") => Sharded("cityHash64(producer_id, event_id)"),
         ("", "aggregator_checkpoint")
         | ("", "aggregator_dedup")

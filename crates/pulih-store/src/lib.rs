@@ -115,13 +115,16 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// One row of `activity_1m_by_time`, in column order.
+/// One row of `activity_1m_by_producer`, in column order.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct ActivityRow {
     /// Seconds since the epoch, UTC.
     pub window_start: u32,
     pub district_code: String,
     pub sector: String,
+    /// The producer whose events the row counts; empty in rows written
+    /// before migration 0025, which count every producer of their window.
+    pub producer_id: String,
     pub txn_count: u64,
     pub amount_idr_sum: u64,
     pub amount_idr_min: u64,
@@ -140,7 +143,7 @@ pub struct ActivityRow {
     pub source_partition: i32,
     pub source_offset: i64,
     /// Empty in open rows written since migration 0022: the window's
-    /// merchants are in `aggregator_counted_by_time` ([`SeenRow::merchants`]).
+    /// merchants are in `aggregator_counted_by_producer` ([`SeenRow::merchants`]).
     /// Final rows, and older rows, carry all of them here, sorted.
     pub merchant_keys: Vec<[u8; 32]>,
     pub version: u64,
@@ -166,11 +169,12 @@ impl ActivityRow {
     }
 }
 
-/// The columns of `activity_1m_by_time`, in the order of [`ActivityRow`].
+/// The columns of `activity_1m_by_producer`, in the order of [`ActivityRow`].
 pub const ACTIVITY_COLUMNS: &[&str] = &[
     "window_start",
     "district_code",
     "sector",
+    "producer_id",
     "txn_count",
     "amount_idr_sum",
     "amount_idr_min",
@@ -290,7 +294,7 @@ pub struct MerchantLinkRow {
     pub first_seen: u32,
 }
 
-/// One row of `aggregator_counted_by_time` (`aggregator_counted` before
+/// One row of `aggregator_counted_by_producer` (`aggregator_counted` before
 /// migration 0023): the events and the merchants newly counted in a window
 /// in one flush.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
@@ -299,6 +303,8 @@ pub struct SeenRow {
     pub partition: i32,
     pub district_code: String,
     pub sector: String,
+    /// As [`ActivityRow::producer_id`].
+    pub producer_id: String,
     pub window_start: u32,
     /// XXH3-128 of (producer_id, event_id), big-endian.
     pub fingerprints: Vec<[u8; 16]>,
@@ -351,7 +357,7 @@ pub struct Restored {
     pub seen: Vec<SeenRow>,
 }
 
-/// Totals over `activity_1m_by_time FINAL`.
+/// Totals over `activity_1m_by_producer FINAL`.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct SectorTotal {
     pub sector: String,
@@ -475,9 +481,9 @@ impl Store {
         insert.end().await.map_err(self.err(action))
     }
 
-    /// Upserts window rows into `activity_1m_by_time`.
+    /// Upserts window rows into `activity_1m_by_producer`.
     pub async fn insert_activity(&self, rows: &[ActivityRow]) -> Result<(), StoreError> {
-        self.insert_rows("activity_1m_by_time", rows).await
+        self.insert_rows("activity_1m_by_producer", rows).await
     }
 
     /// Inserts raw records into `payments`.
@@ -492,9 +498,10 @@ impl Store {
     }
 
     /// Appends the fingerprints and merchants of counted events to
-    /// `aggregator_counted_by_time`.
+    /// `aggregator_counted_by_producer`.
     pub async fn insert_seen(&self, rows: &[SeenRow]) -> Result<(), StoreError> {
-        self.insert_rows("aggregator_counted_by_time", rows).await
+        self.insert_rows("aggregator_counted_by_producer", rows)
+            .await
     }
 
     /// Records the producers of merchant keys in `merchant_producer`.
@@ -635,29 +642,29 @@ impl Store {
         Ok(Some(p.t).filter(|&t| every && t != i64::MIN && t != 0))
     }
 
-    /// Drops the monthly partitions of `aggregator_counted_by_time` before
+    /// Drops the monthly partitions of `aggregator_counted_by_producer` before
     /// `before_month` (`YYYYMM`); returns the months dropped. The months
     /// are read through the table (on a cluster, the Distributed table:
     /// any shard's rows); on a cluster each is dropped from
-    /// `aggregator_counted_by_time_local` on every shard, `ON CLUSTER`.
+    /// `aggregator_counted_by_producer_local` on every shard, `ON CLUSTER`.
     pub async fn prune_seen(&self, before_month: u32) -> Result<Vec<u32>, StoreError> {
         let mut months: Vec<u32> = self
             .client
             .query(
-                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted_by_time \
+                "SELECT DISTINCT toYYYYMM(window_start) FROM aggregator_counted_by_producer \
                  WHERE toYYYYMM(window_start) < ?",
             )
             .bind(before_month)
             .fetch_all()
             .await
-            .map_err(self.err("list aggregator_counted_by_time months"))?;
+            .map_err(self.err("list aggregator_counted_by_producer months"))?;
         months.sort_unstable();
         let drop = |month: u32| {
             if self.cluster.is_empty() {
-                format!("ALTER TABLE aggregator_counted_by_time DROP PARTITION {month}")
+                format!("ALTER TABLE aggregator_counted_by_producer DROP PARTITION {month}")
             } else {
                 format!(
-                    "ALTER TABLE `{}`.aggregator_counted_by_time_local ON CLUSTER `{}` DROP PARTITION {month}",
+                    "ALTER TABLE `{}`.aggregator_counted_by_producer_local ON CLUSTER `{}` DROP PARTITION {month}",
                     self.database, self.cluster
                 )
             }
@@ -667,7 +674,7 @@ impl Store {
                 .query(&drop(month))
                 .execute()
                 .await
-                .map_err(self.err("drop an aggregator_counted_by_time partition"))?;
+                .map_err(self.err("drop an aggregator_counted_by_producer partition"))?;
         }
         Ok(months)
     }
@@ -715,7 +722,7 @@ impl Store {
         // the same rows here: every version of a row has the same window or
         // day, and the same writing partition.
         // A final row's merchants' keys are not read: the merchants of a
-        // window since migration 0022 are in `aggregator_counted_by_time`,
+        // window since migration 0022 are in `aggregator_counted_by_producer`,
         // read below, and reading the keys of every final row the scan passes
         // was most of what the restore held in memory.
         let columns = ACTIVITY_COLUMNS
@@ -727,7 +734,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "/* pulih restore of {database} */ SELECT {columns} FROM activity_1m_by_time FINAL \
+            "/* pulih restore of {database} */ SELECT {columns} FROM activity_1m_by_producer FINAL \
              WHERE window_start > toDateTime(?) AND source_partition IN ({partitions})"
         );
         let mut activity = self
@@ -737,7 +744,7 @@ impl Store {
             .bind(window_from)
             .fetch_all::<ActivityRow>()
             .await
-            .map_err(self.err("restore from activity_1m_by_time"))?;
+            .map_err(self.err("restore from activity_1m_by_producer"))?;
         activity.retain(|r| {
             open_after(r.source_partition)
                 .is_some_and(|after| i64::from(r.window_start) + window_secs > after)
@@ -762,8 +769,8 @@ impl Store {
         });
 
         let sql = format!(
-            "/* pulih restore of {database} */ SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
-             merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
+            "/* pulih restore of {database} */ SELECT topic, partition, district_code, sector, producer_id, window_start, fingerprints, offsets, \
+             merchants, merchant_offsets FROM aggregator_counted_by_producer WHERE topic = ? \
              AND window_start > toDateTime(?) AND partition IN ({partitions})"
         );
         let seen = self
@@ -774,7 +781,7 @@ impl Store {
             .bind(window_from)
             .fetch_all::<SeenRow>()
             .await
-            .map_err(self.err("restore from aggregator_counted_by_time"))?;
+            .map_err(self.err("restore from aggregator_counted_by_producer"))?;
         Ok(Restored {
             activity,
             daily,
@@ -794,9 +801,9 @@ impl Store {
         }
         let within = hours_within(hours);
         self.latest_in(
-            "activity_1m_by_time",
+            "activity_1m_by_producer",
             ACTIVITY_COLUMNS,
-            3,
+            4,
             partition,
             &within,
         )
@@ -816,8 +823,8 @@ impl Store {
         }
         let within = hours_within(hours);
         let sql = format!(
-            "SELECT topic, partition, district_code, sector, window_start, fingerprints, offsets, \
-             merchants, merchant_offsets FROM aggregator_counted_by_time WHERE topic = ? \
+            "SELECT topic, partition, district_code, sector, producer_id, window_start, fingerprints, offsets, \
+             merchants, merchant_offsets FROM aggregator_counted_by_producer WHERE topic = ? \
              AND ({within}) AND partition = {partition}"
         );
         self.client
@@ -825,7 +832,7 @@ impl Store {
             .bind(topic)
             .fetch_all::<SeenRow>()
             .await
-            .map_err(self.err("read aggregator_counted_by_time"))
+            .map_err(self.err("read aggregator_counted_by_producer"))
     }
 
     /// The latest rows that `partition` wrote of every merchant-day of the
@@ -891,7 +898,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.client
             .query(
-                "SELECT toUInt64(sum(txn_count)) FROM activity_1m_by_time FINAL \
+                "SELECT toUInt64(sum(txn_count)) FROM activity_1m_by_producer FINAL \
                  WHERE window_start >= toDateTime(?, 'UTC') AND district_code = ? AND sector = ?",
             )
             .bind(since_s)
@@ -899,7 +906,7 @@ impl Store {
             .bind(sector)
             .fetch_one::<u64>()
             .await
-            .map_err(self.err("read activity_1m_by_time"))
+            .map_err(self.err("read activity_1m_by_producer"))
     }
 
     /// Every row of the final view of `merchant_activity_daily_by_time`, ordered by key.
@@ -914,28 +921,28 @@ impl Store {
             .map_err(self.err("read merchant_activity_daily_by_time"))
     }
 
-    /// Per-sector totals of the final view of `activity_1m_by_time`.
+    /// Per-sector totals of the final view of `activity_1m_by_producer`.
     pub async fn sector_totals(&self) -> Result<Vec<SectorTotal>, StoreError> {
         self.client
             .query(
                 "SELECT sector, count() AS windows, sum(txn_count) AS txn_count, sum(amount_idr_sum) AS amount_idr_sum \
-                 FROM activity_1m_by_time FINAL GROUP BY sector ORDER BY sector",
+                 FROM activity_1m_by_producer FINAL GROUP BY sector ORDER BY sector",
             )
             .fetch_all::<SectorTotal>()
             .await
-            .map_err(self.err("read activity_1m_by_time"))
+            .map_err(self.err("read activity_1m_by_producer"))
     }
 
-    /// Every row of the final view of `activity_1m_by_time`, ordered by key.
+    /// Every row of the final view of `activity_1m_by_producer`, ordered by key.
     pub async fn activity_rows(&self) -> Result<Vec<ActivityRow>, StoreError> {
         self.client
             .query(&format!(
-                "SELECT {} FROM activity_1m_by_time FINAL ORDER BY district_code, sector, window_start",
+                "SELECT {} FROM activity_1m_by_producer FINAL ORDER BY district_code, sector, window_start, producer_id",
                 ACTIVITY_COLUMNS.join(", ")
             ))
             .fetch_all::<ActivityRow>()
             .await
-            .map_err(self.err("read activity_1m_by_time"))
+            .map_err(self.err("read activity_1m_by_producer"))
     }
 }
 

@@ -8,7 +8,7 @@
 //!   highest Kafka timestamp (`max_ts_ms`) folded so far, and the offset to
 //!   read next. These are a function of the log prefix, so they are the same
 //!   in every run over the same log;
-//! - the resident rows of `activity_1m_by_time` (windows) and
+//! - the resident rows of `activity_1m_by_producer` (windows) and
 //!   `merchant_activity_daily_by_time` (merchant-days), each with the highest offset
 //!   folded into it (`hi_offset`) and the highest offset its durable state
 //!   already holds (`base_offset`), which is what makes a replay
@@ -17,11 +17,11 @@
 //! - with each resident window, the fingerprint of every (producer_id,
 //!   event_id) counted in it and the offset where it first came: the
 //!   de-duplication memory. It lives and dies with the window, and is
-//!   written to `aggregator_counted_by_time` before the window's rows, so
+//!   written to `aggregator_counted_by_producer` before the window's rows, so
 //!   a re-sent event that arrives after its window was closed and
 //!   forgotten is checked against the fingerprints read back with the row;
 //! - with each resident window, its distinct merchants. Each is written
-//!   once to `aggregator_counted_by_time`, with the offset of the record
+//!   once to `aggregator_counted_by_producer`, with the offset of the record
 //!   that brought it, and read back up to the offset of the window's
 //!   durable row, so an upsert does not rewrite them. Where the retention
 //!   dropped a window's entries, the row's count stands for the merchants
@@ -241,6 +241,62 @@ pub struct WindowKey {
     pub district: District,
     pub sector: Sector,
     pub start_ms: i64,
+    /// The producer whose events the window counts, by its index in the
+    /// partition's [`Producers`]; [`LEGACY`] for a row written before
+    /// migration 0025, which counts every producer of its window.
+    pub producer: u32,
+}
+
+/// The producer index of a window row written before migration 0025
+/// (`producer_id` empty). A record whose own window is not resident is
+/// folded into such a row of its window when that row is resident, so
+/// that a record counted before the migration is known as counted after
+/// it.
+pub const LEGACY: u32 = 0;
+
+/// The producers a partition has seen, each with a small index that
+/// window keys carry in place of the id; index [`LEGACY`] is the empty id
+/// of rows written before migration 0025.
+#[derive(Debug, Clone)]
+pub struct Producers {
+    ids: Vec<String>,
+    index: FxHashMap<Producer, u32>,
+}
+
+impl Default for Producers {
+    fn default() -> Self {
+        Producers {
+            ids: vec![String::new()],
+            index: FxHashMap::default(),
+        }
+    }
+}
+
+impl Producers {
+    /// The index of `p`, given one if it has none.
+    pub fn intern(&mut self, p: &Producer) -> u32 {
+        if let Some(&i) = self.index.get(p) {
+            return i;
+        }
+        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.push(p.as_str().to_owned());
+        self.index.insert(*p, i);
+        i
+    }
+
+    /// The index of a row's `producer_id`: [`LEGACY`] when empty, `None`
+    /// when it is not a producer id.
+    fn intern_str(&mut self, id: &str) -> Option<u32> {
+        if id.is_empty() {
+            return Some(LEGACY);
+        }
+        Producer::new(id).map(|p| self.intern(&p))
+    }
+
+    /// The id of index `i` (empty for [`LEGACY`]).
+    pub fn id(&self, i: u32) -> &str {
+        self.ids.get(i as usize).map_or("", String::as_str)
+    }
 }
 
 /// The event time one read-back range of windows covers.
@@ -428,7 +484,7 @@ struct Slot<A, U = ()> {
 }
 
 /// What a window counted since the last flush, for
-/// `aggregator_counted_by_time`: fingerprints, and the merchants new to
+/// `aggregator_counted_by_producer`: fingerprints, and the merchants new to
 /// it, each with the offset of the record that brought it (-1 for a
 /// merchant taken over), in the order they came. Kept with the window, so
 /// a flush needs no sort.
@@ -539,6 +595,10 @@ pub struct Partition {
     /// Effective watermark: never decreases.
     watermark_ms: i64,
     windows: FxHashMap<WindowKey, WindowSlot>,
+    producers: Producers,
+    /// Resident windows of rows written before migration 0025 ([`LEGACY`]):
+    /// while there are none, a record's window is looked up once.
+    legacy_windows: usize,
     days: FxHashMap<DayKey, Slot<DayAgg>>,
     /// Records whose window must be read back before they are decided.
     pending: Vec<(i64, Event)>,
@@ -571,6 +631,8 @@ impl Partition {
             max_ts_ms: None,
             watermark_ms: i64::MIN,
             windows: FxHashMap::default(),
+            producers: Producers::default(),
+            legacy_windows: 0,
             days: FxHashMap::default(),
             pending: Vec::new(),
             read_back: ReadBack::default(),
@@ -600,7 +662,7 @@ impl Partition {
         p.watermark_ms = p.partition_watermark_ms().unwrap_or(i64::MIN);
         let mut bases = FxHashMap::default();
         for row in activity {
-            if let Some((key, agg, base)) = window_from_row(&row, id) {
+            if let Some((key, agg, base)) = window_from_row(&row, id, &mut p.producers) {
                 p.windows.insert(key, Slot::new(agg, row.is_final == 1));
                 bases.insert(key, base);
             }
@@ -612,7 +674,12 @@ impl Partition {
         }
         let all: FxHashSet<WindowKey> = p.windows.keys().copied().collect();
         p.remember(&all, &bases, seen);
+        p.count_legacy();
         p
+    }
+
+    fn count_legacy(&mut self) {
+        self.legacy_windows = self.windows.keys().filter(|k| k.producer == LEGACY).count();
     }
 
     /// Adds what the store holds of the resident windows in `keys`: this
@@ -631,7 +698,9 @@ impl Partition {
         seen: Vec<SeenRow>,
     ) {
         for row in seen {
-            let Some(key) = seen_key(&row) else { continue };
+            let Some(key) = seen_key(&row, &mut self.producers) else {
+                continue;
+            };
             if !keys.contains(&key) {
                 continue;
             }
@@ -726,12 +795,34 @@ impl Partition {
         (self.read_back.hours.len(), self.read_back.days.len())
     }
 
-    fn window_key(&self, e: &Event) -> WindowKey {
-        WindowKey {
+    /// The window `e` is counted in: its producer's, or the row written
+    /// before migration 0025 of its window when that one is resident.
+    fn window_key(&mut self, e: &Event) -> WindowKey {
+        let key = WindowKey {
             district: e.district,
             sector: e.sector,
-            start_ms: e.occurred_ms.div_euclid(self.config.window_ms) * self.config.window_ms,
+            start_ms: self.window_start(e),
+            producer: self.producers.intern(&e.producer),
+        };
+        if self.legacy_windows > 0 && !self.windows.contains_key(&key) {
+            let legacy = WindowKey {
+                producer: LEGACY,
+                ..key
+            };
+            if self.windows.contains_key(&legacy) {
+                return legacy;
+            }
         }
+        key
+    }
+
+    fn window_start(&self, e: &Event) -> i64 {
+        e.occurred_ms.div_euclid(self.config.window_ms) * self.config.window_ms
+    }
+
+    /// The hour (its first millisecond) of `e`'s window.
+    fn hour_of_event(&self, e: &Event) -> i64 {
+        self.window_start(e).div_euclid(HOUR_MS) * HOUR_MS
     }
 
     /// Moves past a record that cannot be folded (the caller dead-letters it).
@@ -875,7 +966,7 @@ impl Partition {
         let mut hours: Vec<i64> = self
             .pending
             .iter()
-            .map(|(_, e)| hour_of(&self.window_key(e)))
+            .map(|(_, e)| self.hour_of_event(e))
             .collect();
         hours.sort_unstable();
         hours.dedup();
@@ -884,7 +975,7 @@ impl Partition {
         let mut days: Vec<i64> = self
             .pending
             .iter()
-            .filter(|(_, e)| chosen.contains(&hour_of(&self.window_key(e))))
+            .filter(|(_, e)| chosen.contains(&self.hour_of_event(e)))
             .map(|(_, e)| Self::day_key(e))
             .filter(|k| !self.days.contains_key(k) && day_end_ms(k.day) <= self.watermark_ms)
             .chain(self.read_back.wait_days.iter().map(|(k, _, _)| *k))
@@ -936,14 +1027,14 @@ impl Partition {
         let days: FxHashSet<i64> = batch.days.iter().copied().collect();
         let (pending, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|(_, e)| hours.contains(&hour_of(&self.window_key(e))));
+            .partition(|(_, e)| hours.contains(&self.hour_of_event(e)));
         self.pending = rest;
         // Every window of the hours that the store holds a row or counted
         // entries of becomes resident (a resident one is newer).
         let mut bases = FxHashMap::default();
         let mut fresh = FxHashSet::default();
         for row in &activity {
-            let Some((key, agg, base)) = window_from_row(row, self.id) else {
+            let Some((key, agg, base)) = window_from_row(row, self.id, &mut self.producers) else {
                 continue;
             };
             if hours.contains(&hour_of(&key)) && !self.windows.contains_key(&key) {
@@ -953,7 +1044,9 @@ impl Partition {
             }
         }
         for row in &seen {
-            let Some(key) = seen_key(row) else { continue };
+            let Some(key) = seen_key(row, &mut self.producers) else {
+                continue;
+            };
             // Counted entries without a row: a flush that stopped between
             // the two. The records they name are replayed after the
             // checkpoint and make the row; until then there is none to
@@ -965,6 +1058,7 @@ impl Partition {
             }
         }
         self.remember(&fresh, &bases, seen);
+        self.count_legacy();
         self.read_back.uses += 1;
         for hour in &hours {
             self.read_back.hours.insert(*hour, self.read_back.uses);
@@ -1016,6 +1110,7 @@ impl Partition {
             })
             .collect();
         self.drop_least_used();
+        self.count_legacy();
         outcomes
     }
 
@@ -1086,6 +1181,7 @@ impl Partition {
         let id = self.id;
         let covered_hours = &self.read_back.hours;
         let covered_days = &self.read_back.days;
+        let producers = &self.producers;
         // One row of what each window counted since the last flush, in
         // window order.
         let mut seen: Vec<(WindowKey, SeenRow)> = Vec::new();
@@ -1103,6 +1199,7 @@ impl Partition {
                         window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
                         district_code: district_str(&key.district).to_owned(),
                         sector: key.sector.as_str().to_owned(),
+                        producer_id: producers.id(key.producer).to_owned(),
                         fingerprints: u
                             .seen
                             .iter()
@@ -1119,9 +1216,14 @@ impl Partition {
             let closed = all_final || key.start_ms + window_ms <= wm;
             if slot.dirty || (closed && !slot.final_emitted) {
                 let is_final = closed || slot.final_emitted;
-                flush
-                    .activity
-                    .push(activity_row(key, &slot.agg, is_final, id, now_s));
+                flush.activity.push(activity_row(
+                    key,
+                    producers.id(key.producer),
+                    &slot.agg,
+                    is_final,
+                    id,
+                    now_s,
+                ));
                 slot.dirty = false;
                 slot.final_emitted = is_final;
             }
@@ -1147,6 +1249,7 @@ impl Partition {
             !closed || covered_days.contains_key(&key.day)
         });
         self.drop_least_used();
+        self.count_legacy();
         let waiting = !self.pending.is_empty() || !self.read_back.wait_days.is_empty();
         // Every flush with no record pending is a point the checkpoint may
         // later move to: every record before it is decided, and the clocks
@@ -1230,18 +1333,20 @@ pub fn district_from_str(s: &str) -> Option<District> {
 
 fn activity_row(
     key: &WindowKey,
+    producer_id: &str,
     a: &WindowAgg,
     is_final: bool,
     partition: i32,
     now_s: u32,
 ) -> ActivityRow {
-    // A window's merchants are in `aggregator_counted_by_time`, written
+    // A window's merchants are in `aggregator_counted_by_producer`, written
     // once each; no row carries them, final or not.
     let merchant_keys = Vec::new();
     ActivityRow {
         window_start: u32::try_from(key.start_ms.div_euclid(1000)).unwrap_or(0),
         district_code: district_str(&key.district).to_owned(),
         sector: key.sector.as_str().to_owned(),
+        producer_id: producer_id.to_owned(),
         txn_count: a.txn_count,
         amount_idr_sum: a.amount_sum,
         amount_idr_min: if a.txn_count == 0 { 0 } else { a.amount_min },
@@ -1298,15 +1403,20 @@ struct Base {
 }
 
 /// A durable row as resident state, its merchants still to be added from
-/// `aggregator_counted_by_time` (and from the row itself, where a version
+/// `aggregator_counted_by_producer` (and from the row itself, where a version
 /// before migration 0023 wrote them there). A row written from another
 /// partition (the topic's partition count changed) is a base to fold on:
 /// none of this partition's offsets are in it.
-fn window_from_row(row: &ActivityRow, partition: i32) -> Option<(WindowKey, WindowAgg, Base)> {
+fn window_from_row(
+    row: &ActivityRow,
+    partition: i32,
+    producers: &mut Producers,
+) -> Option<(WindowKey, WindowAgg, Base)> {
     let key = WindowKey {
         district: district_from_str(&row.district_code)?,
         sector: Sector::from_letter(&row.sector)?,
         start_ms: i64::from(row.window_start) * 1000,
+        producer: producers.intern_str(&row.producer_id)?,
     };
     let own = if row.source_partition == partition {
         row.source_offset
@@ -1365,11 +1475,12 @@ fn day_from_row(row: &DailyRow, partition: i32) -> Option<(DayKey, DayAgg)> {
 }
 
 /// The window of a durable fingerprint.
-fn seen_key(row: &SeenRow) -> Option<WindowKey> {
+fn seen_key(row: &SeenRow, producers: &mut Producers) -> Option<WindowKey> {
     Some(WindowKey {
         district: district_from_str(&row.district_code)?,
         sector: Sector::from_letter(&row.sector)?,
         start_ms: i64::from(row.window_start) * 1000,
+        producer: producers.intern_str(&row.producer_id)?,
     })
 }
 

@@ -53,10 +53,13 @@ fn hour_start(start_s: u32) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
 }
 
+/// A window row's key: (start, district, sector, producer).
+type WinKey = (u32, String, String, String);
+
 /// The durable store: latest version per key, as `FINAL` reads it.
 #[derive(Default)]
 struct Model {
-    activity: BTreeMap<(u32, String, String), ActivityRow>,
+    activity: BTreeMap<WinKey, ActivityRow>,
     daily: BTreeMap<(u16, String, String, [u8; 32]), DailyRow>,
     seen: Vec<SeenRow>,
     checkpoints: HashMap<i32, CheckpointRow>,
@@ -101,7 +104,12 @@ impl Model {
                 return;
             }
             budget -= 1;
-            let k = (r.window_start, r.district_code.clone(), r.sector.clone());
+            let k = (
+                r.window_start,
+                r.district_code.clone(),
+                r.sector.clone(),
+                r.producer_id.clone(),
+            );
             if self
                 .activity
                 .get(&k)
@@ -279,7 +287,7 @@ impl Model {
 /// The values of a window row that must not depend on how it was computed.
 type Values = (u64, u64, u64, u64, u32, [u64; 6], [u64; 3], Vec<[u8; 32]>);
 
-fn values(m: &Model) -> BTreeMap<(u32, String, String), Values> {
+fn values(m: &Model) -> BTreeMap<WinKey, Values> {
     m.activity
         .iter()
         .map(|(k, r)| (k.clone(), row_values(m, r)))
@@ -293,8 +301,8 @@ fn row_values(m: &Model, r: &ActivityRow) -> Values {
     let mut merchants: BTreeSet<[u8; 32]> = r.merchant_keys.iter().copied().collect();
     for s in &m.seen {
         if s.partition == r.source_partition
-            && (s.window_start, &s.district_code, &s.sector)
-                == (r.window_start, &r.district_code, &r.sector)
+            && (s.window_start, &s.district_code, &s.sector, &s.producer_id)
+                == (r.window_start, &r.district_code, &r.sector, &r.producer_id)
         {
             merchants.extend(
                 s.merchant_pairs()
@@ -430,6 +438,7 @@ fn check_complete(
             (start / 1000) as u32,
             district_str(&e.district).to_owned(),
             e.sector.as_str().to_owned(),
+            e.producer.as_str().to_owned(),
         );
         if start + 60_000 <= wm && m.activity.get(&wk).is_none_or(|r| r.source_offset < *o) {
             return Err(format!(
@@ -441,7 +450,7 @@ fn check_complete(
 }
 
 /// Aggregates computed directly from the distinct events, without the core.
-fn expected(events: &[Event]) -> BTreeMap<(u32, String, String), Values> {
+fn expected(events: &[Event]) -> BTreeMap<WinKey, Values> {
     let mut seen = BTreeSet::new();
     type Acc = (u64, u64, u64, u64, BTreeSet<[u8; 32]>, [u64; 6], [u64; 3]);
     let mut out: BTreeMap<_, Acc> = BTreeMap::new();
@@ -453,6 +462,7 @@ fn expected(events: &[Event]) -> BTreeMap<(u32, String, String), Values> {
             (e.occurred_ms.div_euclid(60_000) * 60) as u32,
             district_str(&e.district).to_owned(),
             e.sector.as_str().to_owned(),
+            e.producer.as_str().to_owned(),
         );
         let v = out
             .entry(k)
@@ -594,7 +604,12 @@ fn counts_sums_extremes_and_distinct_merchants() {
     ];
     let m = clean_run(&partitioned(&events, 1), &config(120_000));
     assert_eq!(values(&m), expected(&events));
-    let first = &m.activity[&((T0 / 1000) as u32, "31.74.09".to_owned(), "G".to_owned())];
+    let first = &m.activity[&(
+        (T0 / 1000) as u32,
+        "31.74.09".to_owned(),
+        "G".to_owned(),
+        "p".to_owned(),
+    )];
     assert_eq!(
         (
             first.txn_count,
@@ -632,7 +647,7 @@ fn windows_close_on_the_watermark_and_late_records_correct_them() {
     m.flush(&mut p, false, None);
     assert_eq!(p.sizes().0, 1, "the closed window was forgotten");
     let first = (T0 / 1000) as u32;
-    let key = (first, "31.74.09".to_owned(), "G".to_owned());
+    let key = (first, "31.74.09".to_owned(), "G".to_owned(), "p".to_owned());
     assert_eq!(
         (m.activity[&key].is_final, m.activity[&key].txn_count),
         (1, 1)
@@ -707,7 +722,7 @@ fn a_producer_with_a_fast_clock_does_not_make_the_others_late() {
     p.advance(None);
     m.flush(&mut p, false, None);
     let first = ((T0 / 60_000) * 60) as u32;
-    let row = &m.activity[&(first, "31.74.09".to_owned(), "G".to_owned())];
+    let row = &m.activity[&(first, "31.74.09".to_owned(), "G".to_owned(), "p".to_owned())];
     assert_eq!((row.txn_count, row.is_final), (1, 0), "still open");
 }
 
@@ -751,7 +766,12 @@ fn duplicates_are_dropped_however_late_they_come() {
         vec![(4, Outcome::Duplicate), (5, Outcome::Late)]
     );
     m.flush(&mut q, true, None);
-    let first = &m.activity[&((T0 / 1000) as u32, "31.74.09".to_owned(), "G".to_owned())];
+    let first = &m.activity[&(
+        (T0 / 1000) as u32,
+        "31.74.09".to_owned(),
+        "G".to_owned(),
+        "p".to_owned(),
+    )];
     assert_eq!((first.txn_count, first.amount_idr_sum), (2, 15));
     assert_eq!(daily_values(&m).values().map(|v| v.0).sum::<u64>(), 3);
 }
@@ -1093,9 +1113,7 @@ proptest! {
     }
 }
 
-fn without_keys(
-    mut v: BTreeMap<(u32, String, String), Values>,
-) -> BTreeMap<(u32, String, String), Values> {
+fn without_keys(mut v: BTreeMap<WinKey, Values>) -> BTreeMap<WinKey, Values> {
     for values in v.values_mut() {
         values.7.clear();
     }
@@ -1198,7 +1216,7 @@ fn a_flush_writes_one_counted_row_per_window() {
 }
 
 /// An open row whose merchants this partition cannot read back from its
-/// own entries (written before `aggregator_counted_by_time`, or by another
+/// own entries (written before `aggregator_counted_by_producer`, or by another
 /// partition) is taken over: its merchants are written again under this
 /// partition at offset -1 before its next row, and a restore from that
 /// row finds them all.
@@ -1317,6 +1335,7 @@ fn a_window_whose_entries_were_dropped_keeps_its_merchants_count() {
             partition: 0,
             district_code: row.district_code.clone(),
             sector: row.sector.clone(),
+            producer_id: row.producer_id.clone(),
             window_start: row.window_start,
             fingerprints: Vec::new(),
             offsets: Vec::new(),
@@ -1470,4 +1489,96 @@ fn a_read_back_of_any_size_is_done_in_bounded_batches() {
     f.apply(&full.take("t", "g", true, 0), None);
     assert_eq!(values(&n), values(&f));
     assert_eq!(daily_values(&n), daily_values(&f));
+}
+
+/// Window rows written before migration 0025 (`producer_id` empty) count
+/// every producer of their window. A restore from such an open row keeps
+/// counting into it: a record it holds, replayed after the checkpoint, is
+/// not counted again, and a new one is added to it rather than to a row of
+/// its producer. A re-sent event that such a row counted, arriving after
+/// the row was closed and forgotten, is read back and found a duplicate.
+#[test]
+fn rows_written_before_producers_had_rows_of_their_own_count_nothing_twice() {
+    let start = (T0 / 1000) as u32;
+    let legacy = |f: &Flush| -> (Vec<ActivityRow>, Vec<SeenRow>) {
+        let activity = f
+            .activity
+            .iter()
+            .map(|r| ActivityRow {
+                producer_id: String::new(),
+                ..r.clone()
+            })
+            .collect();
+        let seen = f
+            .seen
+            .iter()
+            .map(|r| SeenRow {
+                producer_id: String::new(),
+                ..r.clone()
+            })
+            .collect();
+        (activity, seen)
+    };
+    let mut old = Partition::new(0, config(120_000));
+    old.fold(0, T0, &ev(1, 0, 0, 1, 10));
+    old.fold(1, T0, &ev(2, 1_000, 0, 2, 10));
+    let (activity, seen) = legacy(&old.take("t", "g", false, 0));
+    assert_eq!(activity[0].txn_count, 2);
+    let mut all_seen = seen.clone();
+    // A checkpoint before the second record: it is replayed.
+    let checkpoint = CheckpointRow {
+        topic: "t".into(),
+        partition: 0,
+        next_offset: 1,
+        max_event_ms: T0,
+        max_ts_ms: T0,
+        group_id: "g".into(),
+        updated_at: 0,
+    };
+    let mut p = Partition::restore(
+        0,
+        config(120_000),
+        Some(&checkpoint),
+        activity,
+        Vec::new(),
+        seen,
+    );
+    assert_eq!(p.fold(1, T0, &ev(2, 1_000, 0, 2, 10)), Outcome::Replayed);
+    assert_eq!(p.fold(2, T0, &ev(3, 2_000, 0, 3, 10)), Outcome::Applied);
+    let f = p.take("t", "g", true, 0);
+    let rows: Vec<_> = f
+        .activity
+        .iter()
+        .filter(|r| r.window_start == start && r.district_code == "31.74.09")
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].producer_id.as_str(), rows[0].txn_count), ("", 3));
+    assert!(f.seen.iter().all(|s| s.producer_id.is_empty()));
+
+    // The closed row, read back for a re-sent event it counted.
+    let (closed, counted) = legacy(&f);
+    all_seen.extend(counted);
+    let mut q = Partition::new(0, config(120_000));
+    q.fold(10, T0 + 600_000, &ev(10, 600_000, 1, 9, 10));
+    q.advance(None);
+    assert_eq!(
+        q.fold(11, T0 + 600_000, &ev(1, 0, 0, 1, 10)),
+        Outcome::Pending
+    );
+    assert_eq!(
+        q.fold(12, T0 + 600_000, &ev(4, 3_000, 0, 4, 10)),
+        Outcome::Pending
+    );
+    let outcomes = q.supply(closed, Vec::new(), all_seen);
+    assert_eq!(
+        outcomes,
+        vec![(11, Outcome::Duplicate), (12, Outcome::Late)]
+    );
+    let g = q.take("t", "g", false, 0);
+    let row = g
+        .activity
+        .iter()
+        .find(|r| r.window_start == start && r.district_code == "31.74.09")
+        .unwrap();
+    assert_eq!((row.producer_id.as_str(), row.txn_count), ("", 4));
 }

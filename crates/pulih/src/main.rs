@@ -89,7 +89,7 @@ enum Command {
         #[arg(long)]
         exit_at_end: bool,
     },
-    /// Print what landed in ClickHouse: per-sector totals of activity_1m_by_time.
+    /// Print what landed in ClickHouse: per-sector totals of activity_1m_by_producer.
     Report,
     /// Compute the recovery metrics (docs/data-model.md) from
     /// merchant_activity_daily_by_time into <database>_analytics.recovery_daily, and
@@ -175,7 +175,7 @@ enum Command {
         command: TokenCommand,
     },
     /// Measure freshness: send marker events one at a time and time how
-    /// long each takes from intake to `activity_1m_by_time FINAL`. Needs a running
+    /// long each takes from intake to `activity_1m_by_producer FINAL`. Needs a running
     /// `pulih aggregate`. The markers use the cell (31.01.01, U), which
     /// the simulator never uses. Stopped (SIGINT, SIGTERM) before the last
     /// marker, it reports those timed so far.

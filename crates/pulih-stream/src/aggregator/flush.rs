@@ -113,7 +113,7 @@ impl Shared {
             .observe(started.elapsed().as_secs_f64());
         let rows = (flush.activity.len() + flush.daily.len()) as u64;
         for (table, n) in [
-            ("activity_1m_by_time", flush.activity.len()),
+            ("activity_1m_by_producer", flush.activity.len()),
             ("merchant_activity_daily_by_time", flush.daily.len()),
             ("payments", payments.len()),
         ] {

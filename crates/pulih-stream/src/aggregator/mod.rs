@@ -1,4 +1,4 @@
-//! The Kafka-consuming aggregator: `pulih.payments.v1` in; `activity_1m_by_time`
+//! The Kafka-consuming aggregator: `pulih.payments.v1` in; `activity_1m_by_producer`
 //! and `merchant_activity_daily_by_time` out, exactly once (`docs/semantics.md`).
 //!
 //! One thread owns a `BaseConsumer` and the core's partitions and does all
