@@ -24,6 +24,12 @@
 # runs the load alone. PULIH_BENCH_PRODUCE_RATE=N loads each file at N
 # events/s (`pulih produce --rate`), so that no backlog forms in front of
 # the live events; without it each file goes as fast as the broker takes it.
+# Each file is loaded as producer PULIH_BENCH_PRODUCER_PREFIX<name> (default
+# prefix `joining_`): producers that join with their history while the
+# others send live traffic, so each history runs on its own clock
+# (docs/semantics.md, "A clock per producer"). PULIH_BENCH_PRODUCER_PREFIX=
+# (empty) loads them under the live producers' own ids: histories behind
+# those producers' live traffic, every record of them late.
 # PULIH_BIN=path runs that binary; PULIH_BENCH_KEEP=1 keeps the database.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -72,8 +78,9 @@ ch_cpu0=$(cpu "$CH_PID") agg_cpu0=$(cpu "$AGG")
 start=$(date +%s.%N)
 LIVE_RATE="${PULIH_BENCH_LIVE_RATE:-110}"
 PRODUCE_RATE="${PULIH_BENCH_PRODUCE_RATE:-}"
+PREFIX="${PULIH_BENCH_PRODUCER_PREFIX-joining_}"
 for f in "${FILES[@]}"; do
-    p=$(basename "$f" .ndjson)
+    p="$PREFIX$(basename "$f" .ndjson)"
     "$PULIH" produce --may-count-again ${PRODUCE_RATE:+--rate "$PRODUCE_RATE"} --producer "$p" --file "$f" >"$OUT/produce-$p.out" 2>"$OUT/produce-$p.log" &
     PRODUCERS+=($!)
 done

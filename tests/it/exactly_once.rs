@@ -27,6 +27,8 @@ const DAY_MS: i64 = 86_400_000;
 
 #[derive(Clone)]
 struct Ev {
+    /// The producer that sends it (`bank-x` unless a test says).
+    producer: &'static str,
     id: String,
     district: &'static str,
     sector: &'static str,
@@ -62,6 +64,7 @@ const SIZES: [&str; 3] = ["micro", "small", "medium"];
 fn ev(tag: &str, i: usize, at_ms: i64) -> Ev {
     let (district, sector) = CELLS[i % CELLS.len()];
     Ev {
+        producer: "bank-x",
         id: format!("{tag}-{i}"),
         district,
         sector,
@@ -126,8 +129,11 @@ fn batch3(earlier: &[Ev]) -> Vec<Ev> {
 type WindowValues = (u64, u64, u64, u64, u32, [u64; 6], [u64; 3]);
 type DayKey = (u16, String, String, [u8; 32]);
 
+/// A window row's key: (district, sector, window start, producer).
+type WindowKey = (String, String, u32, String);
+
 struct Expected {
-    windows: BTreeMap<(String, String, u32), WindowValues>,
+    windows: BTreeMap<WindowKey, WindowValues>,
     days: BTreeMap<DayKey, (u64, u64)>,
 }
 
@@ -135,10 +141,10 @@ struct Expected {
 fn expected(sent: &[Ev], pseudonymiser: &Pseudonymiser) -> Expected {
     let mut seen = BTreeSet::new();
     type Acc = (u64, u64, u64, u64, BTreeSet<String>, [u64; 6], [u64; 3]);
-    let mut w: BTreeMap<(String, String, u32), Acc> = BTreeMap::new();
+    let mut w: BTreeMap<WindowKey, Acc> = BTreeMap::new();
     let mut days = BTreeMap::new();
     for e in sent {
-        if !seen.insert(e.id.clone()) || e.too_old {
+        if !seen.insert((e.producer, e.id.clone())) || e.too_old {
             continue;
         }
         let t = T0_MS + e.at_ms;
@@ -146,6 +152,7 @@ fn expected(sent: &[Ev], pseudonymiser: &Pseudonymiser) -> Expected {
             e.district.to_owned(),
             e.sector.to_owned(),
             (t.div_euclid(60_000) * 60) as u32,
+            e.producer.to_owned(),
         );
         let a = w
             .entry(key)
@@ -159,7 +166,7 @@ fn expected(sent: &[Ev], pseudonymiser: &Pseudonymiser) -> Expected {
         a.6[SIZES.iter().position(|c| *c == e.size).unwrap()] += 1;
         let mut merchant = [0u8; 32];
         hex::decode_to_slice(
-            pseudonymiser.merchant_key("bank-x", &e.merchant),
+            pseudonymiser.merchant_key(e.producer, &e.merchant),
             &mut merchant,
         )
         .unwrap();
@@ -264,7 +271,7 @@ impl Run {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_millis() as i64;
-                let mut record = self.intake.check("bank-x", &body(e), now).unwrap();
+                let mut record = self.intake.check(e.producer, &body(e), now).unwrap();
                 record.backfill = false;
                 let acks = Acks::new();
                 sender
@@ -278,7 +285,7 @@ impl Run {
                 futures.push(acks);
                 continue;
             }
-            match self.intake.offer("bank-x", &body(e)).await.unwrap() {
+            match self.intake.offer(e.producer, &body(e)).await.unwrap() {
                 Offer::Queued(f) => futures.push(f),
                 Offer::Rejected(r) => panic!("event {} rejected: {r}", e.id),
             }
@@ -297,7 +304,10 @@ impl Run {
         let acks = Acks::new();
         let mut sender = self.intake.sender();
         for e in events {
-            let mut record = self.intake.check("bank-x", &body(e), accepted_ms).unwrap();
+            let mut record = self
+                .intake
+                .check(e.producer, &body(e), accepted_ms)
+                .unwrap();
             record.backfill = false;
             sender.send(&acks, &record, accepted_ms).unwrap();
         }
@@ -420,7 +430,7 @@ impl Run {
         }
     }
 
-    async fn windows(&self) -> BTreeMap<(String, String, u32), WindowValues> {
+    async fn windows(&self) -> BTreeMap<WindowKey, WindowValues> {
         self.store
             .activity_rows()
             .await
@@ -428,7 +438,12 @@ impl Run {
             .into_iter()
             .map(|r| {
                 (
-                    (r.district_code.clone(), r.sector.clone(), r.window_start),
+                    (
+                        r.district_code.clone(),
+                        r.sector.clone(),
+                        r.window_start,
+                        r.producer_id.clone(),
+                    ),
                     (
                         r.txn_count,
                         r.amount_idr_sum,
@@ -526,11 +541,20 @@ impl Run {
             .fetch_all::<(String, u64)>()
             .await
             .unwrap();
-        let merchants: BTreeSet<[u8; 32]> = want.days.keys().map(|k| k.3).collect();
-        assert_eq!(
-            producers,
-            vec![("bank-x".to_owned(), merchants.len() as u64)]
-        );
+        let mut merchants: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for e in self.sent.iter().filter(|e| !e.too_old) {
+            merchants
+                .entry(e.producer.to_owned())
+                .or_default()
+                .insert(&e.merchant);
+        }
+        let merchants: Vec<(String, u64)> = merchants
+            .into_iter()
+            .map(|(p, m)| (p, m.len() as u64))
+            .collect();
+        let mut producers = producers;
+        producers.sort();
+        assert_eq!(producers, merchants);
         // The archive holds each counted event once.
         let counted: BTreeSet<&str> = self
             .sent
@@ -666,16 +690,16 @@ fn dead_letters(brokers: &str, topic: &str, reason: &str) -> usize {
 /// kill -9 at four different points of a flush, each followed by a
 /// restart that must finish the work exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_at_four_points_and_restarted_gives_the_clean_result() {
+async fn killed_at_five_points_and_restarted_gives_the_clean_result() {
     let mut run = Run::new("kill9", 3, None).await;
-    kill_at_four_points(&mut run).await;
+    kill_at_five_points(&mut run).await;
 }
 
 /// The same on the cluster: two shards of two replicas, a quorum of two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_the_cluster_killed_at_four_points_and_restarted_gives_the_clean_result() {
+async fn on_the_cluster_killed_at_five_points_and_restarted_gives_the_clean_result() {
     let (mut run, _databases) = Run::on_cluster("kill9c", 3).await;
-    kill_at_four_points(&mut run).await;
+    kill_at_five_points(&mut run).await;
 }
 
 /// On the cluster, a ClickHouse replica killed (SIGKILL) mid-run and
@@ -703,7 +727,7 @@ async fn on_the_cluster_a_replica_killed_mid_run_gives_the_clean_result() {
     run.finish_and_check().await;
 }
 
-async fn kill_at_four_points(run: &mut Run) {
+async fn kill_at_five_points(run: &mut Run) {
     let b1 = batch("b1", 300, 0);
     run.offer(&b1).await;
     let kills = [
@@ -711,6 +735,9 @@ async fn kill_at_four_points(run: &mut Run) {
         ("a1", "after_seen:1", None),
         // Rows written, no checkpoint: the restart replays and skips them.
         ("a2", "after_activity:1", Some(batch("b2", 300, 5))),
+        // The producers' clocks written, not the checkpoint: the restart
+        // takes clocks from after the checkpoint it resumes from.
+        ("a3c", "after_clocks:1", Some(batch("b2c", 300, 9))),
         // Checkpoint written, Kafka offsets not committed.
         ("a3", "after_checkpoint:1", None),
         // Late, duplicate and too-late records: dead letters sent, no checkpoint.
@@ -1500,4 +1527,47 @@ async fn records_in_the_wrong_partition_are_dead_lettered() {
         ),
         2
     );
+}
+
+/// A producer that joins with its history while another sends live
+/// traffic (docs/semantics.md, "A clock per producer"): two days of it, a
+/// record every two minutes in time order, ending two days before the live
+/// events. Its records find their windows on its own clock and are
+/// counted as on time, not read back as late; killed with -9 halfway
+/// through the history and restarted with the same identity, the
+/// aggregator resumes the history on the clock it checkpointed, and the
+/// rows are those of a clean run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_producers_history_is_counted_on_its_own_clock_through_a_kill() {
+    let mut run = Run::new("joining", 3, None).await;
+    let late =
+        |m: &str| metric(m, "pulih_aggregate_records_total{outcome=\"late\"}").unwrap_or(0.0);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = run.spawn("a", false, Some(port_a));
+    run.offer(&batch("live1", 300, 0)).await;
+    run.wait_progress(300, Duration::from_secs(60)).await;
+    let history: Vec<Ev> = (0..1_440)
+        .map(|i| Ev {
+            producer: "joining-bank",
+            ..ev("h", i, -4 * DAY_MS + i as i64 * 120_000)
+        })
+        .collect();
+    run.offer(&history[..720]).await;
+    run.offer(&batch("live2", 300, 5)).await;
+    run.wait_converged(Duration::from_secs(120)).await;
+    let before = late(&metrics(port_a).await);
+    assert!(
+        before < 10.0,
+        "{before} records late, of 720 of the history"
+    );
+    kill9(&mut a);
+
+    run.offer(&history[720..]).await;
+    run.offer(&batch("live3", 300, 10)).await;
+    let mut b = run.spawn("b", false, Some(port_b));
+    run.wait_converged(Duration::from_secs(120)).await;
+    let after = late(&metrics(port_b).await);
+    assert!(after < 10.0, "{after} records late after the restart");
+    interrupt(&mut b);
+    run.finish_and_check().await;
 }

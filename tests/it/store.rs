@@ -437,7 +437,10 @@ async fn restore_read_rows(ch: &clickhouse::Client, database: &str, what: &str) 
 /// partitions, with an older version of every row, the restore of
 /// partitions 0 and 2 returns the latest rows of the windows and days
 /// still open at each one's watermark, and nothing of partition 1 or of
-/// what closed before.
+/// what closed before. A producer of partition 0 whose clock is two days
+/// behind (a history being loaded) has its windows of those two days
+/// restored, and nothing before them; a producer the scope does not name
+/// has nothing restored.
 #[tokio::test]
 async fn a_restore_reads_only_the_open_state_of_its_partitions() {
     use pulih_store::{ActivityRow, DailyRow, RestoreScope, SeenRow};
@@ -487,18 +490,34 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
                         updated_at: 0,
                     });
                 }
-                seen.push(SeenRow {
-                    topic: "t".into(),
-                    partition: p,
-                    district_code: district(p, c),
-                    sector: "G".into(),
-                    producer_id: "bank".into(),
-                    window_start: start as u32,
-                    fingerprints: vec![[i as u8; 16]],
-                    offsets: vec![i],
-                    merchants: vec![[p as u8; 32]],
-                    merchant_offsets: vec![i],
-                });
+                for producer in ["bank", "history", "unnamed"] {
+                    if producer != "bank" && p != 0 {
+                        continue;
+                    }
+                    if producer != "bank" {
+                        let version = 7;
+                        activity.push(ActivityRow {
+                            producer_id: producer.into(),
+                            txn_count: version,
+                            txn_qris: version,
+                            txn_micro: version,
+                            version,
+                            ..activity.last().unwrap().clone()
+                        });
+                    }
+                    seen.push(SeenRow {
+                        topic: "t".into(),
+                        partition: p,
+                        district_code: district(p, c),
+                        sector: "G".into(),
+                        producer_id: producer.into(),
+                        window_start: start as u32,
+                        fingerprints: vec![[i as u8; 16]],
+                        offsets: vec![i],
+                        merchants: vec![[p as u8; 32]],
+                        merchant_offsets: vec![i],
+                    });
+                }
             }
             for day in 0..7i64 {
                 for m in 0..MERCHANTS {
@@ -525,15 +544,22 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
     store.insert_daily(&daily).await.unwrap();
     store.insert_seen(&seen).await.unwrap();
 
-    // Partition 0's watermark at 12:00 on day 7, partition 2's at 18:05.
+    // Partition 0's watermark at 12:00 on day 7, partition 2's at 18:05;
+    // the history's clock on partition 0 at 12:00 on day 5.
+    let history_after = day7_s - 2 * 86_400 + 12 * 3_600;
     let scopes = [
         RestoreScope {
             partition: 0,
             open_after_s: day7_s + 12 * 3_600,
+            windows_open_after: vec![
+                ("bank".into(), day7_s + 12 * 3_600),
+                ("history".into(), history_after),
+            ],
         },
         RestoreScope {
             partition: 2,
             open_after_s: day7_s + 18 * 3_600 + 300,
+            windows_open_after: vec![("bank".into(), day7_s + 18 * 3_600 + 300)],
         },
     ];
     let got = store.restore_open("t", &scopes, 600).await.unwrap();
@@ -543,21 +569,39 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
             .filter(move |s| s + 600 > after)
             .flat_map(move |s| (0..CELLS).map(move |c| (p, district(p, c), s as u32)))
     };
-    let mut want: Vec<(i32, String, u32)> = open(0, scopes[0].open_after_s)
-        .chain(open(2, scopes[1].open_after_s))
+    let with = |producer: &'static str| move |(p, d, s): (i32, String, u32)| (p, producer, d, s);
+    let mut want: Vec<(i32, &str, String, u32)> = open(0, scopes[0].open_after_s)
+        .map(with("bank"))
+        .chain(open(2, scopes[1].open_after_s).map(with("bank")))
+        .chain(open(0, history_after).map(with("history")))
         .collect();
     want.sort_unstable();
-    let mut windows: Vec<(i32, String, u32)> = got
+    let mut windows: Vec<(i32, &str, String, u32)> = got
         .activity
         .iter()
-        .map(|r| (r.source_partition, r.district_code.clone(), r.window_start))
+        .map(|r| {
+            (
+                r.source_partition,
+                if r.producer_id == "bank" {
+                    "bank"
+                } else {
+                    "history"
+                },
+                r.district_code.clone(),
+                r.window_start,
+            )
+        })
         .collect();
     windows.sort_unstable();
+    assert!(got.activity.iter().all(|r| r.producer_id != "unnamed"));
     assert_eq!(windows, want, "the open windows of partitions 0 and 2");
     assert!(
-        got.activity
-            .iter()
-            .all(|r| r.version == 5 && r.txn_count == 5),
+        got.activity.iter().all(|r| (r.version, r.txn_count)
+            == if r.producer_id == "bank" {
+                (5, 5)
+            } else {
+                (7, 7)
+            }),
         "the latest version of each"
     );
     // Day 7 only (it ends after both watermarks), every merchant of each
@@ -570,21 +614,27 @@ async fn a_restore_reads_only_the_open_state_of_its_partitions() {
     assert!(got.daily.iter().all(|r| r.source_partition != 1));
     // What was counted in windows that may be open: none of partition 1,
     // none of a window that closed before the lower watermark.
-    assert!(got
-        .seen
-        .iter()
-        .all(|r| r.partition != 1 && i64::from(r.window_start) + 600 > scopes[0].open_after_s));
+    assert!(got.seen.iter().all(|r| r.partition != 1
+        && r.producer_id != "unnamed"
+        && i64::from(r.window_start) + 600
+            > if r.producer_id == "bank" {
+                scopes[0].open_after_s
+            } else {
+                history_after
+            }));
     assert_eq!(
         got.seen.len(),
-        open(0, scopes[0].open_after_s).count() + open(2, scopes[0].open_after_s).count()
+        open(0, scopes[0].open_after_s).count()
+            + open(2, scopes[1].open_after_s).count()
+            + open(0, history_after).count()
     );
     // And each read little more than the rows of the hours and the day
     // that may be open, of every partition: the granules of the last hours
     // and of day 7, not the week that partitions 0 and 2 wrote.
     let ch = store.client();
     // The rows of the windows after the lower watermark, of all three
-    // partitions.
-    let open_rows = 3 * open(0, scopes[0].open_after_s).count();
+    // partitions, and the history's rows after its clock.
+    let open_rows = 3 * open(0, scopes[0].open_after_s).count() + open(0, history_after).count();
     for (what, columns, returned, rows_in_range, written) in [
         (
             "SELECT topic",

@@ -55,6 +55,7 @@ pub fn layout(database: &str, table: &str) -> Option<Layout> {
         | ("", "aggregator_dedup")
         | ("", "aggregator_layout")
         | ("", "aggregator_watermark")
+        | ("", "aggregator_producer_clock")
         | ("", "merchant_producer")
         | ("", "merchant_key_link")
         | ("", "merchant_key_canonical")

@@ -339,14 +339,35 @@ impl SeenRow {
 }
 
 /// What a restore reads for one Kafka partition (see docs/semantics.md):
-/// the rows of its windows and merchant-days still open at its
-/// checkpoint's watermark, and what was counted in those windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the rows of its windows still open on their producers' clocks and of
+/// its merchant-days still open at its checkpoint's watermark, and what
+/// was counted in those windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreScope {
     pub partition: i32,
-    /// Windows that end after this (seconds), and merchant-days of the
-    /// Jakarta days that end after it, are restored.
+    /// Merchant-days of the Jakarta days that end after this (seconds)
+    /// are restored.
     pub open_after_s: i64,
+    /// Per producer id (empty for rows written before migration 0025),
+    /// its windows that end after the given time (seconds) are restored;
+    /// those of producers not listed are not.
+    pub windows_open_after: Vec<(String, i64)>,
+}
+
+/// One row of `aggregator_producer_clock`: a producer's clock in a
+/// partition at a checkpoint (or after it), written before the checkpoint.
+/// The empty producer id holds the partition's floor in `watermark_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct ClockRow {
+    pub topic: String,
+    pub partition: i32,
+    pub producer_id: String,
+    pub next_offset: i64,
+    /// `i64::MIN` before the producer's first record.
+    pub max_event_ms: i64,
+    pub last_ts_ms: i64,
+    pub watermark_ms: i64,
+    pub updated_at: u32,
 }
 
 /// The open state of the partitions of a restore, as the store holds it.
@@ -516,6 +537,28 @@ impl Store {
     /// pseudonymisation secret (`merchant_key_link`).
     pub async fn insert_merchant_links(&self, rows: &[MerchantLinkRow]) -> Result<(), StoreError> {
         self.insert_rows("merchant_key_link", rows).await
+    }
+
+    /// Records producers' clocks in `aggregator_producer_clock`.
+    pub async fn insert_clocks(&self, rows: &[ClockRow]) -> Result<(), StoreError> {
+        self.insert_rows("aggregator_producer_clock", rows).await
+    }
+
+    /// The latest clock of every producer of `partition` of `topic`, and
+    /// its floor (the empty producer id).
+    pub async fn clocks(&self, topic: &str, partition: i32) -> Result<Vec<ClockRow>, StoreError> {
+        self.client
+            .query(
+                "SELECT topic, partition, producer_id, max(next_offset), argMax(max_event_ms, next_offset), \
+                 argMax(last_ts_ms, next_offset), argMax(watermark_ms, next_offset), max(updated_at) \
+                 FROM aggregator_producer_clock WHERE topic = ? AND partition = ? \
+                 GROUP BY topic, partition, producer_id ORDER BY producer_id",
+            )
+            .bind(topic)
+            .bind(partition)
+            .fetch_all::<ClockRow>()
+            .await
+            .map_err(self.err("read aggregator_producer_clock"))
     }
 
     /// Records how far partitions are complete in `aggregator_watermark`.
@@ -703,13 +746,40 @@ impl Store {
                 .find(|s| s.partition == partition)
                 .map(|s| s.open_after_s)
         };
+        let window_open_after = |partition: i32, producer: &str| {
+            scopes
+                .iter()
+                .find(|s| s.partition == partition)
+                .and_then(|s| s.windows_open_after.iter().find(|(p, _)| p == producer))
+                .map(|(_, after)| *after)
+        };
         let partitions = scopes
             .iter()
             .map(|s| s.partition.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        // Windows that start after this could be open.
-        let window_from = (from_s - window_secs).max(0);
+        // The windows that could be open: per partition, each producer's
+        // rows that start after its watermark less a window. The producer
+        // leads the sorting key, so each condition reads that producer's
+        // granules of those minutes only.
+        let windows_open = scopes
+            .iter()
+            .flat_map(|s| {
+                s.windows_open_after.iter().map(move |(producer, after)| {
+                    format!(
+                        "({{p}} = {} AND producer_id = '{}' AND window_start > toDateTime({}))",
+                        s.partition,
+                        escape(producer),
+                        (after - window_secs).max(0)
+                    )
+                })
+            })
+            .collect::<Vec<_>>();
+        let windows_open = if windows_open.is_empty() {
+            "0".to_owned()
+        } else {
+            windows_open.join(" OR ")
+        };
         let offset = pulih_event::calendar::OFFSET_SECS;
         let first_day = (from_s + offset).div_euclid(86_400).max(0);
         // Named in each query, for `system.query_log`.
@@ -735,18 +805,18 @@ impl Store {
             .join(", ");
         let sql = format!(
             "/* pulih restore of {database} */ SELECT {columns} FROM activity_1m_by_producer FINAL \
-             WHERE window_start > toDateTime(?) AND source_partition IN ({partitions})"
+             WHERE {}",
+            windows_open.replace("{p}", "source_partition")
         );
         let mut activity = self
             .client
             .query(&sql)
             .with_setting("log_queries", "1")
-            .bind(window_from)
             .fetch_all::<ActivityRow>()
             .await
             .map_err(self.err("restore from activity_1m_by_producer"))?;
         activity.retain(|r| {
-            open_after(r.source_partition)
+            window_open_after(r.source_partition, &r.producer_id)
                 .is_some_and(|after| i64::from(r.window_start) + window_secs > after)
         });
 
@@ -771,14 +841,14 @@ impl Store {
         let sql = format!(
             "/* pulih restore of {database} */ SELECT topic, partition, district_code, sector, producer_id, window_start, fingerprints, offsets, \
              merchants, merchant_offsets FROM aggregator_counted_by_producer WHERE topic = ? \
-             AND window_start > toDateTime(?) AND partition IN ({partitions})"
+             AND ({})",
+            windows_open.replace("{p}", "partition")
         );
         let seen = self
             .client
             .query(&sql)
             .with_setting("log_queries", "1")
             .bind(topic)
-            .bind(window_from)
             .fetch_all::<SeenRow>()
             .await
             .map_err(self.err("restore from aggregator_counted_by_producer"))?;
@@ -944,6 +1014,11 @@ impl Store {
             .await
             .map_err(self.err("read activity_1m_by_producer"))
     }
+}
+
+/// `s` in a single-quoted SQL string.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
 /// The event time one read-back range of windows covers (the core's

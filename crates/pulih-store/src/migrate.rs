@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(23, "0023_aggregator_counted_by_time.sql"),
     migration!(24, "0024_activity_by_time.sql"),
     migration!(25, "0025_rows_by_producer.sql"),
+    migration!(26, "0026_aggregator_producer_clock.sql"),
 ];
 
 /// The database analysts read: the configured one's `_analytics` sibling.

@@ -58,7 +58,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use pulih_event::{Channel, MerchantSize, Sector};
-use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow, WatermarkRow};
+use pulih_store::{ActivityRow, CheckpointRow, ClockRow, DailyRow, SeenRow, WatermarkRow};
 
 use pulih_event::calendar;
 pub use pulih_event::calendar::day_end_ms;
@@ -76,6 +76,10 @@ pub struct CoreConfig {
     pub covered_hours: usize,
     /// Covered days kept resident ([`COVERED_DAYS`]).
     pub covered_days: usize,
+    /// A producer whose latest record in a partition has a Kafka timestamp
+    /// this far behind the partition's latest is idle there: its windows
+    /// close on the partition's watermark (`aggregate.idle_timeout_secs`).
+    pub producer_idle_ms: i64,
 }
 
 impl Default for CoreConfig {
@@ -86,6 +90,7 @@ impl Default for CoreConfig {
             max_age_ms: 7 * 86_400_000,
             covered_hours: COVERED_HOURS,
             covered_days: COVERED_DAYS,
+            producer_idle_ms: 30_000,
         }
     }
 }
@@ -257,10 +262,41 @@ pub const LEGACY: u32 = 0;
 /// The producers a partition has seen, each with a small index that
 /// window keys carry in place of the id; index [`LEGACY`] is the empty id
 /// of rows written before migration 0025.
+/// Each has its clock in the partition ([`Clock`]); a producer met for
+/// the first time starts with the partition's floor as its watermark.
 #[derive(Debug, Clone)]
 pub struct Producers {
     ids: Vec<String>,
     index: FxHashMap<Producer, u32>,
+    clocks: Vec<Clock>,
+    /// No producer's watermark is below this: the end of every window
+    /// row written before migration 0025 that is not resident
+    /// ([`Partition::restore`]); `i64::MIN` where there are none.
+    floor_ms: i64,
+}
+
+/// One producer's clock in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// The highest event time of its records, each clamped to its Kafka
+    /// timestamp; `None` before the first.
+    pub max_event_ms: Option<i64>,
+    /// The Kafka timestamp of its latest record.
+    pub last_ts_ms: i64,
+    /// The watermark its windows close by: its highest event time minus
+    /// the allowed lateness, or the partition's while it is idle, never
+    /// below the floor and never decreasing.
+    pub watermark_ms: i64,
+}
+
+impl Clock {
+    fn new(floor_ms: i64) -> Clock {
+        Clock {
+            max_event_ms: None,
+            last_ts_ms: i64::MIN,
+            watermark_ms: floor_ms,
+        }
+    }
 }
 
 impl Default for Producers {
@@ -268,6 +304,8 @@ impl Default for Producers {
         Producers {
             ids: vec![String::new()],
             index: FxHashMap::default(),
+            clocks: vec![Clock::new(i64::MIN)],
+            floor_ms: i64::MIN,
         }
     }
 }
@@ -281,7 +319,19 @@ impl Producers {
         let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
         self.ids.push(p.as_str().to_owned());
         self.index.insert(*p, i);
+        self.clocks.push(Clock::new(self.floor_ms));
         i
+    }
+
+    /// Raises the floor, and every producer's watermark with it.
+    fn raise_floor(&mut self, floor_ms: i64) {
+        if floor_ms <= self.floor_ms {
+            return;
+        }
+        self.floor_ms = floor_ms;
+        for c in &mut self.clocks {
+            c.watermark_ms = c.watermark_ms.max(floor_ms);
+        }
     }
 
     /// The index of a row's `producer_id`: [`LEGACY`] when empty, `None`
@@ -296,6 +346,11 @@ impl Producers {
     /// The id of index `i` (empty for [`LEGACY`]).
     pub fn id(&self, i: u32) -> &str {
         self.ids.get(i as usize).map_or("", String::as_str)
+    }
+
+    /// The clock of index `i`.
+    pub fn clock(&self, i: u32) -> Option<&Clock> {
+        self.clocks.get(i as usize)
     }
 }
 
@@ -554,13 +609,15 @@ impl Wanted {
 
 /// Everything one flush of a partition must make durable, in this order:
 /// what the windows newly counted (fingerprints and merchants), daily rows
-/// and window rows (any order among them), the checkpoint, then how far
-/// the partition's event time is complete.
+/// and window rows (any order among them), the producers' clocks at the
+/// checkpoint, the checkpoint, then how far the partition's event time is
+/// complete.
 #[derive(Debug, Clone, Default)]
 pub struct Flush {
     pub seen: Vec<SeenRow>,
     pub activity: Vec<ActivityRow>,
     pub daily: Vec<DailyRow>,
+    pub clocks: Vec<ClockRow>,
     pub checkpoints: Vec<CheckpointRow>,
     pub watermarks: Vec<WatermarkRow>,
 }
@@ -570,6 +627,7 @@ impl Flush {
         self.seen.is_empty()
             && self.activity.is_empty()
             && self.daily.is_empty()
+            && self.clocks.is_empty()
             && self.checkpoints.is_empty()
             && self.watermarks.is_empty()
     }
@@ -578,6 +636,7 @@ impl Flush {
         self.seen.extend(other.seen);
         self.activity.extend(other.activity);
         self.daily.extend(other.daily);
+        self.clocks.extend(other.clocks);
         self.checkpoints.extend(other.checkpoints);
         self.watermarks.extend(other.watermarks);
     }
@@ -605,17 +664,24 @@ pub struct Partition {
     read_back: ReadBack,
     /// The Jakarta day of the watermark last recorded as complete.
     recorded_day: i64,
+    /// The producers' clocks and the floor as last written with a
+    /// checkpoint: only those that changed are written again.
+    written_clocks: Vec<Clock>,
+    written_floor_ms: Option<i64>,
     /// The flushes with no record pending since the last checkpoint
     /// written, that one first.
     points: VecDeque<Point>,
 }
 
 /// Where a partition stood at a flush: a checkpoint it may write.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Point {
     next_offset: i64,
     max_event_ms: Option<i64>,
     max_ts_ms: Option<i64>,
+    /// The producers' clocks, by index, and the floor.
+    clocks: Vec<Clock>,
+    floor_ms: i64,
 }
 
 impl Partition {
@@ -637,6 +703,8 @@ impl Partition {
             pending: Vec::new(),
             read_back: ReadBack::default(),
             recorded_day: i64::MIN,
+            written_clocks: Vec::new(),
+            written_floor_ms: None,
             points: VecDeque::new(),
         }
     }
@@ -644,10 +712,18 @@ impl Partition {
     /// A partition continuing from its last checkpoint, with the durable
     /// rows that [`restore_scope`] selects and what was counted in those
     /// windows ([`pulih_store::Store::restore_open`]).
+    ///
+    /// The producers' clocks come from `clocks` ([`pulih_store::Store::clocks`]),
+    /// written with the checkpoint or after it. A checkpoint without them
+    /// (written before migration 0026) makes the partition's watermark the
+    /// floor of every producer: the rows written before migration 0025
+    /// count every producer, and those behind that watermark are not
+    /// resident.
     pub fn restore(
         id: i32,
         config: CoreConfig,
         checkpoint: Option<&CheckpointRow>,
+        clocks: &[ClockRow],
         activity: Vec<ActivityRow>,
         daily: Vec<DailyRow>,
         seen: Vec<SeenRow>,
@@ -660,6 +736,9 @@ impl Partition {
             p.max_ts_ms = (c.max_ts_ms != i64::MIN).then_some(c.max_ts_ms);
         }
         p.watermark_ms = p.partition_watermark_ms().unwrap_or(i64::MIN);
+        if checkpoint.is_some() {
+            p.restore_clocks(clocks);
+        }
         let mut bases = FxHashMap::default();
         for row in activity {
             if let Some((key, agg, base)) = window_from_row(&row, id, &mut p.producers) {
@@ -676,6 +755,39 @@ impl Partition {
         p.remember(&all, &bases, seen);
         p.count_legacy();
         p
+    }
+
+    /// Sets the producers' clocks and the floor from `clocks`; without
+    /// any, the floor is the partition's watermark.
+    fn restore_clocks(&mut self, clocks: &[ClockRow]) {
+        let mut floor = if clocks.is_empty() {
+            self.watermark_ms
+        } else {
+            i64::MIN
+        };
+        for row in clocks {
+            if row.producer_id.is_empty() {
+                floor = floor.max(row.watermark_ms);
+                continue;
+            }
+            let Some(i) = self.producers.intern_str(&row.producer_id) else {
+                continue;
+            };
+            self.producers.clocks[i as usize] = Clock {
+                max_event_ms: (row.max_event_ms != i64::MIN).then_some(row.max_event_ms),
+                last_ts_ms: row.last_ts_ms,
+                watermark_ms: row.watermark_ms,
+            };
+        }
+        self.producers.raise_floor(floor);
+        self.written_clocks = self.producers.clocks.clone();
+        self.written_floor_ms = Some(self.producers.floor_ms);
+    }
+
+    /// The watermark the windows of producer `i` close by: its own, or
+    /// the partition's for the rows written before migration 0025.
+    fn window_watermark(&self, i: u32) -> i64 {
+        window_watermark(&self.producers, self.watermark_ms, i)
     }
 
     fn count_legacy(&mut self) {
@@ -776,12 +888,55 @@ impl Partition {
 
     /// Raises the effective watermark to the partition's own and to
     /// `operator_ms`, whichever is highest.
+    ///
+    /// Then each producer's watermark rises to its own clock's (highest
+    /// event time minus the allowed lateness), or to the partition's
+    /// while the producer is idle: its latest record's Kafka timestamp
+    /// [`CoreConfig::producer_idle_ms`] behind the partition's latest. A
+    /// producer loading a history in time order is not idle, so its
+    /// windows close on its own clock, behind the live producers'. (A
+    /// partition read to its end is not a reason: a history paced below
+    /// the rate the aggregator counts reaches the end all the time. See
+    /// [`Partition::quiet`].)
     pub fn advance(&mut self, operator_ms: Option<i64>) {
         let own = self.partition_watermark_ms().unwrap_or(i64::MIN);
         self.watermark_ms = self
             .watermark_ms
             .max(own)
             .max(operator_ms.unwrap_or(i64::MIN));
+        let (wm, lateness, idle_ms) = (
+            self.watermark_ms,
+            self.config.allowed_lateness_ms,
+            self.config.producer_idle_ms,
+        );
+        let latest = self.max_ts_ms.unwrap_or(i64::MIN);
+        for c in self.producers.clocks.iter_mut().skip(1) {
+            let own = c
+                .max_event_ms
+                .map_or(i64::MIN, |m| m.saturating_sub(lateness));
+            let idle = latest.saturating_sub(c.last_ts_ms) > idle_ms;
+            c.watermark_ms = c
+                .watermark_ms
+                .max(own)
+                .max(if idle { wm } else { i64::MIN });
+        }
+    }
+
+    /// No record has come for the idle timeout (processing time; the
+    /// caller decides, see `aggregator::watermark::is_idle`): every
+    /// producer is idle, and its windows close on the partition's
+    /// watermark, so the last windows of a producer that stopped become
+    /// final when all input stops. Call after [`Partition::advance`].
+    pub fn quiet(&mut self) {
+        let wm = self.watermark_ms;
+        for c in self.producers.clocks.iter_mut().skip(1) {
+            c.watermark_ms = c.watermark_ms.max(wm);
+        }
+    }
+
+    /// The producers' clocks, by index ([`Producers`]).
+    pub fn producers(&self) -> &Producers {
+        &self.producers
     }
 
     /// Resident windows, merchant-days and remembered fingerprints.
@@ -798,11 +953,17 @@ impl Partition {
     /// The window `e` is counted in: its producer's, or the row written
     /// before migration 0025 of its window when that one is resident.
     fn window_key(&mut self, e: &Event) -> WindowKey {
+        let producer = self.producers.intern(&e.producer);
+        self.window_key_of(e, producer)
+    }
+
+    /// [`Partition::window_key`] of `e`, whose producer has index `producer`.
+    fn window_key_of(&self, e: &Event, producer: u32) -> WindowKey {
         let key = WindowKey {
             district: e.district,
             sector: e.sector,
             start_ms: self.window_start(e),
-            producer: self.producers.intern(&e.producer),
+            producer,
         };
         if self.legacy_windows > 0 && !self.windows.contains_key(&key) {
             let legacy = WindowKey {
@@ -848,8 +1009,12 @@ impl Partition {
         let clock = e.occurred_ms.min(ts_ms);
         self.max_event_ms = Some(self.max_event_ms.map_or(clock, |m| m.max(clock)));
 
-        let wkey = self.window_key(e);
-        let late = wkey.start_ms + self.config.window_ms <= self.watermark_ms;
+        let producer = self.producers.intern(&e.producer);
+        let wkey = self.window_key_of(e, producer);
+        let c = &mut self.producers.clocks[producer as usize];
+        c.max_event_ms = Some(c.max_event_ms.map_or(clock, |m| m.max(clock)));
+        c.last_ts_ms = c.last_ts_ms.max(ts_ms);
+        let late = wkey.start_ms + self.config.window_ms <= self.window_watermark(wkey.producer);
         let slot = match self.windows.entry(wkey) {
             Entry::Occupied(o) => {
                 if late {
@@ -1122,10 +1287,12 @@ impl Partition {
     /// at most a batch of them beyond the bounds.
     fn drop_least_used(&mut self) {
         let (wm, window_ms) = (self.watermark_ms, self.config.window_ms);
+        let producers = &self.producers;
         let hours = least_used(&self.read_back.hours, self.config.covered_hours);
         if !hours.is_empty() {
             self.windows.retain(|key, slot| {
-                let done = key.start_ms + window_ms <= wm
+                let done = key.start_ms + window_ms
+                    <= window_watermark(producers, wm, key.producer)
                     && slot.final_emitted
                     && !slot.dirty
                     && slot.unwritten.seen.is_empty()
@@ -1182,6 +1349,11 @@ impl Partition {
         let covered_hours = &self.read_back.hours;
         let covered_days = &self.read_back.days;
         let producers = &self.producers;
+        // The end of the latest row written before migration 0025 closed
+        // here: once it is forgotten, no producer's watermark may be below
+        // it (a record of its window would start a row of its producer
+        // beside it, and not find what it counted).
+        let mut floor = i64::MIN;
         // One row of what each window counted since the last flush, in
         // window order.
         let mut seen: Vec<(WindowKey, SeenRow)> = Vec::new();
@@ -1213,7 +1385,11 @@ impl Partition {
                 u.seen.clear();
                 u.merchants.clear();
             }
-            let closed = all_final || key.start_ms + window_ms <= wm;
+            let closed = all_final
+                || key.start_ms + window_ms <= window_watermark(producers, wm, key.producer);
+            if closed && key.producer == LEGACY {
+                floor = floor.max(key.start_ms + window_ms);
+            }
             if slot.dirty || (closed && !slot.final_emitted) {
                 let is_final = closed || slot.final_emitted;
                 flush.activity.push(activity_row(
@@ -1232,6 +1408,7 @@ impl Partition {
         });
         seen.sort_unstable_by_key(|(key, _)| *key);
         flush.seen = seen.into_iter().map(|(_, row)| row).collect();
+        self.producers.raise_floor(floor);
         // The first record that a held merchant-day holds.
         let mut held: Option<i64> = None;
         self.days.retain(|key, slot| {
@@ -1262,15 +1439,18 @@ impl Partition {
                 next_offset: self.next_offset,
                 max_event_ms: self.max_event_ms,
                 max_ts_ms: self.max_ts_ms,
+                clocks: self.producers.clocks.clone(),
+                floor_ms: self.producers.floor_ms,
             });
             let before_held = |p: &Point| held.is_none_or(|h| p.next_offset <= h);
             self.points.iter().rposition(before_held)
         };
         if let Some(at) = at {
             self.points.drain(..at);
-            let point = self.points[0];
+            let point = self.points[0].clone();
             if point.next_offset != self.checkpointed_offset {
                 self.checkpointed_offset = point.next_offset;
+                self.clock_rows(&mut flush, topic, &point, now_s);
                 flush.checkpoints.push(CheckpointRow {
                     topic: topic.to_owned(),
                     partition: self.id,
@@ -1295,25 +1475,83 @@ impl Partition {
     }
 }
 
-/// What a restored partition must load, given its checkpoint: the rows
-/// still open at the checkpoint's watermark (see
-/// [`pulih_store::RestoreScope`]); nothing when no counted record is
-/// checkpointed (the replay from the checkpoint then rebuilds every row it
-/// touches). A row that is closed at that watermark but covers offsets
-/// after the checkpoint (written by a flush that did not reach it) is not
-/// loaded: a replayed record of it is behind the watermark, so the row is
-/// read back with its fingerprints before the record is decided, as for
-/// any late record.
+/// The watermark the windows of producer `i` close by, `partition_ms` for
+/// the rows written before migration 0025.
+fn window_watermark(producers: &Producers, partition_ms: i64, i: u32) -> i64 {
+    if i == LEGACY {
+        return partition_ms;
+    }
+    producers.clock(i).map_or(partition_ms, |c| c.watermark_ms)
+}
+
+impl Partition {
+    /// The clocks of `point` that differ from those last written, and its
+    /// floor the first time or when it moved: rows to write before its
+    /// checkpoint.
+    fn clock_rows(&mut self, flush: &mut Flush, topic: &str, point: &Point, now_s: u32) {
+        let row = |producer_id: &str, c: &Clock| ClockRow {
+            topic: topic.to_owned(),
+            partition: self.id,
+            producer_id: producer_id.to_owned(),
+            next_offset: point.next_offset,
+            max_event_ms: c.max_event_ms.unwrap_or(i64::MIN),
+            last_ts_ms: c.last_ts_ms,
+            watermark_ms: c.watermark_ms,
+            updated_at: now_s,
+        };
+        if self.written_floor_ms != Some(point.floor_ms) {
+            let floor = Clock {
+                watermark_ms: point.floor_ms,
+                ..Clock::new(point.floor_ms)
+            };
+            flush.clocks.push(row("", &floor));
+            self.written_floor_ms = Some(point.floor_ms);
+        }
+        for (i, c) in point.clocks.iter().enumerate().skip(1) {
+            if self.written_clocks.get(i) != Some(c) {
+                flush.clocks.push(row(self.producers.id(i as u32), c));
+            }
+        }
+        self.written_clocks.clone_from(&point.clocks);
+    }
+}
+
+/// What a restored partition must load, given its checkpoint and the
+/// producers' clocks (see [`pulih_store::RestoreScope`]): the merchant-days
+/// still open at the checkpoint's watermark, and each producer's windows
+/// still open on its own clock, those of rows written before migration
+/// 0025 at the floor ([`Partition::restore`]). Nothing when no counted
+/// record is checkpointed: the replay from the checkpoint then rebuilds
+/// every row it touches, as it does the rows of a producer whose first
+/// record came after the checkpoint. A row that is closed at those
+/// watermarks but covers offsets after the checkpoint (written by a flush
+/// that did not reach it) is not loaded: a replayed record of it is
+/// behind the watermark, so the row is read back with its fingerprints
+/// before the record is decided, as for any late record.
 pub fn restore_scope(
     partition: i32,
     config: &CoreConfig,
     checkpoint: Option<&CheckpointRow>,
+    clocks: &[ClockRow],
 ) -> Option<pulih_store::RestoreScope> {
     let c = checkpoint.filter(|c| c.max_event_ms != i64::MIN)?;
     let wm = c.max_event_ms.saturating_sub(config.allowed_lateness_ms);
+    let restored = Partition::restore(partition, *config, Some(c), clocks, vec![], vec![], vec![]);
+    let p = &restored.producers;
+    let windows_open_after = (0..p.ids.len() as u32)
+        .map(|i| {
+            let wm = if i == LEGACY {
+                p.floor_ms
+            } else {
+                window_watermark(p, wm, i)
+            };
+            (p.id(i).to_owned(), wm.div_euclid(1000))
+        })
+        .collect();
     Some(pulih_store::RestoreScope {
         partition,
         open_after_s: wm.div_euclid(1000),
+        windows_open_after,
     })
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use pulih_event::{Channel, MerchantSize, Sector};
-use pulih_store::{ActivityRow, CheckpointRow, DailyRow, SeenRow, WatermarkRow};
+use pulih_store::{ActivityRow, CheckpointRow, ClockRow, DailyRow, SeenRow, WatermarkRow};
 
 use super::*;
 
@@ -44,6 +44,7 @@ fn config(lateness_ms: i64) -> CoreConfig {
         // Few, so that covered ranges are dropped all the time.
         covered_hours: 1,
         covered_days: 1,
+        producer_idle_ms: 30_000,
     }
 }
 
@@ -62,6 +63,8 @@ struct Model {
     activity: BTreeMap<WinKey, ActivityRow>,
     daily: BTreeMap<(u16, String, String, [u8; 32]), DailyRow>,
     seen: Vec<SeenRow>,
+    /// Every `aggregator_producer_clock` row written.
+    clocks: Vec<ClockRow>,
     checkpoints: HashMap<i32, CheckpointRow>,
     /// Every `aggregator_watermark` row written, in order.
     watermarks: Vec<WatermarkRow>,
@@ -118,6 +121,13 @@ impl Model {
                 self.activity.insert(k, r.clone());
             }
         }
+        for c in &f.clocks {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            self.clocks.push(c.clone());
+        }
         for c in &f.checkpoints {
             if budget == 0 {
                 return;
@@ -169,18 +179,23 @@ impl Model {
     /// be open; nothing without a checkpointed event.
     fn restore(&self, p: i32, config: &CoreConfig) -> Partition {
         let cp = self.checkpoints.get(&p);
-        let Some(scope) = restore_scope(p, config, cp) else {
-            return Partition::restore(p, *config, cp, Vec::new(), Vec::new(), Vec::new());
+        let clocks = self.clocks_of(p);
+        let Some(scope) = restore_scope(p, config, cp, &clocks) else {
+            return Partition::restore(p, *config, cp, &clocks, Vec::new(), Vec::new(), Vec::new());
         };
         let window_s = config.window_ms / 1000;
+        let open = |partition: i32, producer: &str, window_start: u32| {
+            partition == p
+                && scope.windows_open_after.iter().any(|(id, after)| {
+                    id == producer && i64::from(window_start) + window_s > *after
+                })
+        };
         // Without the merchants' keys of final rows, as the store reads
         // them: the merchants come from the counted entries.
         let activity: Vec<ActivityRow> = self
             .activity
             .values()
-            .filter(|r| {
-                r.source_partition == p && i64::from(r.window_start) + window_s > scope.open_after_s
-            })
+            .filter(|r| open(r.source_partition, &r.producer_id, r.window_start))
             .map(|r| ActivityRow {
                 merchant_keys: Vec::new(),
                 ..r.clone()
@@ -189,9 +204,7 @@ impl Model {
         let seen = self
             .seen
             .iter()
-            .filter(|s| {
-                s.partition == p && i64::from(s.window_start) > scope.open_after_s - window_s
-            })
+            .filter(|s| open(s.partition, &s.producer_id, s.window_start))
             .cloned()
             .collect();
         let daily = self
@@ -203,7 +216,22 @@ impl Model {
             })
             .cloned()
             .collect();
-        Partition::restore(p, *config, cp, activity, daily, seen)
+        Partition::restore(p, *config, cp, &clocks, activity, daily, seen)
+    }
+
+    /// What `Store::clocks` returns: the latest clock row of each
+    /// producer of partition `p`.
+    fn clocks_of(&self, p: i32) -> Vec<ClockRow> {
+        let mut latest: BTreeMap<String, ClockRow> = BTreeMap::new();
+        for c in self.clocks.iter().filter(|c| c.partition == p) {
+            if latest
+                .get(&c.producer_id)
+                .is_none_or(|old| c.next_offset >= old.next_offset)
+            {
+                latest.insert(c.producer_id.clone(), c.clone());
+            }
+        }
+        latest.into_values().collect()
     }
 
     /// What `Store::activity_in`, `Store::daily_in` and
@@ -526,12 +554,21 @@ fn clean_run(log: &[Vec<(i64, Event)>], config: &CoreConfig) -> Model {
 /// partitioner would: its cell's key has moved there for that record.
 fn partitioned(events: &[Event], partitions: usize) -> Vec<Vec<(i64, Event)>> {
     let mut log = vec![Vec::new(); partitions];
+    // A backfill is sent now: its Kafka timestamp is that of the live
+    // record before it.
+    let mut now = NIGHT0;
     for (i, e) in events.iter().enumerate() {
         let skew = ((i * 7_919) % 360_000) as i64 - 60_000;
+        let ts = if e.backfill {
+            now
+        } else {
+            now = e.occurred_ms + skew;
+            now
+        };
         let p = home(e, partitions);
-        log[p].push((e.occurred_ms + skew, e.clone()));
+        log[p].push((ts, e.clone()));
         if partitions > 1 && i % 9 == 4 {
-            log[(p + 1) % partitions].push((e.occurred_ms + skew, e.clone()));
+            log[(p + 1) % partitions].push((ts, e.clone()));
         }
     }
     log
@@ -560,10 +597,25 @@ fn gateway_log(specs: &[(i64, usize, u8, u64, u32)], partitions: usize) -> Vec<V
     log
 }
 
-/// Events of three nights: each in the 15 minutes from 23:55 in Jakarta,
-/// on one of three consecutive days, so the windows of a history cross
-/// midnight, whole days close behind the watermark and a record of an
-/// earlier night is late by a day or two.
+/// An event of producer `producer` (its fingerprint is of that producer's
+/// id), as [`ev`].
+fn ev_of(producer: &str, id: u32, t_ms: i64, cell: usize, merchant: u8, amount: u64) -> Event {
+    Event {
+        producer: Producer::new(producer).unwrap(),
+        fingerprint: fingerprint(producer, &format!("e{id}")),
+        ..ev(id, t_ms, cell, merchant, amount)
+    }
+}
+
+/// Events of three nights from two live producers: each in the 15
+/// minutes from 23:55 in Jakarta, on one of three consecutive days, so the
+/// windows of a history cross midnight, whole days close behind the
+/// watermark and a record of an earlier night is late by a day or two.
+/// Among them, about one in four is a third producer's history: loaded
+/// with `pulih produce` (a backfill), in time order from two days before
+/// the first night, a record every 37 s across its midnights, sent as the
+/// live records arrive. Its clock is two days and more behind the live
+/// producers'.
 fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec(
         (
@@ -573,18 +625,26 @@ fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
             0u8..5,
             1u64..1_000_000,
             0u32..40,
+            0u8..4,
         ),
         1..150,
     )
     .prop_map(|specs| {
         let mut out: Vec<Event> = Vec::new();
-        for (i, (night, t, cell, m, a, dup)) in specs.into_iter().enumerate() {
+        let mut history = 0i64;
+        for (i, (night, t, cell, m, a, dup, who)) in specs.into_iter().enumerate() {
             // About one in eight records re-delivers an earlier event.
             if dup < 5 && !out.is_empty() {
                 let j = (dup as usize * 7 + i) % out.len();
                 out.push(out[j].clone());
+            } else if who == 3 {
+                let mut e = ev_of("h", i as u32, 0, cell, m, a);
+                e.occurred_ms = NIGHT0 - 2 * DAY_MS - 600_000 + history * 37_000;
+                e.backfill = true;
+                history += 1;
+                out.push(e);
             } else {
-                let mut e = ev(i as u32, 0, cell, m, a);
+                let mut e = ev_of(["p", "q", "p"][usize::from(who)], i as u32, 0, cell, m, a);
                 e.occurred_ms = NIGHT0 + night * DAY_MS + t;
                 out.push(e);
             }
@@ -1063,6 +1123,7 @@ proptest! {
             max_age_ms: 600_000,
             covered_hours: 1,
             covered_days: 1,
+            producer_idle_ms: 30_000,
         };
         // The least `aggregate.dedup_retention_days` allows, down to the
         // millisecond: a window the restore scope can still reach keeps
@@ -1535,10 +1596,12 @@ fn rows_written_before_producers_had_rows_of_their_own_count_nothing_twice() {
         group_id: "g".into(),
         updated_at: 0,
     };
+    // Written before the producers' clocks were: none.
     let mut p = Partition::restore(
         0,
         config(120_000),
         Some(&checkpoint),
+        &[],
         activity,
         Vec::new(),
         seen,
@@ -1581,4 +1644,99 @@ fn rows_written_before_producers_had_rows_of_their_own_count_nothing_twice() {
         .find(|r| r.window_start == start && r.district_code == "31.74.09")
         .unwrap();
     assert_eq!((row.producer_id.as_str(), row.txn_count), ("", 4));
+}
+
+/// A producer's history loaded beside live traffic is counted on its own
+/// clock: its records, two days behind the live producer's, find their
+/// windows open (or absent and ahead of its watermark) and are applied,
+/// not read back; its windows close as its own clock passes them, and the
+/// live producer's on the live clock. Once the history stops and is idle
+/// in the partition, the rest of its windows close on the partition's
+/// watermark. Without clocks per producer each of its records would wait
+/// for a read-back.
+#[test]
+fn a_history_beside_live_traffic_is_counted_on_its_own_clock() {
+    let mut c = config(120_000);
+    c.producer_idle_ms = 30_000;
+    let mut p = Partition::new(0, c);
+    let live_at = |i: i64| T0 + i * 1_000;
+    let history_at = |i: i64| T0 - 2 * DAY_MS + i * 10_000;
+    let mut o = 0;
+    let mut outcomes = Vec::new();
+    for i in 0..600 {
+        // One live record a second, one history record (10 s of its
+        // time) a second, both sent now.
+        let live = ev_of("live", i as u32, 0, 0, 1, 10);
+        let live = Event {
+            occurred_ms: live_at(i),
+            ..live
+        };
+        let mut history = ev_of("h", 10_000 + i as u32, 0, 0, 2, 10);
+        history.occurred_ms = history_at(i);
+        history.backfill = true;
+        for e in [live, history] {
+            outcomes.push((e.producer, p.fold(o, live_at(i), &e)));
+            o += 1;
+        }
+        if i % 10 == 9 {
+            p.advance(None);
+            // Only the history's merchant-days are read back, a Jakarta
+            // day at a time (they close on the partition's watermark);
+            // none of its windows.
+            let wanted = p.wanted();
+            assert!(wanted.hours.is_empty(), "{wanted:?}");
+            assert!(wanted.days.len() <= 1, "{wanted:?}");
+            p.supply(Vec::new(), Vec::new(), Vec::new());
+            p.take("t", "g", false, 0);
+        }
+    }
+    let h = Producer::new("h").unwrap();
+    assert!(
+        outcomes.iter().all(|(_, out)| *out == Outcome::Applied),
+        "{:?}",
+        outcomes.iter().find(|(_, out)| *out != Outcome::Applied)
+    );
+    assert_eq!(outcomes.iter().filter(|(who, _)| *who == h).count(), 600);
+    // 600 s of live time, 6 000 s of history: the history's clock closed
+    // its windows up to two minutes behind its last record, and the live
+    // clock the live windows up to two minutes behind it.
+    fn clock_of(p: &Partition, id: &str) -> Clock {
+        let i = p.producers.index[&Producer::new(id).unwrap()];
+        *p.producers().clock(i).unwrap()
+    }
+    assert_eq!(clock_of(&p, "h").watermark_ms, history_at(599) - 120_000);
+    assert_eq!(clock_of(&p, "live").watermark_ms, live_at(599) - 120_000);
+    let open: Vec<(u32, i64)> = p.windows.keys().map(|k| (k.producer, k.start_ms)).collect();
+    assert!(open.iter().all(|&(who, start)| {
+        let end = start + 60_000;
+        if who == p.producers.index[&h] {
+            end > history_at(599) - 120_000
+        } else {
+            end > live_at(599) - 120_000
+        }
+    }));
+    // The history stops; the live producer goes on for a minute of Kafka
+    // time: the history is idle, and its windows close.
+    for i in 600..660 {
+        let live = Event {
+            occurred_ms: live_at(i),
+            ..ev_of("live", i as u32, 0, 0, 1, 10)
+        };
+        assert_eq!(p.fold(o, live_at(i), &live), Outcome::Applied);
+        o += 1;
+    }
+    p.advance(None);
+    assert!(p.wanted().is_empty());
+    let f = p.take("t", "g", false, 0);
+    assert_eq!(clock_of(&p, "h").watermark_ms, p.watermark_ms());
+    let h_rows: Vec<_> = f.activity.iter().filter(|r| r.producer_id == "h").collect();
+    assert!(!h_rows.is_empty() && h_rows.iter().all(|r| r.is_final == 1));
+    assert!(p
+        .windows
+        .keys()
+        .all(|k| k.producer != p.producers.index[&h]));
+    // The clocks go out with the checkpoint: both producers' and the floor.
+    let mut ids: Vec<&str> = f.clocks.iter().map(|r| r.producer_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec!["h", "live"]);
 }

@@ -437,6 +437,7 @@ async fn aggregate(config: &Config, exit_at_end: bool) -> Result<(), BoxError> {
             window_ms: secs(a.window_secs),
             allowed_lateness_ms: secs(a.allowed_lateness_secs),
             max_age_ms: secs(config.time.max_age_secs),
+            producer_idle_ms: secs(a.idle_timeout_secs),
             ..CoreConfig::default()
         },
         emit_interval: Duration::from_millis(u64::from(a.emit_interval_ms)),

@@ -203,11 +203,15 @@ impl Shared {
         let c = &self.config;
         let mut checkpoints = Vec::with_capacity(owned.len());
         for &partition in owned {
-            checkpoints.push((partition, self.store.checkpoint(&c.topic, partition).await?));
+            checkpoints.push((
+                partition,
+                self.store.checkpoint(&c.topic, partition).await?,
+                self.store.clocks(&c.topic, partition).await?,
+            ));
         }
         let scopes: Vec<_> = checkpoints
             .iter()
-            .filter_map(|(p, cp)| core::restore_scope(*p, &c.core, cp.as_ref()))
+            .filter_map(|(p, cp, clocks)| core::restore_scope(*p, &c.core, cp.as_ref(), clocks))
             .collect();
         let started = Instant::now();
         let state = self
@@ -230,7 +234,7 @@ impl Shared {
             parts.entry(r.partition).or_default().seen.push(r);
         }
         let mut out = Vec::with_capacity(owned.len());
-        for (partition, checkpoint) in checkpoints {
+        for (partition, checkpoint, clocks) in checkpoints {
             let pulih_store::Restored {
                 activity,
                 daily,
@@ -250,6 +254,7 @@ impl Shared {
                     partition,
                     c.core,
                     checkpoint.as_ref(),
+                    &clocks,
                     activity,
                     daily,
                     seen,

@@ -1,7 +1,8 @@
 //! Making what was folded durable, in the order the exactly-once argument
 //! needs (`docs/semantics.md`): raw records, merchants' producers and links,
 //! fingerprints, merchant-days,
-//! windows, dead letters, and only then the checkpoints. Nothing is
+//! windows, dead letters, the producers' clocks, and only then the
+//! checkpoints. Nothing is
 //! committed to Kafka: consumption resumes from the checkpoints.
 
 use std::time::{Duration, Instant};
@@ -164,6 +165,8 @@ impl Shared {
             self.send_dead_letters(dead)?;
             self.faults.pass("after_dead_letters");
         }
+        self.block_on(self.store.insert_clocks(&flush.clocks))?;
+        self.faults.pass("after_clocks");
         self.block_on(self.store.insert_checkpoints(&flush.checkpoints))?;
         self.faults.pass("after_checkpoint");
         self.block_on(self.store.insert_watermarks(&flush.watermarks))?;
@@ -193,6 +196,19 @@ impl Shared {
             (0, 0, 0, 0, 0);
         for (id, p) in st.parts.iter_mut() {
             p.core.advance(operator);
+            // Quiet for the idle timeout, not merely read to its end: a
+            // history paced below the rate this process counts reaches the
+            // end all the time, and its producer is not idle.
+            let quiet = is_idle(Input {
+                at_end: false,
+                quiet: p.last_record.elapsed() >= idle,
+                next_offset: p.core.next_offset(),
+                hi_offset: p.hi_offset,
+                paused,
+            });
+            if quiet {
+                p.core.quiet();
+            }
             let (w, d, e) = p.core.sizes();
             windows += w;
             days += d;
