@@ -144,7 +144,8 @@ enum Command {
         /// rejected (`beyond_dedup_retention`).
         #[arg(long)]
         may_count_again: bool,
-        /// Send at most this many events a second. A history loaded into
+        /// Send at most this many events a second, in ten bursts a
+        /// second. A history loaded into
         /// the topic that live traffic uses is read in offset order: live
         /// events queued behind a backlog wait for all of it. Loaded below
         /// the rate the aggregators count (docs/benchmarks.md, "Backfills
@@ -690,10 +691,16 @@ async fn produce(
             continue;
         }
         lines += 1;
+        // Ten bursts a second, each one request per partition to the
+        // broker: spread one by one, the records went in requests of one
+        // or two, and the broker spent its time on requests.
         if let Some(rate) = rate {
-            let due = Duration::from_secs_f64(lines as f64 / f64::from(rate));
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                tokio::time::sleep(wait).await;
+            let burst = u64::from(rate.div_ceil(10));
+            if (lines - 1) % burst == 0 {
+                let due = Duration::from_secs_f64((lines - 1) as f64 / f64::from(rate));
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
         match loader.offer(producer, line).await? {
