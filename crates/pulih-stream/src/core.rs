@@ -8,7 +8,13 @@
 //!   highest Kafka timestamp (`max_ts_ms`) folded so far, and the offset to
 //!   read next. These are a function of the log prefix, so they are the same
 //!   in every run over the same log;
-//! - the resident rows of `activity_1m_by_producer` (windows) and
+//! - each producer's clock ([`Clock`]): its own highest event time and
+//!   latest Kafka timestamp, and the watermark its windows close by, so a
+//!   producer whose records are far behind the others' (a history being
+//!   loaded) finds its windows open on its own clock. Merchant-days and
+//!   the completeness of days follow the partition's watermark;
+//! - the resident rows of `activity_1m_by_producer` (windows, one per
+//!   cell, minute and producer) and
 //!   `merchant_activity_daily_by_time` (merchant-days), each with the highest offset
 //!   folded into it (`hi_offset`) and the highest offset its durable state
 //!   already holds (`base_offset`), which is what makes a replay
