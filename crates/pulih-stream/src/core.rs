@@ -329,6 +329,34 @@ impl Producers {
         i
     }
 
+    /// The producers of `clocks` ([`pulih_store::Store::clocks`]) with
+    /// their clocks and the floor; without any, the floor is
+    /// `partition_wm_ms` (see [`Partition::restore`]).
+    fn restored(clocks: &[ClockRow], partition_wm_ms: i64) -> Producers {
+        let mut p = Producers::default();
+        let mut floor = if clocks.is_empty() {
+            partition_wm_ms
+        } else {
+            i64::MIN
+        };
+        for row in clocks {
+            if row.producer_id.is_empty() {
+                floor = floor.max(row.watermark_ms);
+                continue;
+            }
+            let Some(i) = p.intern_str(&row.producer_id) else {
+                continue;
+            };
+            p.clocks[i as usize] = Clock {
+                max_event_ms: (row.max_event_ms != i64::MIN).then_some(row.max_event_ms),
+                last_ts_ms: row.last_ts_ms,
+                watermark_ms: row.watermark_ms,
+            };
+        }
+        p.raise_floor(floor);
+        p
+    }
+
     /// Raises the floor, and every producer's watermark with it.
     fn raise_floor(&mut self, floor_ms: i64) {
         if floor_ms <= self.floor_ms {
@@ -766,26 +794,7 @@ impl Partition {
     /// Sets the producers' clocks and the floor from `clocks`; without
     /// any, the floor is the partition's watermark.
     fn restore_clocks(&mut self, clocks: &[ClockRow]) {
-        let mut floor = if clocks.is_empty() {
-            self.watermark_ms
-        } else {
-            i64::MIN
-        };
-        for row in clocks {
-            if row.producer_id.is_empty() {
-                floor = floor.max(row.watermark_ms);
-                continue;
-            }
-            let Some(i) = self.producers.intern_str(&row.producer_id) else {
-                continue;
-            };
-            self.producers.clocks[i as usize] = Clock {
-                max_event_ms: (row.max_event_ms != i64::MIN).then_some(row.max_event_ms),
-                last_ts_ms: row.last_ts_ms,
-                watermark_ms: row.watermark_ms,
-            };
-        }
-        self.producers.raise_floor(floor);
+        self.producers = Producers::restored(clocks, self.watermark_ms);
         self.written_clocks = self.producers.clocks.clone();
         self.written_floor_ms = Some(self.producers.floor_ms);
     }
@@ -1542,16 +1551,19 @@ pub fn restore_scope(
 ) -> Option<pulih_store::RestoreScope> {
     let c = checkpoint.filter(|c| c.max_event_ms != i64::MIN)?;
     let wm = c.max_event_ms.saturating_sub(config.allowed_lateness_ms);
-    let restored = Partition::restore(partition, *config, Some(c), clocks, vec![], vec![], vec![]);
-    let p = &restored.producers;
-    let windows_open_after = (0..p.ids.len() as u32)
-        .map(|i| {
-            let wm = if i == LEGACY {
+    let p = Producers::restored(clocks, wm);
+    let windows_open_after = p
+        .ids
+        .iter()
+        .zip(&p.clocks)
+        .enumerate()
+        .map(|(i, (id, c))| {
+            let wm = if i as u32 == LEGACY {
                 p.floor_ms
             } else {
-                window_watermark(p, wm, i)
+                c.watermark_ms
             };
-            (p.id(i).to_owned(), wm.div_euclid(1000))
+            (id.clone(), wm.div_euclid(1000))
         })
         .collect();
     Some(pulih_store::RestoreScope {
